@@ -1,0 +1,100 @@
+//! A credential that prints as `[redacted]`.
+
+use std::fmt;
+
+/// A credential (token, routing key, webhook URL). `Debug` and `Display` print
+/// `[redacted]`; only [`Secret::expose`] gives the value, at the point of use.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for putting on the wire. Never log or format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Every secret the executor holds, to scrub from any text that leaves it
+/// (a target may echo a key back in an error body).
+#[derive(Clone, Default)]
+pub(crate) struct Redactor {
+    secrets: Vec<Secret>,
+}
+
+impl Redactor {
+    pub(crate) fn add(&mut self, secret: &Secret) {
+        // Very short values would scrub ordinary words; they are refused at config time.
+        if !secret.expose().is_empty() {
+            self.secrets.push(secret.clone());
+        }
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            if out.contains(s.expose()) {
+                out = out.replace(s.expose(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_formats_its_value() {
+        let s = Secret::new("hunter2-token");
+        assert_eq!(format!("{s}"), "[redacted]");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(s.expose(), "hunter2-token");
+    }
+
+    #[test]
+    fn redactor_scrubs_every_occurrence() {
+        let mut r = Redactor::default();
+        r.add(&Secret::new("abc123secret"));
+        r.add(&Secret::new(""));
+        assert_eq!(
+            r.scrub("key abc123secret is bad; abc123secret"),
+            "key [redacted] is bad; [redacted]"
+        );
+        assert!(!format!("{r:?}").contains("abc123"));
+    }
+}

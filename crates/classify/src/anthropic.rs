@@ -1,0 +1,699 @@
+//! The Anthropic Messages API classifier (`POST {base_url}/v1/messages`, forced
+//! tool use). Does I/O; everything it gets back goes through
+//! [`contract::validate`].
+//!
+//! The API key is held in a [`Secret`]: it is sent in the `x-api-key` header
+//! and nowhere else, and it is scrubbed from every detail this module records.
+
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tg_model::{Classification, ClassifierInfo, NormalizedEvent, Rejection};
+
+use crate::contract::{self, reason, rejection};
+use crate::prompt::{self, TOOL_NAME};
+use crate::{Classifier, ClassifyOutcome, Secret, TeamContext, Usage};
+
+/// The API version header value this client speaks.
+pub const API_VERSION: &str = "2023-06-01";
+/// Maximum bytes of a response body read from the API.
+pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+/// Maximum bytes of `raw_output` kept from a response (text answers can be long).
+pub const RAW_OUTPUT_BYTES_MAX: usize = 64 * 1024;
+/// Upper bound on `retries_max` a configuration may ask for.
+pub const RETRIES_MAX_LIMIT: u32 = 10;
+/// Upper bound on `timeout_ms` (10 minutes, the official SDK's default).
+pub const TIMEOUT_MS_LIMIT: u64 = 600_000;
+/// Upper bound on `max_tokens` (a classification needs a few hundred).
+pub const MAX_TOKENS_LIMIT: u32 = 8192;
+/// Upper bound on `retry_after_max_secs` (the official SDK honours at most 60 s).
+pub const RETRY_AFTER_SECS_LIMIT: u64 = 60;
+/// Maximum depth of the schema when inlining `$ref`s for the tool definition.
+const SCHEMA_DEPTH_MAX: usize = 32;
+
+/// Description of the `classify_alert` tool.
+pub const TOOL_DESCRIPTION: &str = "Record the classification of the alert. Call exactly once.";
+
+fn default_base_url() -> String {
+    "https://api.anthropic.com".to_owned()
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_tokens() -> u32 {
+    512
+}
+fn default_retries_max() -> u32 {
+    2
+}
+fn default_retry_after_max_secs() -> u64 {
+    30
+}
+fn default_backoff_base_ms() -> u64 {
+    500
+}
+fn default_backoff_max_ms() -> u64 {
+    8_000
+}
+
+/// Configuration of the Anthropic classifier. `Debug` shows the key as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicConfig {
+    /// Scheme, host, optional port and path prefix (for gateways); `/v1/messages` is appended.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Secret,
+    /// Timeout of one HTTP attempt, body included.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Retries after the first attempt (at most [`RETRIES_MAX_LIMIT`]).
+    #[serde(default = "default_retries_max")]
+    pub retries_max: u32,
+    /// A `retry-after` longer than this is waited only this long.
+    #[serde(default = "default_retry_after_max_secs")]
+    pub retry_after_max_secs: u64,
+    /// First backoff delay when the API gives no `retry-after`; doubles per retry.
+    #[serde(default = "default_backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    /// Largest backoff delay.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+impl AnthropicConfig {
+    /// A configuration with every default.
+    pub fn new(model: impl Into<String>, api_key: Secret) -> Self {
+        AnthropicConfig {
+            base_url: default_base_url(),
+            model: model.into(),
+            api_key,
+            timeout_ms: default_timeout_ms(),
+            max_tokens: default_max_tokens(),
+            retries_max: default_retries_max(),
+            retry_after_max_secs: default_retry_after_max_secs(),
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+        }
+    }
+}
+
+/// Why an [`AnthropicClassifier`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AnthropicBuildError {
+    #[error("base_url {url:?} is not an http(s) url without a query or fragment")]
+    BadBaseUrl { url: String },
+    #[error("model name is empty")]
+    EmptyModel,
+    #[error("api_key is empty")]
+    EmptyApiKey,
+    #[error("timeout_ms {value} is not in 1..={TIMEOUT_MS_LIMIT}")]
+    BadTimeout { value: u64 },
+    #[error("max_tokens {value} is not in 1..={MAX_TOKENS_LIMIT}")]
+    BadMaxTokens { value: u32 },
+    #[error("retries_max {value} is more than {RETRIES_MAX_LIMIT}")]
+    TooManyRetries { value: u32 },
+    #[error("retry_after_max_secs {value} is more than {RETRY_AFTER_SECS_LIMIT}")]
+    BadRetryAfterMax { value: u64 },
+    #[error("backoff_base_ms {base} is more than backoff_max_ms {max} or {max} is more than {limit}", limit = TIMEOUT_MS_LIMIT)]
+    BadBackoff { base: u64, max: u64 },
+    #[error("cannot build the http client: {0}")]
+    Client(String),
+}
+
+/// Classifies through the Anthropic Messages API with a forced `classify_alert` tool.
+#[derive(Debug)]
+pub struct AnthropicClassifier {
+    config: AnthropicConfig,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl AnthropicClassifier {
+    pub fn new(config: AnthropicConfig) -> Result<Self, AnthropicBuildError> {
+        let base = config.base_url.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base).map_err(|_| AnthropicBuildError::BadBaseUrl {
+            url: config.base_url.clone(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            return Err(AnthropicBuildError::BadBaseUrl {
+                url: config.base_url.clone(),
+            });
+        }
+        if config.model.trim().is_empty() {
+            return Err(AnthropicBuildError::EmptyModel);
+        }
+        if config.api_key.expose().is_empty() {
+            return Err(AnthropicBuildError::EmptyApiKey);
+        }
+        if config.timeout_ms == 0 || config.timeout_ms > TIMEOUT_MS_LIMIT {
+            return Err(AnthropicBuildError::BadTimeout {
+                value: config.timeout_ms,
+            });
+        }
+        if config.max_tokens == 0 || config.max_tokens > MAX_TOKENS_LIMIT {
+            return Err(AnthropicBuildError::BadMaxTokens {
+                value: config.max_tokens,
+            });
+        }
+        if config.retries_max > RETRIES_MAX_LIMIT {
+            return Err(AnthropicBuildError::TooManyRetries {
+                value: config.retries_max,
+            });
+        }
+        if config.retry_after_max_secs > RETRY_AFTER_SECS_LIMIT {
+            return Err(AnthropicBuildError::BadRetryAfterMax {
+                value: config.retry_after_max_secs,
+            });
+        }
+        if config.backoff_base_ms > config.backoff_max_ms
+            || config.backoff_max_ms > TIMEOUT_MS_LIMIT
+        {
+            return Err(AnthropicBuildError::BadBackoff {
+                base: config.backoff_base_ms,
+                max: config.backoff_max_ms,
+            });
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            // A redirect would carry the key to another origin.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| AnthropicBuildError::Client(e.without_url().to_string()))?;
+        let url = format!("{base}/v1/messages");
+        Ok(AnthropicClassifier {
+            config,
+            url,
+            client,
+        })
+    }
+
+    /// The request body for one event (also used by tests and the sandbox).
+    pub fn request_body(&self, prompt: &prompt::Prompt) -> Value {
+        json!({
+            "model": self.config.model,
+            "max_tokens": self.config.max_tokens,
+            "temperature": 0,
+            "system": prompt.system,
+            "messages": [{"role": "user", "content": prompt.user}],
+            "tools": [{
+                "name": TOOL_NAME,
+                "description": TOOL_DESCRIPTION,
+                "input_schema": tool_input_schema(),
+            }],
+            "tool_choice": {"type": "tool", "name": TOOL_NAME},
+        })
+    }
+
+    /// Runs the attempts; returns raw output, result and usage of the last attempt.
+    async fn call(&self, body: &[u8], known_teams: &BTreeSet<String>) -> Answer {
+        let mut attempt: u32 = 0;
+        loop {
+            let failure = match self.attempt(body).await {
+                Ok(bytes) => return self.answer(&bytes, known_teams),
+                Err(failure) => failure,
+            };
+            if !failure.retryable || attempt >= self.config.retries_max {
+                return Answer {
+                    raw_output: None,
+                    result: Err(failure.rejection),
+                    usage: None,
+                };
+            }
+            let delay = failure.retry_after.unwrap_or_else(|| self.backoff(attempt));
+            tracing::warn!(
+                reason = %failure.rejection.reason,
+                attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "anthropic call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u64.checked_shl(attempt.min(20)).unwrap_or(u64::MAX);
+        let ms = self
+            .config
+            .backoff_base_ms
+            .saturating_mul(factor)
+            .min(self.config.backoff_max_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// One HTTP attempt: `Ok` with a 200 body, or a classified failure.
+    async fn attempt(&self, body: &[u8]) -> Result<Vec<u8>, Failure> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header("x-api-key", self.config.api_key.expose())
+            .header("anthropic-version", API_VERSION)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = read_limited(response).await.map_err(|e| match e {
+            ReadError::Transport(e) => self.transport_failure(&e),
+            ReadError::TooLarge => Failure {
+                retryable: false,
+                retry_after: None,
+                rejection: rejection(
+                    reason::PROVIDER_INVALID_RESPONSE,
+                    format!("response body larger than {RESPONSE_BYTES_MAX} bytes"),
+                ),
+            },
+        })?;
+        if status == StatusCode::OK {
+            return Ok(bytes);
+        }
+        Err(self.status_failure(status, &headers, &bytes))
+    }
+
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
+        let rejection = if e.is_timeout() {
+            rejection(
+                reason::PROVIDER_TIMEOUT,
+                format!("no complete response within {} ms", self.config.timeout_ms),
+            )
+        } else {
+            // `without_url` and the key never being in the URL keep secrets out.
+            let kind = if e.is_connect() { "connect" } else { "request" };
+            rejection(
+                reason::PROVIDER_TRANSPORT,
+                format!("{kind} failed: {}", error_chain(e)),
+            )
+        };
+        Failure {
+            retryable: true,
+            retry_after: None,
+            rejection: self.scrubbed(rejection),
+        }
+    }
+
+    fn status_failure(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Failure {
+        let error = serde_json::from_slice::<ErrorEnvelope>(body)
+            .ok()
+            .map(|e| e.error);
+        let error_type = error.as_ref().map_or("", |e| e.kind.as_str());
+        let code = match status.as_u16() {
+            429 => reason::PROVIDER_RATE_LIMITED.to_owned(),
+            529 => reason::PROVIDER_OVERLOADED.to_owned(),
+            _ if error_type == "overloaded_error" => reason::PROVIDER_OVERLOADED.to_owned(),
+            408 | 504 => reason::PROVIDER_TIMEOUT.to_owned(),
+            other => format!("{}{other}", reason::PROVIDER_HTTP_PREFIX),
+        };
+        let should_retry = headers
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| match v {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            });
+        let retryable = should_retry.unwrap_or_else(|| {
+            matches!(status.as_u16(), 408 | 409 | 429)
+                || status.is_server_error()
+                || status.as_u16() == 529
+        });
+        let detail = match &error {
+            Some(e) => format!("http {}: {}: {}", status.as_u16(), e.kind, e.message),
+            None => format!("http {} without an error body", status.as_u16()),
+        };
+        Failure {
+            retryable,
+            retry_after: self.retry_after(headers),
+            rejection: self.scrubbed(rejection(code, detail)),
+        }
+    }
+
+    /// `retry-after-ms`, else `retry-after` in seconds, capped at `retry_after_max_secs`.
+    /// An HTTP-date `retry-after` is ignored (exponential backoff applies).
+    fn retry_after(&self, headers: &HeaderMap) -> Option<Duration> {
+        let cap = Duration::from_secs(self.config.retry_after_max_secs);
+        let parse = |name: &str| -> Option<f64> {
+            let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+            (value.is_finite() && value >= 0.0).then_some(value)
+        };
+        let delay = parse("retry-after-ms")
+            .map(|ms| Duration::from_secs_f64((ms / 1000.0).min(cap.as_secs_f64())))
+            .or_else(|| {
+                parse("retry-after").map(|s| Duration::from_secs_f64(s.min(cap.as_secs_f64())))
+            })?;
+        Some(delay.min(cap))
+    }
+
+    /// Interprets a 200 body.
+    fn answer(&self, bytes: &[u8], known_teams: &BTreeSet<String>) -> Answer {
+        let message: MessageResponse = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return Answer {
+                    raw_output: None,
+                    result: Err(rejection(
+                        reason::PROVIDER_INVALID_RESPONSE,
+                        format!("200 body is not a messages response: {e}"),
+                    )),
+                    usage: None,
+                };
+            }
+        };
+        let usage = message.usage.map(|u| Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+        });
+        let text: String = message
+            .content
+            .iter()
+            .filter(|b| b.kind == "text")
+            .filter_map(|b| b.text.as_deref())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let tools: Vec<&ContentBlock> = message
+            .content
+            .iter()
+            .filter(|b| b.kind == "tool_use")
+            .collect();
+        let tool_inputs = || -> String {
+            match tools.as_slice() {
+                [one] => one
+                    .input
+                    .as_ref()
+                    .map_or_else(String::new, |i| i.get().to_owned()),
+                many => format!(
+                    "[{}]",
+                    many.iter()
+                        .map(|b| b.input.as_ref().map_or("null", |i| i.get()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            }
+        };
+        let stop = message.stop_reason.as_deref().unwrap_or("");
+        let text_or_none = |t: &str| (!t.is_empty()).then(|| t.to_owned());
+        let (raw_output, result): (Option<String>, Result<Classification, Rejection>) = match stop {
+            "max_tokens" => (
+                if tools.is_empty() {
+                    text_or_none(&text)
+                } else {
+                    Some(tool_inputs())
+                },
+                Err(rejection(
+                    reason::TRUNCATED,
+                    format!("stopped at max_tokens {}", self.config.max_tokens),
+                )),
+            ),
+            "refusal" => (
+                text_or_none(&text),
+                Err(rejection(reason::REFUSAL, "the model refused to classify")),
+            ),
+            _ => match tools.as_slice() {
+                [] => (
+                    text_or_none(&text),
+                    Err(rejection(
+                        reason::NO_TOOL_CALL,
+                        format!("no tool_use block (stop_reason {stop:?})"),
+                    )),
+                ),
+                [_, _, ..] => (
+                    Some(tool_inputs()),
+                    Err(rejection(
+                        reason::MULTIPLE_TOOL_CALLS,
+                        format!("{} tool_use blocks", tools.len()),
+                    )),
+                ),
+                [one] if one.name.as_deref() != Some(TOOL_NAME) => (
+                    Some(tool_inputs()),
+                    Err(rejection(
+                        reason::WRONG_TOOL,
+                        format!(
+                            "called tool {:?}, not {TOOL_NAME:?}",
+                            one.name.as_deref().unwrap_or("")
+                        ),
+                    )),
+                ),
+                [one] => match (&one.input, stop) {
+                    (None, _) => (
+                        None,
+                        Err(rejection(
+                            reason::NO_TOOL_CALL,
+                            "tool_use block without input",
+                        )),
+                    ),
+                    (Some(input), "tool_use") => (
+                        Some(input.get().to_owned()),
+                        contract::validate(input.get(), known_teams),
+                    ),
+                    (Some(input), other) => (
+                        Some(input.get().to_owned()),
+                        // A forced tool call ends with stop_reason tool_use; anything
+                        // else is an incomplete protocol exchange, not an answer.
+                        Err(rejection(
+                            reason::NO_TOOL_CALL,
+                            format!("tool_use block with stop_reason {other:?}"),
+                        )),
+                    ),
+                },
+            },
+        };
+        Answer {
+            raw_output: raw_output.map(|r| contract::truncate(&r, RAW_OUTPUT_BYTES_MAX).to_owned()),
+            result,
+            usage,
+        }
+    }
+
+    fn scrubbed(&self, mut r: Rejection) -> Rejection {
+        r.detail = scrub(&r.detail, self.config.api_key.expose());
+        r
+    }
+}
+
+/// `s` with every occurrence of `secret` replaced by `[redacted]`.
+fn scrub(s: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        s.to_owned()
+    } else {
+        s.replace(secret, "[redacted]")
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    // Bounded: the chain of a reqwest error is a handful of links.
+    for _ in 0..8 {
+        let Some(s) = source else { break };
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+struct Answer {
+    raw_output: Option<String>,
+    result: Result<Classification, Rejection>,
+    usage: Option<Usage>,
+}
+
+struct Failure {
+    retryable: bool,
+    retry_after: Option<Duration>,
+    rejection: Rejection,
+}
+
+enum ReadError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > RESPONSE_BYTES_MAX as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if out.len() + chunk.len() > RESPONSE_BYTES_MAX {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct MessageResponse {
+    content: Vec<ContentBlock>,
+    stop_reason: Option<String>,
+    usage: Option<UsageWire>,
+}
+
+/// One content block. A struct rather than a tagged enum so `input` can stay a
+/// `RawValue`: the exact text the model produced, duplicate keys included.
+#[derive(Deserialize)]
+struct ContentBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+    name: Option<String>,
+    input: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}
+
+static TOOL_INPUT_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    let mut schema = tg_model::schema::schema::<Classification>();
+    let defs = match &mut schema {
+        Value::Object(map) => {
+            map.remove("$schema");
+            map.remove("title");
+            map.remove("description");
+            map.remove("$defs").unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
+    };
+    inline_refs(&mut schema, &defs, 0);
+    schema
+});
+
+/// The Classification schema as the API's `input_schema`: a self-contained
+/// object schema (no `$schema`, `$defs` or `$ref`; no non-standard `format`s).
+pub fn tool_input_schema() -> Value {
+    TOOL_INPUT_SCHEMA.clone()
+}
+
+fn inline_refs(value: &mut Value, defs: &Value, depth: usize) {
+    if depth > SCHEMA_DEPTH_MAX {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            // `format: double` is a schemars annotation, not a JSON Schema format.
+            map.remove("format");
+            if let Some(Value::String(target)) = map.get("$ref")
+                && let Some(name) = target.strip_prefix("#/$defs/")
+                && let Some(Value::Object(def)) = defs.get(name)
+            {
+                let def = def.clone();
+                map.remove("$ref");
+                for (k, v) in def {
+                    map.entry(k).or_insert(v);
+                }
+            }
+            for v in map.values_mut() {
+                inline_refs(v, defs, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                inline_refs(v, defs, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[async_trait::async_trait]
+impl Classifier for AnthropicClassifier {
+    fn info(&self) -> ClassifierInfo {
+        ClassifierInfo {
+            classifier: "anthropic".to_owned(),
+            model: Some(self.config.model.clone()),
+        }
+    }
+
+    async fn classify(&self, event: &NormalizedEvent, teams: &TeamContext) -> ClassifyOutcome {
+        let prompt = prompt::build(event, teams);
+        let prompt_sha256 = Some(prompt.sha256());
+        let started = Instant::now();
+        let answer = match serde_json::to_vec(&self.request_body(&prompt)) {
+            Ok(body) => self.call(&body, &teams.known_teams).await,
+            Err(e) => Answer {
+                raw_output: None,
+                result: Err(rejection(
+                    reason::PROVIDER_INVALID_RESPONSE,
+                    format!("cannot encode the request: {e}"),
+                )),
+                usage: None,
+            },
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let key = self.config.api_key.expose();
+        ClassifyOutcome {
+            info: self.info(),
+            raw_output: answer.raw_output.map(|r| scrub(&r, key)),
+            result: answer.result.map_err(|r| self.scrubbed(r)),
+            latency_ms,
+            usage: answer.usage,
+            prompt_sha256,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_schema_is_self_contained_and_closed() {
+        let s = tool_input_schema();
+        let text = s.to_string();
+        assert!(
+            !text.contains("$ref") && !text.contains("$defs") && !text.contains("$schema"),
+            "{text}"
+        );
+        assert!(!text.contains("\"format\""), "{text}");
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(
+            s["properties"]["classification"]["enum"],
+            json!(["low", "medium", "high", "sev1"])
+        );
+        assert_eq!(s["properties"]["classification"]["type"], "string");
+        assert_eq!(s["required"].as_array().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn scrub_replaces_every_occurrence() {
+        assert_eq!(scrub("a KEY b KEY", "KEY"), "a [redacted] b [redacted]");
+        assert_eq!(scrub("abc", ""), "abc");
+    }
+}

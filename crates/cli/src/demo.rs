@@ -1,0 +1,334 @@
+//! `triage-gate demo`: the bundled incident, end to end, offline.
+//!
+//! Starts the sandbox emulators and the gate on loopback, sends the incident's
+//! events step by step (waiting for each step's runs, so the story reads in
+//! order), prints what was decided and why, then checks the emulators against
+//! the decisions and verifies the audit chain.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
+use serde_json::Value;
+use tg_config::{Config, MapSecrets, SecretRef};
+use tg_model::{ActionKind, ActionStatus, Decision, Outcome};
+
+use crate::brain::RulesBrain;
+
+const CONFIG: &str = include_str!("../demo/config.yaml");
+const INCIDENT: &str = include_str!("../demo/incident.json");
+/// How long the demo waits for one step's runs to complete.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Deserialize)]
+struct Incident {
+    description: String,
+    model_scripts: Vec<tg_sandbox::AnthropicScript>,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Step {
+    label: String,
+    source: String,
+    body: Option<Value>,
+    /// Resend the body of this earlier step (a repeat notification).
+    #[serde(default)]
+    repeat: Option<usize>,
+}
+
+/// One row of the result table.
+struct Row {
+    step: usize,
+    run: Value,
+}
+
+pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let incident: Incident = serde_json::from_str(INCIDENT).context("bundled incident")?;
+
+    // The sandbox stands in for ServiceNow, PagerDuty, Slack and Claude.
+    let owners: BTreeMap<String, String> = {
+        let probe = Config::from_yaml(&CONFIG.replace("${SANDBOX}", "http://127.0.0.1:1"), "demo/config.yaml")
+            .map_err(|e| anyhow!("{e}"))?;
+        probe.catalog.services.iter().map(|(s, e)| (s.clone(), e.team.clone())).collect()
+    };
+    let sandbox = tg_sandbox::Sandbox::start(tg_sandbox::SandboxConfig {
+        brain: Some(Arc::new(RulesBrain::new(owners))),
+        ..Default::default()
+    })
+    .await
+    .context("cannot start the sandbox")?;
+    for script in incident.model_scripts.iter().cloned() {
+        sandbox.state().script_anthropic(script).map_err(|e| anyhow!("model script: {e}"))?;
+    }
+
+    let config = Config::from_yaml(&CONFIG.replace("${SANDBOX}", &sandbox.base_url()), "demo/config.yaml")
+        .map_err(|e| anyhow!("{e}"))?;
+    let webhook = sandbox.slack_webhook_url("demo-mim-channel");
+    let mut secrets = MapSecrets::default()
+        .with(&SecretRef::Env("ANTHROPIC_API_KEY".into()), tg_sandbox::DEFAULT_ANTHROPIC_API_KEY)
+        .with(&SecretRef::Env("SERVICENOW_TOKEN".into()), tg_sandbox::DEFAULT_SERVICENOW_TOKEN)
+        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
+    for (i, name) in ["PD_KEY_PLATFORM_OPS", "PD_KEY_DBA", "PD_KEY_PAYMENTS", "PD_KEY_SEARCH"]
+        .iter()
+        .enumerate()
+    {
+        // Integration keys are 32 characters.
+        secrets = secrets.with(&SecretRef::Env((*name).into()), &format!("{i:0>2}{}", "d3m0k3y".repeat(5)).get(..32).unwrap_or_default().to_owned());
+    }
+    let pipeline = tg_server::build_pipeline(&config, None, &secrets)?;
+
+    let data_dir = match data_dir {
+        Some(d) => d,
+        None => tempfile::Builder::new()
+            .prefix("triage-gate-demo-")
+            .tempdir()
+            .context("cannot create a temporary data dir")?
+            .keep(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gate = tg_server::start(
+        listener,
+        &data_dir,
+        pipeline,
+        Arc::new(tg_server::SystemClock),
+        &config.server,
+    )
+    .await?;
+    let base = format!("http://{}", gate.addr);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+
+    println!("triage-gate demo: {}", incident.description);
+    println!("gate {base}  sandbox {}  data {}\n", sandbox.base_url(), data_dir.display());
+
+    let mut rows = Vec::new();
+    for (i, step) in incident.steps.iter().enumerate() {
+        let body = match (&step.body, step.repeat) {
+            (Some(b), _) => b.clone(),
+            (None, Some(j)) => incident
+                .steps
+                .get(j)
+                .and_then(|s| s.body.clone())
+                .ok_or_else(|| anyhow!("step {i} repeats missing step {j}"))?,
+            (None, None) => bail!("step {i} has no body"),
+        };
+        let resp = http
+            .post(format!("{base}/v1/events/{}", step.source))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("step {}: {}", i + 1, step.label))?;
+        let status = resp.status();
+        let answer: Value = resp.json().await?;
+        if status.as_u16() != 202 {
+            bail!("step {} ({}) was refused: {status} {answer}", i + 1, step.label);
+        }
+        let ids: Vec<String> = answer["runs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["run_id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        for id in ids {
+            rows.push(Row {
+                step: i,
+                run: wait_completed(&http, &base, &id).await?,
+            });
+        }
+    }
+
+    print_table(&incident, &rows);
+    let review: Value = http.get(format!("{base}/v1/review")).send().await?.json().await?;
+    let review_items = review["items"].as_array().map(Vec::len).unwrap_or(0);
+
+    gate.shutdown(Duration::from_secs(5)).await;
+
+    // Cross-check: what the emulators received must be exactly what was executed.
+    let executed = |kind: ActionKind| {
+        rows.iter()
+            .filter(|r| {
+                decision(r).and_then(|d| d.outcome(kind)) == Some(Outcome::Execute)
+                    && delivered(r, kind)
+            })
+            .count()
+    };
+    let (tickets, pages, mims) = (executed(ActionKind::Ticket), executed(ActionKind::Page), executed(ActionKind::Mim));
+    let suppressed = rows
+        .iter()
+        .filter(|r| decision(r).is_some_and(|d| d.duplicate_of.is_some()))
+        .count();
+    let st = sandbox.state();
+    let sn_incidents = st.incidents().len();
+    let pd_alerts = st.pagerduty_alerts().len();
+    let bridge_posts = st.bridge_posts().len();
+
+    println!("\nTotals over {} runs:", rows.len());
+    println!("  tickets created      {tickets:>3}   (ServiceNow emulator holds {sn_incidents} incidents: tickets + MIM proposals)");
+    println!("  pages sent           {pages:>3}   (PagerDuty emulator holds {pd_alerts} alerts)");
+    println!("  MIM bridges opened   {mims:>3}   (chat bridge received {bridge_posts} announcements)");
+    println!("  duplicates suppressed{suppressed:>4}");
+    println!("  waiting for a human  {review_items:>3}   (GET /v1/review)");
+
+    let audit_path = data_dir.join("audit.jsonl");
+    let report = tg_audit::verify_file(&audit_path).with_context(|| format!("cannot read {}", audit_path.display()))?;
+    println!("\nAudit chain {}: {report}", audit_path.display());
+
+    let consistent = sn_incidents == tickets + mims
+        && pd_alerts == pages
+        && bridge_posts == mims
+        && report.ok
+        && usize::try_from(report.records).unwrap_or(0) == rows.len();
+    sandbox.shutdown().await;
+    if consistent {
+        println!("Emulators match the decisions one for one; every run is audited once.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("MISMATCH between decisions, emulators and audit trail (see above)");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn wait_completed(http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let run: Value = http.get(format!("{base}/v1/runs/{run_id}")).send().await?.json().await?;
+        if run["status"] == "completed" {
+            return Ok(run);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("run {run_id} did not complete within {STEP_TIMEOUT:?} (status {})", run["status"]);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn decision(row: &Row) -> Option<Decision> {
+    serde_json::from_value(row.run["decision"].clone()).ok()
+}
+
+fn delivered(row: &Row, kind: ActionKind) -> bool {
+    row.run["actions"].as_array().is_some_and(|a| {
+        a.iter().any(|x| {
+            x["action"] == kind.as_str()
+                && serde_json::from_value::<ActionStatus>(x["status"].clone()).ok() == Some(ActionStatus::Delivered)
+        })
+    })
+}
+
+fn external_id(row: &Row, kind: ActionKind) -> Option<String> {
+    let actions = row.run["actions"].as_array()?;
+    let a = actions.iter().find(|x| x["action"] == kind.as_str())?;
+    let ids = &a["result"]["external_ids"];
+    ids["servicenow_number"]
+        .as_str()
+        .or_else(|| ids["pagerduty_dedup_key"].as_str())
+        .map(str::to_owned)
+}
+
+fn cell(row: &Row, d: &Decision, kind: ActionKind) -> String {
+    match d.outcome(kind) {
+        Some(Outcome::Execute) => match external_id(row, kind) {
+            Some(id) if kind != ActionKind::Page => format!("EXECUTE {id}"),
+            _ => "EXECUTE".into(),
+        },
+        Some(o) => o.as_str().into(),
+        None => "-".into(),
+    }
+}
+
+/// Why an action went the way it did, in one line: the failed conditions with
+/// their values and thresholds, or the hard stop that capped it.
+fn why(d: &Decision, kind: ActionKind) -> Option<String> {
+    let a = d.get(kind)?;
+    match a.outcome {
+        Outcome::Skip if a.capped_by.is_none() => None,
+        Outcome::Execute => None,
+        _ => {
+            let failed: Vec<String> = a
+                .conditions
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("{} ({} vs {})", c.id, c.actual, c.threshold))
+                .collect();
+            let mut s = format!("{}: {}", kind.as_str(), a.outcome.as_str());
+            if let Some(cap) = &a.capped_by {
+                s.push_str(&format!(", {cap}"));
+            }
+            if !failed.is_empty() {
+                s.push_str(&format!(": {}", failed.join("; ")));
+            }
+            Some(s)
+        }
+    }
+}
+
+fn print_table(incident: &Incident, rows: &[Row]) {
+    println!(
+        "{:<3} {:<15} {:<11} {:<26} {:<16} {:<11} {:<16}",
+        "#", "service", "env", "model", "ticket", "page", "mim"
+    );
+    let mut last_step = usize::MAX;
+    for (n, row) in rows.iter().enumerate().map(|(i, r)| (i + 1, r)) {
+        if row.step != last_step {
+            let label = incident.steps.get(row.step).map(|s| s.label.as_str()).unwrap_or("");
+            println!("-- step {}: {label}", row.step + 1);
+            last_step = row.step;
+        }
+        let ev = &row.run["event"];
+        let class = &row.run["classification"];
+        let model = match (class["classification"].as_object(), class["rejection"]["reason"].as_str(), class["skipped"].as_str()) {
+            (Some(c), _, _) => format!(
+                "{} {:.2} {}",
+                c.get("classification").and_then(Value::as_str).unwrap_or("?"),
+                c.get("confidence").and_then(Value::as_f64).unwrap_or(0.0),
+                c.get("recommended_team").and_then(Value::as_str).unwrap_or("?"),
+            ),
+            (None, Some(reason), _) => format!("REJECTED {reason}"),
+            (None, None, Some(skip)) => format!("(not asked: {})", skip.split(' ').next().unwrap_or(skip)),
+            _ => "-".into(),
+        };
+        let Some(d) = decision(row) else { continue };
+        println!(
+            "{:<3} {:<15} {:<11} {:<26} {:<16} {:<11} {:<16}",
+            n,
+            ev["service"].as_str().unwrap_or("?"),
+            ev["environment"].as_str().unwrap_or("?"),
+            truncate(&model, 26),
+            cell(row, &d, ActionKind::Ticket),
+            cell(row, &d, ActionKind::Page),
+            cell(row, &d, ActionKind::Mim),
+        );
+        if let Some(dup) = &d.duplicate_of {
+            println!("      why: duplicate of {dup} (same fingerprint inside the suppression window)");
+            continue;
+        }
+        let uniform = model.starts_with("REJECTED")
+            || d.actions.iter().all(|a| a.conditions.iter().any(|c| c.id == "event.firing"));
+        if uniform {
+            if let Some(a) = d.actions.first() {
+                println!("      why: {}", a.reason);
+            }
+            continue;
+        }
+        for kind in ActionKind::ALL {
+            if let Some(w) = why(&d, kind) {
+                println!("      why: {w}");
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    tg_engine_truncate(s, max)
+}
+
+fn tg_engine_truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        s.chars().take(max).collect()
+    }
+}

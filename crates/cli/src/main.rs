@@ -1,0 +1,227 @@
+//! `triage-gate`: the gate between AI triage agents and the systems that page people.
+//!
+//! Subcommands: `serve`, `demo`, `sandbox`, `audit verify`, `config check`.
+
+mod brain;
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tg_config::{Config, EnvAndFiles};
+
+#[derive(Debug, Parser)]
+#[command(name = "triage-gate", version, about = "The AI recommends; the system decides.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gate: HTTP API, workers, audit log.
+    Serve {
+        /// YAML configuration; without it, built-in defaults (every service in shadow mode).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Overrides server.data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the bundled incident end to end against the sandbox, offline.
+    Demo {
+        /// Where to keep the demo's store and audit log (default: a fresh temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the emulators (ServiceNow, PagerDuty, chat bridge, Anthropic) standalone.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8701")]
+        listen: SocketAddr,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of a JSON Lines audit file; names the first broken record.
+    Verify { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration (and its policy file) without starting anything.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let default = match cli.command {
+            Command::Serve { .. } | Command::Sandbox { .. } => "info",
+            _ => "warn",
+        };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config.as_deref(), listen, data_dir).await,
+        Command::Demo { data_dir } => demo::run(data_dir).await,
+        Command::Sandbox { listen } => {
+            let cfg = tg_sandbox::SandboxConfig {
+                listen,
+                brain: Some(Arc::new(brain::RulesBrain::new(Default::default()))),
+                ..Default::default()
+            };
+            eprintln!("sandbox emulators on http://{listen} (/servicenow, /pagerduty, /bridge, /anthropic, /_sandbox)");
+            tg_sandbox::serve_forever(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => {
+            let report = tg_audit::verify_file(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            println!("{}: {report}", file.display());
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let (config, policy) = load_config(&file)?;
+            tg_server::build_pipeline(&config, policy.as_deref(), &CheckOnlySecrets)?;
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `config check` validates secret references without reading secret values.
+struct CheckOnlySecrets;
+
+impl tg_config::SecretSource for CheckOnlySecrets {
+    fn read(&self, _r: &tg_config::SecretRef) -> Result<tg_config::Secret, tg_config::SecretError> {
+        Ok(tg_config::Secret::new("placeholder-secret-for-config-check"))
+    }
+}
+
+/// Reads and validates the config file and the policy file it names.
+fn load_config(path: &Path) -> anyhow::Result<(Config, Option<String>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = Config::from_yaml(&text, &path.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = match &config.policy.file {
+        Some(p) => {
+            // Relative policy paths are relative to the config file.
+            let full = path.parent().map(|d| d.join(p)).unwrap_or_else(|| p.clone());
+            Some(std::fs::read_to_string(&full).with_context(|| format!("cannot read policy {}", full.display()))?)
+        }
+        None => None,
+    };
+    Ok((config, policy))
+}
+
+async fn serve(
+    config_path: Option<&Path>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let (mut config, policy) = match config_path {
+        Some(p) => load_config(p)?,
+        None => (Config::default(), None),
+    };
+    if let Some(l) = listen {
+        config.server.listen = l.to_string();
+    }
+    if let Some(d) = data_dir {
+        config.server.data_dir = d;
+    }
+    let pipeline = tg_server::build_pipeline(&config, policy.as_deref(), &EnvAndFiles)?;
+    let addr: SocketAddr = config.server.listen.parse().context("server.listen")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let running = tg_server::start(
+        listener,
+        &config.server.data_dir,
+        pipeline,
+        Arc::new(tg_server::SystemClock),
+        &config.server,
+    )
+    .await?;
+    eprintln!(
+        "triage-gate listening on http://{} (data in {})",
+        running.addr,
+        config.server.data_dir.display()
+    );
+    shutdown_signal().await;
+    eprintln!("shutting down: finishing in-flight work");
+    running
+        .shutdown(std::time::Duration::from_millis(config.server.shutdown_grace_ms))
+        .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,441 @@
+//! The pipeline's decision step, written in exactly one place.
+//!
+//! The runtime does prefetch -> [`step`] -> apply: it loads the state a decision
+//! needs ([`StepState`]), calls [`step`] with the event, the validated
+//! classification (or its rejection) and `now`, then persists the returned
+//! [`Effect`]s together with the [`Decision`] in one transaction. The same step
+//! serves every store and the simulator.
+//!
+//! This crate must never do I/O, read the clock, or execute an action: it only
+//! says what should happen and why.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tg_model::action::{DETAILS_BYTES_MAX, TITLE_BYTES_MAX};
+use tg_model::{
+    ActionDecision, ActionKind, AlertStatus, AutonomyLevel, Classification, Condition,
+    CorrelationId, Decision, Fingerprint, NormalizedEvent, Outcome, PlannedAction, Rejection, RunId,
+};
+use tg_policy::catalog::Catalog;
+use tg_policy::{Facts, GateInput, Gates};
+use tg_storm::{BucketConfig, BucketState, DedupEntry, Signal, independent_origins};
+
+/// Storm-control settings the step needs (from configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StormSettings {
+    /// Same fingerprint within this window: suppressed.
+    pub dedup_window: chrono::Duration,
+    /// Window in which events from distinct origins count as independent signals.
+    pub signal_window: chrono::Duration,
+    /// At most one MIM per service within this window.
+    pub mim_window: chrono::Duration,
+    /// Paging budget per team.
+    pub team_bucket: BucketConfig,
+    /// Paging budget across all teams.
+    pub global_bucket: BucketConfig,
+}
+
+impl Default for StormSettings {
+    fn default() -> Self {
+        StormSettings {
+            dedup_window: chrono::Duration::minutes(10),
+            signal_window: chrono::Duration::minutes(15),
+            mim_window: chrono::Duration::hours(1),
+            team_bucket: BucketConfig {
+                burst: 3,
+                per_hour: 6,
+            },
+            global_bucket: BucketConfig {
+                burst: 10,
+                per_hour: 30,
+            },
+        }
+    }
+}
+
+/// Signals are counted per service and environment.
+pub fn signal_key(event: &NormalizedEvent) -> String {
+    format!("{}@{}", event.service, event.environment.as_str())
+}
+
+/// The key of the global paging bucket.
+pub const GLOBAL_BUCKET: &str = "page:global";
+
+/// The key of a team's paging bucket.
+pub fn team_bucket_key(team: &str) -> String {
+    format!("page:team:{team}")
+}
+
+/// The state a decision reads, prefetched by the runtime for one event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepState {
+    /// The suppression window for the event's fingerprint, if one was stored.
+    pub dedup: Option<DedupEntry>,
+    /// Stored paging bucket of the recommended team, if any.
+    pub team_bucket: Option<BucketState>,
+    /// Stored global paging bucket, if any.
+    pub global_bucket: Option<BucketState>,
+    /// Last sighting per origin for the event's service.
+    pub signals: Vec<Signal>,
+    /// An open MIM for the service: (run that opened it, when it lapses).
+    pub open_mim: Option<(RunId, DateTime<Utc>)>,
+}
+
+/// One run's input to the step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInput<'a> {
+    pub run_id: &'a RunId,
+    pub correlation_id: &'a CorrelationId,
+    pub event: &'a NormalizedEvent,
+    /// The validated classification, or why the model's answer was rejected.
+    /// `None` when classification was skipped because the event is a duplicate or a resolution.
+    pub classification: Option<Result<&'a Classification, &'a Rejection>>,
+}
+
+/// A state change the runtime must persist in the same transaction as the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    OpenDedup(DedupEntry),
+    CloseDedup(Fingerprint),
+    PutBucket { key: String, state: BucketState },
+    /// `key` is [`signal_key`]: signals from staging never confirm a production MIM.
+    RecordSignal { key: String, signal: Signal },
+    OpenMim { service: String, run_id: RunId, expires_at: DateTime<Utc> },
+}
+
+/// An action the decision produced: carried out now (`Execute`) or drafted for a human (`Review`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub outcome: Outcome,
+    pub action: PlannedAction,
+}
+
+/// Everything a step returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    pub decision: Decision,
+    pub planned: Vec<Planned>,
+    pub effects: Vec<Effect>,
+}
+
+/// What the runtime may skip before calling a model: a duplicate needs no classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// Classify, then step.
+    Classify,
+    /// A duplicate inside an open window: step without classifying.
+    Duplicate { first_run_id: RunId },
+    /// A resolution: nothing to classify.
+    Resolved,
+}
+
+/// Decides whether a model call is needed at all (saves model calls in a storm).
+pub fn precheck(state: &StepState, event: &NormalizedEvent, now: DateTime<Utc>) -> Precheck {
+    if event.status == AlertStatus::Resolved {
+        return Precheck::Resolved;
+    }
+    match &state.dedup {
+        Some(d) if d.suppresses(now) => Precheck::Duplicate {
+            first_run_id: d.first_run_id.clone(),
+        },
+        _ => Precheck::Classify,
+    }
+}
+
+/// The decision for one run. Pure: the same inputs always give the same output.
+pub fn step(
+    gates: &Gates,
+    catalog: &Catalog,
+    settings: &StormSettings,
+    state: &StepState,
+    input: StepInput<'_>,
+    now: DateTime<Utc>,
+) -> StepOutput {
+    let event = input.event;
+    let autonomy = catalog.autonomy_for(&event.service);
+    let mut effects = Vec::new();
+
+    if event.status == AlertStatus::Resolved {
+        effects.push(Effect::CloseDedup(event.fingerprint.clone()));
+        let cond = Condition {
+            id: "event.firing".into(),
+            description: "only firing events can act".into(),
+            passed: false,
+            actual: "resolved".into(),
+            threshold: "== firing".into(),
+        };
+        return StepOutput {
+            decision: uniform(gates, autonomy, Outcome::Skip, "the source resolved the alert", &cond, None),
+            planned: Vec::new(),
+            effects,
+        };
+    }
+
+    effects.push(Effect::RecordSignal {
+        key: signal_key(event),
+        signal: Signal {
+            origin: event.origin.clone(),
+            seen_at: now,
+        },
+    });
+
+    if let Some(d) = state.dedup.as_ref().filter(|d| d.suppresses(now)) {
+        let window_secs = settings.dedup_window.num_seconds();
+        let cond = Condition {
+            id: "dedup.window".into(),
+            description: "no earlier run with this fingerprint inside the suppression window".into(),
+            passed: false,
+            actual: format!("duplicate of {} (window opened {})", d.first_run_id, d.opened_at.to_rfc3339()),
+            threshold: format!("none within {window_secs}s"),
+        };
+        let reason = format!("duplicate of run {} within {window_secs}s", d.first_run_id);
+        return StepOutput {
+            decision: uniform(gates, autonomy, Outcome::Suppressed, &reason, &cond, Some(d.first_run_id.clone())),
+            planned: Vec::new(),
+            effects,
+        };
+    }
+
+    // The first run of a fingerprint opens the window, whatever its outcome, so a
+    // storm of one bad answer becomes one review item rather than thousands.
+    effects.push(Effect::OpenDedup(DedupEntry::open(
+        event.fingerprint.clone(),
+        input.run_id.clone(),
+        now,
+        settings.dedup_window,
+    )));
+
+    let classification = match input.classification {
+        Some(Ok(c)) => c,
+        Some(Err(rejection)) => {
+            let cond = Condition {
+                id: "contract.valid".into(),
+                description: "the model's answer satisfies the classification contract".into(),
+                passed: false,
+                actual: rejection.reason.clone(),
+                threshold: "a valid classification".into(),
+            };
+            let reason = format!("model answer rejected ({}): a human decides", rejection.reason);
+            return StepOutput {
+                decision: uniform(gates, autonomy, Outcome::Review, &reason, &cond, None),
+                planned: Vec::new(),
+                effects,
+            };
+        }
+        None => {
+            let cond = Condition {
+                id: "contract.valid".into(),
+                description: "a classification is available".into(),
+                passed: false,
+                actual: "none".into(),
+                threshold: "a valid classification".into(),
+            };
+            return StepOutput {
+                decision: uniform(gates, autonomy, Outcome::Review, "no classification: a human decides", &cond, None),
+                planned: Vec::new(),
+                effects,
+            };
+        }
+    };
+
+    let team = classification.recommended_team.as_str();
+    let team_cfg = settings.team_bucket;
+    let global_cfg = settings.global_bucket;
+    let team_state = state
+        .team_bucket
+        .unwrap_or_else(|| BucketState::full(team_cfg, now));
+    let global_state = state
+        .global_bucket
+        .unwrap_or_else(|| BucketState::full(global_cfg, now));
+    let origins: BTreeSet<String> =
+        independent_origins(&state.signals, &event.origin, now, settings.signal_window);
+    let mim_open = state.open_mim.as_ref().is_some_and(|(_, until)| *until > now);
+    let facts = Facts {
+        page_budget_left: team_state
+            .available(team_cfg, now)
+            .min(global_state.available(global_cfg, now)),
+        independent_signals: i64::try_from(origins.len()).unwrap_or(i64::MAX),
+        mim_open,
+    };
+    let verdicts = gates.evaluate(&GateInput {
+        service: &event.service,
+        environment: event.environment,
+        classification,
+        facts,
+    });
+
+    let paused = catalog.service(&event.service).is_some_and(|s| s.paused);
+    let mut actions = Vec::with_capacity(verdicts.len());
+    let mut planned = Vec::new();
+    let mut errors = Vec::new();
+    for verdict in verdicts {
+        let (outcome, capped_by) = tg_policy::cap(
+            autonomy,
+            paused,
+            verdict.action,
+            classification.classification,
+            verdict.outcome,
+        );
+        let mut conditions = verdict.conditions;
+        if verdict.action == ActionKind::Mim {
+            // Name the confirming origins next to the count, so a reader sees which signals agreed.
+            let listed = origins.iter().cloned().collect::<Vec<_>>().join(", ");
+            for c in conditions.iter_mut().filter(|c| c.id == "mim.signals") {
+                c.actual = format!("{} ({listed})", c.actual);
+            }
+        }
+        if outcome == Outcome::Execute && verdict.action == ActionKind::Page {
+            // INVARIANT: an executed page spends one token of its team's and the global budget.
+            if let (Some(t), Some(g)) = (team_state.take(team_cfg, now), global_state.take(global_cfg, now)) {
+                effects.push(Effect::PutBucket { key: team_bucket_key(team), state: t });
+                effects.push(Effect::PutBucket { key: GLOBAL_BUCKET.into(), state: g });
+            }
+        }
+        if outcome == Outcome::Execute && verdict.action == ActionKind::Mim {
+            effects.push(Effect::OpenMim {
+                service: event.service.clone(),
+                run_id: input.run_id.clone(),
+                expires_at: now + settings.mim_window,
+            });
+        }
+        if matches!(outcome, Outcome::Execute | Outcome::Review) && verdict.requested {
+            planned.push(Planned {
+                outcome,
+                action: plan(verdict.action, input, classification),
+            });
+        }
+        errors.extend(verdict.errors.iter().cloned());
+        let reason = match &capped_by {
+            Some(cap) => format!("{} (gates: {})", cap, verdict.reason),
+            None => verdict.reason,
+        };
+        actions.push(ActionDecision {
+            action: verdict.action,
+            outcome,
+            requested: verdict.requested,
+            gate_outcome: verdict.outcome,
+            reason,
+            conditions,
+            capped_by,
+        });
+    }
+
+    StepOutput {
+        decision: Decision {
+            policy_version: gates.version().to_owned(),
+            autonomy,
+            actions,
+            duplicate_of: None,
+            errors,
+        },
+        planned,
+        effects,
+    }
+}
+
+/// A decision with the same outcome for every action, for reasons that precede the gates.
+fn uniform(
+    gates: &Gates,
+    autonomy: AutonomyLevel,
+    outcome: Outcome,
+    reason: &str,
+    condition: &Condition,
+    duplicate_of: Option<RunId>,
+) -> Decision {
+    Decision {
+        policy_version: gates.version().to_owned(),
+        autonomy,
+        actions: ActionKind::ALL
+            .into_iter()
+            .map(|action| ActionDecision {
+                action,
+                outcome,
+                requested: false,
+                gate_outcome: outcome,
+                reason: reason.to_owned(),
+                conditions: vec![condition.clone()],
+                capped_by: None,
+            })
+            .collect(),
+        duplicate_of,
+        errors: Vec::new(),
+    }
+}
+
+/// The idempotency key of one action of one run: stable across retries and restarts.
+pub fn idempotency_key(run_id: &RunId, kind: ActionKind) -> String {
+    format!("tg:{}:{}", run_id, kind.as_str())
+}
+
+/// Builds what a target adapter needs; text is bounded here, once.
+fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification) -> PlannedAction {
+    let e = input.event;
+    let prefix = match kind {
+        ActionKind::Ticket => "",
+        ActionKind::Page => "",
+        ActionKind::Mim => "MAJOR: ",
+    };
+    let title = truncate(
+        &format!("{prefix}[{}] {}: {}", c.classification, e.service, e.summary),
+        TITLE_BYTES_MAX,
+    );
+    let mut details = format!(
+        "{summary}\n\nservice: {service}\nenvironment: {env}\nalert: {alert}\nsource: {source} ({origin})\n\
+         classification: {class} (confidence {conf:.2})\nimpact: {impact:?} {evidence}\nfingerprint: {fp}\n\
+         run: {run}\ncorrelation: {corr}\n",
+        summary = e.summary,
+        service = e.service,
+        env = e.environment.as_str(),
+        alert = e.alert_name,
+        source = e.source.as_str(),
+        origin = e.origin,
+        class = c.classification,
+        conf = c.confidence,
+        impact = e.impact.level,
+        evidence = e.impact.evidence.join("; "),
+        fp = e.fingerprint,
+        run = input.run_id,
+        corr = input.correlation_id,
+    );
+    if let Some(r) = &c.rationale {
+        details.push_str("\nmodel rationale (untrusted): ");
+        details.push_str(r);
+        details.push('\n');
+    }
+    for p in &e.log_pointers {
+        details.push_str(&format!("{}: {}\n", p.label, p.url));
+    }
+    PlannedAction {
+        kind,
+        run_id: input.run_id.clone(),
+        correlation_id: input.correlation_id.clone(),
+        idempotency_key: idempotency_key(input.run_id, kind),
+        dedup_key: format!("tg:{}", e.fingerprint),
+        team: c.recommended_team.clone(),
+        service: e.service.clone(),
+        environment: e.environment,
+        severity: c.classification,
+        confidence: c.confidence,
+        fingerprint: e.fingerprint.clone(),
+        title,
+        details: truncate(&details, DETAILS_BYTES_MAX),
+        links: e.log_pointers.clone(),
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a char boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! Actions: what the engine plans, and what delivering them produced.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::classification::Severity;
+use crate::event::{Environment, LogPointer};
+use crate::ids::{CorrelationId, Fingerprint, RunId};
+
+/// Bytes of a planned action's title (ServiceNow `short_description` default length).
+pub const TITLE_BYTES_MAX: usize = 160;
+/// Bytes of a planned action's details.
+pub const DETAILS_BYTES_MAX: usize = 4000;
+
+/// The actions a gate can allow.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// A ServiceNow incident.
+    Ticket,
+    /// A PagerDuty page.
+    Page,
+    /// A major-incident bridge: an incident proposed as major plus a chat announcement.
+    Mim,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 3] = [ActionKind::Ticket, ActionKind::Page, ActionKind::Mim];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Ticket => "ticket",
+            ActionKind::Page => "page",
+            ActionKind::Mim => "mim",
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An action the engine decided to carry out (or to draft for review), with
+/// everything a target adapter needs except credentials and base URLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedAction {
+    pub kind: ActionKind,
+    pub run_id: RunId,
+    pub correlation_id: CorrelationId,
+    /// Unique per run and action; the outbox and the targets dedupe on it.
+    pub idempotency_key: String,
+    /// The dedup key sent to PagerDuty (derived from the fingerprint, so repeats merge).
+    pub dedup_key: String,
+    pub team: String,
+    pub service: String,
+    pub environment: Environment,
+    pub severity: Severity,
+    pub confidence: f64,
+    pub fingerprint: Fingerprint,
+    /// At most [`TITLE_BYTES_MAX`] bytes.
+    pub title: String,
+    /// At most [`DETAILS_BYTES_MAX`] bytes.
+    pub details: String,
+    pub links: Vec<LogPointer>,
+}
+
+/// What became of one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Not carried out (review, skip, suppressed, or shadow mode).
+    NotExecuted,
+    /// Waiting in the outbox.
+    Pending,
+    /// The target accepted it.
+    Delivered,
+    /// Gave up after the bounded retries (or a permanent error).
+    Failed,
+}
+
+/// The result of carrying out (or not) one action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionResult {
+    pub action: ActionKind,
+    pub status: ActionStatus,
+    /// The system acted on (`servicenow`, `pagerduty`, `servicenow+bridge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// External IDs by kind (`servicenow_number`, `servicenow_sys_id`, `pagerduty_dedup_key`).
+    #[serde(default)]
+    pub external_ids: BTreeMap<String, String>,
+    pub attempts: u32,
+    /// The last error, if any (never contains secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,327 @@
+//! Redaction of secrets and personal data from every string that reaches an event.
+//!
+//! Built-in patterns (applied in this order), each replaced by `[REDACTED:<kind>]`:
+//!
+//! | kind | matches |
+//! |---|---|
+//! | `pem` | PEM private key blocks (`-----BEGIN ... PRIVATE KEY-----` to its END, or to the end of the text if cut) |
+//! | `jwt` | three base64url segments starting `eyJ` |
+//! | `bearer` | the token after `Bearer ` (the word `Bearer` is kept) |
+//! | `basic` | the credentials after `Basic ` |
+//! | `url_password` | the password in `scheme://user:password@host` (user kept) |
+//! | `aws_access_key` | AWS access key IDs (`AKIA...`, `ASIA...` and the other 4-letter prefixes) |
+//! | `aws_secret` | the value after an `aws_secret_access_key`-like key |
+//! | `secret` | the value after a `password`, `passwd`, `pwd`, `secret`, `token`, `api_key`, `access_key` key (`=` or `:`; quoted or not; `client_secret`, `X-Api-Key` ...) |
+//! | `email` | e-mail addresses |
+//! | `custom` | each extra pattern given to [`Redactor::with_extra`] |
+//!
+//! The regexes are compiled once; a `Redactor` is cheap to clone and share.
+//! Redaction errs on the side of removing too much: a false positive costs a
+//! word of context, a false negative leaks a credential to a model and to logs.
+
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
+
+use regex::Regex;
+
+/// Extra patterns a [`Redactor`] accepts.
+pub const EXTRA_PATTERNS_MAX: usize = 64;
+/// Bytes of one extra pattern's source.
+pub const EXTRA_PATTERN_BYTES_MAX: usize = 1024;
+/// Compiled size of one extra pattern (regex's own bound on program size).
+pub const EXTRA_PATTERN_COMPILED_BYTES_MAX: usize = 1024 * 1024;
+
+struct Rule {
+    kind: &'static str,
+    regex: Regex,
+    /// Replacement template (`$keep` keeps the named capture).
+    replacement: &'static str,
+}
+
+const BUILTIN_SOURCES: &[(&str, &str, &str)] = &[
+    (
+        "pem",
+        r"(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\z)",
+        "[REDACTED:pem]",
+    ),
+    (
+        "jwt",
+        r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
+        "[REDACTED:jwt]",
+    ),
+    (
+        "bearer",
+        r"(?i)(?P<keep>\bbearer\s+)[A-Za-z0-9._~+/=-]+",
+        "${keep}[REDACTED:bearer]",
+    ),
+    (
+        "basic",
+        r"(?i)(?P<keep>\bbasic\s+)[A-Za-z0-9+/]{8,}=*",
+        "${keep}[REDACTED:basic]",
+    ),
+    (
+        "url_password",
+        r"(?i)(?P<keep>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@",
+        "${keep}[REDACTED:url_password]@",
+    ),
+    (
+        "aws_access_key",
+        r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|APKA)[A-Z0-9]{16}",
+        "[REDACTED:aws_access_key]",
+    ),
+    (
+        "aws_secret",
+        r#"(?i)(?P<keep>aws_?secret(?:_?access)?_?key["']?\s*[:=]\s*["']?)[^\s"',;&]+"#,
+        "${keep}[REDACTED:aws_secret]",
+    ),
+    (
+        "secret",
+        r#"(?i)(?P<keep>[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)["']?\s*[:=]\s*["']?)[^\s"',;&\[][^\s"',;&]*"#,
+        "${keep}[REDACTED:secret]",
+    ),
+    (
+        "email",
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+        "[REDACTED:email]",
+    ),
+];
+
+#[expect(
+    clippy::expect_used,
+    reason = "built-in patterns are constants; redact::tests::builtins_compile proves they compile"
+)]
+static BUILTINS: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    BUILTIN_SOURCES
+        .iter()
+        .map(|(kind, source, replacement)| Rule {
+            kind,
+            regex: Regex::new(source).expect("built-in redaction pattern compiles"),
+            replacement,
+        })
+        .collect()
+});
+
+/// Why extra redaction patterns were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedactorError {
+    #[error("{count} extra redaction patterns exceed EXTRA_PATTERNS_MAX ({EXTRA_PATTERNS_MAX})")]
+    TooManyPatterns { count: usize },
+    #[error(
+        "extra redaction pattern #{index} of {bytes} bytes exceeds EXTRA_PATTERN_BYTES_MAX ({EXTRA_PATTERN_BYTES_MAX})"
+    )]
+    PatternTooLong { index: usize, bytes: usize },
+    #[error("extra redaction pattern #{index} {pattern:?} is not a valid regex: {reason}")]
+    InvalidPattern {
+        index: usize,
+        pattern: String,
+        reason: String,
+    },
+}
+
+/// Replaces secrets and personal data by `[REDACTED:<kind>]`.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    extra: Arc<Vec<Regex>>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("builtin_kinds", &BUILTIN_SOURCES.len())
+            .field("extra_patterns", &self.extra.len())
+            .finish()
+    }
+}
+
+impl Redactor {
+    /// The built-in patterns only.
+    pub fn new() -> Redactor {
+        Redactor::default()
+    }
+
+    /// The built-in patterns plus `patterns` (regex syntax), each replaced
+    /// by `[REDACTED:custom]`. An invalid pattern is an error naming it.
+    pub fn with_extra(patterns: &[String]) -> Result<Redactor, RedactorError> {
+        if patterns.len() > EXTRA_PATTERNS_MAX {
+            return Err(RedactorError::TooManyPatterns {
+                count: patterns.len(),
+            });
+        }
+        let mut extra = Vec::with_capacity(patterns.len());
+        for (index, pattern) in patterns.iter().enumerate() {
+            if pattern.len() > EXTRA_PATTERN_BYTES_MAX {
+                return Err(RedactorError::PatternTooLong {
+                    index,
+                    bytes: pattern.len(),
+                });
+            }
+            let regex = regex::RegexBuilder::new(pattern)
+                .size_limit(EXTRA_PATTERN_COMPILED_BYTES_MAX)
+                .build()
+                .map_err(|e| RedactorError::InvalidPattern {
+                    index,
+                    pattern: pattern.clone(),
+                    reason: e.to_string(),
+                })?;
+            extra.push(regex);
+        }
+        Ok(Redactor {
+            extra: Arc::new(extra),
+        })
+    }
+
+    /// `text` with every match of every pattern replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out: Cow<'_, str> = Cow::Borrowed(text);
+        for rule in BUILTINS.iter() {
+            if let Cow::Owned(s) = rule.regex.replace_all(&out, rule.replacement) {
+                out = Cow::Owned(s);
+            }
+        }
+        for regex in self.extra.iter() {
+            // Empty matches would insert a marker between every character.
+            let replaced = regex.replace_all(&out, |c: &regex::Captures<'_>| match c.get(0) {
+                Some(m) if !m.as_str().is_empty() => "[REDACTED:custom]".to_owned(),
+                _ => String::new(),
+            });
+            if let Cow::Owned(s) = replaced {
+                out = Cow::Owned(s);
+            }
+        }
+        out.into_owned()
+    }
+
+    /// The kinds the built-in patterns report, in the order they are applied.
+    pub fn builtin_kinds() -> impl Iterator<Item = &'static str> {
+        BUILTINS.iter().map(|r| r.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> String {
+        Redactor::new().redact(s)
+    }
+
+    #[test]
+    fn builtins_compile() {
+        assert_eq!(Redactor::builtin_kinds().count(), BUILTIN_SOURCES.len());
+    }
+
+    #[test]
+    fn aws_access_key_ids() {
+        assert_eq!(
+            r("key AKIAIOSFODNN7EXAMPLE used"),
+            "key [REDACTED:aws_access_key] used"
+        );
+        assert_eq!(r("ASIAY34FZKBOKMUTVV7A"), "[REDACTED:aws_access_key]");
+    }
+
+    #[test]
+    fn aws_secret_after_key() {
+        let out = r("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        assert!(!out.contains("wJalrXUtnFEMI"), "{out}");
+        assert!(out.contains("[REDACTED:aws_secret]"), "{out}");
+        let out = r(r#"{"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG"}"#);
+        assert!(!out.contains("wJalrXUtnFEMI"), "{out}");
+    }
+
+    #[test]
+    fn bearer_tokens_keep_the_scheme() {
+        assert_eq!(
+            r("Authorization: Bearer abc.DEF-123_x"),
+            "Authorization: Bearer [REDACTED:bearer]"
+        );
+        assert_eq!(r("basic dXNlcjpwYXNzd29yZA=="), "basic [REDACTED:basic]");
+    }
+
+    #[test]
+    fn jwts() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl";
+        assert_eq!(r(&format!("got {jwt} back")), "got [REDACTED:jwt] back");
+    }
+
+    #[test]
+    fn url_passwords_keep_the_user() {
+        assert_eq!(
+            r("dial postgres://app:s3cr3t@db.internal:5432/orders"),
+            "dial postgres://app:[REDACTED:url_password]@db.internal:5432/orders"
+        );
+        assert_eq!(
+            r("https://user:pass@host/x"),
+            "https://user:[REDACTED:url_password]@host/x"
+        );
+    }
+
+    #[test]
+    fn pem_private_keys_even_when_cut() {
+        let pem =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nabc\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(r(&format!("k={pem} end")), "k=[REDACTED:pem] end");
+        let cut = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0";
+        assert_eq!(r(cut), "[REDACTED:pem]");
+    }
+
+    #[test]
+    fn key_value_secrets() {
+        for (input, hidden) in [
+            ("password=hunter2 retry", "hunter2"),
+            ("db_password: 'hunter2'", "hunter2"),
+            (r#""client_secret":"abcdef""#, "abcdef"),
+            ("token=xyz&next=1", "xyz"),
+            ("X-Api-Key: k123456", "k123456"),
+            ("API_KEY=zzz", "zzz"),
+            ("secret = qqq", "qqq"),
+        ] {
+            let out = r(input);
+            assert!(!out.contains(hidden), "{input} -> {out}");
+            assert!(out.contains("[REDACTED:secret]"), "{input} -> {out}");
+        }
+        assert_eq!(r("token=xyz&next=1"), "token=[REDACTED:secret]&next=1");
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            r("mail jane.doe+ops@example.co.uk now"),
+            "mail [REDACTED:email] now"
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_untouched() {
+        let s = "connection refused after 3000 ms on 10.2.3.4:5432 (checkout 5xx above 5%)";
+        assert_eq!(r(s), s);
+    }
+
+    #[test]
+    fn extra_patterns_apply_and_invalid_ones_are_named() {
+        let red = Redactor::with_extra(&["cust-[0-9]{6}".to_owned()]).unwrap();
+        assert_eq!(
+            red.redact("order of cust-123456"),
+            "order of [REDACTED:custom]"
+        );
+        // Built-ins still apply.
+        assert_eq!(
+            red.redact("AKIAIOSFODNN7EXAMPLE"),
+            "[REDACTED:aws_access_key]"
+        );
+        // A pattern matching the empty string adds nothing.
+        let red = Redactor::with_extra(&["x*".to_owned()]).unwrap();
+        assert_eq!(red.redact("abxxc"), "ab[REDACTED:custom]c");
+
+        let err = Redactor::with_extra(&["ok".to_owned(), "(unclosed".to_owned()]).unwrap_err();
+        assert!(matches!(
+            err,
+            RedactorError::InvalidPattern { index: 1, .. }
+        ));
+        assert!(err.to_string().contains("(unclosed"), "{err}");
+        let many = vec!["a".to_owned(); EXTRA_PATTERNS_MAX + 1];
+        assert!(matches!(
+            Redactor::with_extra(&many),
+            Err(RedactorError::TooManyPatterns { .. })
+        ));
+    }
+}

@@ -1,0 +1,147 @@
+//! The control API under `/_sandbox`: read recordings and emulator state,
+//! script the model, inject faults, switch ServiceNow rules, reset.
+//! Errors are RFC 9457 problem+json.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::{AnthropicScript, FaultSpec, SandboxState, ServiceNowRules, Target};
+
+/// Largest control request body, in bytes.
+pub const CONTROL_BODY_BYTES_MAX: usize = 256 * 1024;
+
+pub(crate) fn routes() -> Router<Arc<SandboxState>> {
+    Router::new()
+        .route("/requests/{target}", get(requests))
+        .route("/servicenow/incidents", get(incidents))
+        .route("/servicenow/rules", get(get_rules).post(set_rules))
+        .route("/pagerduty/alerts", get(alerts))
+        .route("/bridge/posts", get(posts))
+        .route("/bridge/webhooks", post(issue_webhook))
+        .route("/anthropic/script", post(script))
+        .route("/faults", post(fault))
+        .route("/reset", post(reset))
+        .layer(DefaultBodyLimit::max(CONTROL_BODY_BYTES_MAX))
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": detail,
+        })),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(problem(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid body: {e}"),
+        ))
+    })
+}
+
+fn ok_json<T: serde::Serialize>(value: &T) -> Response {
+    (StatusCode::OK, axum::Json(value)).into_response()
+}
+
+async fn requests(State(state): State<Arc<SandboxState>>, Path(target): Path<String>) -> Response {
+    match Target::parse(&target) {
+        Some(t) => ok_json(&state.requests(t)),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "unknown target {target:?} (expected servicenow, pagerduty, bridge or anthropic)"
+            ),
+        ),
+    }
+}
+
+async fn incidents(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.incidents())
+}
+
+async fn get_rules(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.servicenow_rules())
+}
+
+async fn set_rules(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    match parse::<ServiceNowRules>(&body) {
+        Ok(rules) => {
+            state.set_servicenow_rules(rules);
+            ok_json(&rules)
+        }
+        Err(r) => *r,
+    }
+}
+
+async fn alerts(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.pagerduty_alerts())
+}
+
+async fn posts(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.bridge_posts())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    token: String,
+}
+
+async fn issue_webhook(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    let hook = match parse::<WebhookBody>(&body) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    match state.issue_webhook(&hook.token) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn script(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    let script = match parse::<AnthropicScript>(&body) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match state.script_anthropic(script) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn fault(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    let spec = match parse::<FaultSpec>(&body) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match state.inject_fault(spec) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn reset(State(state): State<Arc<SandboxState>>) -> Response {
+    state.reset();
+    StatusCode::NO_CONTENT.into_response()
+}

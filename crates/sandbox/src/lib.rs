@@ -1,0 +1,377 @@
+//! Emulators of ServiceNow, PagerDuty, the chat bridge and the Anthropic
+//! Messages API, recording what they receive.
+//!
+//! One axum server, one port, each emulator under a path prefix
+//! (`/servicenow`, `/pagerduty`, `/bridge`, `/anthropic`) and a control API
+//! under `/_sandbox` (recordings, state, scripted model replies, fault
+//! injection, reset). The emulators are as strict as the real services: they
+//! reject what the service rejects and answer with its shapes and status codes,
+//! so a client that passes here has been tested against the real contract.
+//!
+//! This crate must never be used as a production endpoint, never talk to the
+//! real services, and never let a secret (bearer token, API key, routing key,
+//! webhook token) reach a recording, a control answer, a log line or `Debug`.
+
+pub mod anthropic;
+pub mod bridge;
+mod control;
+pub mod faults;
+pub mod pagerduty;
+pub mod record;
+pub mod servicenow;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use anthropic::{
+    AnthropicScript, BrainReply, DefaultBrain, ModelBrain, ScriptError, ScriptReply,
+};
+pub use bridge::{BridgePost, Channel, DEFAULT_WEBHOOK_TOKEN, WebhookError};
+pub use faults::{FaultError, FaultSpec};
+pub use pagerduty::{Alert, AlertStatus};
+pub use record::{RecordedRequest, Secret, Target};
+pub use servicenow::{Incident, ServiceNowRules};
+
+/// Largest request body any emulator reads, in bytes (answered 413 in the
+/// target's error shape beyond it).
+pub const BODY_BYTES_MAX: usize = 1_048_576;
+/// Default ServiceNow bearer token of [`SandboxConfig::default`].
+pub const DEFAULT_SERVICENOW_TOKEN: &str = "sandbox-servicenow-token";
+/// Default Anthropic API key of [`SandboxConfig::default`].
+pub const DEFAULT_ANTHROPIC_API_KEY: &str = "sandbox-anthropic-key";
+
+/// How to start a sandbox.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// Where to listen; `127.0.0.1:0` in tests (any free port).
+    pub listen: SocketAddr,
+    /// The bearer token the ServiceNow emulator accepts.
+    pub servicenow_token: String,
+    /// The `x-api-key` the Anthropic emulator accepts.
+    pub anthropic_api_key: String,
+    /// What the emulated model answers; [`DefaultBrain`] when `None`.
+    pub brain: Option<Arc<dyn ModelBrain>>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            servicenow_token: DEFAULT_SERVICENOW_TOKEN.to_owned(),
+            anthropic_api_key: DEFAULT_ANTHROPIC_API_KEY.to_owned(),
+            brain: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("listen", &self.listen)
+            .field("servicenow_token", &record::REDACTED)
+            .field("anthropic_api_key", &record::REDACTED)
+            .field("brain", &self.brain.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+/// Everything the emulators hold, shared by the server and in-process callers.
+pub struct SandboxState {
+    servicenow_token: String,
+    anthropic_api_key: String,
+    servicenow: servicenow::ServiceNowState,
+    pagerduty: pagerduty::PagerDutyState,
+    bridge: bridge::BridgeState,
+    anthropic: anthropic::AnthropicState,
+    faults: faults::Faults,
+    recorder: record::Recorder,
+}
+
+impl std::fmt::Debug for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxState")
+            .field("servicenow_token", &record::REDACTED)
+            .field("anthropic_api_key", &record::REDACTED)
+            .field("anthropic", &self.anthropic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxState {
+    pub fn new(cfg: &SandboxConfig) -> Self {
+        SandboxState {
+            servicenow_token: cfg.servicenow_token.clone(),
+            anthropic_api_key: cfg.anthropic_api_key.clone(),
+            servicenow: servicenow::ServiceNowState::default(),
+            pagerduty: pagerduty::PagerDutyState::default(),
+            bridge: bridge::BridgeState::default(),
+            anthropic: anthropic::AnthropicState::new(cfg.brain.clone()),
+            faults: faults::Faults::default(),
+            recorder: record::Recorder::default(),
+        }
+    }
+
+    /// ServiceNow incidents, in creation order.
+    pub fn incidents(&self) -> Vec<Incident> {
+        self.servicenow.incidents()
+    }
+
+    pub fn servicenow_rules(&self) -> ServiceNowRules {
+        self.servicenow.rules()
+    }
+
+    /// Switch instance behaviour (business rules, data policies, query leniency).
+    pub fn set_servicenow_rules(&self, rules: ServiceNowRules) {
+        self.servicenow.set_rules(rules);
+    }
+
+    /// PagerDuty alerts, open and closed, in the order they were opened.
+    pub fn pagerduty_alerts(&self) -> Vec<Alert> {
+        self.pagerduty.alerts()
+    }
+
+    /// Accepted Slack and Teams posts, oldest first.
+    pub fn bridge_posts(&self) -> Vec<BridgePost> {
+        self.bridge.posts()
+    }
+
+    /// Make a Slack/Teams webhook token valid (like creating the webhook).
+    pub fn issue_webhook(&self, token: &str) -> Result<(), WebhookError> {
+        self.bridge.issue(token)
+    }
+
+    /// Make a webhook token invalid (later posts answer 404).
+    pub fn revoke_webhook(&self, token: &str) {
+        self.bridge.revoke(token);
+    }
+
+    /// Requests a target received, oldest first, secrets redacted.
+    pub fn requests(&self, target: Target) -> Vec<RecordedRequest> {
+        self.recorder.list(target)
+    }
+
+    /// Queue a scripted model reply (first matching script wins).
+    pub fn script_anthropic(&self, script: AnthropicScript) -> Result<(), ScriptError> {
+        self.anthropic.add_script(script)
+    }
+
+    /// Make the next requests to a target fail or stall.
+    pub fn inject_fault(&self, spec: FaultSpec) -> Result<(), FaultError> {
+        self.faults.inject(&spec)
+    }
+
+    /// Forget incidents, alerts, posts, scripts, faults and recordings, and
+    /// restore default ServiceNow rules. Issued webhooks stay valid.
+    pub fn reset(&self) {
+        self.servicenow.reset();
+        self.pagerduty.reset();
+        self.bridge.reset();
+        self.anthropic.reset();
+        self.faults.clear();
+        self.recorder.clear();
+    }
+}
+
+/// The whole sandbox as a router: emulators under their prefixes, control under `/_sandbox`.
+pub fn router(state: Arc<SandboxState>) -> Router {
+    let emulator = |routes: Router<Arc<SandboxState>>, target: Target| {
+        routes.layer(from_fn_with_state((state.clone(), target), intercept))
+    };
+    Router::new()
+        .nest(
+            "/servicenow",
+            emulator(servicenow::routes(), Target::Servicenow),
+        )
+        .nest(
+            "/pagerduty",
+            emulator(pagerduty::routes(), Target::Pagerduty),
+        )
+        .nest("/bridge", emulator(bridge::routes(), Target::Bridge))
+        .nest(
+            "/anthropic",
+            emulator(anthropic::routes(), Target::Anthropic),
+        )
+        .nest("/_sandbox", control::routes())
+        .with_state(state)
+}
+
+/// The edge of every emulator: bound the body, apply an injected fault, and
+/// record the request with the status it got.
+async fn intercept(
+    State((state, target)): State<(Arc<SandboxState>, Target)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map(|o| o.0.clone())
+        .unwrap_or_else(|| parts.uri.clone());
+    let path = uri.path().to_owned();
+    let mut recorded = RecordedRequest {
+        seq: 0,
+        received_at: chrono::Utc::now(),
+        target,
+        method: parts.method.to_string(),
+        path: record::redact_path(target, &path),
+        query: uri.query().map(str::to_owned),
+        headers: record::redact_headers(&parts.headers),
+        body: None,
+        status: 0,
+        faulted: false,
+    };
+    let bytes = match axum::body::to_bytes(body, BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            let resp = faults::target_error(target, &path, StatusCode::PAYLOAD_TOO_LARGE, None);
+            recorded.status = resp.status().as_u16();
+            state.recorder.push(recorded);
+            return resp;
+        }
+    };
+    recorded.body = record::redact_body(&bytes);
+    let fault = state.faults.take(target);
+    if let Some(ms) = fault.and_then(|f| f.delay_ms) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let resp = match fault.and_then(|f| f.status.map(|s| (s, f.retry_after_secs))) {
+        Some((status, retry_after)) => {
+            recorded.faulted = true;
+            faults::target_error(target, &path, status, retry_after)
+        }
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    };
+    recorded.status = resp.status().as_u16();
+    tracing::debug!(target = %target, method = %recorded.method, path = %recorded.path, status = recorded.status, faulted = recorded.faulted, "sandbox request");
+    state.recorder.push(recorded);
+    resp
+}
+
+/// A running sandbox server.
+#[derive(Debug)]
+pub struct Sandbox {
+    state: Arc<SandboxState>,
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Sandbox {
+    /// Bind `cfg.listen` and serve in the background until [`Sandbox::shutdown`]
+    /// (or until the `Sandbox` is dropped).
+    pub async fn start(cfg: SandboxConfig) -> std::io::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SandboxState::new(&cfg));
+        let app = router(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    // A dropped sender also stops the server.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "sandbox listening");
+        Ok(Sandbox {
+            state,
+            addr,
+            stop,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (an unspecified listen address is reached via loopback).
+    pub fn base_url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        format!("http://{addr}")
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn servicenow_url(&self) -> String {
+        format!("{}/servicenow", self.base_url())
+    }
+
+    pub fn pagerduty_url(&self) -> String {
+        format!("{}/pagerduty", self.base_url())
+    }
+
+    pub fn anthropic_url(&self) -> String {
+        format!("{}/anthropic", self.base_url())
+    }
+
+    /// The Slack incoming-webhook URL for `token`, issuing the token (it is
+    /// then valid; any other token answers 404 `no_service`).
+    pub fn slack_webhook_url(&self, token: &str) -> String {
+        self.issue(token);
+        format!("{}/bridge/slack/{token}", self.base_url())
+    }
+
+    /// The Teams Workflows webhook URL for `token`, issuing the token.
+    pub fn teams_webhook_url(&self, token: &str) -> String {
+        self.issue(token);
+        format!("{}/bridge/teams/{token}", self.base_url())
+    }
+
+    fn issue(&self, token: &str) {
+        if let Err(e) = self.state.issue_webhook(token) {
+            tracing::warn!(error = %e, "webhook not issued; its URL will answer 404");
+        }
+    }
+
+    pub fn state(&self) -> &SandboxState {
+        &self.state
+    }
+
+    /// The shared state, for handing to other components.
+    pub fn state_arc(&self) -> Arc<SandboxState> {
+        self.state.clone()
+    }
+
+    /// Stop accepting, finish in-flight requests, and wait for the server.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "sandbox server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "sandbox server task failed"),
+        }
+    }
+}
+
+/// Serve the sandbox on `cfg.listen` until Ctrl-C (for `triage-gate sandbox`).
+pub async fn serve_forever(cfg: SandboxConfig) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(SandboxState::new(&cfg));
+    tracing::info!(%addr, "sandbox listening; Ctrl-C stops it");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "cannot listen for Ctrl-C; serving until killed");
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+}

@@ -1,0 +1,323 @@
+//! The HTTP API. Tower layers only at the edge (body limit, timeout,
+//! concurrency); handlers are thin: parse, call the store, answer.
+
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tg_model::{CorrelationId, RunId, Source};
+use tg_normalize::ErrorKind;
+use tg_store::NewRun;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::AppState;
+use crate::metrics as m;
+use crate::problem::Problem;
+
+/// Header a caller may use to carry its own correlation ID.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// Seconds a client is told to wait when the backlog is full or the store is down.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// The router over a shared state.
+pub fn app(state: AppState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .route("/v1/events/{source}", post(ingest))
+        .route("/v1/runs/{run_id}", get(get_run))
+        .route("/v1/review", get(review))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::not_found("route") })
+        .layer(
+            ServiceBuilder::new()
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_millis(limits.request_timeout_ms),
+                ))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_max))
+                .layer(DefaultBodyLimit::max(limits.body_bytes_max)),
+        )
+        .with_state(state)
+}
+
+fn source_from_path(s: &str) -> Option<Source> {
+    Some(match s {
+        "generic" => Source::Generic,
+        "alertmanager" => Source::Alertmanager,
+        "cloudevents" => Source::Cloudevents,
+        "splunk" => Source::Splunk,
+        "grafana" => Source::Grafana,
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct Accepted {
+    runs: Vec<AcceptedRun>,
+}
+
+#[derive(Debug, Serialize)]
+struct AcceptedRun {
+    run_id: RunId,
+    correlation_id: CorrelationId,
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let Some(src) = source_from_path(&source) else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-source",
+            "Unknown source",
+            format!("no adapter for source {:?}; see docs/api.md for the list", truncate(&source, 64)),
+        ));
+    };
+    let label = src.as_str();
+    m::received(label);
+    let body = body.map_err(|e| {
+        m::rejected(label, "body");
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("the body is larger than body_bytes_max ({} bytes)", state.limits.body_bytes_max),
+            )
+            .limit("body_bytes_max")
+        } else {
+            Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body", e.body_text())
+        }
+    })?;
+    let normalize = tg_normalize::normalizer(src).ok_or_else(|| Problem::not_found("source adapter"))?;
+    let now = state.clock.now();
+    let events = normalize(&body, &state.pipeline.normalize, now).map_err(|e| {
+        m::rejected(label, "invalid");
+        let (status, slug, title) = match e.kind {
+            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large"),
+            ErrorKind::LimitExceeded => (StatusCode::BAD_REQUEST, "limit-exceeded", "A payload limit was exceeded"),
+            ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed-event", "Malformed event"),
+        };
+        let mut p = Problem::new(status, slug, title, e.message.clone()).field(e.field.clone());
+        if e.kind != ErrorKind::Malformed {
+            p = p.limit(limit_name(&e.message));
+        }
+        p
+    })?;
+    if events.is_empty() {
+        m::rejected(label, "empty");
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-event",
+            "Malformed event",
+            "the payload holds no alerts",
+        ));
+    }
+
+    // Shed load before accepting rather than accept and fall behind without bound.
+    let backlog = state
+        .store
+        .backlog()
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    m::backlog(backlog);
+    if backlog.saturating_add(events.len() as i64) > state.limits.backlog_max {
+        m::rejected(label, "backlog");
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog-full",
+            "Backlog full",
+            format!("{backlog} runs are waiting, the limit is backlog_max = {}", state.limits.backlog_max),
+        )
+        .limit("backlog_max")
+        .retry_after(RETRY_AFTER_SECS));
+    }
+
+    let caller_correlation = headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| CorrelationId::is_valid(s))
+        .map(CorrelationId::from);
+    let runs: Vec<NewRun> = events
+        .into_iter()
+        .map(|event| {
+            let uuid = uuid::Uuid::now_v7();
+            NewRun {
+                run_id: RunId(format!("run_{uuid}")),
+                correlation_id: caller_correlation
+                    .clone()
+                    .unwrap_or_else(|| CorrelationId(format!("tg-{uuid}"))),
+                event,
+                submitted_by: None,
+            }
+        })
+        .collect();
+    state
+        .store
+        .accept(&runs, now)
+        .await
+        .map_err(|e| Problem::internal("the store cannot accept events", &e))?;
+    m::accepted(label, runs.len() as u64);
+    // INVARIANT: committed above, so the 202 below never promises a lost event.
+    state.work.notify_waiters();
+    let body = Accepted {
+        runs: runs
+            .into_iter()
+            .map(|r| AcceptedRun {
+                run_id: r.run_id,
+                correlation_id: r.correlation_id,
+            })
+            .collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The limit's config name, when the normalizer's message starts with it.
+fn limit_name(message: &str) -> String {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.ends_with("_max"))
+        .unwrap_or("limit")
+        .to_owned()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    tg_engine::truncate(s, max)
+}
+
+async fn get_run(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, Problem> {
+    if run_id.len() > 64 {
+        return Err(Problem::not_found("run"));
+    }
+    let id = RunId(run_id);
+    let run = state
+        .store
+        .get_run(&id)
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?
+        .ok_or_else(|| Problem::not_found("run"))?;
+    let actions = state
+        .store
+        .actions(&id)
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    let audit = state
+        .store
+        .audit_of(&id)
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    Ok(Json(json!({
+        "run_id": run.run_id,
+        "correlation_id": run.correlation_id,
+        "status": run.status,
+        "event": run.event,
+        "submitted_by": run.submitted_by,
+        "received_at": run.received_at,
+        "classification": run.classification,
+        "decision": run.decision,
+        "actions": actions.iter().map(|a| json!({
+            "action": a.kind,
+            "outcome": a.outcome,
+            "status": a.status,
+            "review_state": a.review_state,
+            "planned": a.planned,
+            "result": a.result,
+        })).collect::<Vec<_>>(),
+        "audit": audit.map(|r| json!({"seq": r.seq, "hash": r.hash, "prev_hash": r.prev_hash, "actions": r.actions})),
+        "completed_at": run.completed_at,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReviewQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// Default and maximum review items per response.
+pub const REVIEW_PAGE_DEFAULT: i64 = 100;
+
+async fn review(State(state): State<AppState>, Query(q): Query<ReviewQuery>) -> Result<Response, Problem> {
+    let limit = q.limit.unwrap_or(REVIEW_PAGE_DEFAULT).clamp(1, tg_store::LIST_ROWS_MAX);
+    let actions = state
+        .store
+        .review_queue(limit)
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    let runs = state
+        .store
+        .runs_needing_review(limit)
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    let mut items: Vec<serde_json::Value> = actions
+        .into_iter()
+        .map(|i| {
+            json!({
+                "kind": "action",
+                "run_id": i.run_id,
+                "action": i.action,
+                "service": i.service,
+                "team": i.team,
+                "environment": i.environment,
+                "title": i.title,
+                "reason": i.reason,
+                "created_at": i.created_at,
+            })
+        })
+        .collect();
+    items.extend(runs.into_iter().map(|r| {
+        let reason = r
+            .decision
+            .as_ref()
+            .and_then(|d| d.actions.first())
+            .map(|a| a.reason.clone())
+            .unwrap_or_default();
+        json!({
+            "kind": "run",
+            "run_id": r.run_id,
+            "service": r.event.service,
+            "environment": r.event.environment,
+            "title": r.event.summary,
+            "reason": reason,
+            "created_at": r.decided_at,
+        })
+    }));
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.store.ping().await {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            "the store does not answer",
+        )
+        .retry_after(RETRY_AFTER_SECS)
+        .into_response()
+    }
+}
+
+async fn metrics() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m::render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,160 @@
+//! The imperative shell: the HTTP API, the processing workers, the audit-file
+//! writer, and graceful shutdown. It owns the clock, the IDs and every I/O
+//! handle; the decisions themselves come from `tg_engine::step`.
+//!
+//! Invariants kept here:
+//! - an event is answered 202 only after its run is committed to the store;
+//! - nothing is executed unless the decision said `execute`;
+//! - every run is audited exactly once (the store's `complete` transaction), and
+//!   the JSON Lines file is written from the store in chain order.
+
+pub mod build;
+pub mod clock;
+mod http;
+mod metrics;
+mod problem;
+pub mod worker;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+pub use build::{Pipeline, build_pipeline};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use http::app;
+
+/// Everything the HTTP handlers and workers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: tg_store::SqliteStore,
+    pub pipeline: Arc<Pipeline>,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes workers when runs are accepted.
+    pub work: Arc<Notify>,
+    /// Wakes the audit-file writer when runs complete.
+    pub audited: Arc<Notify>,
+    pub audit_file: Option<std::path::PathBuf>,
+    pub limits: Limits,
+}
+
+/// HTTP-edge and queue limits (from `server` config).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub body_bytes_max: usize,
+    pub backlog_max: i64,
+    pub request_timeout_ms: u64,
+    pub concurrency_max: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// A running server: its address and a way to stop it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight work finish (bounded), and waits.
+    pub async fn shutdown(mut self, grace: std::time::Duration) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+
+    /// The cancellation token; cancelling it starts a graceful shutdown.
+    pub fn token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until every task has ended (after the token is cancelled).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Opens the store, recovers interrupted work, and starts the HTTP server,
+/// `workers` processing workers and the audit-file writer.
+pub async fn start(
+    listener: tokio::net::TcpListener,
+    data_dir: &std::path::Path,
+    pipeline: Pipeline,
+    clock: Arc<dyn Clock>,
+    server: &tg_config::ServerConfig,
+) -> anyhow::Result<Running> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let db = data_dir.join("triage-gate.sqlite");
+    let store = tg_store::SqliteStore::open(&db)
+        .await
+        .with_context(|| format!("cannot open store {}", db.display()))?;
+    metrics::handle();
+    let requeued = store.requeue_interrupted().await?;
+    if requeued > 0 {
+        tracing::warn!(requeued, "runs interrupted by a restart are queued again");
+    }
+    let state = AppState {
+        store,
+        pipeline: Arc::new(pipeline),
+        clock,
+        work: Arc::new(Notify::new()),
+        audited: Arc::new(Notify::new()),
+        audit_file: Some(data_dir.join("audit.jsonl")),
+        limits: Limits {
+            body_bytes_max: server.body_bytes_max,
+            backlog_max: server.backlog_max,
+            request_timeout_ms: server.request_timeout_ms,
+            concurrency_max: server.concurrency_max,
+        },
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Runs decided before a crash are delivered and audited first.
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { worker::resume_decided(&st, &token).await });
+    }
+    for id in 0..server.workers {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { worker::run(id, st, token).await });
+    }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { worker::audit_file_writer(st, token).await });
+    }
+    let addr = listener.local_addr()?;
+    {
+        let router = app(state.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let res = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+    }
+    state.work.notify_waiters();
+    tracing::info!(%addr, "triage-gate listening");
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        tasks,
+    })
+}

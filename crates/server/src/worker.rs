@@ -1,0 +1,340 @@
+//! Processing: claim a run -> classify -> decide (prefetch, step, apply in one
+//! transaction) -> deliver executed actions -> complete with one audit record.
+//! Every stage is restartable: a crash anywhere leaves the run `pending`
+//! (re-claimed), or `decided` (delivery is idempotent, then audited once).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+use tg_engine::{Precheck, StepInput};
+use tg_model::{
+    ActionKind, ActionResult, ActionStatus, AuditRecord, Classification, ClassifierInfo, EventMeta,
+    Outcome, Rejection, RunTimestamps, Sha256Hex, sha256_hex,
+};
+use tg_store::{PrefetchKeys, StoredRun};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::metrics as m;
+
+/// How long an idle worker sleeps before looking for work it was not told about.
+pub const IDLE_POLL_MS: u64 = 500;
+/// Pause after a store error before trying again (the run stays in the store).
+pub const STORE_RETRY_MS: u64 = 1_000;
+/// Audit records appended to the file per store read.
+pub const AUDIT_FILE_BATCH_MAX: i64 = 500;
+
+/// One processing worker: takes pending runs until cancelled.
+pub async fn run(id: usize, state: AppState, token: CancellationToken) {
+    loop {
+        if token.is_cancelled() {
+            return;
+        }
+        match state.store.claim_next().await {
+            Ok(Some(run)) => {
+                let run_id = run.run_id.clone();
+                if let Err(e) = process(&state, run).await {
+                    tracing::error!(worker = id, run_id = %run_id, error = %e, "processing failed");
+                    tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
+                    // Back to the queue if it was not decided; a decided run is resumed below.
+                    if let Err(e) = state.store.release(&run_id).await {
+                        tracing::error!(run_id = %run_id, error = %e, "cannot requeue run");
+                    }
+                    if let Ok(Some(r)) = state.store.get_run(&run_id).await {
+                        if r.status == tg_store::RunStatus::Decided {
+                            let _ = deliver_and_complete(&state, &run_id).await;
+                        }
+                    }
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = state.work.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot claim work");
+                tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
+            }
+        }
+    }
+}
+
+/// Delivers and audits runs whose decision was committed before a restart.
+pub async fn resume_decided(state: &AppState, token: &CancellationToken) {
+    match state.store.decided_runs().await {
+        Ok(ids) => {
+            for run_id in ids {
+                if token.is_cancelled() {
+                    return;
+                }
+                tracing::info!(run_id = %run_id, "resuming a decided run");
+                if let Err(e) = deliver_and_complete(state, &run_id).await {
+                    tracing::error!(run_id = %run_id, error = %e, "cannot resume run");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list decided runs"),
+    }
+}
+
+/// What the classifier stage produced, as stored on the run and in the audit record.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClassificationRecord {
+    pub info: ClassifierInfo,
+    #[serde(default)]
+    pub skipped: Option<String>,
+    #[serde(default)]
+    pub raw_output: Option<String>,
+    #[serde(default)]
+    pub output_sha256: Option<Sha256Hex>,
+    #[serde(default)]
+    pub classification: Option<Classification>,
+    #[serde(default)]
+    pub rejection: Option<Rejection>,
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub prompt_sha256: Option<Sha256Hex>,
+    #[serde(default)]
+    pub usage: Option<serde_json::Value>,
+}
+
+async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let p = &state.pipeline;
+    let event = &run.event;
+    let now = state.clock.now();
+
+    // A duplicate or a resolution needs no model call.
+    let dedup = state.store.dedup_entry(&event.fingerprint).await?;
+    let pre = tg_engine::precheck(
+        &tg_engine::StepState {
+            dedup,
+            ..Default::default()
+        },
+        event,
+        now,
+    );
+    let record = match pre {
+        Precheck::Classify => {
+            let teams = p.teams_for(&event.service);
+            let out = p.classifier.classify(event, &teams).await;
+            m::classified(&out.info.classifier, out.result.is_ok());
+            ClassificationRecord {
+                output_sha256: out.raw_output.as_deref().map(|s| sha256_hex(s.as_bytes())),
+                raw_output: out.raw_output,
+                classification: out.result.as_ref().ok().cloned(),
+                rejection: out.result.err(),
+                info: out.info,
+                skipped: None,
+                latency_ms: out.latency_ms,
+                prompt_sha256: out.prompt_sha256,
+                usage: out.usage.map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens})),
+            }
+        }
+        Precheck::Duplicate { first_run_id } => skipped(p, format!("duplicate of {first_run_id}")),
+        Precheck::Resolved => skipped(p, "resolved alert".into()),
+    };
+
+    let now = state.clock.now();
+    let keys = PrefetchKeys {
+        fingerprint: event.fingerprint.clone(),
+        service: event.service.clone(),
+        signal_key: tg_engine::signal_key(event),
+        team: record.classification.as_ref().map(|c| c.recommended_team.clone()),
+    };
+    let classification = match (&record.classification, &record.rejection) {
+        (Some(c), _) => Some(Ok(c)),
+        (None, Some(r)) => Some(Err(r)),
+        (None, None) => None,
+    };
+    let record_json = serde_json::to_value(&record)?;
+    let out = state
+        .store
+        .decide(&run.run_id, &keys, &record_json, now, |st| {
+            tg_engine::step(
+                &p.gates,
+                &p.catalog,
+                &p.storm,
+                st,
+                StepInput {
+                    run_id: &run.run_id,
+                    correlation_id: &run.correlation_id,
+                    event,
+                    classification,
+                },
+                now,
+            )
+        })
+        .await?;
+    for a in &out.decision.actions {
+        m::decided(a.action, a.outcome);
+    }
+    m::processing_seconds(started.elapsed());
+    deliver_and_complete(state, &run.run_id).await
+}
+
+fn skipped(p: &crate::Pipeline, why: String) -> ClassificationRecord {
+    ClassificationRecord {
+        info: p.classifier.info(),
+        skipped: Some(why),
+        raw_output: None,
+        output_sha256: None,
+        classification: None,
+        rejection: None,
+        latency_ms: 0,
+        prompt_sha256: None,
+        usage: None,
+    }
+}
+
+/// Delivers the run's pending actions (idempotent per action), then audits it once.
+pub async fn deliver_and_complete(state: &AppState, run_id: &tg_model::RunId) -> anyhow::Result<()> {
+    for action in state.store.pending_actions(run_id).await? {
+        let result = state.pipeline.executor.execute(&action.planned).await;
+        m::action_result(action.kind, result.status);
+        state
+            .store
+            .record_action_result(run_id, action.kind, &result, state.clock.now())
+            .await?;
+    }
+    complete(state, run_id).await
+}
+
+async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyhow::Result<()> {
+    let run = state
+        .store
+        .get_run(run_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+    let decision = run
+        .decision
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} has no decision"))?;
+    let record: ClassificationRecord = run
+        .classification
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} has no classification record"))?;
+    let stored = state.store.actions(run_id).await?;
+    let actions: Vec<ActionResult> = ActionKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let s = stored.iter().find(|a| a.kind == kind);
+            match s.and_then(|a| a.result.clone()) {
+                Some(r) => r,
+                None => ActionResult {
+                    action: kind,
+                    status: ActionStatus::NotExecuted,
+                    target: None,
+                    external_ids: BTreeMap::new(),
+                    attempts: 0,
+                    error: None,
+                },
+            }
+        })
+        .collect();
+    let now = state.clock.now();
+    let decided_at = run.decided_at.unwrap_or(now);
+    let audit = AuditRecord {
+        schema_version: tg_model::audit::AUDIT_SCHEMA_VERSION,
+        seq: 0,
+        run_id: run.run_id.clone(),
+        correlation_id: run.correlation_id.clone(),
+        event: EventMeta {
+            source: run.event.source,
+            origin: run.event.origin.clone(),
+            status: run.event.status,
+            environment: run.event.environment,
+            service: run.event.service.clone(),
+            alert_name: run.event.alert_name.clone(),
+            fingerprint: run.event.fingerprint.clone(),
+            occurred_at: run.event.occurred_at,
+            submitted_by: run.submitted_by.clone(),
+        },
+        classifier: record.info.clone(),
+        model_output: record.raw_output.clone(),
+        model_output_sha256: record.output_sha256.clone(),
+        classification: record.classification.clone(),
+        rejection: record.rejection.clone(),
+        policy_version: decision.policy_version.clone(),
+        decision,
+        actions,
+        timestamps: RunTimestamps {
+            received_at: run.received_at,
+            classified_at: run.classified_at.unwrap_or(decided_at),
+            decided_at,
+            completed_at: now,
+        },
+        prev_hash: Sha256Hex::zero(),
+        hash: Sha256Hex::zero(),
+    };
+    let sealed = state.store.complete(audit, now).await?;
+    tracing::info!(
+        run_id = %sealed.run_id,
+        correlation_id = %sealed.correlation_id,
+        seq = sealed.seq,
+        outcomes = %sealed.decision.actions.iter().map(|a| format!("{}={}", a.action, a.outcome.as_str())).collect::<Vec<_>>().join(","),
+        "run audited"
+    );
+    state.audited.notify_one();
+    Ok(())
+}
+
+/// Appends audit records to the JSON Lines file in chain order, from the store.
+/// On start it first catches up with whatever the store has that the file lacks.
+pub async fn audit_file_writer(state: AppState, token: CancellationToken) {
+    let Some(path) = state.audit_file.clone() else { return };
+    let mut sink = match tg_audit::JsonlSink::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open audit file; records stay in the store");
+            return;
+        }
+    };
+    let mut last = match sink.last_seq() {
+        Ok(s) => s.unwrap_or(0),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read audit file; records stay in the store");
+            return;
+        }
+    };
+    loop {
+        match state.store.audit_after(last, AUDIT_FILE_BATCH_MAX).await {
+            Ok(records) if !records.is_empty() => {
+                let next = records.last().map(|r| r.seq).unwrap_or(last);
+                match sink.append(&records) {
+                    Ok(()) => last = next,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit file append failed; will retry");
+                        tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read audit records"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => {
+                // One last catch-up so a clean shutdown leaves the file complete.
+                if let Ok(records) = state.store.audit_after(last, AUDIT_FILE_BATCH_MAX).await {
+                    let _ = sink.append(&records);
+                }
+                return;
+            }
+            _ = state.audited.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+        }
+    }
+}
+
+/// Whether an outcome executes (used by tests and the demo summary).
+pub fn executes(o: Outcome) -> bool {
+    o == Outcome::Execute
+}

@@ -1,0 +1,159 @@
+//! Durable state behind one interface: accepted runs, decisions, planned actions,
+//! storm-control state and the audit chain. SQLite is the zero-setup default.
+//!
+//! Invariants this crate keeps:
+//! - an accepted run is committed before `accept` returns (the server answers 202 after);
+//! - a decision, its planned actions and its storm-state effects commit together;
+//! - a run's audit record and its `completed` status commit together, so a run is
+//!   audited exactly once, and the chain is extended by one writer at a time.
+//!
+//! This crate must never decide anything: it stores what the engine decided.
+
+mod sqlite;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tg_model::{ActionKind, ActionResult, AuditRecord, NormalizedEvent, Outcome, PlannedAction, RunId};
+
+pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored json for {what} is invalid: {source}")]
+    Corrupt {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("run {0} not found")]
+    NotFound(String),
+    #[error("run {run_id} is {status}, expected {expected}")]
+    WrongState {
+        run_id: String,
+        status: String,
+        expected: &'static str,
+    },
+}
+
+/// Lifecycle of a run in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, waiting for a worker.
+    Pending,
+    /// Claimed by a worker (reset to pending on restart).
+    Classifying,
+    /// Decision committed; actions being delivered.
+    Decided,
+    /// Audited; nothing left to do.
+    Completed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Classifying => "classifying",
+            RunStatus::Decided => "decided",
+            RunStatus::Completed => "completed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "pending" => RunStatus::Pending,
+            "classifying" => RunStatus::Classifying,
+            "decided" => RunStatus::Decided,
+            "completed" => RunStatus::Completed,
+            _ => return None,
+        })
+    }
+}
+
+/// A run to accept.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run_id: RunId,
+    pub correlation_id: tg_model::CorrelationId,
+    pub event: NormalizedEvent,
+    pub submitted_by: Option<String>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRun {
+    pub run_id: RunId,
+    pub correlation_id: tg_model::CorrelationId,
+    pub status: RunStatus,
+    pub event: NormalizedEvent,
+    pub submitted_by: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub classification: Option<serde_json::Value>,
+    pub classified_at: Option<DateTime<Utc>>,
+    pub decision: Option<tg_model::Decision>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub audit_seq: Option<u64>,
+    pub audit_hash: Option<String>,
+}
+
+/// A planned action as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredAction {
+    pub run_id: RunId,
+    pub kind: ActionKind,
+    pub outcome: Outcome,
+    pub status: tg_model::ActionStatus,
+    pub planned: PlannedAction,
+    pub result: Option<ActionResult>,
+    pub review_state: Option<String>,
+}
+
+/// An open review item: an action a human must approve or reject, with its run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewItem {
+    pub run_id: RunId,
+    pub action: ActionKind,
+    pub service: String,
+    pub team: String,
+    pub environment: String,
+    pub title: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The keys whose storm state a decision reads.
+#[derive(Debug, Clone)]
+pub struct PrefetchKeys {
+    pub fingerprint: tg_model::Fingerprint,
+    pub service: String,
+    /// Key of the service's independent signals (`tg_engine::signal_key`).
+    pub signal_key: String,
+    /// The team whose paging bucket to load (known once the classification is).
+    pub team: Option<String>,
+}
+
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+pub(crate) fn outcome_str(o: Outcome) -> &'static str {
+    o.as_str()
+}
+
+pub(crate) fn parse_kind(s: &str) -> Option<ActionKind> {
+    ActionKind::ALL.into_iter().find(|k| k.as_str() == s)
+}
+
+/// Records that the chain is extended in `seq` order; re-exported for sinks.
+pub type Audit = AuditRecord;

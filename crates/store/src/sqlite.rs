@@ -1,0 +1,640 @@
+//! The SQLite store: one write connection (so a decision's prefetch, step and
+//! apply run as one serial transaction) and a small pool of readers (WAL mode).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tg_engine::{Effect, StepOutput, StepState, team_bucket_key, GLOBAL_BUCKET};
+use tg_model::{ActionKind, ActionResult, ActionStatus, AuditRecord, Outcome, RunId, Sha256Hex};
+use tg_storm::{BucketState, DedupEntry, Signal};
+
+use crate::{
+    NewRun, PrefetchKeys, ReviewItem, RunStatus, StoreError, StoredAction, StoredRun, from_ms,
+    outcome_str, parse_kind, to_ms,
+};
+
+/// Readers in the pool.
+pub const READ_CONNECTIONS_MAX: u32 = 4;
+/// How long a statement waits for a lock before failing.
+pub const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// Rows returned by one list query at most.
+pub const LIST_ROWS_MAX: i64 = 1_000;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+fn corrupt(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+    move |source| StoreError::Corrupt {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(corrupt("value to store"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS_MAX)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { write, read })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    /// Commits every run of a batch, or none.
+    pub async fn accept(&self, runs: &[NewRun], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for r in runs {
+            sqlx::query(
+                "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
+                 fingerprint, event_json, submitted_by, received_at) \
+                 VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.run_id.as_str())
+            .bind(r.correlation_id.as_str())
+            .bind(r.event.source.as_str())
+            .bind(&r.event.service)
+            .bind(r.event.environment.as_str())
+            .bind(r.event.fingerprint.as_str())
+            .bind(json(&r.event)?)
+            .bind(&r.submitted_by)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs accepted but not yet decided (the processing backlog).
+    pub async fn backlog(&self) -> Result<i64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'classifying')")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(n)
+    }
+
+    /// After a restart: runs a dead worker had claimed go back to pending.
+    pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query("UPDATE runs SET status = 'pending' WHERE status = 'classifying'")
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Claims the oldest pending run for classification.
+    pub async fn claim_next(&self) -> Result<Option<StoredRun>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE runs SET status = 'classifying' WHERE seq = \
+             (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT 1) \
+             RETURNING *",
+        )
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// Puts a claimed run back in the queue (after a failure mid-processing).
+    pub async fn release(&self, run_id: &RunId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET status = 'pending' WHERE run_id = ? AND status = 'classifying'")
+            .bind(run_id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The suppression window stored for a fingerprint, if any (a read-only
+    /// pre-check that saves a model call; `decide` re-checks authoritatively).
+    pub async fn dedup_entry(
+        &self,
+        fingerprint: &tg_model::Fingerprint,
+    ) -> Result<Option<DedupEntry>, StoreError> {
+        let row = sqlx::query(
+            "SELECT first_run_id, opened_at, expires_at FROM dedup WHERE fingerprint = ?",
+        )
+        .bind(fingerprint.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(DedupEntry {
+                fingerprint: fingerprint.clone(),
+                first_run_id: RunId(r.try_get("first_run_id")?),
+                opened_at: from_ms(r.try_get("opened_at")?),
+                expires_at: from_ms(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    /// Runs whose decision is committed but which are not yet audited, oldest first.
+    pub async fn decided_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT run_id FROM runs WHERE status = 'decided' ORDER BY seq")
+                .fetch_all(&self.read)
+                .await?;
+        Ok(ids.into_iter().map(RunId).collect())
+    }
+
+    /// Prefetch, step and apply as one serial transaction on the single writer.
+    ///
+    /// `step` gets the state and returns the output to persist; the run moves
+    /// from `classifying` to `decided` with its classification and decision.
+    pub async fn decide(
+        &self,
+        run_id: &RunId,
+        keys: &PrefetchKeys,
+        classification: &serde_json::Value,
+        now: DateTime<Utc>,
+        step: impl FnOnce(&StepState) -> StepOutput,
+    ) -> Result<StepOutput, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = ?")
+            .bind(run_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            Some("classifying") | Some("pending") => {}
+            Some(other) => {
+                return Err(StoreError::WrongState {
+                    run_id: run_id.to_string(),
+                    status: other.to_owned(),
+                    expected: "classifying",
+                });
+            }
+            None => return Err(StoreError::NotFound(run_id.to_string())),
+        }
+
+        let mut state = StepState::default();
+        if let Some(r) = sqlx::query(
+            "SELECT first_run_id, opened_at, expires_at FROM dedup WHERE fingerprint = ?",
+        )
+        .bind(keys.fingerprint.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            state.dedup = Some(DedupEntry {
+                fingerprint: keys.fingerprint.clone(),
+                first_run_id: RunId(r.try_get("first_run_id")?),
+                opened_at: from_ms(r.try_get("opened_at")?),
+                expires_at: from_ms(r.try_get("expires_at")?),
+            });
+        }
+        if let Some(team) = &keys.team {
+            state.team_bucket = load_bucket(&mut tx, &team_bucket_key(team)).await?;
+        }
+        state.global_bucket = load_bucket(&mut tx, GLOBAL_BUCKET).await?;
+        for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = ?")
+            .bind(&keys.signal_key)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            state.signals.push(Signal {
+                origin: r.try_get("origin")?,
+                seen_at: from_ms(r.try_get("seen_at")?),
+            });
+        }
+        if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = ?")
+            .bind(&keys.service)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            state.open_mim = Some((RunId(r.try_get("run_id")?), from_ms(r.try_get("expires_at")?)));
+        }
+
+        let out = step(&state);
+
+        for effect in &out.effects {
+            apply_effect(&mut tx, effect).await?;
+        }
+        for p in &out.planned {
+            let status = match p.outcome {
+                Outcome::Execute => ActionStatus::Pending,
+                _ => ActionStatus::NotExecuted,
+            };
+            let review_state = (p.outcome == Outcome::Review).then_some("open");
+            sqlx::query(
+                "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
+                 review_state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run_id.as_str())
+            .bind(p.action.kind.as_str())
+            .bind(outcome_str(p.outcome))
+            .bind(action_status_str(status))
+            .bind(&p.action.idempotency_key)
+            .bind(json(&p.action)?)
+            .bind(review_state)
+            .bind(to_ms(now))
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let run_review = (out.planned.is_empty()
+            && out.decision.actions.iter().any(|a| a.outcome == Outcome::Review))
+            .then_some("open");
+        sqlx::query(
+            "UPDATE runs SET status = 'decided', classification_json = ?, classified_at = ?, \
+             decision_json = ?, decided_at = ?, review_state = ? WHERE run_id = ?",
+        )
+        .bind(json(classification)?)
+        .bind(to_ms(now))
+        .bind(json(&out.decision)?)
+        .bind(to_ms(now))
+        .bind(run_review)
+        .bind(run_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Actions of a run that are waiting to be delivered.
+    pub async fn pending_actions(&self, run_id: &RunId) -> Result<Vec<StoredAction>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM actions WHERE run_id = ? AND status = 'pending' ORDER BY created_at, kind",
+        )
+        .bind(run_id.as_str())
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
+    /// Every planned action of a run.
+    pub async fn actions(&self, run_id: &RunId) -> Result<Vec<StoredAction>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM actions WHERE run_id = ? ORDER BY kind")
+            .bind(run_id.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
+    /// Stores what delivering an action produced.
+    pub async fn record_action_result(
+        &self,
+        run_id: &RunId,
+        kind: ActionKind,
+        result: &ActionResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE actions SET status = ?, result_json = ?, updated_at = ? WHERE run_id = ? AND kind = ?",
+        )
+        .bind(action_status_str(result.status))
+        .bind(json(result)?)
+        .bind(to_ms(now))
+        .bind(run_id.as_str())
+        .bind(kind.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Seals `record` onto the chain and completes its run, in one transaction.
+    /// Returns the sealed record. A run already completed is an error, so no run
+    /// is ever audited twice.
+    pub async fn complete(
+        &self,
+        mut record: AuditRecord,
+        now: DateTime<Utc>,
+    ) -> Result<AuditRecord, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = ?")
+            .bind(record.run_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() != Some("decided") {
+            return Err(StoreError::WrongState {
+                run_id: record.run_id.to_string(),
+                status: status.unwrap_or_else(|| "missing".into()),
+                expected: "decided",
+            });
+        }
+        let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, prev) = match last {
+            Some(r) => {
+                let s: i64 = r.try_get("seq")?;
+                (s + 1, Sha256Hex(r.try_get("hash")?))
+            }
+            None => (1, Sha256Hex::zero()),
+        };
+        record.seal(u64::try_from(seq).unwrap_or(0), prev);
+        sqlx::query("INSERT INTO audit (seq, run_id, hash, record_json) VALUES (?, ?, ?, ?)")
+            .bind(seq)
+            .bind(record.run_id.as_str())
+            .bind(record.hash.as_str())
+            .bind(json(&record)?)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'completed', completed_at = ?, audit_seq = ?, audit_hash = ? \
+             WHERE run_id = ?",
+        )
+        .bind(to_ms(now))
+        .bind(seq)
+        .bind(record.hash.as_str())
+        .bind(record.run_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Audit records with `seq` greater than `after`, in chain order (at most `limit`).
+    pub async fn audit_after(&self, after: u64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT record_json FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(limit.clamp(1, LIST_ROWS_MAX))
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|s| serde_json::from_str(s).map_err(corrupt("audit record")))
+            .collect()
+    }
+
+    /// The raw stored audit lines in chain order, for verification.
+    pub async fn audit_lines(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT record_json FROM audit ORDER BY seq")
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    pub async fn get_run(&self, run_id: &RunId) -> Result<Option<StoredRun>, StoreError> {
+        let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?")
+            .bind(run_id.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// The audit record of a run, once completed.
+    pub async fn audit_of(&self, run_id: &RunId) -> Result<Option<AuditRecord>, StoreError> {
+        let s: Option<String> = sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = ?")
+            .bind(run_id.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        s.map(|s| serde_json::from_str(&s).map_err(corrupt("audit record")))
+            .transpose()
+    }
+
+    /// Runs counted by status (for readiness and the demo).
+    pub async fn count_by_status(&self) -> Result<Vec<(RunStatus, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+            .fetch_all(&self.read)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let s: String = r.try_get("status")?;
+            if let Some(st) = RunStatus::parse(&s) {
+                out.push((st, r.try_get("n")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Open review items, oldest first.
+    pub async fn review_queue(&self, limit: i64) -> Result<Vec<ReviewItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.run_id, a.kind, a.planned_json, a.created_at, r.decision_json \
+             FROM actions a JOIN runs r ON r.run_id = a.run_id \
+             WHERE a.review_state = 'open' ORDER BY a.created_at, a.run_id, a.kind LIMIT ?",
+        )
+        .bind(limit.clamp(1, LIST_ROWS_MAX))
+        .fetch_all(&self.read)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows {
+            let kind_s: String = r.try_get("kind")?;
+            let Some(kind) = parse_kind(&kind_s) else { continue };
+            let planned: tg_model::PlannedAction =
+                serde_json::from_str(&r.try_get::<String, _>("planned_json")?)
+                    .map_err(corrupt("planned action"))?;
+            let decision: Option<tg_model::Decision> = r
+                .try_get::<Option<String>, _>("decision_json")?
+                .map(|s| serde_json::from_str(&s).map_err(corrupt("decision")))
+                .transpose()?;
+            let reason = decision
+                .as_ref()
+                .and_then(|d| d.get(kind))
+                .map(|a| a.reason.clone())
+                .unwrap_or_default();
+            items.push(ReviewItem {
+                run_id: planned.run_id.clone(),
+                action: kind,
+                service: planned.service.clone(),
+                team: planned.team.clone(),
+                environment: planned.environment.as_str().to_owned(),
+                title: planned.title.clone(),
+                reason,
+                created_at: from_ms(r.try_get("created_at")?),
+            });
+        }
+        Ok(items)
+    }
+
+    /// Runs that a decision sent to review although nothing was planned (rejected
+    /// model answers): listed in the review queue as run-level items.
+    pub async fn runs_needing_review(&self, limit: i64) -> Result<Vec<StoredRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE review_state = 'open' ORDER BY seq LIMIT ?",
+        )
+        .bind(limit.clamp(1, LIST_ROWS_MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+}
+
+async fn load_bucket(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &str,
+) -> Result<Option<BucketState>, StoreError> {
+    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| {
+        Ok(BucketState {
+            tokens_milli: r.try_get("tokens_milli")?,
+            updated_at: from_ms(r.try_get("updated_at")?),
+        })
+    })
+    .transpose()
+}
+
+async fn apply_effect(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    effect: &Effect,
+) -> Result<(), StoreError> {
+    match effect {
+        Effect::OpenDedup(d) => {
+            sqlx::query(
+                "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (fingerprint) DO UPDATE SET first_run_id = excluded.first_run_id, \
+                 opened_at = excluded.opened_at, expires_at = excluded.expires_at",
+            )
+            .bind(d.fingerprint.as_str())
+            .bind(d.first_run_id.as_str())
+            .bind(to_ms(d.opened_at))
+            .bind(to_ms(d.expires_at))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Effect::CloseDedup(fp) => {
+            sqlx::query("DELETE FROM dedup WHERE fingerprint = ?")
+                .bind(fp.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Effect::PutBucket { key, state } => {
+            sqlx::query(
+                "INSERT INTO buckets (key, tokens_milli, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET tokens_milli = excluded.tokens_milli, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(state.tokens_milli)
+            .bind(to_ms(state.updated_at))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Effect::RecordSignal { key, signal } => {
+            sqlx::query(
+                "INSERT INTO signals (key, origin, seen_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (key, origin) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at)",
+            )
+            .bind(key)
+            .bind(&signal.origin)
+            .bind(to_ms(signal.seen_at))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Effect::OpenMim {
+            service,
+            run_id,
+            expires_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO mim (service, run_id, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (service) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at",
+            )
+            .bind(service)
+            .bind(run_id.as_str())
+            .bind(to_ms(*expires_at))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn action_status_str(s: ActionStatus) -> &'static str {
+    match s {
+        ActionStatus::NotExecuted => "not_executed",
+        ActionStatus::Pending => "pending",
+        ActionStatus::Delivered => "delivered",
+        ActionStatus::Failed => "failed",
+    }
+}
+
+fn parse_action_status(s: &str) -> ActionStatus {
+    match s {
+        "pending" => ActionStatus::Pending,
+        "delivered" => ActionStatus::Delivered,
+        "failed" => ActionStatus::Failed,
+        _ => ActionStatus::NotExecuted,
+    }
+}
+
+fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRun, StoreError> {
+    let status_s: String = r.try_get("status")?;
+    let opt_ms = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(r.try_get::<Option<i64>, _>(col)?.map(from_ms))
+    };
+    Ok(StoredRun {
+        run_id: RunId(r.try_get("run_id")?),
+        correlation_id: tg_model::CorrelationId(r.try_get("correlation_id")?),
+        status: RunStatus::parse(&status_s).unwrap_or(RunStatus::Pending),
+        event: serde_json::from_str(&r.try_get::<String, _>("event_json")?)
+            .map_err(corrupt("event"))?,
+        submitted_by: r.try_get("submitted_by")?,
+        received_at: from_ms(r.try_get("received_at")?),
+        classification: r
+            .try_get::<Option<String>, _>("classification_json")?
+            .map(|s| serde_json::from_str(&s).map_err(corrupt("classification")))
+            .transpose()?,
+        classified_at: opt_ms("classified_at")?,
+        decision: r
+            .try_get::<Option<String>, _>("decision_json")?
+            .map(|s| serde_json::from_str(&s).map_err(corrupt("decision")))
+            .transpose()?,
+        decided_at: opt_ms("decided_at")?,
+        completed_at: opt_ms("completed_at")?,
+        audit_seq: r
+            .try_get::<Option<i64>, _>("audit_seq")?
+            .and_then(|s| u64::try_from(s).ok()),
+        audit_hash: r.try_get("audit_hash")?,
+    })
+}
+
+fn action_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredAction, StoreError> {
+    let kind_s: String = r.try_get("kind")?;
+    let outcome_s: String = r.try_get("outcome")?;
+    let status_s: String = r.try_get("status")?;
+    Ok(StoredAction {
+        run_id: RunId(r.try_get("run_id")?),
+        kind: parse_kind(&kind_s).unwrap_or(ActionKind::Ticket),
+        outcome: if outcome_s == "execute" {
+            Outcome::Execute
+        } else {
+            Outcome::Review
+        },
+        status: parse_action_status(&status_s),
+        planned: serde_json::from_str(&r.try_get::<String, _>("planned_json")?)
+            .map_err(corrupt("planned action"))?,
+        result: r
+            .try_get::<Option<String>, _>("result_json")?
+            .map(|s| serde_json::from_str(&s).map_err(corrupt("action result")))
+            .transpose()?,
+        review_state: r.try_get("review_state")?,
+    })
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::parse(s).ok_or_else(|| format!("unknown run status {s:?}"))
+    }
+}

@@ -1,0 +1,14 @@
+//! Storm control state machines: duplicate suppression windows, token buckets
+//! for paging, and independent-signal correlation.
+//!
+//! Everything here is a pure function of stored state and `now`; the store
+//! persists the state so restarts do not reset windows or budgets. This crate
+//! must never read the clock, sleep, or keep state of its own between calls.
+
+pub mod bucket;
+pub mod dedup;
+pub mod signals;
+
+pub use bucket::{BucketConfig, BucketState};
+pub use dedup::DedupEntry;
+pub use signals::{Signal, independent_origins};
