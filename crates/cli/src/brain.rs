@@ -31,7 +31,8 @@ fn event_json(user_text: &str) -> Option<&str> {
 
 impl ModelBrain for RulesBrain {
     fn answer(&self, user_text: &str) -> BrainReply {
-        let Some(event) = event_json(user_text).and_then(|j| serde_json::from_str::<NormalizedEvent>(j.trim()).ok())
+        let Some(event) = event_json(user_text)
+            .and_then(|j| serde_json::from_str::<NormalizedEvent>(j.trim()).ok())
         else {
             return BrainReply::Text("I could not find the event in the prompt.".into());
         };

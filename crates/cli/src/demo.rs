@@ -5,6 +5,11 @@
 //! order), prints what was decided and why, then checks the emulators against
 //! the decisions and verifies the audit chain.
 
+#![expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value indexing by key yields Null when absent; it never panics"
+)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,9 +58,17 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
     // The sandbox stands in for ServiceNow, PagerDuty, Slack and Claude.
     let owners: BTreeMap<String, String> = {
-        let probe = Config::from_yaml(&CONFIG.replace("${SANDBOX}", "http://127.0.0.1:1"), "demo/config.yaml")
-            .map_err(|e| anyhow!("{e}"))?;
-        probe.catalog.services.iter().map(|(s, e)| (s.clone(), e.team.clone())).collect()
+        let probe = Config::from_yaml(
+            &CONFIG.replace("${SANDBOX}", "http://127.0.0.1:1"),
+            "demo/config.yaml",
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        probe
+            .catalog
+            .services
+            .iter()
+            .map(|(s, e)| (s.clone(), e.team.clone()))
+            .collect()
     };
     let sandbox = tg_sandbox::Sandbox::start(tg_sandbox::SandboxConfig {
         brain: Some(Arc::new(RulesBrain::new(owners))),
@@ -64,22 +77,44 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     .await
     .context("cannot start the sandbox")?;
     for script in incident.model_scripts.iter().cloned() {
-        sandbox.state().script_anthropic(script).map_err(|e| anyhow!("model script: {e}"))?;
+        sandbox
+            .state()
+            .script_anthropic(script)
+            .map_err(|e| anyhow!("model script: {e}"))?;
     }
 
-    let config = Config::from_yaml(&CONFIG.replace("${SANDBOX}", &sandbox.base_url()), "demo/config.yaml")
-        .map_err(|e| anyhow!("{e}"))?;
+    let config = Config::from_yaml(
+        &CONFIG.replace("${SANDBOX}", &sandbox.base_url()),
+        "demo/config.yaml",
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let webhook = sandbox.slack_webhook_url("demo-mim-channel");
     let mut secrets = MapSecrets::default()
-        .with(&SecretRef::Env("ANTHROPIC_API_KEY".into()), tg_sandbox::DEFAULT_ANTHROPIC_API_KEY)
-        .with(&SecretRef::Env("SERVICENOW_TOKEN".into()), tg_sandbox::DEFAULT_SERVICENOW_TOKEN)
+        .with(
+            &SecretRef::Env("ANTHROPIC_API_KEY".into()),
+            tg_sandbox::DEFAULT_ANTHROPIC_API_KEY,
+        )
+        .with(
+            &SecretRef::Env("SERVICENOW_TOKEN".into()),
+            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
+        )
         .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
-    for (i, name) in ["PD_KEY_PLATFORM_OPS", "PD_KEY_DBA", "PD_KEY_PAYMENTS", "PD_KEY_SEARCH"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "PD_KEY_PLATFORM_OPS",
+        "PD_KEY_DBA",
+        "PD_KEY_PAYMENTS",
+        "PD_KEY_SEARCH",
+    ]
+    .iter()
+    .enumerate()
     {
         // Integration keys are 32 characters.
-        secrets = secrets.with(&SecretRef::Env((*name).into()), &format!("{i:0>2}{}", "d3m0k3y".repeat(5)).get(..32).unwrap_or_default().to_owned());
+        secrets = secrets.with(
+            &SecretRef::Env((*name).into()),
+            format!("{i:0>2}{}", "d3m0k3y".repeat(5))
+                .get(..32)
+                .unwrap_or_default(),
+        );
     }
     let pipeline = tg_server::build_pipeline(&config, None, &secrets)?;
 
@@ -101,10 +136,16 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let base = format!("http://{}", gate.addr);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
 
     println!("triage-gate demo: {}", incident.description);
-    println!("gate {base}  sandbox {}  data {}\n", sandbox.base_url(), data_dir.display());
+    println!(
+        "gate {base}  sandbox {}  data {}\n",
+        sandbox.base_url(),
+        data_dir.display()
+    );
 
     let mut rows = Vec::new();
     for (i, step) in incident.steps.iter().enumerate() {
@@ -126,11 +167,19 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let status = resp.status();
         let answer: Value = resp.json().await?;
         if status.as_u16() != 202 {
-            bail!("step {} ({}) was refused: {status} {answer}", i + 1, step.label);
+            bail!(
+                "step {} ({}) was refused: {status} {answer}",
+                i + 1,
+                step.label
+            );
         }
         let ids: Vec<String> = answer["runs"]
             .as_array()
-            .map(|a| a.iter().filter_map(|r| r["run_id"].as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["run_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         for id in ids {
             rows.push(Row {
@@ -141,7 +190,12 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
 
     print_table(&incident, &rows);
-    let review: Value = http.get(format!("{base}/v1/review")).send().await?.json().await?;
+    let review: Value = http
+        .get(format!("{base}/v1/review"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let review_items = review["items"].as_array().map(Vec::len).unwrap_or(0);
 
     gate.shutdown(Duration::from_secs(5)).await;
@@ -155,7 +209,11 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             })
             .count()
     };
-    let (tickets, pages, mims) = (executed(ActionKind::Ticket), executed(ActionKind::Page), executed(ActionKind::Mim));
+    let (tickets, pages, mims) = (
+        executed(ActionKind::Ticket),
+        executed(ActionKind::Page),
+        executed(ActionKind::Mim),
+    );
     let suppressed = rows
         .iter()
         .filter(|r| decision(r).is_some_and(|d| d.duplicate_of.is_some()))
@@ -166,14 +224,19 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let bridge_posts = st.bridge_posts().len();
 
     println!("\nTotals over {} runs:", rows.len());
-    println!("  tickets created      {tickets:>3}   (ServiceNow emulator holds {sn_incidents} incidents: tickets + MIM proposals)");
+    println!(
+        "  tickets created      {tickets:>3}   (ServiceNow emulator holds {sn_incidents} incidents: tickets + MIM proposals)"
+    );
     println!("  pages sent           {pages:>3}   (PagerDuty emulator holds {pd_alerts} alerts)");
-    println!("  MIM bridges opened   {mims:>3}   (chat bridge received {bridge_posts} announcements)");
+    println!(
+        "  MIM bridges opened   {mims:>3}   (chat bridge received {bridge_posts} announcements)"
+    );
     println!("  duplicates suppressed{suppressed:>4}");
     println!("  waiting for a human  {review_items:>3}   (GET /v1/review)");
 
     let audit_path = data_dir.join("audit.jsonl");
-    let report = tg_audit::verify_file(&audit_path).with_context(|| format!("cannot read {}", audit_path.display()))?;
+    let report = tg_audit::verify_file(&audit_path)
+        .with_context(|| format!("cannot read {}", audit_path.display()))?;
     println!("\nAudit chain {}: {report}", audit_path.display());
 
     let consistent = sn_incidents == tickets + mims
@@ -194,12 +257,20 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 async fn wait_completed(http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<Value> {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let run: Value = http.get(format!("{base}/v1/runs/{run_id}")).send().await?.json().await?;
+        let run: Value = http
+            .get(format!("{base}/v1/runs/{run_id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
         if run["status"] == "completed" {
             return Ok(run);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("run {run_id} did not complete within {STEP_TIMEOUT:?} (status {})", run["status"]);
+            bail!(
+                "run {run_id} did not complete within {STEP_TIMEOUT:?} (status {})",
+                run["status"]
+            );
         }
         tokio::time::sleep(POLL).await;
     }
@@ -213,7 +284,8 @@ fn delivered(row: &Row, kind: ActionKind) -> bool {
     row.run["actions"].as_array().is_some_and(|a| {
         a.iter().any(|x| {
             x["action"] == kind.as_str()
-                && serde_json::from_value::<ActionStatus>(x["status"].clone()).ok() == Some(ActionStatus::Delivered)
+                && serde_json::from_value::<ActionStatus>(x["status"].clone()).ok()
+                    == Some(ActionStatus::Delivered)
         })
     })
 }
@@ -273,21 +345,35 @@ fn print_table(incident: &Incident, rows: &[Row]) {
     let mut last_step = usize::MAX;
     for (n, row) in rows.iter().enumerate().map(|(i, r)| (i + 1, r)) {
         if row.step != last_step {
-            let label = incident.steps.get(row.step).map(|s| s.label.as_str()).unwrap_or("");
+            let label = incident
+                .steps
+                .get(row.step)
+                .map(|s| s.label.as_str())
+                .unwrap_or("");
             println!("-- step {}: {label}", row.step + 1);
             last_step = row.step;
         }
         let ev = &row.run["event"];
         let class = &row.run["classification"];
-        let model = match (class["classification"].as_object(), class["rejection"]["reason"].as_str(), class["skipped"].as_str()) {
+        let model = match (
+            class["classification"].as_object(),
+            class["rejection"]["reason"].as_str(),
+            class["skipped"].as_str(),
+        ) {
             (Some(c), _, _) => format!(
                 "{} {:.2} {}",
-                c.get("classification").and_then(Value::as_str).unwrap_or("?"),
+                c.get("classification")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
                 c.get("confidence").and_then(Value::as_f64).unwrap_or(0.0),
-                c.get("recommended_team").and_then(Value::as_str).unwrap_or("?"),
+                c.get("recommended_team")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
             ),
             (None, Some(reason), _) => format!("REJECTED {reason}"),
-            (None, None, Some(skip)) => format!("(not asked: {})", skip.split(' ').next().unwrap_or(skip)),
+            (None, None, Some(skip)) => {
+                format!("(not asked: {})", skip.split(' ').next().unwrap_or(skip))
+            }
             _ => "-".into(),
         };
         let Some(d) = decision(row) else { continue };
@@ -302,11 +388,15 @@ fn print_table(incident: &Incident, rows: &[Row]) {
             cell(row, &d, ActionKind::Mim),
         );
         if let Some(dup) = &d.duplicate_of {
-            println!("      why: duplicate of {dup} (same fingerprint inside the suppression window)");
+            println!(
+                "      why: duplicate of {dup} (same fingerprint inside the suppression window)"
+            );
             continue;
         }
         let uniform = model.starts_with("REJECTED")
-            || d.actions.iter().all(|a| a.conditions.iter().any(|c| c.id == "event.firing"));
+            || d.actions
+                .iter()
+                .all(|a| a.conditions.iter().any(|c| c.id == "event.firing"));
         if uniform {
             if let Some(a) = d.actions.first() {
                 println!("      why: {}", a.reason);

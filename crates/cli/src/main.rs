@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use tg_config::{Config, EnvAndFiles};
 
 #[derive(Debug, Parser)]
-#[command(name = "triage-gate", version, about = "The AI recommends; the system decides.")]
+#[command(
+    name = "triage-gate",
+    version,
+    about = "The AI recommends; the system decides."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,7 +117,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 brain: Some(Arc::new(brain::RulesBrain::new(Default::default()))),
                 ..Default::default()
             };
-            eprintln!("sandbox emulators on http://{listen} (/servicenow, /pagerduty, /bridge, /anthropic, /_sandbox)");
+            eprintln!(
+                "sandbox emulators on http://{listen} (/servicenow, /pagerduty, /bridge, /anthropic, /_sandbox)"
+            );
             tg_sandbox::serve_forever(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -145,19 +151,29 @@ struct CheckOnlySecrets;
 
 impl tg_config::SecretSource for CheckOnlySecrets {
     fn read(&self, _r: &tg_config::SecretRef) -> Result<tg_config::Secret, tg_config::SecretError> {
-        Ok(tg_config::Secret::new("placeholder-secret-for-config-check"))
+        Ok(tg_config::Secret::new(
+            "placeholder-secret-for-config-check",
+        ))
     }
 }
 
 /// Reads and validates the config file and the policy file it names.
 fn load_config(path: &Path) -> anyhow::Result<(Config, Option<String>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config = Config::from_yaml(&text, &path.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = Config::from_yaml(&text, &path.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy = match &config.policy.file {
         Some(p) => {
             // Relative policy paths are relative to the config file.
-            let full = path.parent().map(|d| d.join(p)).unwrap_or_else(|| p.clone());
-            Some(std::fs::read_to_string(&full).with_context(|| format!("cannot read policy {}", full.display()))?)
+            let full = path
+                .parent()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.clone());
+            Some(
+                std::fs::read_to_string(&full)
+                    .with_context(|| format!("cannot read policy {}", full.display()))?,
+            )
         }
         None => None,
     };
@@ -200,7 +216,9 @@ async fn serve(
     shutdown_signal().await;
     eprintln!("shutting down: finishing in-flight work");
     running
-        .shutdown(std::time::Duration::from_millis(config.server.shutdown_grace_ms))
+        .shutdown(std::time::Duration::from_millis(
+            config.server.shutdown_grace_ms,
+        ))
         .await;
     Ok(ExitCode::SUCCESS)
 }

@@ -339,7 +339,10 @@ impl Config {
             return Err(ConfigErrors(vec![issue(
                 None,
                 "",
-                format!("file is {} bytes, over the {CONFIG_BYTES_MAX}-byte limit", text.len()),
+                format!(
+                    "file is {} bytes, over the {CONFIG_BYTES_MAX}-byte limit",
+                    text.len()
+                ),
             )]));
         }
         let config: Config = if text.trim().is_empty() {
@@ -373,19 +376,36 @@ impl Config {
             .collect();
         let s = &self.server;
         if s.listen.parse::<std::net::SocketAddr>().is_err() {
-            out.push(("server.listen".into(), format!("{:?} is not an address like 127.0.0.1:8700", s.listen)));
+            out.push((
+                "server.listen".into(),
+                format!("{:?} is not an address like 127.0.0.1:8700", s.listen),
+            ));
         }
         if s.body_bytes_max == 0 || s.body_bytes_max > 64 * 1024 * 1024 {
-            out.push(("server.body_bytes_max".into(), format!("{} is outside 1..=67108864", s.body_bytes_max)));
+            out.push((
+                "server.body_bytes_max".into(),
+                format!("{} is outside 1..=67108864", s.body_bytes_max),
+            ));
         }
         if s.backlog_max <= 0 {
-            out.push(("server.backlog_max".into(), format!("{} must be positive", s.backlog_max)));
+            out.push((
+                "server.backlog_max".into(),
+                format!("{} must be positive", s.backlog_max),
+            ));
         }
         if s.workers > 256 {
-            out.push(("server.workers".into(), format!("{} is over the limit of 256", s.workers)));
+            out.push((
+                "server.workers".into(),
+                format!("{} is over the limit of 256", s.workers),
+            ));
         }
-        if self.classifier.provider == ProviderKind::Anthropic && self.classifier.anthropic.is_none() {
-            out.push(("classifier.anthropic".into(), "provider is anthropic but the anthropic section is missing".into()));
+        if self.classifier.provider == ProviderKind::Anthropic
+            && self.classifier.anthropic.is_none()
+        {
+            out.push((
+                "classifier.anthropic".into(),
+                "provider is anthropic but the anthropic section is missing".into(),
+            ));
         }
         let st = &self.storm;
         for (name, v) in [
@@ -397,32 +417,50 @@ impl Config {
                 out.push((name.into(), format!("{v} is outside 1..=604800 seconds")));
             }
         }
-        for (name, b) in [("storm.paging.team", st.paging.team), ("storm.paging.global", st.paging.global)] {
+        for (name, b) in [
+            ("storm.paging.team", st.paging.team),
+            ("storm.paging.global", st.paging.global),
+        ] {
             if b.burst == 0 {
-                out.push((format!("{name}.burst"), "must be at least 1 (use autonomy to stop paging)".into()));
+                out.push((
+                    format!("{name}.burst"),
+                    "must be at least 1 (use autonomy to stop paging)".into(),
+                ));
             }
         }
         let teams = self.catalog.known_teams();
         if let Some(pd) = &self.actions.pagerduty {
             for team in pd.routing_keys.keys() {
                 if !teams.contains(team) {
-                    out.push((format!("actions.pagerduty.routing_keys.{team}"), format!("team {team:?} is not in catalog.teams")));
+                    out.push((
+                        format!("actions.pagerduty.routing_keys.{team}"),
+                        format!("team {team:?} is not in catalog.teams"),
+                    ));
                 }
             }
         }
         if let Some(sn) = &self.actions.servicenow {
             for team in sn.assignment_groups.keys() {
                 if !teams.contains(team) {
-                    out.push((format!("actions.servicenow.assignment_groups.{team}"), format!("team {team:?} is not in catalog.teams")));
+                    out.push((
+                        format!("actions.servicenow.assignment_groups.{team}"),
+                        format!("team {team:?} is not in catalog.teams"),
+                    ));
                 }
             }
             if !(sn.base_url.starts_with("https://") || sn.base_url.starts_with("http://")) {
-                out.push(("actions.servicenow.base_url".into(), format!("{:?} is not an http(s) URL", sn.base_url)));
+                out.push((
+                    "actions.servicenow.base_url".into(),
+                    format!("{:?} is not an http(s) URL", sn.base_url),
+                ));
             }
         }
         for (i, p) in self.normalize.redact_patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(p) {
-                out.push((format!("normalize.redact_patterns[{i}]"), format!("invalid regular expression: {e}")));
+                out.push((
+                    format!("normalize.redact_patterns[{i}]"),
+                    format!("invalid regular expression: {e}"),
+                ));
             }
         }
         out

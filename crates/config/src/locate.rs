@@ -6,8 +6,13 @@ use std::collections::BTreeMap;
 use yaml_rust2::parser::{Event, Parser};
 
 enum Frame {
-    Map { key: Option<String>, expect_key: bool },
-    Seq { index: usize },
+    Map {
+        key: Option<String>,
+        expect_key: bool,
+    },
+    Seq {
+        index: usize,
+    },
 }
 
 /// Line of every key and sequence item in `text`, by dotted path.
@@ -24,7 +29,10 @@ pub fn key_lines(text: &str) -> BTreeMap<String, usize> {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 enter_value(&mut stack, &mut path, &mut out, line);
                 stack.push(if matches!(event, Event::MappingStart(..)) {
-                    Frame::Map { key: None, expect_key: true }
+                    Frame::Map {
+                        key: None,
+                        expect_key: true,
+                    }
                 } else {
                     Frame::Seq { index: 0 }
                 });
@@ -34,14 +42,14 @@ pub fn key_lines(text: &str) -> BTreeMap<String, usize> {
                 leave_value(&mut stack, &mut path);
             }
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { key, expect_key }) = stack.last_mut() {
-                    if *expect_key {
-                        *key = Some(value.clone());
-                        *expect_key = false;
-                        path.push(value);
-                        out.entry(path.join(".")).or_insert(line);
-                        continue;
-                    }
+                if let Some(Frame::Map { key, expect_key }) = stack.last_mut()
+                    && *expect_key
+                {
+                    *key = Some(value.clone());
+                    *expect_key = false;
+                    path.push(value);
+                    out.entry(path.join(".")).or_insert(line);
+                    continue;
                 }
                 enter_value(&mut stack, &mut path, &mut out, line);
                 leave_value(&mut stack, &mut path);
@@ -56,7 +64,12 @@ pub fn key_lines(text: &str) -> BTreeMap<String, usize> {
     out
 }
 
-fn enter_value(stack: &mut [Frame], path: &mut Vec<String>, out: &mut BTreeMap<String, usize>, line: usize) {
+fn enter_value(
+    stack: &mut [Frame],
+    path: &mut Vec<String>,
+    out: &mut BTreeMap<String, usize>,
+    line: usize,
+) {
     if let Some(Frame::Seq { index }) = stack.last_mut() {
         let last = path.pop().unwrap_or_default();
         let item = format!("{last}[{index}]");
@@ -75,10 +88,10 @@ fn leave_value(stack: &mut [Frame], path: &mut Vec<String>) {
         }
         Some(Frame::Seq { index }) => {
             // Turn `name[i]` back into `name` for the next item.
-            if let Some(last) = path.last_mut() {
-                if let Some(pos) = last.rfind('[') {
-                    last.truncate(pos);
-                }
+            if let Some(last) = path.last_mut()
+                && let Some(pos) = last.rfind('[')
+            {
+                last.truncate(pos);
             }
             *index += 1;
         }

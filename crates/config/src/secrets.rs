@@ -40,8 +40,14 @@ impl TryFrom<SecretRefRepr> for SecretRef {
 impl From<SecretRef> for SecretRefRepr {
     fn from(r: SecretRef) -> Self {
         match r {
-            SecretRef::Env(e) => SecretRefRepr { env: Some(e), file: None },
-            SecretRef::File(f) => SecretRefRepr { env: None, file: Some(f) },
+            SecretRef::Env(e) => SecretRefRepr {
+                env: Some(e),
+                file: None,
+            },
+            SecretRef::File(f) => SecretRefRepr {
+                env: None,
+                file: Some(f),
+            },
         }
     }
 }

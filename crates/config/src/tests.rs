@@ -31,9 +31,24 @@ normalize:
 ";
     let err = Config::from_yaml(text, "gate.yaml").unwrap_err();
     let lines: Vec<String> = err.0.iter().map(|i| i.to_string()).collect();
-    assert!(lines.iter().any(|l| l.starts_with("gate.yaml:2: server.listen:")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("gate.yaml:4: storm.dedup_window_secs:")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("gate.yaml:8: normalize.redact_patterns[1]:")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("gate.yaml:2: server.listen:")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("gate.yaml:4: storm.dedup_window_secs:")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("gate.yaml:8: normalize.redact_patterns[1]:")),
+        "{lines:?}"
+    );
     assert_eq!(lines.len(), 3, "{lines:?}");
 }
 

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use tg_model::action::{DETAILS_BYTES_MAX, TITLE_BYTES_MAX};
 use tg_model::{
     ActionDecision, ActionKind, AlertStatus, AutonomyLevel, Classification, Condition,
-    CorrelationId, Decision, Fingerprint, NormalizedEvent, Outcome, PlannedAction, Rejection, RunId,
+    CorrelationId, Decision, Fingerprint, NormalizedEvent, Outcome, PlannedAction, Rejection,
+    RunId,
 };
 use tg_policy::catalog::Catalog;
 use tg_policy::{Facts, GateInput, Gates};
@@ -99,10 +100,20 @@ pub struct StepInput<'a> {
 pub enum Effect {
     OpenDedup(DedupEntry),
     CloseDedup(Fingerprint),
-    PutBucket { key: String, state: BucketState },
+    PutBucket {
+        key: String,
+        state: BucketState,
+    },
     /// `key` is [`signal_key`]: signals from staging never confirm a production MIM.
-    RecordSignal { key: String, signal: Signal },
-    OpenMim { service: String, run_id: RunId, expires_at: DateTime<Utc> },
+    RecordSignal {
+        key: String,
+        signal: Signal,
+    },
+    OpenMim {
+        service: String,
+        run_id: RunId,
+        expires_at: DateTime<Utc>,
+    },
 }
 
 /// An action the decision produced: carried out now (`Execute`) or drafted for a human (`Review`).
@@ -167,7 +178,14 @@ pub fn step(
             threshold: "== firing".into(),
         };
         return StepOutput {
-            decision: uniform(gates, autonomy, Outcome::Skip, "the source resolved the alert", &cond, None),
+            decision: uniform(
+                gates,
+                autonomy,
+                Outcome::Skip,
+                "the source resolved the alert",
+                &cond,
+                None,
+            ),
             planned: Vec::new(),
             effects,
         };
@@ -185,14 +203,26 @@ pub fn step(
         let window_secs = settings.dedup_window.num_seconds();
         let cond = Condition {
             id: "dedup.window".into(),
-            description: "no earlier run with this fingerprint inside the suppression window".into(),
+            description: "no earlier run with this fingerprint inside the suppression window"
+                .into(),
             passed: false,
-            actual: format!("duplicate of {} (window opened {})", d.first_run_id, d.opened_at.to_rfc3339()),
+            actual: format!(
+                "duplicate of {} (window opened {})",
+                d.first_run_id,
+                d.opened_at.to_rfc3339()
+            ),
             threshold: format!("none within {window_secs}s"),
         };
         let reason = format!("duplicate of run {} within {window_secs}s", d.first_run_id);
         return StepOutput {
-            decision: uniform(gates, autonomy, Outcome::Suppressed, &reason, &cond, Some(d.first_run_id.clone())),
+            decision: uniform(
+                gates,
+                autonomy,
+                Outcome::Suppressed,
+                &reason,
+                &cond,
+                Some(d.first_run_id.clone()),
+            ),
             planned: Vec::new(),
             effects,
         };
@@ -217,7 +247,10 @@ pub fn step(
                 actual: rejection.reason.clone(),
                 threshold: "a valid classification".into(),
             };
-            let reason = format!("model answer rejected ({}): a human decides", rejection.reason);
+            let reason = format!(
+                "model answer rejected ({}): a human decides",
+                rejection.reason
+            );
             return StepOutput {
                 decision: uniform(gates, autonomy, Outcome::Review, &reason, &cond, None),
                 planned: Vec::new(),
@@ -233,7 +266,14 @@ pub fn step(
                 threshold: "a valid classification".into(),
             };
             return StepOutput {
-                decision: uniform(gates, autonomy, Outcome::Review, "no classification: a human decides", &cond, None),
+                decision: uniform(
+                    gates,
+                    autonomy,
+                    Outcome::Review,
+                    "no classification: a human decides",
+                    &cond,
+                    None,
+                ),
                 planned: Vec::new(),
                 effects,
             };
@@ -251,7 +291,10 @@ pub fn step(
         .unwrap_or_else(|| BucketState::full(global_cfg, now));
     let origins: BTreeSet<String> =
         independent_origins(&state.signals, &event.origin, now, settings.signal_window);
-    let mim_open = state.open_mim.as_ref().is_some_and(|(_, until)| *until > now);
+    let mim_open = state
+        .open_mim
+        .as_ref()
+        .is_some_and(|(_, until)| *until > now);
     let facts = Facts {
         page_budget_left: team_state
             .available(team_cfg, now)
@@ -288,9 +331,18 @@ pub fn step(
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Page {
             // INVARIANT: an executed page spends one token of its team's and the global budget.
-            if let (Some(t), Some(g)) = (team_state.take(team_cfg, now), global_state.take(global_cfg, now)) {
-                effects.push(Effect::PutBucket { key: team_bucket_key(team), state: t });
-                effects.push(Effect::PutBucket { key: GLOBAL_BUCKET.into(), state: g });
+            if let (Some(t), Some(g)) = (
+                team_state.take(team_cfg, now),
+                global_state.take(global_cfg, now),
+            ) {
+                effects.push(Effect::PutBucket {
+                    key: team_bucket_key(team),
+                    state: t,
+                });
+                effects.push(Effect::PutBucket {
+                    key: GLOBAL_BUCKET.into(),
+                    state: g,
+                });
             }
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Mim {
@@ -378,7 +430,10 @@ fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification) -> PlannedAc
         ActionKind::Mim => "MAJOR: ",
     };
     let title = truncate(
-        &format!("{prefix}[{}] {}: {}", c.classification, e.service, e.summary),
+        &format!(
+            "{prefix}[{}] {}: {}",
+            c.classification, e.service, e.summary
+        ),
         TITLE_BYTES_MAX,
     );
     let mut details = format!(

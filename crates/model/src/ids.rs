@@ -62,8 +62,7 @@ impl CorrelationId {
     pub fn is_valid(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= CORRELATION_ID_MAX
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
     }
 }

@@ -91,7 +91,9 @@ impl std::str::FromStr for AutonomyLevel {
             .into_iter()
             .find(|l| l.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown autonomy level {s:?} (expected shadow, assist, limited, paging or mim)")
+                format!(
+                    "unknown autonomy level {s:?} (expected shadow, assist, limited, paging or mim)"
+                )
             })
     }
 }

@@ -7,8 +7,14 @@ use schemars::{JsonSchema, generate::SchemaSettings};
 /// `(file name, schema)` for every published contract.
 pub fn all() -> Vec<(&'static str, serde_json::Value)> {
     vec![
-        ("normalized-event.schema.json", schema::<crate::NormalizedEvent>()),
-        ("classification.schema.json", schema::<crate::Classification>()),
+        (
+            "normalized-event.schema.json",
+            schema::<crate::NormalizedEvent>(),
+        ),
+        (
+            "classification.schema.json",
+            schema::<crate::Classification>(),
+        ),
         ("decision.schema.json", schema::<crate::Decision>()),
         ("audit-record.schema.json", schema::<crate::AuditRecord>()),
     ]
@@ -64,7 +70,10 @@ mod tests {
             }
             let published = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_eq!(published, text, "{name} is stale: rerun with UPDATE_SCHEMAS=1");
+            assert_eq!(
+                published, text,
+                "{name} is stale: rerun with UPDATE_SCHEMAS=1"
+            );
         }
     }
 }

@@ -41,7 +41,11 @@ impl Pipeline {
         let default_team = if known_teams.contains(DEFAULT_TEAM) {
             DEFAULT_TEAM.to_owned()
         } else {
-            known_teams.iter().next().cloned().unwrap_or_else(|| DEFAULT_TEAM.to_owned())
+            known_teams
+                .iter()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_TEAM.to_owned())
         };
         TeamContext {
             service_team: self.catalog.team_for(service).map(str::to_owned),
@@ -82,8 +86,10 @@ pub fn build_pipeline(
             service_aliases.insert(alias.clone(), name.clone());
         }
     }
-    let mut limits = tg_normalize::Limits::default();
-    limits.body_bytes_max = config.server.body_bytes_max;
+    let limits = tg_normalize::Limits {
+        body_bytes_max: config.server.body_bytes_max,
+        ..Default::default()
+    };
     let normalize = NormalizeContext {
         service_aliases,
         redactor,
@@ -96,7 +102,10 @@ pub fn build_pipeline(
                 Some(v) => serde_json::from_value(v.clone()).context("classifier.rules")?,
                 None => tg_classify::RulesClassifier::default_config(),
             };
-            Arc::new(tg_classify::RulesClassifier::new(rules).map_err(|e| anyhow!("classifier.rules: {e}"))?)
+            Arc::new(
+                tg_classify::RulesClassifier::new(rules)
+                    .map_err(|e| anyhow!("classifier.rules: {e}"))?,
+            )
         }
         ProviderKind::Anthropic => {
             let a = config
@@ -104,13 +113,21 @@ pub fn build_pipeline(
                 .anthropic
                 .as_ref()
                 .ok_or_else(|| anyhow!("classifier.anthropic is missing"))?;
-            let key = secrets.read(&a.api_key).context("classifier.anthropic.api_key")?;
-            let mut c = tg_classify::AnthropicConfig::new(a.model.clone(), tg_classify::Secret::new(key.expose()));
+            let key = secrets
+                .read(&a.api_key)
+                .context("classifier.anthropic.api_key")?;
+            let mut c = tg_classify::AnthropicConfig::new(
+                a.model.clone(),
+                tg_classify::Secret::new(key.expose()),
+            );
             c.base_url = a.base_url.clone();
             c.timeout_ms = a.timeout_ms;
             c.max_tokens = a.max_tokens;
             c.retries_max = a.retries_max;
-            Arc::new(tg_classify::AnthropicClassifier::new(c).map_err(|e| anyhow!("classifier.anthropic: {e}"))?)
+            Arc::new(
+                tg_classify::AnthropicClassifier::new(c)
+                    .map_err(|e| anyhow!("classifier.anthropic: {e}"))?,
+            )
         }
     };
 
@@ -138,13 +155,23 @@ pub fn build_pipeline(
     })
 }
 
-fn build_executor(config: &Config, secrets: &dyn SecretSource) -> anyhow::Result<tg_actions::Executor> {
-    use tg_actions::{BridgeConfig, BridgeFormat, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig};
+fn build_executor(
+    config: &Config,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<tg_actions::Executor> {
+    use tg_actions::{
+        BridgeConfig, BridgeFormat, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig,
+    };
     let a = &config.actions;
     let servicenow = match &a.servicenow {
         Some(sn) => Some(ServiceNowConfig {
             base_url: sn.base_url.clone(),
-            token: Secret::new(secrets.read(&sn.token).context("actions.servicenow.token")?.expose()),
+            token: Secret::new(
+                secrets
+                    .read(&sn.token)
+                    .context("actions.servicenow.token")?
+                    .expose(),
+            ),
             assignment_groups: sn.assignment_groups.clone(),
             caller_id: sn.caller_id.clone(),
             timeout_ms: sn.timeout_ms,
@@ -170,7 +197,12 @@ fn build_executor(config: &Config, secrets: &dyn SecretSource) -> anyhow::Result
     };
     let bridge = match &a.bridge {
         Some(b) => Some(BridgeConfig {
-            webhook_url: Secret::new(secrets.read(&b.webhook_url).context("actions.bridge.webhook_url")?.expose()),
+            webhook_url: Secret::new(
+                secrets
+                    .read(&b.webhook_url)
+                    .context("actions.bridge.webhook_url")?
+                    .expose(),
+            ),
             format: match b.format {
                 tg_config::BridgeFormatConfig::Slack => BridgeFormat::Slack,
                 tg_config::BridgeFormatConfig::Teams => BridgeFormat::Teams,
@@ -187,5 +219,6 @@ fn build_executor(config: &Config, secrets: &dyn SecretSource) -> anyhow::Result
         retry_after_max_secs: a.retry.retry_after_max_secs,
         jitter_seed: a.retry.jitter_seed,
     };
-    tg_actions::Executor::new(servicenow, pagerduty, bridge, retry).map_err(|e| anyhow!("actions: {e}"))
+    tg_actions::Executor::new(servicenow, pagerduty, bridge, retry)
+        .map_err(|e| anyhow!("actions: {e}"))
 }

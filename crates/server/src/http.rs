@@ -44,7 +44,9 @@ pub fn app(state: AppState) -> Router {
                     StatusCode::REQUEST_TIMEOUT,
                     Duration::from_millis(limits.request_timeout_ms),
                 ))
-                .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_max))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(
+                    limits.concurrency_max,
+                ))
                 .layer(DefaultBodyLimit::max(limits.body_bytes_max)),
         )
         .with_state(state)
@@ -83,7 +85,10 @@ async fn ingest(
             StatusCode::NOT_FOUND,
             "unknown-source",
             "Unknown source",
-            format!("no adapter for source {:?}; see docs/api.md for the list", truncate(&source, 64)),
+            format!(
+                "no adapter for source {:?}; see docs/api.md for the list",
+                truncate(&source, 64)
+            ),
         ));
     };
     let label = src.as_str();
@@ -95,21 +100,42 @@ async fn ingest(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "Request body too large",
-                format!("the body is larger than body_bytes_max ({} bytes)", state.limits.body_bytes_max),
+                format!(
+                    "the body is larger than body_bytes_max ({} bytes)",
+                    state.limits.body_bytes_max
+                ),
             )
             .limit("body_bytes_max")
         } else {
-            Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body", e.body_text())
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable-body",
+                "Unreadable body",
+                e.body_text(),
+            )
         }
     })?;
-    let normalize = tg_normalize::normalizer(src).ok_or_else(|| Problem::not_found("source adapter"))?;
+    let normalize =
+        tg_normalize::normalizer(src).ok_or_else(|| Problem::not_found("source adapter"))?;
     let now = state.clock.now();
     let events = normalize(&body, &state.pipeline.normalize, now).map_err(|e| {
         m::rejected(label, "invalid");
         let (status, slug, title) = match e.kind {
-            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large"),
-            ErrorKind::LimitExceeded => (StatusCode::BAD_REQUEST, "limit-exceeded", "A payload limit was exceeded"),
-            ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed-event", "Malformed event"),
+            ErrorKind::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            ErrorKind::LimitExceeded => (
+                StatusCode::BAD_REQUEST,
+                "limit-exceeded",
+                "A payload limit was exceeded",
+            ),
+            ErrorKind::Malformed => (
+                StatusCode::BAD_REQUEST,
+                "malformed-event",
+                "Malformed event",
+            ),
         };
         let mut p = Problem::new(status, slug, title, e.message.clone()).field(e.field.clone());
         if e.kind != ErrorKind::Malformed {
@@ -140,7 +166,10 @@ async fn ingest(
             StatusCode::SERVICE_UNAVAILABLE,
             "backlog-full",
             "Backlog full",
-            format!("{backlog} runs are waiting, the limit is backlog_max = {}", state.limits.backlog_max),
+            format!(
+                "{backlog} runs are waiting, the limit is backlog_max = {}",
+                state.limits.backlog_max
+            ),
         )
         .limit("backlog_max")
         .retry_after(RETRY_AFTER_SECS));
@@ -198,7 +227,10 @@ fn truncate(s: &str, max: usize) -> String {
     tg_engine::truncate(s, max)
 }
 
-async fn get_run(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, Problem> {
+async fn get_run(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Response, Problem> {
     if run_id.len() > 64 {
         return Err(Problem::not_found("run"));
     }
@@ -251,8 +283,14 @@ struct ReviewQuery {
 /// Default and maximum review items per response.
 pub const REVIEW_PAGE_DEFAULT: i64 = 100;
 
-async fn review(State(state): State<AppState>, Query(q): Query<ReviewQuery>) -> Result<Response, Problem> {
-    let limit = q.limit.unwrap_or(REVIEW_PAGE_DEFAULT).clamp(1, tg_store::LIST_ROWS_MAX);
+async fn review(
+    State(state): State<AppState>,
+    Query(q): Query<ReviewQuery>,
+) -> Result<Response, Problem> {
+    let limit = q
+        .limit
+        .unwrap_or(REVIEW_PAGE_DEFAULT)
+        .clamp(1, tg_store::LIST_ROWS_MAX);
     let actions = state
         .store
         .review_queue(limit)
@@ -316,7 +354,10 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics() -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         m::render(),
     )
         .into_response()

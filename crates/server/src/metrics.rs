@@ -15,7 +15,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
                 )
                 .ok()?;
             builder.install_recorder().ok()
@@ -58,7 +61,8 @@ pub fn action_result(action: ActionKind, status: ActionStatus) {
         ActionStatus::Pending => "pending",
         ActionStatus::NotExecuted => "not_executed",
     };
-    metrics::counter!("triage_gate_actions_total", "action" => action.as_str(), "result" => result).increment(1);
+    metrics::counter!("triage_gate_actions_total", "action" => action.as_str(), "result" => result)
+        .increment(1);
 }
 
 pub fn processing_seconds(d: std::time::Duration) {

@@ -41,10 +41,10 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
                     if let Err(e) = state.store.release(&run_id).await {
                         tracing::error!(run_id = %run_id, error = %e, "cannot requeue run");
                     }
-                    if let Ok(Some(r)) = state.store.get_run(&run_id).await {
-                        if r.status == tg_store::RunStatus::Decided {
-                            let _ = deliver_and_complete(&state, &run_id).await;
-                        }
+                    if let Ok(Some(r)) = state.store.get_run(&run_id).await
+                        && r.status == tg_store::RunStatus::Decided
+                    {
+                        let _ = deliver_and_complete(&state, &run_id).await;
                     }
                 }
             }
@@ -133,7 +133,9 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
                 skipped: None,
                 latency_ms: out.latency_ms,
                 prompt_sha256: out.prompt_sha256,
-                usage: out.usage.map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens})),
+                usage: out.usage.map(
+                    |u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}),
+                ),
             }
         }
         Precheck::Duplicate { first_run_id } => skipped(p, format!("duplicate of {first_run_id}")),
@@ -145,7 +147,10 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
         fingerprint: event.fingerprint.clone(),
         service: event.service.clone(),
         signal_key: tg_engine::signal_key(event),
-        team: record.classification.as_ref().map(|c| c.recommended_team.clone()),
+        team: record
+            .classification
+            .as_ref()
+            .map(|c| c.recommended_team.clone()),
     };
     let classification = match (&record.classification, &record.rejection) {
         (Some(c), _) => Some(Ok(c)),
@@ -193,7 +198,10 @@ fn skipped(p: &crate::Pipeline, why: String) -> ClassificationRecord {
 }
 
 /// Delivers the run's pending actions (idempotent per action), then audits it once.
-pub async fn deliver_and_complete(state: &AppState, run_id: &tg_model::RunId) -> anyhow::Result<()> {
+pub async fn deliver_and_complete(
+    state: &AppState,
+    run_id: &tg_model::RunId,
+) -> anyhow::Result<()> {
     for action in state.store.pending_actions(run_id).await? {
         let result = state.pipeline.executor.execute(&action.planned).await;
         m::action_result(action.kind, result.status);
@@ -289,7 +297,9 @@ async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyhow::Result<
 /// Appends audit records to the JSON Lines file in chain order, from the store.
 /// On start it first catches up with whatever the store has that the file lacks.
 pub async fn audit_file_writer(state: AppState, token: CancellationToken) {
-    let Some(path) = state.audit_file.clone() else { return };
+    let Some(path) = state.audit_file.clone() else {
+        return;
+    };
     let mut sink = match tg_audit::JsonlSink::open(&path) {
         Ok(s) => s,
         Err(e) => {

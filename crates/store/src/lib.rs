@@ -13,7 +13,9 @@ mod sqlite;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use tg_model::{ActionKind, ActionResult, AuditRecord, NormalizedEvent, Outcome, PlannedAction, RunId};
+use tg_model::{
+    ActionKind, ActionResult, AuditRecord, NormalizedEvent, Outcome, PlannedAction, RunId,
+};
 
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 

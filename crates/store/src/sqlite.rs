@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use tg_engine::{Effect, StepOutput, StepState, team_bucket_key, GLOBAL_BUCKET};
+use tg_engine::{Effect, GLOBAL_BUCKET, StepOutput, StepState, team_bucket_key};
 use tg_model::{ActionKind, ActionResult, ActionStatus, AuditRecord, Outcome, RunId, Sha256Hex};
 use tg_storm::{BucketState, DedupEntry, Signal};
 
@@ -98,10 +98,11 @@ impl SqliteStore {
 
     /// Runs accepted but not yet decided (the processing backlog).
     pub async fn backlog(&self) -> Result<i64, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'classifying')")
-                .fetch_one(&self.read)
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'classifying')",
+        )
+        .fetch_one(&self.read)
+        .await?;
         Ok(n)
     }
 
@@ -127,10 +128,12 @@ impl SqliteStore {
 
     /// Puts a claimed run back in the queue (after a failure mid-processing).
     pub async fn release(&self, run_id: &RunId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET status = 'pending' WHERE run_id = ? AND status = 'classifying'")
-            .bind(run_id.as_str())
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'pending' WHERE run_id = ? AND status = 'classifying'",
+        )
+        .bind(run_id.as_str())
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
@@ -229,7 +232,10 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await?
         {
-            state.open_mim = Some((RunId(r.try_get("run_id")?), from_ms(r.try_get("expires_at")?)));
+            state.open_mim = Some((
+                RunId(r.try_get("run_id")?),
+                from_ms(r.try_get("expires_at")?),
+            ));
         }
 
         let out = step(&state);
@@ -260,8 +266,12 @@ impl SqliteStore {
             .await?;
         }
         let run_review = (out.planned.is_empty()
-            && out.decision.actions.iter().any(|a| a.outcome == Outcome::Review))
-            .then_some("open");
+            && out
+                .decision
+                .actions
+                .iter()
+                .any(|a| a.outcome == Outcome::Review))
+        .then_some("open");
         sqlx::query(
             "UPDATE runs SET status = 'decided', classification_json = ?, classified_at = ?, \
              decision_json = ?, decided_at = ?, review_state = ? WHERE run_id = ?",
@@ -372,7 +382,11 @@ impl SqliteStore {
     }
 
     /// Audit records with `seq` greater than `after`, in chain order (at most `limit`).
-    pub async fn audit_after(&self, after: u64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_after(
+        &self,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT record_json FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
                 .bind(i64::try_from(after).unwrap_or(i64::MAX))
@@ -386,9 +400,11 @@ impl SqliteStore {
 
     /// The raw stored audit lines in chain order, for verification.
     pub async fn audit_lines(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT record_json FROM audit ORDER BY seq")
-            .fetch_all(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT record_json FROM audit ORDER BY seq")
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     pub async fn get_run(&self, run_id: &RunId) -> Result<Option<StoredRun>, StoreError> {
@@ -401,10 +417,11 @@ impl SqliteStore {
 
     /// The audit record of a run, once completed.
     pub async fn audit_of(&self, run_id: &RunId) -> Result<Option<AuditRecord>, StoreError> {
-        let s: Option<String> = sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = ?")
-            .bind(run_id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
+        let s: Option<String> =
+            sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = ?")
+                .bind(run_id.as_str())
+                .fetch_optional(&self.read)
+                .await?;
         s.map(|s| serde_json::from_str(&s).map_err(corrupt("audit record")))
             .transpose()
     }
@@ -437,7 +454,9 @@ impl SqliteStore {
         let mut items = Vec::with_capacity(rows.len());
         for r in rows {
             let kind_s: String = r.try_get("kind")?;
-            let Some(kind) = parse_kind(&kind_s) else { continue };
+            let Some(kind) = parse_kind(&kind_s) else {
+                continue;
+            };
             let planned: tg_model::PlannedAction =
                 serde_json::from_str(&r.try_get::<String, _>("planned_json")?)
                     .map_err(corrupt("planned action"))?;
@@ -467,12 +486,11 @@ impl SqliteStore {
     /// Runs that a decision sent to review although nothing was planned (rejected
     /// model answers): listed in the review queue as run-level items.
     pub async fn runs_needing_review(&self, limit: i64) -> Result<Vec<StoredRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE review_state = 'open' ORDER BY seq LIMIT ?",
-        )
-        .bind(limit.clamp(1, LIST_ROWS_MAX))
-        .fetch_all(&self.read)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE review_state = 'open' ORDER BY seq LIMIT ?")
+                .bind(limit.clamp(1, LIST_ROWS_MAX))
+                .fetch_all(&self.read)
+                .await?;
         rows.iter().map(run_from_row).collect()
     }
 }

@@ -35,8 +35,8 @@ impl BucketState {
         let cap = i64::from(cfg.burst) * MILLI;
         let elapsed_ms = (now - self.updated_at).num_milliseconds().max(0);
         // per_hour tokens per 3_600_000 ms, in milli-tokens; i128 so long gaps cannot overflow.
-        let add = i128::from(elapsed_ms) * i128::from(cfg.per_hour) * i128::from(MILLI)
-            / 3_600_000_i128;
+        let add =
+            i128::from(elapsed_ms) * i128::from(cfg.per_hour) * i128::from(MILLI) / 3_600_000_i128;
         let tokens = (i128::from(self.tokens_milli) + add).min(i128::from(cap));
         BucketState {
             tokens_milli: i64::try_from(tokens).unwrap_or(cap),
@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn burst_is_spent_then_refills_at_the_configured_rate() {
-        let cfg = BucketConfig { burst: 2, per_hour: 6 }; // one token every 10 minutes
+        let cfg = BucketConfig {
+            burst: 2,
+            per_hour: 6,
+        }; // one token every 10 minutes
         let s = BucketState::full(cfg, t(0));
         let s = s.take(cfg, t(0)).unwrap();
         let s = s.take(cfg, t(1)).unwrap();
@@ -82,7 +85,10 @@ mod tests {
 
     #[test]
     fn clock_going_backwards_neither_refills_nor_panics() {
-        let cfg = BucketConfig { burst: 1, per_hour: 60 };
+        let cfg = BucketConfig {
+            burst: 1,
+            per_hour: 60,
+        };
         let s = BucketState::full(cfg, t(100)).take(cfg, t(100)).unwrap();
         assert_eq!(s.available(cfg, t(0)), 0);
     }

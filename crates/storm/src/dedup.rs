@@ -46,7 +46,12 @@ mod tests {
     #[test]
     fn window_is_half_open_and_fixed_at_opening() {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap();
-        let e = DedupEntry::open("f".into(), "run_1".into(), t0, chrono::Duration::minutes(10));
+        let e = DedupEntry::open(
+            "f".into(),
+            "run_1".into(),
+            t0,
+            chrono::Duration::minutes(10),
+        );
         assert!(e.suppresses(t0));
         assert!(e.suppresses(t0 + chrono::Duration::seconds(599)));
         assert!(!e.suppresses(t0 + chrono::Duration::seconds(600)));

@@ -39,8 +39,14 @@ mod tests {
     fn counts_distinct_origins_inside_the_window_only() {
         let now = Utc.with_ymd_and_hms(2026, 11, 24, 3, 30, 0).unwrap();
         let stored = vec![
-            Signal { origin: "prometheus".into(), seen_at: now - chrono::Duration::minutes(5) },
-            Signal { origin: "cloudwatch".into(), seen_at: now - chrono::Duration::minutes(20) },
+            Signal {
+                origin: "prometheus".into(),
+                seen_at: now - chrono::Duration::minutes(5),
+            },
+            Signal {
+                origin: "cloudwatch".into(),
+                seen_at: now - chrono::Duration::minutes(20),
+            },
         ];
         let w = chrono::Duration::minutes(15);
         let got = independent_origins(&stored, "prometheus", now, w);
