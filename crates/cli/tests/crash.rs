@@ -1,0 +1,369 @@
+//! Durability acceptance tests against the real `triage-gate` binary.
+//!
+//! The crash test accepts an event with no workers, SIGKILLs the process, and
+//! checks that a restart carries the run out exactly once: one ServiceNow
+//! incident, one PagerDuty trigger, one audit record, and nothing again on a
+//! further restart. The emulators run in-process (the sandbox crate) so the
+//! test can read what they received.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tg_sandbox::{Sandbox, SandboxConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_triage-gate");
+/// How long a started gate may take to answer /healthz.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a run may take to complete after a restart.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A 32-character PagerDuty integration key.
+const PD_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// A gate process that is SIGKILLed if the test fails before stopping it.
+struct Gate {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gate {
+    /// SIGKILL: no graceful shutdown, no flushing.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "a SIGKILLed gate cannot exit cleanly");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &Path, sandbox: &str, workers: usize) -> PathBuf {
+    let yaml = format!(
+        r#"server:
+  workers: {workers}
+  shutdown_grace_ms: 1000
+classifier:
+  provider: rules
+catalog:
+  teams:
+    payments: {{ description: "Payments SRE" }}
+  services:
+    checkout: {{ team: payments, autonomy: paging, tier: 1 }}
+actions:
+  servicenow:
+    base_url: {sandbox}/servicenow
+    token: {{ env: TG_CRASH_SERVICENOW_TOKEN }}
+    assignment_groups:
+      payments: 1c832706732023002728660c4cf6a7b9
+  pagerduty:
+    base_url: {sandbox}/pagerduty
+    routing_keys:
+      payments: {{ env: TG_CRASH_PD_KEY_PAYMENTS }}
+  retry:
+    attempts_max: 3
+    backoff_base_ms: 20
+    backoff_max_ms: 200
+"#
+    );
+    let path = dir.join(format!("config-workers-{workers}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+async fn start_gate(config: &Path, data_dir: &Path) -> Gate {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env(
+            "TG_CRASH_SERVICENOW_TOKEN",
+            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
+        )
+        .env("TG_CRASH_PD_KEY_PAYMENTS", PD_KEY)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut gate = Gate {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = gate.child.try_wait().unwrap() {
+            panic!("the gate exited during startup: {status}");
+        }
+        let ok = http
+            .get(format!("{}/healthz", gate.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return gate;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gate did not become healthy within {START_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get_run(base: &str, run_id: &str) -> Value {
+    let resp = reqwest::get(format!("{base}/v1/runs/{run_id}"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET /v1/runs/{run_id}");
+    resp.json().await.unwrap()
+}
+
+async fn wait_completed(base: &str, run_id: &str) -> Value {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let run = get_run(base, run_id).await;
+        if run["status"] == "completed" {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} not completed within {RUN_TIMEOUT:?}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Audit lines that belong to `run_id`.
+fn audit_lines_for(data_dir: &Path, run_id: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(data_dir.join("audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["run_id"] == run_id)
+        .collect()
+}
+
+fn page_worthy_event() -> Value {
+    // Production, 150 affected customers: impact high -> the rules classifier
+    // answers high 0.86 with a ticket and a page; `checkout` is at `paging`.
+    json!({
+        "service": "checkout",
+        "alert_name": "CheckoutErrorRate",
+        "summary": "checkout 5xx above 5% in eu-west-1",
+        "source_system": "cloudwatch",
+        "environment": "prod",
+        "severity": "high",
+        "status": "firing",
+        "impact": {"affected_customers": 150, "error_rate": 0.12}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_run_survives_sigkill_and_is_carried_out_exactly_once() {
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let idle = write_config(tmp.path(), &sandbox.base_url(), 0);
+    let working = write_config(tmp.path(), &sandbox.base_url(), 2);
+
+    // 1. Accept with no workers, then SIGKILL.
+    let gate = start_gate(&idle, &data).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/events/generic", gate.base))
+        .json(&page_worthy_event())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let accepted: Value = resp.json().await.unwrap();
+    let runs = accepted["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{accepted}");
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(get_run(&gate.base, &run_id).await["status"], "pending");
+    gate.kill();
+    assert!(sandbox.state().incidents().is_empty());
+    assert!(sandbox.state().pagerduty_alerts().is_empty());
+
+    // 2. The 202 was a promise: the run is in the store after the crash.
+    {
+        let store = tg_store::SqliteStore::open(&data.join("triage-gate.sqlite"))
+            .await
+            .unwrap();
+        let stored = store
+            .get_run(&tg_model::RunId(run_id.clone()))
+            .await
+            .unwrap()
+            .expect("the accepted run is in the store after SIGKILL");
+        assert_eq!(stored.status, tg_store::RunStatus::Pending);
+        assert_eq!(stored.event.service, "checkout");
+    }
+    assert!(audit_lines_for(&data, &run_id).is_empty());
+
+    // 3. Restart with workers: the run is decided, executed and audited.
+    let gate = start_gate(&working, &data).await;
+    let run = wait_completed(&gate.base, &run_id).await;
+    let outcomes: Vec<(String, String)> = run["decision"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("ticket".into(), "execute".into()))
+            && outcomes.contains(&("page".into(), "execute".into())),
+        "expected ticket and page executed: {outcomes:?}"
+    );
+    let st = sandbox.state();
+    assert_eq!(st.incidents().len(), 1, "exactly one ServiceNow incident");
+    let alerts = st.pagerduty_alerts();
+    assert_eq!(alerts.len(), 1, "exactly one PagerDuty alert");
+    assert_eq!(alerts[0].trigger_count, 1, "exactly one PagerDuty trigger");
+    let mine = audit_lines_for(&data, &run_id);
+    assert_eq!(mine.len(), 1, "exactly one audit record for the run");
+    let report = tg_audit::verify_file(&data.join("audit.jsonl")).unwrap();
+    assert!(report.ok, "{report}");
+    assert_eq!(report.records, 1);
+    let seq = mine[0]["seq"].clone();
+    gate.kill();
+
+    // 4. A further restart neither processes nor audits it again.
+    let gate = start_gate(&working, &data).await;
+    // Give the workers time to pick up anything they (wrongly) thought was pending.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = get_run(&gate.base, &run_id).await;
+    assert_eq!(again["status"], "completed");
+    assert_eq!(again["audit"]["seq"], seq);
+    assert_eq!(st.incidents().len(), 1);
+    assert_eq!(st.pagerduty_alerts().len(), 1);
+    assert_eq!(st.pagerduty_alerts()[0].trigger_count, 1);
+    assert_eq!(
+        st.requests(tg_sandbox::Target::Pagerduty).len(),
+        1,
+        "no second PagerDuty request"
+    );
+    assert_eq!(audit_lines_for(&data, &run_id).len(), 1);
+    let report = tg_audit::verify_file(&data.join("audit.jsonl")).unwrap();
+    assert!(report.ok && report.records == 1, "{report}");
+    gate.kill();
+    sandbox.shutdown().await;
+}
+
+fn run_bin(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_check_names_file_and_line_of_a_bad_value_and_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "catalog:\n  teams:\n    payments: {}\n  services:\n    checkout: { team: payments, autonomy: paging }\n",
+    )
+    .unwrap();
+    let out = run_bin(&["config", "check", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = tmp.path().join("bad.yaml");
+    // Line 6: an autonomy level that does not exist.
+    std::fs::write(
+        &bad,
+        "server:\n  workers: 1\ncatalog:\n  teams:\n    payments: {}\n  services:\n    checkout: { team: payments, autonomy: sometimes }\n",
+    )
+    .unwrap();
+    let out = run_bin(&["config", "check", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad config must fail: {stderr}");
+    let at = format!("{}:7", bad.display());
+    assert!(stderr.contains(&at), "expected {at:?} in: {stderr}");
+    assert!(stderr.contains("sometimes"), "names the bad value: {stderr}");
+}
+
+#[test]
+fn demo_exits_zero_and_its_audit_trail_detects_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    let started = Instant::now();
+    let out = run_bin(&["demo", "--data-dir", data.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Totals over"), "{stdout}");
+    for line in [
+        "tickets created",
+        "pages sent",
+        "MIM bridges opened",
+        "duplicates suppressed",
+        "waiting for a human",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("Emulators match the decisions one for one"),
+        "{stdout}"
+    );
+    eprintln!("demo took {:?}", started.elapsed());
+
+    // The demo's audit file verifies ...
+    let audit = data.join("audit.jsonl");
+    let out = run_bin(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: "));
+
+    // ... and an edit to its second record is found and named.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 3, "the demo audits several runs");
+    let mut record: Value = serde_json::from_str(&lines[1]).unwrap();
+    record["run_id"] = json!("run_tampered");
+    lines[1] = serde_json::to_string(&record).unwrap();
+    let tampered = tmp.path().join("tampered.jsonl");
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let out = run_bin(&["audit", "verify", tampered.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "tampering must fail: {stdout}");
+    assert!(stdout.contains("line 2"), "names the line: {stdout}");
+}
