@@ -61,25 +61,7 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
-/// A secret value. Debug and Display never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use tg_model::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -127,7 +109,7 @@ impl SecretSource for EnvAndFiles {
         if value.is_empty() {
             return Err(SecretError::Empty(reference.to_string()));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 

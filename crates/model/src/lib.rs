@@ -16,6 +16,7 @@ pub mod event;
 pub mod hash;
 pub mod ids;
 pub mod schema;
+pub mod secret;
 
 pub use action::{ActionKind, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{AuditRecord, EventMeta, RunTimestamps};
@@ -26,6 +27,7 @@ pub use event::{
 };
 pub use hash::{Sha256Hex, sha256_hex};
 pub use ids::{CorrelationId, Fingerprint, RunId};
+pub use secret::Secret;
 
 /// The autonomy level of a service: how far the gates' decisions may be carried out.
 ///

@@ -28,33 +28,7 @@ const SECRET_HEADERS: &[&str] = &[
 /// Top-level JSON body fields whose values are secrets.
 const SECRET_BODY_FIELDS: &[&str] = &["routing_key"];
 
-/// A secret held by the sandbox (a routing key, a webhook token). Its `Debug`
-/// and its JSON form print [`REDACTED`]; only [`Secret::expose`] reveals it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret value, for comparisons in tests.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
-    }
-}
+pub use tg_model::Secret;
 
 /// The emulated services, one per path prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

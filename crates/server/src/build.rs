@@ -116,10 +116,7 @@ pub fn build_pipeline(
             let key = secrets
                 .read(&a.api_key)
                 .context("classifier.anthropic.api_key")?;
-            let mut c = tg_classify::AnthropicConfig::new(
-                a.model.clone(),
-                tg_classify::Secret::new(key.expose()),
-            );
+            let mut c = tg_classify::AnthropicConfig::new(a.model.clone(), key);
             c.base_url = a.base_url.clone();
             c.timeout_ms = a.timeout_ms;
             c.max_tokens = a.max_tokens;
@@ -185,7 +182,7 @@ fn build_executor(
                 let k = secrets
                     .read(r)
                     .with_context(|| format!("actions.pagerduty.routing_keys.{team}"))?;
-                keys.insert(team.clone(), Secret::new(k.expose()));
+                keys.insert(team.clone(), k);
             }
             Some(PagerDutyConfig {
                 base_url: pd.base_url.clone(),
