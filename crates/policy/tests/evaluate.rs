@@ -237,4 +237,3 @@ when { resource.tier >= 0 && resource.tier <= 1 && context.verdict.severity < 3 
     let v = run(&gates, "search", Environment::Production, &c, FACTS);
     assert_eq!(v[1].outcome, Outcome::Execute, "{:?}", v[1]);
 }
-
