@@ -6,6 +6,15 @@
 //! further restart. The emulators run in-process (the sandbox crate) so the
 //! test can read what they received.
 
+// Test code: a failed unwrap is a failed test. The cli crate has no clippy.toml
+// that relaxes these for helpers outside #[test] functions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -247,7 +256,7 @@ async fn an_accepted_run_survives_sigkill_and_is_carried_out_exactly_once() {
     assert_eq!(alerts[0].trigger_count, 1, "exactly one PagerDuty trigger");
     let mine = audit_lines_for(&data, &run_id);
     assert_eq!(mine.len(), 1, "exactly one audit record for the run");
-    let report = tg_audit::verify_file(&data.join("audit.jsonl")).unwrap();
+    let report = tg_audit::verify_file(data.join("audit.jsonl")).unwrap();
     assert!(report.ok, "{report}");
     assert_eq!(report.records, 1);
     let seq = mine[0]["seq"].clone();
@@ -269,7 +278,7 @@ async fn an_accepted_run_survives_sigkill_and_is_carried_out_exactly_once() {
         "no second PagerDuty request"
     );
     assert_eq!(audit_lines_for(&data, &run_id).len(), 1);
-    let report = tg_audit::verify_file(&data.join("audit.jsonl")).unwrap();
+    let report = tg_audit::verify_file(data.join("audit.jsonl")).unwrap();
     assert!(report.ok && report.records == 1, "{report}");
     gate.kill();
     sandbox.shutdown().await;
@@ -312,7 +321,10 @@ fn config_check_names_file_and_line_of_a_bad_value_and_fails() {
     assert!(!out.status.success(), "a bad config must fail: {stderr}");
     let at = format!("{}:7", bad.display());
     assert!(stderr.contains(&at), "expected {at:?} in: {stderr}");
-    assert!(stderr.contains("sometimes"), "names the bad value: {stderr}");
+    assert!(
+        stderr.contains("sometimes"),
+        "names the bad value: {stderr}"
+    );
 }
 
 #[test]

@@ -1,1 +1,650 @@
+//! Unit and property tests of `precheck` and `step` with the default policy.
 
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+use tg_model::{
+    ActionKind, AlertStatus, AutonomyLevel, Classification, CorrelationId, Environment,
+    Fingerprint, Impact, ImpactLevel, NormalizedEvent, Outcome, Rejection, RunId, Severity, Source,
+};
+use tg_policy::Gates;
+use tg_policy::catalog::{Catalog, ServiceEntry, TeamEntry};
+use tg_storm::{BucketConfig, BucketState, DedupEntry, Signal};
+
+use super::*;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap()
+}
+
+fn service(team: &str, autonomy: AutonomyLevel) -> ServiceEntry {
+    ServiceEntry {
+        team: team.into(),
+        autonomy,
+        tier: None,
+        paused: false,
+        aliases: Vec::new(),
+        thresholds: Default::default(),
+    }
+}
+
+fn catalog() -> Catalog {
+    let mut c = Catalog::default();
+    for team in ["payments", "dba", "search"] {
+        c.teams.insert(team.into(), TeamEntry::default());
+    }
+    c.services.insert(
+        "checkout".into(),
+        service("payments", AutonomyLevel::Paging),
+    );
+    c.services
+        .insert("orders-db".into(), service("dba", AutonomyLevel::Mim));
+    c.services
+        .insert("search".into(), service("search", AutonomyLevel::Shadow));
+    c
+}
+
+struct Fixture {
+    catalog: Catalog,
+    gates: Gates,
+    settings: StormSettings,
+}
+
+fn fixture() -> Fixture {
+    let catalog = catalog();
+    let gates = Gates::with_default_policy(&catalog).unwrap();
+    Fixture {
+        catalog,
+        gates,
+        settings: StormSettings::default(),
+    }
+}
+
+fn event(service: &str, origin: &str, fingerprint: &str, status: AlertStatus) -> NormalizedEvent {
+    NormalizedEvent {
+        source: Source::Generic,
+        origin: origin.into(),
+        status,
+        environment: Environment::Production,
+        service: service.into(),
+        component: None,
+        alert_name: "ErrorRate".into(),
+        summary: format!("{service} errors"),
+        error_signature: "errors".into(),
+        fingerprint: Fingerprint(fingerprint.into()),
+        correlation_ids: BTreeMap::new(),
+        impact: Impact {
+            level: ImpactLevel::High,
+            evidence: vec!["affected_customers=150".into()],
+        },
+        log_pointers: Vec::new(),
+        labels: BTreeMap::new(),
+        occurred_at: t0(),
+        received_at: t0(),
+    }
+}
+
+fn firing(service: &str) -> NormalizedEvent {
+    event(service, "cloudwatch", "fp-1", AlertStatus::Firing)
+}
+
+/// A page-worthy answer: high, 0.90, ticket and page.
+fn page_worthy(team: &str) -> Classification {
+    Classification {
+        classification: Severity::High,
+        confidence: 0.90,
+        requires_ticket: true,
+        requires_paging: true,
+        requires_mim: false,
+        recommended_team: team.into(),
+        rationale: None,
+    }
+}
+
+/// A MIM-worthy answer: sev1, 0.95, everything.
+fn mim_worthy(team: &str) -> Classification {
+    Classification {
+        classification: Severity::Sev1,
+        confidence: 0.95,
+        requires_ticket: true,
+        requires_paging: true,
+        requires_mim: true,
+        recommended_team: team.into(),
+        rationale: None,
+    }
+}
+
+fn run(
+    f: &Fixture,
+    state: &StepState,
+    event: &NormalizedEvent,
+    classification: Option<Result<&Classification, &Rejection>>,
+    now: DateTime<Utc>,
+) -> StepOutput {
+    let run_id = RunId("run_test".into());
+    let corr = CorrelationId("corr_test".into());
+    step(
+        &f.gates,
+        &f.catalog,
+        &f.settings,
+        state,
+        StepInput {
+            run_id: &run_id,
+            correlation_id: &corr,
+            event,
+            classification,
+        },
+        now,
+    )
+}
+
+fn condition<'a>(out: &'a StepOutput, kind: ActionKind, id: &str) -> &'a Condition {
+    out.decision
+        .get(kind)
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no condition {id} on {kind:?}: {:?}", out.decision))
+}
+
+fn buckets(out: &StepOutput) -> BTreeMap<String, BucketState> {
+    out.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::PutBucket { key, state } => Some((key.clone(), *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn resolved_skips_everything_and_closes_the_dedup_window() {
+    let f = fixture();
+    let ev = event("checkout", "cloudwatch", "fp-1", AlertStatus::Resolved);
+    // Even with an open window, a resolution is a resolution.
+    let state = StepState {
+        dedup: Some(DedupEntry::open(
+            ev.fingerprint.clone(),
+            RunId("run_first".into()),
+            t0(),
+            f.settings.dedup_window,
+        )),
+        ..Default::default()
+    };
+    assert_eq!(precheck(&state, &ev, t0()), Precheck::Resolved);
+    let out = run(&f, &state, &ev, None, t0());
+    assert_eq!(out.decision.actions.len(), ActionKind::ALL.len());
+    for a in &out.decision.actions {
+        assert_eq!(a.outcome, Outcome::Skip, "{a:?}");
+        assert!(a.conditions.iter().any(|c| c.id == "event.firing"));
+    }
+    assert_eq!(
+        out.effects,
+        vec![Effect::CloseDedup(ev.fingerprint.clone())]
+    );
+    assert!(out.planned.is_empty());
+}
+
+#[test]
+fn duplicate_inside_the_window_is_suppressed_and_names_the_first_run() {
+    let f = fixture();
+    let ev = firing("checkout");
+    let first = RunId("run_first".into());
+    let state = StepState {
+        dedup: Some(DedupEntry::open(
+            ev.fingerprint.clone(),
+            first.clone(),
+            t0(),
+            f.settings.dedup_window,
+        )),
+        ..Default::default()
+    };
+    let now = t0() + Duration::minutes(5);
+    assert_eq!(
+        precheck(&state, &ev, now),
+        Precheck::Duplicate {
+            first_run_id: first.clone()
+        }
+    );
+    let out = run(&f, &state, &ev, None, now);
+    assert_eq!(out.decision.duplicate_of, Some(first));
+    assert!(
+        out.decision
+            .actions
+            .iter()
+            .all(|a| a.outcome == Outcome::Suppressed)
+    );
+    assert!(out.planned.is_empty());
+    assert!(
+        !out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenDedup(_) | Effect::PutBucket { .. })),
+        "a duplicate neither reopens the window nor spends budget: {:?}",
+        out.effects
+    );
+    assert!(!condition(&out, ActionKind::Page, "dedup.window").passed);
+
+    // Once the window lapses the same fingerprint is classified again.
+    let later = t0() + f.settings.dedup_window;
+    assert_eq!(precheck(&state, &ev, later), Precheck::Classify);
+}
+
+#[test]
+fn a_rejected_answer_goes_to_review_with_the_contract_condition() {
+    let f = fixture();
+    let ev = firing("checkout");
+    let rejection = Rejection {
+        reason: "unknown_team".into(),
+        detail: "team \"nobody\" is not in the catalog".into(),
+    };
+    let out = run(&f, &StepState::default(), &ev, Some(Err(&rejection)), t0());
+    for a in &out.decision.actions {
+        assert_eq!(a.outcome, Outcome::Review);
+        let c = a
+            .conditions
+            .iter()
+            .find(|c| c.id == "contract.valid")
+            .unwrap();
+        assert!(!c.passed);
+        assert_eq!(c.actual, "unknown_team");
+    }
+    assert!(
+        out.planned.is_empty(),
+        "nothing is drafted from a bad answer"
+    );
+    assert!(
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenDedup(d) if d.fingerprint == ev.fingerprint)),
+        "the first run opens the window whatever its outcome"
+    );
+    assert!(buckets(&out).is_empty());
+}
+
+#[test]
+fn an_executed_page_spends_one_token_of_the_team_and_global_buckets() {
+    let f = fixture();
+    let ev = firing("checkout");
+    let c = page_worthy("payments");
+    let now = t0();
+    let state = StepState {
+        team_bucket: Some(BucketState {
+            tokens_milli: 2000,
+            updated_at: now,
+        }),
+        ..Default::default()
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(
+        out.decision.outcome(ActionKind::Page),
+        Some(Outcome::Execute)
+    );
+    assert_eq!(
+        out.decision.outcome(ActionKind::Ticket),
+        Some(Outcome::Execute)
+    );
+    let b = buckets(&out);
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(b[&team_bucket_key("payments")].tokens_milli, 1000);
+    // No stored global bucket: it starts full and loses one token.
+    let global_full = i64::from(f.settings.global_bucket.burst) * 1000;
+    assert_eq!(b[GLOBAL_BUCKET].tokens_milli, global_full - 1000);
+    let page = out
+        .planned
+        .iter()
+        .find(|p| p.action.kind == ActionKind::Page)
+        .unwrap();
+    assert_eq!(page.outcome, Outcome::Execute);
+    assert_eq!(page.action.team, "payments");
+    assert_eq!(
+        page.action.idempotency_key,
+        idempotency_key(&RunId("run_test".into()), ActionKind::Page)
+    );
+}
+
+#[test]
+fn an_empty_team_bucket_sends_the_page_to_review() {
+    let f = fixture();
+    let ev = firing("checkout");
+    let c = page_worthy("payments");
+    let now = t0();
+    let state = StepState {
+        team_bucket: Some(BucketState {
+            tokens_milli: 0,
+            updated_at: now,
+        }),
+        ..Default::default()
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(
+        out.decision.outcome(ActionKind::Page),
+        Some(Outcome::Review)
+    );
+    let rate = condition(&out, ActionKind::Page, "page.rate");
+    assert!(!rate.passed);
+    assert_eq!(rate.actual, "0");
+    assert!(buckets(&out).is_empty(), "review spends no budget");
+    // The ticket is unaffected by the paging budget.
+    assert_eq!(
+        out.decision.outcome(ActionKind::Ticket),
+        Some(Outcome::Execute)
+    );
+    let drafted = out
+        .planned
+        .iter()
+        .find(|p| p.action.kind == ActionKind::Page)
+        .unwrap();
+    assert_eq!(drafted.outcome, Outcome::Review);
+}
+
+#[test]
+fn mim_needs_two_independent_origins() {
+    let f = fixture();
+    let ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
+    let c = mim_worthy("dba");
+    let now = t0();
+
+    // One origin (the event's own, plus an earlier sighting from the same origin).
+    let state = StepState {
+        signals: vec![Signal {
+            origin: "cloudwatch".into(),
+            seen_at: now - Duration::minutes(1),
+        }],
+        ..Default::default()
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
+    assert!(!condition(&out, ActionKind::Mim, "mim.signals").passed);
+    assert!(
+        !out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenMim { .. }))
+    );
+
+    // A second origin inside the signal window confirms it.
+    let state = StepState {
+        signals: vec![Signal {
+            origin: "datadog".into(),
+            seen_at: now - Duration::minutes(3),
+        }],
+        ..Default::default()
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(
+        out.decision.outcome(ActionKind::Mim),
+        Some(Outcome::Execute)
+    );
+    let signals = condition(&out, ActionKind::Mim, "mim.signals");
+    assert!(signals.passed);
+    assert!(
+        signals.actual.contains("cloudwatch") && signals.actual.contains("datadog"),
+        "names both origins: {}",
+        signals.actual
+    );
+    assert!(out.effects.contains(&Effect::OpenMim {
+        service: "orders-db".into(),
+        run_id: RunId("run_test".into()),
+        expires_at: now + f.settings.mim_window,
+    }));
+    assert!(out.effects.contains(&Effect::RecordSignal {
+        key: "orders-db@production".into(),
+        signal: Signal {
+            origin: "cloudwatch".into(),
+            seen_at: now,
+        },
+    }));
+
+    // A sighting older than the signal window does not count.
+    let state = StepState {
+        signals: vec![Signal {
+            origin: "datadog".into(),
+            seen_at: now - f.settings.signal_window - Duration::seconds(1),
+        }],
+        ..Default::default()
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
+}
+
+#[test]
+fn an_open_mim_sends_another_to_review() {
+    let f = fixture();
+    let ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
+    let c = mim_worthy("dba");
+    let now = t0();
+    let state = StepState {
+        signals: vec![Signal {
+            origin: "datadog".into(),
+            seen_at: now - Duration::minutes(1),
+        }],
+        open_mim: Some((RunId("run_mim".into()), now + Duration::minutes(30))),
+        ..Default::default()
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
+    assert!(!condition(&out, ActionKind::Mim, "mim.not_open").passed);
+    assert!(
+        !out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenMim { .. }))
+    );
+
+    // A lapsed MIM no longer blocks.
+    let state = StepState {
+        open_mim: Some((RunId("run_mim".into()), now - Duration::seconds(1))),
+        ..state
+    };
+    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
+    assert_eq!(
+        out.decision.outcome(ActionKind::Mim),
+        Some(Outcome::Execute)
+    );
+}
+
+#[test]
+fn shadow_autonomy_skips_what_the_gates_would_execute() {
+    let f = fixture();
+    let ev = firing("search");
+    let c = page_worthy("search");
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    assert_eq!(out.decision.autonomy, AutonomyLevel::Shadow);
+    for kind in [ActionKind::Ticket, ActionKind::Page] {
+        let a = out.decision.get(kind).unwrap();
+        assert_eq!(a.outcome, Outcome::Skip, "{a:?}");
+        assert_eq!(a.gate_outcome, Outcome::Execute, "{a:?}");
+        assert!(
+            a.capped_by.as_deref().is_some_and(|c| c.contains("shadow")),
+            "{a:?}"
+        );
+    }
+    assert!(out.planned.is_empty());
+    assert!(buckets(&out).is_empty(), "shadow spends no paging budget");
+}
+
+#[test]
+fn the_same_inputs_give_the_same_output() {
+    let f = fixture();
+    let ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
+    let c = mim_worthy("dba");
+    let now = t0();
+    let state = StepState {
+        signals: vec![
+            Signal {
+                origin: "datadog".into(),
+                seen_at: now - Duration::minutes(2),
+            },
+            Signal {
+                origin: "apm".into(),
+                seen_at: now - Duration::minutes(1),
+            },
+        ],
+        team_bucket: Some(BucketState {
+            tokens_milli: 1500,
+            updated_at: now - Duration::minutes(7),
+        }),
+        ..Default::default()
+    };
+    let a = run(&f, &state, &ev, Some(Ok(&c)), now);
+    let b = run(&f, &state.clone(), &ev.clone(), Some(Ok(&c.clone())), now);
+    assert_eq!(a, b);
+    // And a separately loaded policy decides identically.
+    let g = fixture();
+    assert_eq!(a, run(&g, &state, &ev, Some(Ok(&c)), now));
+    assert_eq!(
+        serde_json::to_string(&a.decision).unwrap(),
+        serde_json::to_string(&b.decision).unwrap()
+    );
+}
+
+// ---- property: storm control holds over any sequence of events ------------
+
+const TEAMS: [&str; 2] = ["payments", "dba"];
+
+/// The in-memory state a store would keep, updated only through effects.
+#[derive(Default)]
+struct Sim {
+    dedup: HashMap<Fingerprint, DedupEntry>,
+    buckets: HashMap<String, BucketState>,
+    signals: HashMap<String, Vec<Signal>>,
+    mims: HashMap<String, (RunId, DateTime<Utc>)>,
+}
+
+impl Sim {
+    fn state_for(&self, ev: &NormalizedEvent, team: &str) -> StepState {
+        StepState {
+            dedup: self.dedup.get(&ev.fingerprint).cloned(),
+            team_bucket: self.buckets.get(&team_bucket_key(team)).copied(),
+            global_bucket: self.buckets.get(GLOBAL_BUCKET).copied(),
+            signals: self
+                .signals
+                .get(&signal_key(ev))
+                .cloned()
+                .unwrap_or_default(),
+            open_mim: self.mims.get(&ev.service).cloned(),
+        }
+    }
+
+    fn apply(&mut self, effects: &[Effect]) {
+        for e in effects {
+            match e {
+                Effect::OpenDedup(d) => {
+                    self.dedup.insert(d.fingerprint.clone(), d.clone());
+                }
+                Effect::CloseDedup(fp) => {
+                    self.dedup.remove(fp);
+                }
+                Effect::PutBucket { key, state } => {
+                    self.buckets.insert(key.clone(), *state);
+                }
+                Effect::RecordSignal { key, signal } => {
+                    // Last sighting per origin, as the store keeps it.
+                    let v = self.signals.entry(key.clone()).or_default();
+                    v.retain(|s| s.origin != signal.origin);
+                    v.push(signal.clone());
+                }
+                Effect::OpenMim {
+                    service,
+                    run_id,
+                    expires_at,
+                } => {
+                    self.mims
+                        .insert(service.clone(), (run_id.clone(), *expires_at));
+                }
+            }
+        }
+    }
+}
+
+/// Pages in any interval [a, b] stay within burst + refill over (b - a).
+fn assert_within_budget(times: &[DateTime<Utc>], cfg: BucketConfig, what: &str) {
+    for (i, a) in times.iter().enumerate() {
+        for (j, b) in times.iter().enumerate().skip(i) {
+            let count = i64::try_from(j - i + 1).unwrap();
+            let elapsed_ms = (*b - *a).num_milliseconds();
+            let allowed_milli =
+                i64::from(cfg.burst) * 1000 + elapsed_ms * i64::from(cfg.per_hour) / 3600;
+            assert!(
+                count * 1000 <= allowed_milli,
+                "{what}: {count} pages between {a} and {b} exceed burst {} + {}/h",
+                cfg.burst,
+                cfg.per_hour
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn storm_control_holds_over_random_sequences(
+        events in prop::collection::vec((0usize..8, 0i64..240, prop::bool::weighted(0.1)), 1..50)
+    ) {
+        let mut f = fixture();
+        // Small budgets so they are actually exhausted.
+        f.settings.team_bucket = BucketConfig { burst: 2, per_hour: 6 };
+        f.settings.global_bucket = BucketConfig { burst: 3, per_hour: 12 };
+        // Every fingerprint belongs to a service at `paging` autonomy.
+        f.catalog.services.insert("orders-db".into(), service("dba", AutonomyLevel::Paging));
+        f.gates = Gates::with_default_policy(&f.catalog).unwrap();
+
+        let mut sim = Sim::default();
+        let mut now = t0();
+        // Per fingerprint: when the last non-suppressed firing run happened.
+        let mut last_open: HashMap<usize, DateTime<Utc>> = HashMap::new();
+        let mut pages: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
+        let mut all_pages = Vec::new();
+
+        for (n, (fp, offset, resolved)) in events.into_iter().enumerate() {
+            now += Duration::seconds(offset);
+            let team = TEAMS[fp % TEAMS.len()];
+            let svc = if team == "payments" { "checkout" } else { "orders-db" };
+            let status = if resolved { AlertStatus::Resolved } else { AlertStatus::Firing };
+            let ev = event(svc, "cloudwatch", &format!("fp-{fp}"), status);
+            let c = page_worthy(team);
+            let state = sim.state_for(&ev, team);
+            let classification = match precheck(&state, &ev, now) {
+                Precheck::Classify => Some(Ok(&c)),
+                Precheck::Duplicate { .. } | Precheck::Resolved => None,
+            };
+            let run_id = RunId(format!("run_{n}"));
+            let corr = CorrelationId(format!("corr_{n}"));
+            let out = step(&f.gates, &f.catalog, &f.settings, &state, StepInput {
+                run_id: &run_id,
+                correlation_id: &corr,
+                event: &ev,
+                classification,
+            }, now);
+            sim.apply(&out.effects);
+
+            if resolved {
+                last_open.remove(&fp);
+                continue;
+            }
+            let suppressed = out.decision.duplicate_of.is_some();
+            prop_assert_eq!(
+                suppressed,
+                out.decision.actions.iter().all(|a| a.outcome == Outcome::Suppressed)
+            );
+            if !suppressed {
+                if let Some(prev) = last_open.get(&fp) {
+                    prop_assert!(
+                        now - *prev >= f.settings.dedup_window,
+                        "fp-{} ran unsuppressed at {} and again at {}", fp, prev, now
+                    );
+                }
+                last_open.insert(fp, now);
+            }
+            if out.decision.outcome(ActionKind::Page) == Some(Outcome::Execute) {
+                pages.entry(team).or_default().push(now);
+                all_pages.push(now);
+            }
+        }
+        for (team, times) in &pages {
+            assert_within_budget(times, f.settings.team_bucket, team);
+        }
+        assert_within_budget(&all_pages, f.settings.global_bucket, "global");
+    }
+}
