@@ -2,7 +2,10 @@
 //! gate (`tg_server::start`) on 127.0.0.1:0 with a tempdir data dir and SQLite,
 //! a `ManualClock`, and a reqwest client speaking real HTTP to the gate.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +14,8 @@ use chrono::TimeZone as _;
 use serde_json::{Value, json};
 use tg_config::{Config, MapSecrets, SecretRef};
 use tg_sandbox::{AnthropicScript, Sandbox, SandboxConfig, ScriptReply, Target};
+/// The crate under test, by the name the rest of the workspace uses.
+pub use triage_gate_server as tg_server;
 
 /// How long a test waits for one run to complete.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -142,8 +147,7 @@ impl Harness {
             let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
             secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
         }
-        let pipeline =
-            tg_server::build_pipeline(&config, None, &secrets).expect("pipeline builds");
+        let pipeline = tg_server::build_pipeline(&config, None, &secrets).expect("pipeline builds");
         let data = tempfile::Builder::new()
             .prefix("tg-server-e2e-")
             .tempdir()
@@ -239,7 +243,12 @@ impl Harness {
     }
 
     /// POSTs `body`, expects 202, returns the run IDs.
-    pub async fn submit(&self, source: &str, body: &Value, correlation: Option<&str>) -> Vec<String> {
+    pub async fn submit(
+        &self,
+        source: &str,
+        body: &Value,
+        correlation: Option<&str>,
+    ) -> Vec<String> {
         let resp = self
             .post_raw(source, serde_json::to_vec(body).expect("json"), correlation)
             .await;
