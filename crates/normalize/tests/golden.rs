@@ -38,7 +38,11 @@ fn render(source: &str, input: &[u8]) -> String {
         Ok(events) => json!({ "events": events }),
         Err(e) => json!({ "error": e }),
     };
-    serde_json::to_string_pretty(&value).unwrap() + "\n"
+    // Keys sorted, so the text does not depend on whether a workspace build
+    // turned on serde_json's `preserve_order`.
+    let sorted: serde_json::Value =
+        serde_json::from_slice(&tg_model::hash::canonical_json(&value)).unwrap();
+    serde_json::to_string_pretty(&sorted).unwrap() + "\n"
 }
 
 #[test]
