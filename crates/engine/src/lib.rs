@@ -177,15 +177,16 @@ pub fn step(
             actual: "resolved".into(),
             threshold: "== firing".into(),
         };
+        // The resolution is recorded against the run that opened the window, if any.
+        let resolves = state.dedup.as_ref().map(|d| d.first_run_id.clone());
+        let reason = match &resolves {
+            Some(r) => format!("the source resolved the alert first seen in run {r}"),
+            None => "the source resolved the alert".to_owned(),
+        };
+        let mut decision = uniform(gates, autonomy, Outcome::Skip, &reason, &cond, None);
+        decision.resolves = resolves;
         return StepOutput {
-            decision: uniform(
-                gates,
-                autonomy,
-                Outcome::Skip,
-                "the source resolved the alert",
-                &cond,
-                None,
-            ),
+            decision,
             planned: Vec::new(),
             effects,
         };
@@ -380,6 +381,7 @@ pub fn step(
             autonomy,
             actions,
             duplicate_of: None,
+            resolves: None,
             errors,
         },
         planned,
@@ -412,6 +414,7 @@ fn uniform(
             })
             .collect(),
         duplicate_of,
+        resolves: None,
         errors: Vec::new(),
     }
 }

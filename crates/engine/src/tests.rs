@@ -185,6 +185,11 @@ fn resolved_skips_everything_and_closes_the_dedup_window() {
         vec![Effect::CloseDedup(ev.fingerprint.clone())]
     );
     assert!(out.planned.is_empty());
+    assert_eq!(out.decision.resolves, Some(RunId("run_first".into())));
+
+    // Without a window there is no run to record the resolution against.
+    let out = run(&f, &StepState::default(), &ev, None, t0());
+    assert_eq!(out.decision.resolves, None);
 }
 
 #[test]

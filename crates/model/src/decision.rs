@@ -77,6 +77,9 @@ pub struct Decision {
     /// Set when the run is a duplicate: the run it is suppressed in favour of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<RunId>,
+    /// Set when the run is a resolution: the run that opened the fingerprint's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<RunId>,
     /// Policy evaluation errors (any error means review, never execute).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
