@@ -46,6 +46,7 @@ fn record(n: u64) -> AuditRecord {
             autonomy: AutonomyLevel::Paging,
             actions: vec![],
             duplicate_of: None,
+            resolves: None,
             errors: vec![],
         },
         actions: vec![ActionResult {

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
@@ -17,23 +16,17 @@ use serde_json::{Value, json};
 use tg_model::{Classification, ClassifierInfo, NormalizedEvent, Rejection};
 
 use crate::contract::{self, reason, rejection};
-use crate::prompt::{self, TOOL_NAME};
+use crate::prompt::{self, AnswerMode, TOOL_NAME};
+use crate::transport::{self, Answer, Ask, Failure, RetryPolicy};
 use crate::{Classifier, ClassifyOutcome, Secret, TeamContext, Usage};
+
+pub use crate::transport::{
+    BuildError as AnthropicBuildError, MAX_TOKENS_LIMIT, RAW_OUTPUT_BYTES_MAX, RESPONSE_BYTES_MAX,
+    RETRIES_MAX_LIMIT, RETRY_AFTER_SECS_LIMIT, TIMEOUT_MS_LIMIT,
+};
 
 /// The API version header value this client speaks.
 pub const API_VERSION: &str = "2023-06-01";
-/// Maximum bytes of a response body read from the API.
-pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
-/// Maximum bytes of `raw_output` kept from a response (text answers can be long).
-pub const RAW_OUTPUT_BYTES_MAX: usize = 64 * 1024;
-/// Upper bound on `retries_max` a configuration may ask for.
-pub const RETRIES_MAX_LIMIT: u32 = 10;
-/// Upper bound on `timeout_ms` (10 minutes, the official SDK's default).
-pub const TIMEOUT_MS_LIMIT: u64 = 600_000;
-/// Upper bound on `max_tokens` (a classification needs a few hundred).
-pub const MAX_TOKENS_LIMIT: u32 = 8192;
-/// Upper bound on `retry_after_max_secs` (the official SDK honours at most 60 s).
-pub const RETRY_AFTER_SECS_LIMIT: u64 = 60;
 /// Maximum depth of the schema when inlining `$ref`s for the tool definition.
 const SCHEMA_DEPTH_MAX: usize = 32;
 
@@ -88,6 +81,9 @@ pub struct AnthropicConfig {
     /// Largest backoff delay.
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Ask once more after a schema failure (telling the model only the reason code).
+    #[serde(default)]
+    pub reask: bool,
 }
 
 impl AnthropicConfig {
@@ -103,98 +99,47 @@ impl AnthropicConfig {
             retry_after_max_secs: default_retry_after_max_secs(),
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
+            reask: false,
         }
     }
-}
 
-/// Why an [`AnthropicClassifier`] could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum AnthropicBuildError {
-    #[error("base_url {url:?} is not an http(s) url without a query or fragment")]
-    BadBaseUrl { url: String },
-    #[error("model name is empty")]
-    EmptyModel,
-    #[error("api_key is empty")]
-    EmptyApiKey,
-    #[error("timeout_ms {value} is not in 1..={TIMEOUT_MS_LIMIT}")]
-    BadTimeout { value: u64 },
-    #[error("max_tokens {value} is not in 1..={MAX_TOKENS_LIMIT}")]
-    BadMaxTokens { value: u32 },
-    #[error("retries_max {value} is more than {RETRIES_MAX_LIMIT}")]
-    TooManyRetries { value: u32 },
-    #[error("retry_after_max_secs {value} is more than {RETRY_AFTER_SECS_LIMIT}")]
-    BadRetryAfterMax { value: u64 },
-    #[error("backoff_base_ms {base} is more than backoff_max_ms {max} or {max} is more than {limit}", limit = TIMEOUT_MS_LIMIT)]
-    BadBackoff { base: u64, max: u64 },
-    #[error("cannot build the http client: {0}")]
-    Client(String),
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            timeout_ms: self.timeout_ms,
+            retries_max: self.retries_max,
+            retry_after_max_secs: self.retry_after_max_secs,
+            backoff_base_ms: self.backoff_base_ms,
+            backoff_max_ms: self.backoff_max_ms,
+        }
+    }
 }
 
 /// Classifies through the Anthropic Messages API with a forced `classify_alert` tool.
 #[derive(Debug)]
 pub struct AnthropicClassifier {
     config: AnthropicConfig,
+    policy: RetryPolicy,
     url: String,
     client: reqwest::Client,
 }
 
 impl AnthropicClassifier {
     pub fn new(config: AnthropicConfig) -> Result<Self, AnthropicBuildError> {
-        let base = config.base_url.trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base).map_err(|_| AnthropicBuildError::BadBaseUrl {
-            url: config.base_url.clone(),
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https")
-            || parsed.query().is_some()
-            || parsed.fragment().is_some()
-        {
-            return Err(AnthropicBuildError::BadBaseUrl {
-                url: config.base_url.clone(),
-            });
-        }
+        let base = transport::base_url(&config.base_url)?;
         if config.model.trim().is_empty() {
             return Err(AnthropicBuildError::EmptyModel);
         }
         if config.api_key.expose().is_empty() {
-            return Err(AnthropicBuildError::EmptyApiKey);
+            return Err(AnthropicBuildError::EmptySecret("api_key"));
         }
-        if config.timeout_ms == 0 || config.timeout_ms > TIMEOUT_MS_LIMIT {
-            return Err(AnthropicBuildError::BadTimeout {
-                value: config.timeout_ms,
-            });
-        }
-        if config.max_tokens == 0 || config.max_tokens > MAX_TOKENS_LIMIT {
-            return Err(AnthropicBuildError::BadMaxTokens {
-                value: config.max_tokens,
-            });
-        }
-        if config.retries_max > RETRIES_MAX_LIMIT {
-            return Err(AnthropicBuildError::TooManyRetries {
-                value: config.retries_max,
-            });
-        }
-        if config.retry_after_max_secs > RETRY_AFTER_SECS_LIMIT {
-            return Err(AnthropicBuildError::BadRetryAfterMax {
-                value: config.retry_after_max_secs,
-            });
-        }
-        if config.backoff_base_ms > config.backoff_max_ms
-            || config.backoff_max_ms > TIMEOUT_MS_LIMIT
-        {
-            return Err(AnthropicBuildError::BadBackoff {
-                base: config.backoff_base_ms,
-                max: config.backoff_max_ms,
-            });
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            // A redirect would carry the key to another origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| AnthropicBuildError::Client(e.without_url().to_string()))?;
+        transport::check_max_tokens(config.max_tokens)?;
+        let policy = config.policy();
+        policy.check()?;
+        let client = policy.client()?;
         let url = format!("{base}/v1/messages");
         Ok(AnthropicClassifier {
             config,
+            policy,
             url,
             client,
         })
@@ -217,43 +162,6 @@ impl AnthropicClassifier {
         })
     }
 
-    /// Runs the attempts; returns raw output, result and usage of the last attempt.
-    async fn call(&self, body: &[u8], known_teams: &BTreeSet<String>) -> Answer {
-        let mut attempt: u32 = 0;
-        loop {
-            let failure = match self.attempt(body).await {
-                Ok(bytes) => return self.answer(&bytes, known_teams),
-                Err(failure) => failure,
-            };
-            if !failure.retryable || attempt >= self.config.retries_max {
-                return Answer {
-                    raw_output: None,
-                    result: Err(failure.rejection),
-                    usage: None,
-                };
-            }
-            let delay = failure.retry_after.unwrap_or_else(|| self.backoff(attempt));
-            tracing::warn!(
-                reason = %failure.rejection.reason,
-                attempt,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "anthropic call failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u64.checked_shl(attempt.min(20)).unwrap_or(u64::MAX);
-        let ms = self
-            .config
-            .backoff_base_ms
-            .saturating_mul(factor)
-            .min(self.config.backoff_max_ms);
-        Duration::from_millis(ms)
-    }
-
     /// One HTTP attempt: `Ok` with a 200 body, or a classified failure.
     async fn attempt(&self, body: &[u8]) -> Result<Vec<u8>, Failure> {
         let response = self
@@ -265,45 +173,14 @@ impl AnthropicClassifier {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| self.transport_failure(&e))?;
+            .map_err(|e| self.policy.transport_failure(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = read_limited(response).await.map_err(|e| match e {
-            ReadError::Transport(e) => self.transport_failure(&e),
-            ReadError::TooLarge => Failure {
-                retryable: false,
-                retry_after: None,
-                rejection: rejection(
-                    reason::PROVIDER_INVALID_RESPONSE,
-                    format!("response body larger than {RESPONSE_BYTES_MAX} bytes"),
-                ),
-            },
-        })?;
+        let bytes = transport::read_limited(&self.policy, response).await?;
         if status == StatusCode::OK {
             return Ok(bytes);
         }
         Err(self.status_failure(status, &headers, &bytes))
-    }
-
-    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
-        let rejection = if e.is_timeout() {
-            rejection(
-                reason::PROVIDER_TIMEOUT,
-                format!("no complete response within {} ms", self.config.timeout_ms),
-            )
-        } else {
-            // `without_url` and the key never being in the URL keep secrets out.
-            let kind = if e.is_connect() { "connect" } else { "request" };
-            rejection(
-                reason::PROVIDER_TRANSPORT,
-                format!("{kind} failed: {}", error_chain(e)),
-            )
-        };
-        Failure {
-            retryable: true,
-            retry_after: None,
-            rejection: self.scrubbed(rejection),
-        }
     }
 
     fn status_failure(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Failure {
@@ -337,25 +214,9 @@ impl AnthropicClassifier {
         };
         Failure {
             retryable,
-            retry_after: self.retry_after(headers),
-            rejection: self.scrubbed(rejection(code, detail)),
+            retry_after: self.policy.retry_after(headers),
+            rejection: rejection(code, detail),
         }
-    }
-
-    /// `retry-after-ms`, else `retry-after` in seconds, capped at `retry_after_max_secs`.
-    /// An HTTP-date `retry-after` is ignored (exponential backoff applies).
-    fn retry_after(&self, headers: &HeaderMap) -> Option<Duration> {
-        let cap = Duration::from_secs(self.config.retry_after_max_secs);
-        let parse = |name: &str| -> Option<f64> {
-            let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-            (value.is_finite() && value >= 0.0).then_some(value)
-        };
-        let delay = parse("retry-after-ms")
-            .map(|ms| Duration::from_secs_f64((ms / 1000.0).min(cap.as_secs_f64())))
-            .or_else(|| {
-                parse("retry-after").map(|s| Duration::from_secs_f64(s.min(cap.as_secs_f64())))
-            })?;
-        Some(delay.min(cap))
     }
 
     /// Interprets a 200 body.
@@ -363,14 +224,10 @@ impl AnthropicClassifier {
         let message: MessageResponse = match serde_json::from_slice(bytes) {
             Ok(m) => m,
             Err(e) => {
-                return Answer {
-                    raw_output: None,
-                    result: Err(rejection(
-                        reason::PROVIDER_INVALID_RESPONSE,
-                        format!("200 body is not a messages response: {e}"),
-                    )),
-                    usage: None,
-                };
+                return Answer::failed(rejection(
+                    reason::PROVIDER_INVALID_RESPONSE,
+                    format!("200 body is not a messages response: {e}"),
+                ));
             }
         };
         let usage = message.usage.map(|u| Usage {
@@ -472,72 +329,11 @@ impl AnthropicClassifier {
             },
         };
         Answer {
-            raw_output: raw_output.map(|r| contract::truncate(&r, RAW_OUTPUT_BYTES_MAX).to_owned()),
+            raw_output,
             result,
             usage,
         }
     }
-
-    fn scrubbed(&self, mut r: Rejection) -> Rejection {
-        r.detail = scrub(&r.detail, self.config.api_key.expose());
-        r
-    }
-}
-
-/// `s` with every occurrence of `secret` replaced by `[redacted]`.
-fn scrub(s: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        s.to_owned()
-    } else {
-        s.replace(secret, "[redacted]")
-    }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    // Bounded: the chain of a reqwest error is a handful of links.
-    for _ in 0..8 {
-        let Some(s) = source else { break };
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-struct Answer {
-    raw_output: Option<String>,
-    result: Result<Classification, Rejection>,
-    usage: Option<Usage>,
-}
-
-struct Failure {
-    retryable: bool,
-    retry_after: Option<Duration>,
-    rejection: Rejection,
-}
-
-enum ReadError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > RESPONSE_BYTES_MAX as u64)
-    {
-        return Err(ReadError::TooLarge);
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
-        if out.len() + chunk.len() > RESPONSE_BYTES_MAX {
-            return Err(ReadError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -632,7 +428,7 @@ fn inline_refs(value: &mut Value, defs: &Value, depth: usize) {
 }
 
 #[async_trait::async_trait]
-impl Classifier for AnthropicClassifier {
+impl Ask for AnthropicClassifier {
     fn info(&self) -> ClassifierInfo {
         ClassifierInfo {
             classifier: "anthropic".to_owned(),
@@ -640,31 +436,43 @@ impl Classifier for AnthropicClassifier {
         }
     }
 
-    async fn classify(&self, event: &NormalizedEvent, teams: &TeamContext) -> ClassifyOutcome {
-        let prompt = prompt::build(event, teams);
-        let prompt_sha256 = Some(prompt.sha256());
-        let started = Instant::now();
-        let answer = match serde_json::to_vec(&self.request_body(&prompt)) {
-            Ok(body) => self.call(&body, &teams.known_teams).await,
-            Err(e) => Answer {
-                raw_output: None,
-                result: Err(rejection(
+    fn mode(&self) -> AnswerMode {
+        AnswerMode::Tool
+    }
+
+    fn reask(&self) -> bool {
+        self.config.reask
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.config.api_key.expose()]
+    }
+
+    async fn ask(&self, prompt: &prompt::Prompt, known_teams: &BTreeSet<String>) -> Answer {
+        let body = match serde_json::to_vec(&self.request_body(prompt)) {
+            Ok(b) => b,
+            Err(e) => {
+                return Answer::failed(rejection(
                     reason::PROVIDER_INVALID_RESPONSE,
                     format!("cannot encode the request: {e}"),
-                )),
-                usage: None,
-            },
+                ));
+            }
         };
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let key = self.config.api_key.expose();
-        ClassifyOutcome {
-            info: self.info(),
-            raw_output: answer.raw_output.map(|r| scrub(&r, key)),
-            result: answer.result.map_err(|r| self.scrubbed(r)),
-            latency_ms,
-            usage: answer.usage,
-            prompt_sha256,
+        match self.policy.run("anthropic", || self.attempt(&body)).await {
+            Ok(bytes) => self.answer(&bytes, known_teams),
+            Err(r) => Answer::failed(r),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Classifier for AnthropicClassifier {
+    fn info(&self) -> ClassifierInfo {
+        Ask::info(self)
+    }
+
+    async fn classify(&self, event: &NormalizedEvent, teams: &TeamContext) -> ClassifyOutcome {
+        transport::exchange(self, event, teams).await
     }
 }
 
@@ -689,11 +497,5 @@ mod tests {
         );
         assert_eq!(s["properties"]["classification"]["type"], "string");
         assert_eq!(s["required"].as_array().unwrap().len(), 6);
-    }
-
-    #[test]
-    fn scrub_replaces_every_occurrence() {
-        assert_eq!(scrub("a KEY b KEY", "KEY"), "a [redacted] b [redacted]");
-        assert_eq!(scrub("abc", ""), "abc");
     }
 }

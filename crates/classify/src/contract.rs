@@ -76,6 +76,41 @@ pub mod reason {
     pub const PROVIDER_INVALID_RESPONSE: &str = "provider_error:invalid_response";
     /// Prefix of `provider_error:http_<status>` for any other HTTP status.
     pub const PROVIDER_HTTP_PREFIX: &str = "provider_error:http_";
+    /// Prefix of every provider error (the provider was reached, or tried, and failed).
+    pub const PROVIDER_ERROR_PREFIX: &str = "provider_error:";
+    /// Prefix of every code the guard (`classify::guard`) gives without asking the provider.
+    pub const PROVIDER_UNAVAILABLE_PREFIX: &str = "provider_unavailable:";
+    /// The provider call did not finish within the guard's `call_timeout_ms`.
+    pub const UNAVAILABLE_TIMEOUT: &str = "provider_unavailable:timeout";
+    /// The calls-per-minute budget is spent.
+    pub const UNAVAILABLE_OVER_BUDGET: &str = "provider_unavailable:over_budget";
+    /// The circuit breaker is open (or half-open with its probe in flight).
+    pub const UNAVAILABLE_CIRCUIT_OPEN: &str = "provider_unavailable:circuit_open";
+    /// No concurrency slot became free within `permit_wait_ms`.
+    pub const UNAVAILABLE_SATURATED: &str = "provider_unavailable:saturated";
+}
+
+/// Whether `code` says the answer broke the schema (and one re-ask may fix it):
+/// empty, not JSON, not an object, duplicate key, any `schema_violation:*`,
+/// unknown team, rationale too long. Protocol failures (no or wrong tool call,
+/// truncation, refusal) and provider errors are not.
+pub fn is_schema_failure(code: &str) -> bool {
+    matches!(
+        code,
+        reason::EMPTY
+            | reason::NOT_JSON
+            | reason::NOT_OBJECT
+            | reason::DUPLICATE_KEY
+            | reason::UNKNOWN_TEAM
+            | reason::RATIONALE_TOO_LONG
+    ) || code.starts_with("schema_violation:")
+}
+
+/// Whether `code` says the provider failed or was not asked (so a circuit
+/// breaker counts it and a fallback may answer instead).
+pub fn is_provider_failure(code: &str) -> bool {
+    code.starts_with(reason::PROVIDER_ERROR_PREFIX)
+        || code.starts_with(reason::PROVIDER_UNAVAILABLE_PREFIX)
 }
 
 /// Every reason code a rejection may carry. `provider_error:http_<status>`
@@ -107,6 +142,10 @@ pub const REASON_CODES: &[&str] = &[
     reason::PROVIDER_TRANSPORT,
     reason::PROVIDER_INVALID_RESPONSE,
     "provider_error:http_<status>",
+    reason::UNAVAILABLE_TIMEOUT,
+    reason::UNAVAILABLE_OVER_BUDGET,
+    reason::UNAVAILABLE_CIRCUIT_OPEN,
+    reason::UNAVAILABLE_SATURATED,
 ];
 
 /// Builds a rejection, bounding the detail.
@@ -118,7 +157,7 @@ pub fn rejection(reason: impl Into<String>, detail: impl AsRef<str>) -> Rejectio
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
+pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

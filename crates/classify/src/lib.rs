@@ -1,12 +1,16 @@
 //! Classification: the contract (pure validation) and the providers that
-//! produce answers for it (the deterministic rules classifier, Anthropic).
+//! produce answers for it (the deterministic rules classifier, Anthropic,
+//! Amazon Bedrock Converse, OpenAI-compatible chat completions), plus the
+//! [`Guarded`] wrapper (cache, single-flight, concurrency, budget, timeout,
+//! circuit breaker, fallback).
 //!
 //! Every provider's answer goes through [`contract::validate`] and comes out as
 //! a validated [`Classification`] or a [`Rejection`] with a stable reason code.
 //! This crate must never let raw model text reach a gate, never "repair" model
 //! output, and never put an API key in a log, an error or a `Debug` string.
 //! `contract`, `rules` and `prompt` are pure (no I/O, clock or environment);
-//! only `anthropic` does I/O.
+//! `anthropic`, `bedrock`, `openai` and `transport` do I/O; `guard` reads a
+//! monotonic clock only through its injected [`GuardClock`].
 
 use std::collections::BTreeSet;
 
@@ -16,15 +20,25 @@ pub use tg_model::{
 };
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod contract;
+pub mod guard;
+pub mod openai;
 pub mod prompt;
 pub mod rules;
 pub mod secret;
+pub mod transport;
 
 pub use anthropic::{AnthropicClassifier, AnthropicConfig};
+pub use bedrock::{AwsCredentials, BedrockClassifier, BedrockConfig};
 pub use contract::{REASON_CODES, validate};
+pub use guard::{
+    Fallback, GuardClock, GuardConfig, GuardStats, Guarded, ManualGuardClock, SystemGuardClock,
+};
+pub use openai::{OpenAiClassifier, OpenAiConfig};
 pub use rules::{RulesClassifier, RulesConfig};
 pub use secret::Secret;
+pub use transport::{BuildError, RetryPolicy};
 
 /// The teams a classification may name, and the hints for choosing one.
 #[derive(Debug, Clone, PartialEq, Eq)]

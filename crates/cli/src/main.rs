@@ -1,9 +1,10 @@
 //! `triage-gate`: the gate between AI triage agents and the systems that page people.
 //!
-//! Subcommands: `serve`, `demo`, `sandbox`, `audit verify`, `config check`.
+//! Subcommands: `serve`, `demo`, `simulate`, `sandbox`, `audit verify`, `config check`.
 
 mod brain;
 mod demo;
+mod simulate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,17 @@ enum Command {
         /// Where to keep the demo's store and audit log (default: a fresh temporary directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Run a storm scenario through the real gate with a simulated clock; checks the storm invariants.
+    Simulate {
+        /// Scenario file (see scenarios/).
+        scenario: PathBuf,
+        /// Seeds the scenario's jitter: the same seed gives the same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// In (0, 1]: divides repeat intervals (fewer events, same timeline).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
     /// Run the emulators (ServiceNow, PagerDuty, chat bridge, Anthropic) standalone.
     Sandbox {
@@ -111,6 +123,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
         } => serve(config.as_deref(), listen, data_dir).await,
         Command::Demo { data_dir } => demo::run(data_dir).await,
+        Command::Simulate {
+            scenario,
+            seed,
+            scale,
+        } => simulate::run(&scenario, seed, scale).await,
         Command::Sandbox { listen } => {
             let cfg = tg_sandbox::SandboxConfig {
                 listen,

@@ -36,6 +36,100 @@ pub struct Config {
     pub normalize: NormalizeConfig,
     #[serde(default)]
     pub actions: ActionsConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+}
+
+/// Per-source settings (issue 3): `sources.sns` and `sources.aws`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    #[serde(default)]
+    pub sns: SnsSourceConfig,
+    #[serde(default)]
+    pub aws: AwsSourceConfig,
+}
+
+/// The AWS host pattern of SNS signing-certificate and subscribe URLs.
+pub const SNS_CERT_HOST_PATTERN_DEFAULT: &str = r"^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$";
+
+/// `POST /v1/events/cloudwatch-sns`: signature verification and subscriptions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnsSourceConfig {
+    /// Topics whose SubscriptionConfirmation is confirmed (GET SubscribeURL).
+    /// When non-empty, notifications from other topics are refused (403) too.
+    pub topic_arns: Vec<String>,
+    /// Regex the whole host of `SigningCertURL`/`SubscribeURL` must match.
+    pub cert_host_pattern: String,
+    /// Also admit `http` to a loopback IP literal matching the pattern. For
+    /// tests against the sandbox only; never on in production.
+    pub allow_insecure_loopback_cert_urls: bool,
+    /// Messages whose `Timestamp` is further than this from now are refused.
+    pub replay_window_secs: u64,
+    /// Timeout of one certificate fetch and of one confirmation GET.
+    pub fetch_timeout_ms: u64,
+    /// Certificates kept (by URL); the oldest is evicted beyond it.
+    pub cert_cache_max: usize,
+    /// How long a fetched certificate is trusted before it is fetched again.
+    pub cert_cache_ttl_secs: u64,
+    /// Recent `MessageId`s remembered to drop redeliveries (within the replay window).
+    pub message_ids_max: usize,
+}
+
+impl Default for SnsSourceConfig {
+    fn default() -> Self {
+        SnsSourceConfig {
+            topic_arns: Vec::new(),
+            cert_host_pattern: SNS_CERT_HOST_PATTERN_DEFAULT.to_owned(),
+            allow_insecure_loopback_cert_urls: false,
+            replay_window_secs: 3600,
+            fetch_timeout_ms: 5_000,
+            cert_cache_max: 32,
+            cert_cache_ttl_secs: 86_400,
+            message_ids_max: 10_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod sources_tests {
+    use super::Config;
+
+    #[test]
+    fn sources_default_is_strict_and_valid() {
+        let c = Config::from_yaml("", "t").unwrap();
+        assert!(!c.sources.sns.allow_insecure_loopback_cert_urls);
+        assert_eq!(c.sources.sns.replay_window_secs, 3600);
+        assert_eq!(
+            c.sources.sns.cert_host_pattern,
+            r"^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$"
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_named() {
+        let yaml = "sources:\n  sns:\n    topic_arns: [\"arn:aws:sqs:us-east-1:1:q\"]\n    cert_host_pattern: \"(\"\n    replay_window_secs: 0\n  aws:\n    account_environments: { \"12\": prod, \"123456789012\": moon }\n";
+        let err = Config::from_yaml(yaml, "t").unwrap_err().to_string();
+        for needle in [
+            "sources.sns.topic_arns[0]",
+            "sources.sns.cert_host_pattern",
+            "sources.sns.replay_window_secs",
+            "sources.aws.account_environments.12: an AWS account ID is 12 digits",
+            "names no environment",
+        ] {
+            assert!(err.contains(needle), "{needle} missing in:\n{err}");
+        }
+    }
+}
+
+/// AWS-wide source settings (CloudWatch over SNS, EventBridge).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSourceConfig {
+    /// AWS account ID -> environment label (`prod`, `staging`, ...).
+    #[serde(default)]
+    pub account_environments: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +176,22 @@ pub enum ProviderKind {
     Rules,
     /// Claude on the Anthropic Messages API.
     Anthropic,
+    /// Amazon Bedrock Converse (SigV4-signed).
+    Bedrock,
+    /// An OpenAI-compatible `/v1/chat/completions` (vLLM, Ollama, llama.cpp, OpenAI).
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Rules => "rules",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::OpenAi => "openai",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -89,12 +199,203 @@ pub enum ProviderKind {
 pub struct ClassifierConfig {
     #[serde(default)]
     pub provider: ProviderKind,
-    /// Rules for the rules classifier (default: the built-in set).
+    /// Rules for the rules classifier (default: the built-in set). Also the
+    /// fallback's rules when `guard.fallback` is `rules`.
     #[serde(default)]
     pub rules: Option<serde_json::Value>,
     #[serde(default)]
     pub anthropic: Option<AnthropicConfig>,
+    #[serde(default)]
+    pub bedrock: Option<BedrockConfig>,
+    #[serde(default)]
+    pub openai: Option<OpenAiConfig>,
+    /// After an answer breaks the schema, ask the model once more (telling it
+    /// only the reason code), then review. Off by default.
+    #[serde(default)]
+    pub reask: bool,
+    /// Cost and storm control around an LLM provider (not used for `rules`).
+    #[serde(default)]
+    pub guard: GuardConfig,
 }
+
+impl ClassifierConfig {
+    /// Semantic checks of the classifier section: `(dotted path, message)`.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let missing = match self.provider {
+            ProviderKind::Rules => None,
+            ProviderKind::Anthropic => self.anthropic.is_none().then_some("anthropic"),
+            ProviderKind::Bedrock => self.bedrock.is_none().then_some("bedrock"),
+            ProviderKind::OpenAi => self.openai.is_none().then_some("openai"),
+        };
+        if let Some(section) = missing {
+            out.push((
+                format!("classifier.{section}"),
+                format!("provider is {section} but the {section} section is missing"),
+            ));
+        }
+        let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+        let mut model_checks: Vec<(&str, &str, u64, u32, u32)> = Vec::new();
+        if let Some(a) = &self.anthropic {
+            if !url_ok(&a.base_url) {
+                out.push((
+                    "classifier.anthropic.base_url".into(),
+                    format!("{:?} is not an http(s) URL", a.base_url),
+                ));
+            }
+            model_checks.push((
+                "anthropic",
+                &a.model,
+                a.timeout_ms,
+                a.max_tokens,
+                a.retries_max,
+            ));
+        }
+        if let Some(b) = &self.bedrock {
+            if let Some(u) = &b.base_url
+                && !url_ok(u)
+            {
+                out.push((
+                    "classifier.bedrock.base_url".into(),
+                    format!("{u:?} is not an http(s) URL"),
+                ));
+            }
+            let region_ok = !b.region.is_empty()
+                && b.region.len() <= 32
+                && b.region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !region_ok {
+                out.push((
+                    "classifier.bedrock.region".into(),
+                    format!("{:?} is not an AWS region such as us-east-1", b.region),
+                ));
+            }
+            model_checks.push((
+                "bedrock",
+                &b.model_id,
+                b.timeout_ms,
+                b.max_tokens,
+                b.retries_max,
+            ));
+        }
+        if let Some(o) = &self.openai {
+            if !url_ok(&o.base_url) {
+                out.push((
+                    "classifier.openai.base_url".into(),
+                    format!("{:?} is not an http(s) URL", o.base_url),
+                ));
+            }
+            model_checks.push((
+                "openai",
+                &o.model,
+                o.timeout_ms,
+                o.max_tokens,
+                o.retries_max,
+            ));
+        }
+        for (section, model, timeout_ms, max_tokens, retries_max) in model_checks {
+            let key = if section == "bedrock" {
+                "model_id"
+            } else {
+                "model"
+            };
+            if model.trim().is_empty() {
+                out.push((
+                    format!("classifier.{section}.{key}"),
+                    "must not be empty".into(),
+                ));
+            }
+            if timeout_ms == 0 || timeout_ms > MODEL_TIMEOUT_MS_MAX {
+                out.push((
+                    format!("classifier.{section}.timeout_ms"),
+                    format!("{timeout_ms} is outside 1..={MODEL_TIMEOUT_MS_MAX}"),
+                ));
+            }
+            if max_tokens == 0 || max_tokens > MODEL_MAX_TOKENS_MAX {
+                out.push((
+                    format!("classifier.{section}.max_tokens"),
+                    format!("{max_tokens} is outside 1..={MODEL_MAX_TOKENS_MAX}"),
+                ));
+            }
+            if retries_max > MODEL_RETRIES_MAX {
+                out.push((
+                    format!("classifier.{section}.retries_max"),
+                    format!("{retries_max} is over the limit of {MODEL_RETRIES_MAX}"),
+                ));
+            }
+        }
+        let g = &self.guard;
+        let limits: [(&str, u64, u64, u64); 8] = [
+            ("cache_ttl_secs", g.cache_ttl_secs, 0, 86_400),
+            ("cache_entries_max", g.cache_entries_max, 1, 1_000_000),
+            ("concurrency_max", g.concurrency_max, 1, 1024),
+            ("permit_wait_ms", g.permit_wait_ms, 0, 600_000),
+            ("calls_per_minute", g.calls_per_minute, 1, 100_000),
+            ("call_timeout_ms", g.call_timeout_ms, 1, 600_000),
+            ("breaker_failures", g.breaker_failures, 1, 1000),
+            ("breaker_cooldown_secs", g.breaker_cooldown_secs, 1, 3600),
+        ];
+        for (name, v, min, max) in limits {
+            if v < min || v > max {
+                out.push((
+                    format!("classifier.guard.{name}"),
+                    format!("{v} is outside {min}..={max}"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod classifier_tests {
+    use super::*;
+
+    #[test]
+    fn bedrock_and_openai_sections_parse_with_defaults() {
+        let text = "classifier:\n  provider: bedrock\n  bedrock:\n    region: eu-west-1\n    model_id: m\n  guard:\n    cache_ttl_secs: 300\n    fallback: rules\n";
+        let c = Config::from_yaml(text, "c.yaml").unwrap();
+        let b = c.classifier.bedrock.unwrap();
+        assert_eq!(c.classifier.provider, ProviderKind::Bedrock);
+        assert_eq!(
+            b.credentials.access_key_id,
+            SecretRef::Env("AWS_ACCESS_KEY_ID".into())
+        );
+        assert_eq!(
+            b.credentials.session_token,
+            Some(SecretRef::Env("AWS_SESSION_TOKEN".into()))
+        );
+        assert_eq!(c.classifier.guard.cache_ttl_secs, 300);
+        assert_eq!(c.classifier.guard.fallback, FallbackKind::Rules);
+        assert!(!c.classifier.reask);
+        let text = "classifier:\n  provider: openai\n  openai:\n    base_url: http://127.0.0.1:8000\n    model: qwen3:8b\n";
+        let c = Config::from_yaml(text, "c.yaml").unwrap();
+        assert_eq!(c.classifier.openai.unwrap().api_key, None);
+    }
+
+    #[test]
+    fn classifier_problems_are_located() {
+        let text = "classifier:\n  provider: openai\n  bedrock:\n    region: US East\n    model_id: m\n  guard:\n    calls_per_minute: 0\n";
+        let err = Config::from_yaml(text, "c.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("classifier.openai: provider is openai but the openai section is missing"),
+            "{err}"
+        );
+        assert!(err.contains("c.yaml:4: classifier.bedrock.region"), "{err}");
+        assert!(
+            err.contains("c.yaml:7: classifier.guard.calls_per_minute"),
+            "{err}"
+        );
+    }
+}
+
+/// Largest `timeout_ms` of one model call attempt (10 minutes).
+pub const MODEL_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Largest `max_tokens` of a model answer.
+pub const MODEL_MAX_TOKENS_MAX: u32 = 8192;
+/// Largest `retries_max` of a model call.
+pub const MODEL_RETRIES_MAX: u32 = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +410,115 @@ pub struct AnthropicConfig {
     pub max_tokens: u32,
     #[serde(default = "default_model_retries")]
     pub retries_max: u32,
+}
+
+/// Amazon Bedrock Converse. Credentials come from secret references
+/// (environment or files) only; the defaults are the standard AWS variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockConfig {
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// Model id, inference-profile id or ARN.
+    pub model_id: String,
+    /// Default `https://bedrock-runtime.{region}.amazonaws.com`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub credentials: AwsCredentialRefs,
+    #[serde(default = "default_model_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    #[serde(default = "default_model_retries")]
+    pub retries_max: u32,
+}
+
+/// Where the AWS credentials are read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsCredentialRefs {
+    pub access_key_id: SecretRef,
+    pub secret_access_key: SecretRef,
+    /// Read if present (temporary credentials); a missing value means none.
+    pub session_token: Option<SecretRef>,
+}
+
+impl Default for AwsCredentialRefs {
+    fn default() -> Self {
+        AwsCredentialRefs {
+            access_key_id: SecretRef::Env("AWS_ACCESS_KEY_ID".into()),
+            secret_access_key: SecretRef::Env("AWS_SECRET_ACCESS_KEY".into()),
+            session_token: Some(SecretRef::Env("AWS_SESSION_TOKEN".into())),
+        }
+    }
+}
+
+/// An OpenAI-compatible chat-completions server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Scheme, host, port and path prefix; `/v1/chat/completions` is appended.
+    pub base_url: String,
+    pub model: String,
+    /// Bearer key; omit for self-hosted servers that check none.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    #[serde(default = "default_model_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    #[serde(default = "default_model_retries")]
+    pub retries_max: u32,
+}
+
+/// What answers when the provider is down, slow, over budget or its breaker is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackKind {
+    /// Nothing: fail closed, the run goes to review.
+    #[default]
+    None,
+    /// The built-in rules classifier answers, and the outcome says so.
+    Rules,
+}
+
+/// Cost and storm control around an LLM provider (`classify::Guarded`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// Reuse an answer for the same fingerprint and content this long; 0 keeps
+    /// none (concurrent identical calls are still coalesced).
+    pub cache_ttl_secs: u64,
+    pub cache_entries_max: u64,
+    /// Provider calls in flight at most.
+    pub concurrency_max: u64,
+    /// How long a call waits for a free slot.
+    pub permit_wait_ms: u64,
+    /// Provider calls per minute at most.
+    pub calls_per_minute: u64,
+    /// Whole provider call, retries and re-ask included.
+    pub call_timeout_ms: u64,
+    /// Consecutive provider failures that open the circuit breaker.
+    pub breaker_failures: u64,
+    pub breaker_cooldown_secs: u64,
+    pub fallback: FallbackKind,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            cache_ttl_secs: 0,
+            cache_entries_max: 10_000,
+            concurrency_max: 8,
+            permit_wait_ms: 30_000,
+            calls_per_minute: 600,
+            call_timeout_ms: 60_000,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
+            fallback: FallbackKind::None,
+        }
+    }
 }
 
 fn default_anthropic_url() -> String {
@@ -399,14 +809,7 @@ impl Config {
                 format!("{} is over the limit of 256", s.workers),
             ));
         }
-        if self.classifier.provider == ProviderKind::Anthropic
-            && self.classifier.anthropic.is_none()
-        {
-            out.push((
-                "classifier.anthropic".into(),
-                "provider is anthropic but the anthropic section is missing".into(),
-            ));
-        }
+        out.extend(self.classifier.validate());
         let st = &self.storm;
         for (name, v) in [
             ("storm.dedup_window_secs", st.dedup_window_secs),
@@ -452,6 +855,65 @@ impl Config {
                 out.push((
                     "actions.servicenow.base_url".into(),
                     format!("{:?} is not an http(s) URL", sn.base_url),
+                ));
+            }
+        }
+        let sns = &self.sources.sns;
+        if let Err(e) = regex::Regex::new(&sns.cert_host_pattern) {
+            out.push((
+                "sources.sns.cert_host_pattern".into(),
+                format!("invalid regular expression: {e}"),
+            ));
+        }
+        for (i, arn) in sns.topic_arns.iter().enumerate() {
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() != 6 || parts.first() != Some(&"arn") || parts.get(2) != Some(&"sns") {
+                out.push((
+                    format!("sources.sns.topic_arns[{i}]"),
+                    format!(
+                        "{arn:?} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"
+                    ),
+                ));
+            }
+        }
+        for (name, v, max) in [
+            (
+                "sources.sns.replay_window_secs",
+                sns.replay_window_secs,
+                7 * 24 * 3600,
+            ),
+            ("sources.sns.fetch_timeout_ms", sns.fetch_timeout_ms, 60_000),
+            (
+                "sources.sns.cert_cache_max",
+                sns.cert_cache_max as u64,
+                1_000,
+            ),
+            (
+                "sources.sns.cert_cache_ttl_secs",
+                sns.cert_cache_ttl_secs,
+                7 * 24 * 3600,
+            ),
+            (
+                "sources.sns.message_ids_max",
+                sns.message_ids_max as u64,
+                1_000_000,
+            ),
+        ] {
+            if v == 0 || v > max {
+                out.push((name.into(), format!("{v} is outside 1..={max}")));
+            }
+        }
+        for (account, env) in &self.sources.aws.account_environments {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                out.push((
+                    format!("sources.aws.account_environments.{account}"),
+                    "an AWS account ID is 12 digits".into(),
+                ));
+            }
+            if tg_model::Environment::from_label(env) == tg_model::Environment::Unknown {
+                out.push((
+                    format!("sources.aws.account_environments.{account}"),
+                    format!("{env:?} names no environment (prod, staging, dev, ...)"),
                 ));
             }
         }

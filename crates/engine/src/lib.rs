@@ -98,7 +98,10 @@ pub struct StepInput<'a> {
 /// A state change the runtime must persist in the same transaction as the decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Opens (or re-opens, on escalation or after a resolution) the fingerprint's window.
     OpenDedup(DedupEntry),
+    /// The source resolved the alert: the window stops suppressing; the entry is
+    /// kept (marked resolved) so its last page time damps a flapping alert.
     CloseDedup(Fingerprint),
     PutBucket {
         key: String,
@@ -148,7 +151,7 @@ pub fn precheck(state: &StepState, event: &NormalizedEvent, now: DateTime<Utc>) 
         return Precheck::Resolved;
     }
     match &state.dedup {
-        Some(d) if d.suppresses(now) => Precheck::Duplicate {
+        Some(d) if d.duplicate(event.impact.level, now) => Precheck::Duplicate {
             first_run_id: d.first_run_id.clone(),
         },
         _ => Precheck::Classify,
@@ -178,7 +181,11 @@ pub fn step(
             threshold: "== firing".into(),
         };
         // The resolution is recorded against the run that opened the window, if any.
-        let resolves = state.dedup.as_ref().map(|d| d.first_run_id.clone());
+        let resolves = state
+            .dedup
+            .as_ref()
+            .filter(|d| !d.resolved)
+            .map(|d| d.first_run_id.clone());
         let reason = match &resolves {
             Some(r) => format!("the source resolved the alert first seen in run {r}"),
             None => "the source resolved the alert".to_owned(),
@@ -200,7 +207,11 @@ pub fn step(
         },
     });
 
-    if let Some(d) = state.dedup.as_ref().filter(|d| d.suppresses(now)) {
+    if let Some(d) = state
+        .dedup
+        .as_ref()
+        .filter(|d| d.duplicate(event.impact.level, now))
+    {
         let window_secs = settings.dedup_window.num_seconds();
         let cond = Condition {
             id: "dedup.window".into(),
@@ -230,13 +241,29 @@ pub fn step(
     }
 
     // The first run of a fingerprint opens the window, whatever its outcome, so a
-    // storm of one bad answer becomes one review item rather than thousands.
-    effects.push(Effect::OpenDedup(DedupEntry::open(
+    // storm of one bad answer becomes one review item rather than thousands. An
+    // escalation (higher impact inside the window) or a re-fire after a
+    // resolution re-opens it; the last page time carries over (flap damping).
+    let previous = state.dedup.as_ref();
+    let mut window = DedupEntry::open(
         event.fingerprint.clone(),
         input.run_id.clone(),
         now,
         settings.dedup_window,
-    )));
+    )
+    .with_impact(event.impact.level);
+    window.paged_at = previous.and_then(|d| d.paged_at);
+    // An escalation inside an open window keeps the window's ticket: no second one.
+    let open_ticket = previous
+        .filter(|d| d.suppresses(now))
+        .and_then(|d| d.ticket_run.clone());
+    window.ticket_run = open_ticket.clone();
+    // A re-fire after a resolution must not page again inside the window of the last page.
+    let flap_hold = previous
+        .filter(|d| d.resolved && d.paged_within(now, settings.dedup_window))
+        .and_then(|d| d.paged_at);
+    let window_at = effects.len();
+    effects.push(Effect::OpenDedup(window.clone()));
 
     let classification = match input.classification {
         Some(Ok(c)) => c,
@@ -315,7 +342,7 @@ pub fn step(
     let mut planned = Vec::new();
     let mut errors = Vec::new();
     for verdict in verdicts {
-        let (outcome, capped_by) = tg_policy::cap(
+        let (mut outcome, capped_by) = tg_policy::cap(
             autonomy,
             paused,
             verdict.action,
@@ -323,6 +350,29 @@ pub fn step(
             verdict.outcome,
         );
         let mut conditions = verdict.conditions;
+        // Set when storm control overrides the gates' outcome (flap damping, an open ticket).
+        let mut flap_reason = None;
+        if verdict.action == ActionKind::Page
+            && let Some(paged_at) = flap_hold
+        {
+            let window_secs = settings.dedup_window.num_seconds();
+            conditions.push(Condition {
+                id: "page.flap".into(),
+                description: "no page for this fingerprint within the suppression window".into(),
+                passed: false,
+                actual: format!(
+                    "paged at {} before the alert resolved",
+                    paged_at.to_rfc3339()
+                ),
+                threshold: format!("none within {window_secs}s"),
+            });
+            if outcome == Outcome::Execute {
+                outcome = Outcome::Review;
+                flap_reason = Some(format!(
+                    "the alert flapped: it was paged within {window_secs}s before it resolved"
+                ));
+            }
+        }
         if verdict.action == ActionKind::Mim {
             // Name the confirming origins next to the count, so a reader sees which signals agreed.
             let listed = origins.iter().cloned().collect::<Vec<_>>().join(", ");
@@ -330,12 +380,32 @@ pub fn step(
                 c.actual = format!("{} ({listed})", c.actual);
             }
         }
+        if verdict.action == ActionKind::Ticket
+            && let Some(first) = &open_ticket
+            && outcome == Outcome::Execute
+        {
+            conditions.push(Condition {
+                id: "ticket.open".into(),
+                description: "no ticket is open for this fingerprint".into(),
+                passed: false,
+                actual: format!("ticket of run {first} is open (escalation)"),
+                threshold: "none open".into(),
+            });
+            outcome = Outcome::Suppressed;
+            flap_reason = Some(format!(
+                "escalation: the ticket of run {first} is still open for this fingerprint"
+            ));
+        }
+        if outcome == Outcome::Execute && verdict.action == ActionKind::Ticket {
+            window.ticket_run = Some(input.run_id.clone());
+        }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Page {
             // INVARIANT: an executed page spends one token of its team's and the global budget.
             if let (Some(t), Some(g)) = (
                 team_state.take(team_cfg, now),
                 global_state.take(global_cfg, now),
             ) {
+                window.paged_at = Some(now);
                 effects.push(Effect::PutBucket {
                     key: team_bucket_key(team),
                     state: t,
@@ -354,15 +424,17 @@ pub fn step(
             });
         }
         if matches!(outcome, Outcome::Execute | Outcome::Review) && verdict.requested {
+            // (a suppressed escalation ticket plans nothing)
             planned.push(Planned {
                 outcome,
                 action: plan(verdict.action, input, classification),
             });
         }
         errors.extend(verdict.errors.iter().cloned());
-        let reason = match &capped_by {
-            Some(cap) => format!("{} (gates: {})", cap, verdict.reason),
-            None => verdict.reason,
+        let reason = match (&capped_by, flap_reason) {
+            (_, Some(flap)) => flap,
+            (Some(cap), None) => format!("{} (gates: {})", cap, verdict.reason),
+            (None, None) => verdict.reason,
         };
         actions.push(ActionDecision {
             action: verdict.action,
@@ -375,6 +447,9 @@ pub fn step(
         });
     }
 
+    if let Some(e) = effects.get_mut(window_at) {
+        *e = Effect::OpenDedup(window);
+    }
     StepOutput {
         decision: Decision {
             policy_version: gates.version().to_owned(),

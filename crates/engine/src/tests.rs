@@ -193,17 +193,107 @@ fn resolved_skips_everything_and_closes_the_dedup_window() {
 }
 
 #[test]
+fn escalation_inside_the_window_is_not_a_duplicate_and_reopens_it() {
+    let f = fixture();
+    let mut ev = firing("checkout");
+    ev.impact.level = ImpactLevel::Critical;
+    let state = StepState {
+        dedup: Some(
+            DedupEntry::open(
+                ev.fingerprint.clone(),
+                RunId("run_first".into()),
+                t0(),
+                f.settings.dedup_window,
+            )
+            .with_impact(ImpactLevel::Medium),
+        ),
+        ..Default::default()
+    };
+    let now = t0() + Duration::minutes(5);
+    assert_eq!(precheck(&state, &ev, now), Precheck::Classify);
+    let out = run(&f, &state, &ev, Some(Ok(&page_worthy("payments"))), now);
+    assert_eq!(out.decision.duplicate_of, None);
+    let reopened = out.effects.iter().find_map(|e| match e {
+        Effect::OpenDedup(d) => Some(d.clone()),
+        _ => None,
+    });
+    let reopened = reopened.unwrap();
+    assert_eq!(reopened.impact, ImpactLevel::Critical);
+    assert_eq!(reopened.opened_at, now);
+    // The same critical level again is a duplicate of the escalated window.
+    let state = StepState {
+        dedup: Some(reopened),
+        ..Default::default()
+    };
+    assert!(matches!(
+        precheck(&state, &ev, now + Duration::seconds(1)),
+        Precheck::Duplicate { .. }
+    ));
+}
+
+#[test]
+fn refire_after_resolution_does_not_page_again_within_the_window() {
+    let f = fixture();
+    let ev = firing("checkout");
+    let c = page_worthy("payments");
+    let first = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    assert_eq!(
+        first.decision.get(ActionKind::Page).unwrap().outcome,
+        Outcome::Execute
+    );
+    let mut window = first
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::OpenDedup(d) => Some(d.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(window.paged_at, Some(t0()));
+    window.resolved = true;
+    let state = StepState {
+        dedup: Some(window.clone()),
+        ..Default::default()
+    };
+    let now = t0() + Duration::minutes(2);
+    assert_eq!(precheck(&state, &ev, now), Precheck::Classify);
+    let again = run(&f, &state, &ev, Some(Ok(&c)), now);
+    let page = again.decision.get(ActionKind::Page).unwrap();
+    assert_eq!(page.outcome, Outcome::Review, "{page:?}");
+    assert!(
+        page.conditions
+            .iter()
+            .any(|c| c.id == "page.flap" && !c.passed)
+    );
+    assert_eq!(
+        again.decision.get(ActionKind::Ticket).unwrap().outcome,
+        Outcome::Execute,
+        "a re-fire after a resolution is a new ticket"
+    );
+    // After the window of the last page, it pages again.
+    let later = t0() + f.settings.dedup_window;
+    let out = run(&f, &state, &ev, Some(Ok(&c)), later);
+    assert_eq!(
+        out.decision.get(ActionKind::Page).unwrap().outcome,
+        Outcome::Execute
+    );
+}
+
+#[test]
 fn duplicate_inside_the_window_is_suppressed_and_names_the_first_run() {
     let f = fixture();
     let ev = firing("checkout");
     let first = RunId("run_first".into());
     let state = StepState {
-        dedup: Some(DedupEntry::open(
-            ev.fingerprint.clone(),
-            first.clone(),
-            t0(),
-            f.settings.dedup_window,
-        )),
+        dedup: Some(
+            DedupEntry::open(
+                ev.fingerprint.clone(),
+                first.clone(),
+                t0(),
+                f.settings.dedup_window,
+            )
+            .with_impact(ev.impact.level),
+        ),
         ..Default::default()
     };
     let now = t0() + Duration::minutes(5);
@@ -538,7 +628,9 @@ impl Sim {
                     self.dedup.insert(d.fingerprint.clone(), d.clone());
                 }
                 Effect::CloseDedup(fp) => {
-                    self.dedup.remove(fp);
+                    if let Some(d) = self.dedup.get_mut(fp) {
+                        d.resolved = true;
+                    }
                 }
                 Effect::PutBucket { key, state } => {
                     self.buckets.insert(key.clone(), *state);

@@ -14,7 +14,10 @@
 //! Sources: [`generic`] (our own documented JSON alert), [`alertmanager`]
 //! (Prometheus Alertmanager webhook v4), [`grafana`] (Grafana Alerting webhook),
 //! [`splunk`] (Splunk webhook alert action), [`cloudevents`] (CloudEvents 1.0,
-//! structured JSON mode). [`normalizer`] picks the function for a [`Source`].
+//! structured JSON mode), [`datadog`] (Datadog webhook, our recommended
+//! template), [`sns`] (SNS carrying CloudWatch alarms; envelope and signature
+//! checks too) and [`eventbridge`], both through [`cloudwatch`]. [`normalizer`]
+//! picks the function for a [`Source`].
 
 use std::collections::BTreeMap;
 
@@ -24,11 +27,15 @@ use tg_model::{NormalizedEvent, Source};
 
 pub mod alertmanager;
 pub mod cloudevents;
+pub mod cloudwatch;
 mod common;
+pub mod datadog;
+pub mod eventbridge;
 pub mod generic;
 pub mod grafana;
 pub mod redact;
 pub mod signature;
+pub mod sns;
 pub mod splunk;
 
 pub use redact::{Redactor, RedactorError};
@@ -94,6 +101,9 @@ pub struct NormalizeContext {
     pub service_aliases: BTreeMap<String, String>,
     pub redactor: Redactor,
     pub limits: Limits,
+    /// AWS account ID -> environment, for CloudWatch and EventBridge events
+    /// (config `sources.aws.account_environments`).
+    pub aws_account_environments: BTreeMap<String, tg_model::Environment>,
 }
 
 /// Why a payload was rejected. The server maps `Malformed` and
@@ -178,6 +188,8 @@ pub fn normalizer(source: Source) -> Option<NormalizeFn> {
         Source::Grafana => Some(grafana::normalize),
         Source::Splunk => Some(splunk::normalize),
         Source::Cloudevents => Some(cloudevents::normalize),
-        Source::CloudwatchSns | Source::Eventbridge | Source::Datadog => None,
+        Source::Datadog => Some(datadog::normalize),
+        Source::CloudwatchSns => Some(sns::normalize),
+        Source::Eventbridge => Some(eventbridge::normalize),
     }
 }

@@ -63,6 +63,7 @@ fn key() -> impl Strategy<Value = String> {
             "links", "url", "label", "correlation_ids", "occurred_at", "environment",
             "specversion", "id", "source", "type", "data", "time", "subject", "datacontenttype",
             "data_base64", "search_name", "result", "sid", "results_link", "_time", "values",
+            "alert_transition", "title", "alert_title", "tags", "date", "priority", "link",
         ]).prop_map(str::to_owned),
         1 => ".{0,12}",
     ]

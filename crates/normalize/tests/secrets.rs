@@ -106,6 +106,11 @@ fn secrets_never_reach_events_or_errors() {
         ("splunk", "splunk/multivalue-and-raw"),
         ("cloudevents", "cloudevents/apm"),
         ("cloudevents", "cloudevents/batch"),
+        ("datadog", "datadog/triggered"),
+        ("datadog", "datadog/many-tags-and-numbers"),
+        ("cloudwatch-sns", "cloudwatch-sns/alarm"),
+        ("eventbridge", "eventbridge/alarm"),
+        ("eventbridge", "eventbridge/generic-health"),
     ];
     let (mut accepted, mut marked, mut refused) = (0, 0, 0);
     for (source, case) in templates {

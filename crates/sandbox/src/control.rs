@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::{AnthropicScript, FaultSpec, SandboxState, ServiceNowRules, Target};
+use crate::{AnthropicScript, FaultSpec, ModelScript, SandboxState, ServiceNowRules, Target};
 
 /// Largest control request body, in bytes.
 pub const CONTROL_BODY_BYTES_MAX: usize = 256 * 1024;
@@ -28,6 +28,8 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
         .route("/bridge/posts", get(posts))
         .route("/bridge/webhooks", post(issue_webhook))
         .route("/anthropic/script", post(script))
+        .route("/bedrock/script", post(bedrock_script))
+        .route("/openai/script", post(openai_script))
         .route("/faults", post(fault))
         .route("/reset", post(reset))
         .layer(DefaultBodyLimit::max(CONTROL_BODY_BYTES_MAX))
@@ -70,7 +72,7 @@ async fn requests(State(state): State<Arc<SandboxState>>, Path(target): Path<Str
         None => problem(
             StatusCode::NOT_FOUND,
             &format!(
-                "unknown target {target:?} (expected servicenow, pagerduty, bridge or anthropic)"
+                "unknown target {target:?} (expected servicenow, pagerduty, bridge, anthropic, bedrock or openai)"
             ),
         ),
     }
@@ -127,6 +129,26 @@ async fn script(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response
     match state.script_anthropic(script) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn bedrock_script(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    match parse::<ModelScript>(&body) {
+        Ok(s) => match state.script_bedrock(s) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        Err(r) => *r,
+    }
+}
+
+async fn openai_script(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    match parse::<ModelScript>(&body) {
+        Ok(s) => match state.script_openai(s) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        Err(r) => *r,
     }
 }
 

@@ -23,7 +23,7 @@ pub const FAULT_RETRY_AFTER_SECS_MAX: u64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// `servicenow`, `pagerduty`, `bridge` or `anthropic`.
+    /// `servicenow`, `pagerduty`, `bridge`, `anthropic`, `bedrock` or `openai`.
     pub target: String,
     /// HTTP status to answer (400..=599), e.g. 500, 429, 503, 529. `None` with
     /// `delay_ms` set delays the request and then serves it normally.
@@ -42,7 +42,9 @@ pub struct FaultSpec {
 /// Why a [`FaultSpec`] was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FaultError {
-    #[error("unknown fault target {0:?} (expected servicenow, pagerduty, bridge or anthropic)")]
+    #[error(
+        "unknown fault target {0:?} (expected servicenow, pagerduty, bridge, anthropic, bedrock or openai)"
+    )]
     UnknownTarget(String),
     #[error("fault status {0} is not an error status (expected 400..=599)")]
     BadStatus(u16),
@@ -69,7 +71,7 @@ pub(crate) struct Fault {
 /// The queued faults, per target.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    queues: Mutex<[VecDeque<(Fault, u32)>; 4]>,
+    queues: Mutex<[VecDeque<(Fault, u32)>; 6]>,
 }
 
 fn slot(target: Target) -> usize {
@@ -78,6 +80,8 @@ fn slot(target: Target) -> usize {
         Target::Pagerduty => 1,
         Target::Bridge => 2,
         Target::Anthropic => 3,
+        Target::Bedrock => 4,
+        Target::Openai => 5,
     }
 }
 
@@ -163,6 +167,8 @@ pub(crate) fn target_error(
             anthropic_error_type(status),
             anthropic_error_message(status),
         ),
+        Target::Bedrock => crate::bedrock::fault_response(status),
+        Target::Openai => crate::openai::fault_response(status),
     };
     let announces_retry = target != Target::Pagerduty
         && (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE);

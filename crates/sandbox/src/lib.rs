@@ -1,8 +1,9 @@
-//! Emulators of ServiceNow, PagerDuty, the chat bridge and the Anthropic
-//! Messages API, recording what they receive.
+//! Emulators of ServiceNow, PagerDuty, the chat bridge and the model APIs
+//! (Anthropic Messages, Amazon Bedrock Converse with SigV4, OpenAI-compatible
+//! chat completions), recording what they receive.
 //!
 //! One axum server, one port, each emulator under a path prefix
-//! (`/servicenow`, `/pagerduty`, `/bridge`, `/anthropic`) and a control API
+//! (`/servicenow`, `/pagerduty`, `/bridge`, `/anthropic`, `/bedrock`, `/openai`) and a control API
 //! under `/_sandbox` (recordings, state, scripted model replies, fault
 //! injection, reset). The emulators are as strict as the real services: they
 //! reject what the service rejects and answer with its shapes and status codes,
@@ -13,12 +14,15 @@
 //! webhook token) reach a recording, a control answer, a log line or `Debug`.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod bridge;
 mod control;
 pub mod faults;
+pub mod openai;
 pub mod pagerduty;
 pub mod record;
 pub mod servicenow;
+pub mod sns;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -36,11 +40,13 @@ use tokio::task::JoinHandle;
 pub use anthropic::{
     AnthropicScript, BrainReply, DefaultBrain, ModelBrain, ScriptError, ScriptReply,
 };
+pub use bedrock::{BedrockCredentials, ModelScript, ModelScriptError};
 pub use bridge::{BridgePost, Channel, DEFAULT_WEBHOOK_TOKEN, WebhookError};
 pub use faults::{FaultError, FaultSpec};
 pub use pagerduty::{Alert, AlertStatus};
 pub use record::{RecordedRequest, Secret, Target};
 pub use servicenow::{Incident, ServiceNowRules};
+pub use sns::{Confirmation, SnsSignError};
 
 /// Largest request body any emulator reads, in bytes (answered 413 in the
 /// target's error shape beyond it).
@@ -49,6 +55,12 @@ pub const BODY_BYTES_MAX: usize = 1_048_576;
 pub const DEFAULT_SERVICENOW_TOKEN: &str = "sandbox-servicenow-token";
 /// Default Anthropic API key of [`SandboxConfig::default`].
 pub const DEFAULT_ANTHROPIC_API_KEY: &str = "sandbox-anthropic-key";
+/// Default AWS access key id the Bedrock emulator accepts.
+pub const DEFAULT_BEDROCK_ACCESS_KEY_ID: &str = "AKIASANDBOXEXAMPLE01";
+/// Default AWS secret access key the Bedrock emulator verifies signatures with.
+pub const DEFAULT_BEDROCK_SECRET_ACCESS_KEY: &str = "sandbox/Bedrock/SecretKey/EXAMPLE0000000000";
+/// Default bearer key the OpenAI-compatible emulator accepts.
+pub const DEFAULT_OPENAI_API_KEY: &str = "sandbox-openai-key";
 
 /// How to start a sandbox.
 #[derive(Clone)]
@@ -59,8 +71,13 @@ pub struct SandboxConfig {
     pub servicenow_token: String,
     /// The `x-api-key` the Anthropic emulator accepts.
     pub anthropic_api_key: String,
-    /// What the emulated model answers; [`DefaultBrain`] when `None`.
+    /// What the emulated model answers (Anthropic, Bedrock and OpenAI-compatible
+    /// emulators alike); [`DefaultBrain`] when `None`.
     pub brain: Option<Arc<dyn ModelBrain>>,
+    /// The AWS credentials the Bedrock emulator verifies SigV4 signatures with.
+    pub bedrock_credentials: BedrockCredentials,
+    /// The bearer key the OpenAI-compatible emulator requires; `None` checks none.
+    pub openai_api_key: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -70,6 +87,12 @@ impl Default for SandboxConfig {
             servicenow_token: DEFAULT_SERVICENOW_TOKEN.to_owned(),
             anthropic_api_key: DEFAULT_ANTHROPIC_API_KEY.to_owned(),
             brain: None,
+            bedrock_credentials: BedrockCredentials {
+                access_key_id: DEFAULT_BEDROCK_ACCESS_KEY_ID.to_owned(),
+                secret_access_key: DEFAULT_BEDROCK_SECRET_ACCESS_KEY.to_owned(),
+                session_token: None,
+            },
+            openai_api_key: Some(DEFAULT_OPENAI_API_KEY.to_owned()),
         }
     }
 }
@@ -81,6 +104,11 @@ impl std::fmt::Debug for SandboxConfig {
             .field("servicenow_token", &record::REDACTED)
             .field("anthropic_api_key", &record::REDACTED)
             .field("brain", &self.brain.as_ref().map(|_| "custom"))
+            .field("bedrock_credentials", &self.bedrock_credentials)
+            .field(
+                "openai_api_key",
+                &self.openai_api_key.as_ref().map(|_| record::REDACTED),
+            )
             .finish()
     }
 }
@@ -93,8 +121,12 @@ pub struct SandboxState {
     pagerduty: pagerduty::PagerDutyState,
     bridge: bridge::BridgeState,
     anthropic: anthropic::AnthropicState,
+    brain: Arc<dyn ModelBrain>,
+    bedrock: bedrock::BedrockState,
+    openai: openai::OpenAiState,
     faults: faults::Faults,
     recorder: record::Recorder,
+    sns: sns::SnsState,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -116,8 +148,18 @@ impl SandboxState {
             pagerduty: pagerduty::PagerDutyState::default(),
             bridge: bridge::BridgeState::default(),
             anthropic: anthropic::AnthropicState::new(cfg.brain.clone()),
+            brain: cfg.brain.clone().unwrap_or_else(|| Arc::new(DefaultBrain)),
+            bedrock: bedrock::BedrockState {
+                credentials: cfg.bedrock_credentials.clone(),
+                scripts: bedrock::ScriptQueue::default(),
+            },
+            openai: openai::OpenAiState {
+                api_key: cfg.openai_api_key.clone(),
+                scripts: bedrock::ScriptQueue::default(),
+            },
             faults: faults::Faults::default(),
             recorder: record::Recorder::default(),
+            sns: sns::SnsState::default(),
         }
     }
 
@@ -165,9 +207,39 @@ impl SandboxState {
         self.anthropic.add_script(script)
     }
 
+    /// Queue a scripted Bedrock Converse reply (first matching script wins).
+    pub fn script_bedrock(&self, script: ModelScript) -> Result<(), ModelScriptError> {
+        self.bedrock.scripts.add(script, bedrock::STOP_REASONS)
+    }
+
+    /// Queue a scripted OpenAI-compatible reply (first matching script wins).
+    pub fn script_openai(&self, script: ModelScript) -> Result<(), ModelScriptError> {
+        self.openai.scripts.add(script, openai::FINISH_REASONS)
+    }
+
+    /// The model brain shared by the model emulators.
+    pub(crate) fn brain(&self) -> &dyn ModelBrain {
+        self.brain.as_ref()
+    }
+
     /// Make the next requests to a target fail or stall.
     pub fn inject_fault(&self, spec: FaultSpec) -> Result<(), FaultError> {
         self.faults.inject(&spec)
+    }
+
+    /// Signs an SNS envelope like SNS (`version` 1: SHA1withRSA, 2:
+    /// SHA256withRSA) with the key whose certificate `GET /sns/cert.pem` serves.
+    pub fn sns_sign(
+        &self,
+        envelope: &serde_json::Value,
+        version: u8,
+    ) -> Result<serde_json::Value, SnsSignError> {
+        sns::sign(envelope, version)
+    }
+
+    /// Subscription confirmations received at `GET /sns/confirm`, oldest first.
+    pub fn sns_confirmations(&self) -> Vec<Confirmation> {
+        self.sns.confirmations()
     }
 
     /// Forget incidents, alerts, posts, scripts, faults and recordings, and
@@ -177,8 +249,11 @@ impl SandboxState {
         self.pagerduty.reset();
         self.bridge.reset();
         self.anthropic.reset();
+        self.bedrock.scripts.clear();
+        self.openai.scripts.clear();
         self.faults.clear();
         self.recorder.clear();
+        self.sns.reset();
     }
 }
 
@@ -201,6 +276,9 @@ pub fn router(state: Arc<SandboxState>) -> Router {
             "/anthropic",
             emulator(anthropic::routes(), Target::Anthropic),
         )
+        .nest("/bedrock", emulator(bedrock::routes(), Target::Bedrock))
+        .nest("/openai", emulator(openai::routes(), Target::Openai))
+        .nest("/sns", sns::routes())
         .nest("/_sandbox", control::routes())
         .with_state(state)
 }
@@ -319,6 +397,32 @@ impl Sandbox {
 
     pub fn anthropic_url(&self) -> String {
         format!("{}/anthropic", self.base_url())
+    }
+
+    /// Base URL for the Bedrock client (`/model/{id}/converse` is appended).
+    pub fn bedrock_url(&self) -> String {
+        format!("{}/bedrock", self.base_url())
+    }
+
+    /// Base URL for the OpenAI-compatible client (`/v1/chat/completions` is appended).
+    pub fn openai_url(&self) -> String {
+        format!("{}/openai", self.base_url())
+    }
+
+    /// Where the SNS emulator serves its signing certificate (plain http on
+    /// loopback: the gate accepts it only with `allow_insecure_loopback_cert_urls`).
+    pub fn sns_cert_url(&self) -> String {
+        format!("{}/sns/cert.pem", self.base_url())
+    }
+
+    /// A `SubscribeURL` for `topic_arn` pointing at the emulator.
+    pub fn sns_subscribe_url(&self, topic_arn: &str, token: &str) -> String {
+        format!(
+            "{}/sns/confirm?Action=ConfirmSubscription&TopicArn={}&Token={}",
+            self.base_url(),
+            sns::encode_query_value(topic_arn),
+            sns::encode_query_value(token)
+        )
     }
 
     /// The Slack incoming-webhook URL for `token`, issuing the token (it is

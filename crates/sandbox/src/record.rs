@@ -23,6 +23,7 @@ const SECRET_HEADERS: &[&str] = &[
     "x-api-key",
     "x-sn-apikey",
     "cookie",
+    "x-amz-security-token",
 ];
 
 /// Top-level JSON body fields whose values are secrets.
@@ -38,14 +39,18 @@ pub enum Target {
     Pagerduty,
     Bridge,
     Anthropic,
+    Bedrock,
+    Openai,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 6] = [
         Target::Servicenow,
         Target::Pagerduty,
         Target::Bridge,
         Target::Anthropic,
+        Target::Bedrock,
+        Target::Openai,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +59,8 @@ impl Target {
             Target::Pagerduty => "pagerduty",
             Target::Bridge => "bridge",
             Target::Anthropic => "anthropic",
+            Target::Bedrock => "bedrock",
+            Target::Openai => "openai",
         }
     }
 
@@ -67,6 +74,8 @@ impl Target {
             Target::Pagerduty => 1,
             Target::Bridge => 2,
             Target::Anthropic => 3,
+            Target::Bedrock => 4,
+            Target::Openai => 5,
         }
     }
 }
@@ -114,7 +123,7 @@ pub(crate) struct Recorder {
 #[derive(Debug, Default)]
 struct RecorderInner {
     next_seq: u64,
-    rings: [VecDeque<RecordedRequest>; 4],
+    rings: [VecDeque<RecordedRequest>; 6],
 }
 
 impl Recorder {

@@ -24,6 +24,8 @@ pub struct Pipeline {
     pub catalog: Catalog,
     pub storm: StormSettings,
     pub executor: tg_actions::Executor,
+    /// SNS signature verification, certificate cache, subscriptions.
+    pub sns: crate::sns::SnsVerifier,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -90,41 +92,139 @@ pub fn build_pipeline(
         body_bytes_max: config.server.body_bytes_max,
         ..Default::default()
     };
+    let aws_account_environments = config
+        .sources
+        .aws
+        .account_environments
+        .iter()
+        .map(|(account, env)| (account.clone(), tg_model::Environment::from_label(env)))
+        .collect();
     let normalize = NormalizeContext {
         service_aliases,
         redactor,
         limits,
+        aws_account_environments,
     };
+    let sns = build_sns(&config.sources.sns)?;
 
-    let classifier: Arc<dyn Classifier> = match config.classifier.provider {
-        ProviderKind::Rules => {
-            let rules = match &config.classifier.rules {
+    let classifier: Arc<dyn Classifier> = {
+        let c = &config.classifier;
+        let rules = || -> anyhow::Result<tg_classify::RulesClassifier> {
+            let rules = match &c.rules {
                 Some(v) => serde_json::from_value(v.clone()).context("classifier.rules")?,
                 None => tg_classify::RulesClassifier::default_config(),
             };
-            Arc::new(
-                tg_classify::RulesClassifier::new(rules)
-                    .map_err(|e| anyhow!("classifier.rules: {e}"))?,
-            )
+            tg_classify::RulesClassifier::new(rules).map_err(|e| anyhow!("classifier.rules: {e}"))
+        };
+        let guard = tg_classify::GuardConfig {
+            cache_ttl_secs: c.guard.cache_ttl_secs,
+            cache_entries_max: usize::try_from(c.guard.cache_entries_max).unwrap_or(usize::MAX),
+            concurrency_max: usize::try_from(c.guard.concurrency_max).unwrap_or(usize::MAX),
+            permit_wait_ms: c.guard.permit_wait_ms,
+            calls_per_minute: u32::try_from(c.guard.calls_per_minute).unwrap_or(u32::MAX),
+            call_timeout_ms: c.guard.call_timeout_ms,
+            breaker_failures: u32::try_from(c.guard.breaker_failures).unwrap_or(u32::MAX),
+            breaker_cooldown_secs: c.guard.breaker_cooldown_secs,
+        };
+        let fallback: Option<Arc<dyn Classifier>> = match c.guard.fallback {
+            tg_config::FallbackKind::None => None,
+            tg_config::FallbackKind::Rules => Some(Arc::new(rules()?)),
+        };
+        let clock: Arc<dyn tg_classify::GuardClock> =
+            Arc::new(tg_classify::SystemGuardClock::default());
+        fn guarded<C: Classifier + 'static>(
+            inner: C,
+            guard: tg_classify::GuardConfig,
+            clock: Arc<dyn tg_classify::GuardClock>,
+            fallback: Option<Arc<dyn Classifier>>,
+        ) -> anyhow::Result<Arc<dyn Classifier>> {
+            Ok(Arc::new(
+                tg_classify::Guarded::new(inner, guard, clock, fallback)
+                    .map_err(|e| anyhow!("classifier.guard.{e}"))?,
+            ))
         }
-        ProviderKind::Anthropic => {
-            let a = config
-                .classifier
-                .anthropic
-                .as_ref()
-                .ok_or_else(|| anyhow!("classifier.anthropic is missing"))?;
-            let key = secrets
-                .read(&a.api_key)
-                .context("classifier.anthropic.api_key")?;
-            let mut c = tg_classify::AnthropicConfig::new(a.model.clone(), key);
-            c.base_url = a.base_url.clone();
-            c.timeout_ms = a.timeout_ms;
-            c.max_tokens = a.max_tokens;
-            c.retries_max = a.retries_max;
-            Arc::new(
-                tg_classify::AnthropicClassifier::new(c)
-                    .map_err(|e| anyhow!("classifier.anthropic: {e}"))?,
-            )
+        let retry = |timeout_ms: u64, retries_max: u32| tg_classify::RetryPolicy {
+            timeout_ms,
+            retries_max,
+            ..tg_classify::RetryPolicy::default()
+        };
+        match c.provider {
+            ProviderKind::Rules => Arc::new(rules()?),
+            ProviderKind::Anthropic => {
+                let a = c
+                    .anthropic
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("classifier.anthropic is missing"))?;
+                let key = secrets
+                    .read(&a.api_key)
+                    .context("classifier.anthropic.api_key")?;
+                let mut ac = tg_classify::AnthropicConfig::new(a.model.clone(), key);
+                ac.base_url = a.base_url.clone();
+                ac.timeout_ms = a.timeout_ms;
+                ac.max_tokens = a.max_tokens;
+                ac.retries_max = a.retries_max;
+                ac.reask = c.reask;
+                let inner = tg_classify::AnthropicClassifier::new(ac)
+                    .map_err(|e| anyhow!("classifier.anthropic: {e}"))?;
+                guarded(inner, guard, clock, fallback)?
+            }
+            ProviderKind::Bedrock => {
+                let b = c
+                    .bedrock
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("classifier.bedrock is missing"))?;
+                let r = &b.credentials;
+                let credentials = tg_classify::AwsCredentials {
+                    access_key_id: secrets
+                        .read(&r.access_key_id)
+                        .context("classifier.bedrock.credentials.access_key_id")?,
+                    secret_access_key: secrets
+                        .read(&r.secret_access_key)
+                        .context("classifier.bedrock.credentials.secret_access_key")?,
+                    // Temporary credentials only: an unset token means long-term keys.
+                    session_token: match &r.session_token {
+                        Some(t) => match secrets.read(t) {
+                            Ok(v) => Some(v),
+                            Err(tg_config::SecretError::Missing(_)) => None,
+                            Err(e) => {
+                                return Err(anyhow!(
+                                    "classifier.bedrock.credentials.session_token: {e}"
+                                ));
+                            }
+                        },
+                        None => None,
+                    },
+                };
+                let mut bc = tg_classify::BedrockConfig::new(
+                    b.region.clone(),
+                    b.model_id.clone(),
+                    credentials,
+                );
+                bc.base_url = b.base_url.clone();
+                bc.max_tokens = b.max_tokens;
+                bc.retry = retry(b.timeout_ms, b.retries_max);
+                bc.reask = c.reask;
+                let inner = tg_classify::BedrockClassifier::new(bc)
+                    .map_err(|e| anyhow!("classifier.bedrock: {e}"))?;
+                guarded(inner, guard, clock, fallback)?
+            }
+            ProviderKind::OpenAi => {
+                let o = c
+                    .openai
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("classifier.openai is missing"))?;
+                let mut oc = tg_classify::OpenAiConfig::new(o.base_url.clone(), o.model.clone());
+                oc.api_key = match &o.api_key {
+                    Some(r) => Some(secrets.read(r).context("classifier.openai.api_key")?),
+                    None => None,
+                };
+                oc.max_tokens = o.max_tokens;
+                oc.retry = retry(o.timeout_ms, o.retries_max);
+                oc.reask = c.reask;
+                let inner = tg_classify::OpenAiClassifier::new(oc)
+                    .map_err(|e| anyhow!("classifier.openai: {e}"))?;
+                guarded(inner, guard, clock, fallback)?
+            }
         }
     };
 
@@ -149,7 +249,33 @@ pub fn build_pipeline(
         catalog: config.catalog.clone(),
         storm,
         executor,
+        sns,
     })
+}
+
+fn build_sns(c: &tg_config::SnsSourceConfig) -> anyhow::Result<crate::sns::SnsVerifier> {
+    let policy = tg_normalize::sns::CertUrlPolicy::new(
+        &c.cert_host_pattern,
+        c.allow_insecure_loopback_cert_urls,
+    )
+    .map_err(|e| anyhow!("sources.sns.cert_host_pattern: {e}"))?;
+    if c.allow_insecure_loopback_cert_urls {
+        tracing::warn!(
+            "sources.sns.allow_insecure_loopback_cert_urls is on: SNS certificates may come over http from loopback (tests only)"
+        );
+    }
+    let settings = crate::sns::SnsSettings {
+        topic_arns: c.topic_arns.iter().cloned().collect(),
+        policy,
+        replay_window_secs: i64::try_from(c.replay_window_secs).unwrap_or(i64::MAX / 1000),
+        fetch_timeout: std::time::Duration::from_millis(c.fetch_timeout_ms),
+        cert_cache_max: c.cert_cache_max.max(1),
+        cert_cache_ttl: chrono::Duration::seconds(
+            i64::try_from(c.cert_cache_ttl_secs).unwrap_or(i64::MAX / 1000),
+        ),
+        message_ids_max: c.message_ids_max.max(1),
+    };
+    crate::sns::SnsVerifier::new(settings).context("sources.sns: http client")
 }
 
 fn build_executor(

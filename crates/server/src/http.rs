@@ -31,6 +31,7 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub fn app(state: AppState) -> Router {
     let limits = state.limits;
     Router::new()
+        .route("/v1/events/cloudwatch-sns", post(crate::sns::ingest))
         .route("/v1/events/{source}", post(ingest))
         .route("/v1/runs/{run_id}", get(get_run))
         .route("/v1/review", get(review))
@@ -59,6 +60,8 @@ fn source_from_path(s: &str) -> Option<Source> {
         "cloudevents" => Source::Cloudevents,
         "splunk" => Source::Splunk,
         "grafana" => Source::Grafana,
+        "datadog" => Source::Datadog,
+        "eventbridge" => Source::Eventbridge,
         _ => return None,
     })
 }
@@ -93,56 +96,74 @@ async fn ingest(
     };
     let label = src.as_str();
     m::received(label);
-    let body = body.map_err(|e| {
-        m::rejected(label, "body");
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-                format!(
-                    "the body is larger than body_bytes_max ({} bytes)",
-                    state.limits.body_bytes_max
-                ),
-            )
-            .limit("body_bytes_max")
-        } else {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable-body",
-                "Unreadable body",
-                e.body_text(),
-            )
-        }
-    })?;
+    let body = body.map_err(|e| body_problem(&state, label, &e))?;
+    accept_body(&state, src, &body, &headers).await
+}
+
+/// The problem for an over-long or unreadable body.
+pub(crate) fn body_problem(state: &AppState, label: &'static str, e: &BytesRejection) -> Problem {
+    m::rejected(label, "body");
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!(
+                "the body is larger than body_bytes_max ({} bytes)",
+                state.limits.body_bytes_max
+            ),
+        )
+        .limit("body_bytes_max")
+    } else {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable-body",
+            "Unreadable body",
+            e.body_text(),
+        )
+    }
+}
+
+/// The problem for a payload the normalizer refused (400/413).
+pub(crate) fn normalize_problem(label: &'static str, e: &tg_normalize::NormalizeError) -> Problem {
+    m::rejected(label, "invalid");
+    let (status, slug, title) = match e.kind {
+        ErrorKind::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+        ),
+        ErrorKind::LimitExceeded => (
+            StatusCode::BAD_REQUEST,
+            "limit-exceeded",
+            "A payload limit was exceeded",
+        ),
+        ErrorKind::Malformed => (
+            StatusCode::BAD_REQUEST,
+            "malformed-event",
+            "Malformed event",
+        ),
+    };
+    let mut p = Problem::new(status, slug, title, e.message.clone()).field(e.field.clone());
+    if e.kind != ErrorKind::Malformed {
+        p = p.limit(limit_name(&e.message));
+    }
+    p
+}
+
+/// Normalizes `body` as `src` and accepts its events whole (202), or refuses it whole.
+pub(crate) async fn accept_body(
+    state: &AppState,
+    src: Source,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Response, Problem> {
+    let label = src.as_str();
     let normalize =
         tg_normalize::normalizer(src).ok_or_else(|| Problem::not_found("source adapter"))?;
     let now = state.clock.now();
-    let events = normalize(&body, &state.pipeline.normalize, now).map_err(|e| {
-        m::rejected(label, "invalid");
-        let (status, slug, title) = match e.kind {
-            ErrorKind::TooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-            ),
-            ErrorKind::LimitExceeded => (
-                StatusCode::BAD_REQUEST,
-                "limit-exceeded",
-                "A payload limit was exceeded",
-            ),
-            ErrorKind::Malformed => (
-                StatusCode::BAD_REQUEST,
-                "malformed-event",
-                "Malformed event",
-            ),
-        };
-        let mut p = Problem::new(status, slug, title, e.message.clone()).field(e.field.clone());
-        if e.kind != ErrorKind::Malformed {
-            p = p.limit(limit_name(&e.message));
-        }
-        p
-    })?;
+    let events = normalize(body, &state.pipeline.normalize, now)
+        .map_err(|e| normalize_problem(label, &e))?;
     if events.is_empty() {
         m::rejected(label, "empty");
         return Err(Problem::new(

@@ -13,6 +13,7 @@ pub mod clock;
 mod http;
 mod metrics;
 mod problem;
+pub mod sns;
 pub mod worker;
 
 use std::sync::Arc;

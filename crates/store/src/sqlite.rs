@@ -144,20 +144,12 @@ impl SqliteStore {
         fingerprint: &tg_model::Fingerprint,
     ) -> Result<Option<DedupEntry>, StoreError> {
         let row = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at FROM dedup WHERE fingerprint = ?",
+            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run FROM dedup WHERE fingerprint = ?",
         )
         .bind(fingerprint.as_str())
         .fetch_optional(&self.read)
         .await?;
-        row.map(|r| {
-            Ok(DedupEntry {
-                fingerprint: fingerprint.clone(),
-                first_run_id: RunId(r.try_get("first_run_id")?),
-                opened_at: from_ms(r.try_get("opened_at")?),
-                expires_at: from_ms(r.try_get("expires_at")?),
-            })
-        })
-        .transpose()
+        row.map(|r| dedup_from_row(fingerprint, &r)).transpose()
     }
 
     /// Runs whose decision is committed but which are not yet audited, oldest first.
@@ -200,18 +192,13 @@ impl SqliteStore {
 
         let mut state = StepState::default();
         if let Some(r) = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at FROM dedup WHERE fingerprint = ?",
+            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run FROM dedup WHERE fingerprint = ?",
         )
         .bind(keys.fingerprint.as_str())
         .fetch_optional(&mut *tx)
         .await?
         {
-            state.dedup = Some(DedupEntry {
-                fingerprint: keys.fingerprint.clone(),
-                first_run_id: RunId(r.try_get("first_run_id")?),
-                opened_at: from_ms(r.try_get("opened_at")?),
-                expires_at: from_ms(r.try_get("expires_at")?),
-            });
+            state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
         }
         if let Some(team) = &keys.team {
             state.team_bucket = load_bucket(&mut tx, &team_bucket_key(team)).await?;
@@ -495,6 +482,25 @@ impl SqliteStore {
     }
 }
 
+fn dedup_from_row(
+    fingerprint: &tg_model::Fingerprint,
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<DedupEntry, StoreError> {
+    let impact: String = r.try_get("impact")?;
+    Ok(DedupEntry {
+        fingerprint: fingerprint.clone(),
+        first_run_id: RunId(r.try_get("first_run_id")?),
+        opened_at: from_ms(r.try_get("opened_at")?),
+        expires_at: from_ms(r.try_get("expires_at")?),
+        // An unreadable level is `unknown`, the lowest: any known level then escalates (fail open to acting, never to silence).
+        impact: serde_json::from_value(serde_json::Value::String(impact))
+            .unwrap_or(tg_model::ImpactLevel::Unknown),
+        resolved: r.try_get::<i64, _>("resolved")? != 0,
+        paged_at: r.try_get::<Option<i64>, _>("paged_at")?.map(from_ms),
+        ticket_run: r.try_get::<Option<String>, _>("ticket_run")?.map(RunId),
+    })
+}
+
 async fn load_bucket(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     key: &str,
@@ -519,19 +525,26 @@ async fn apply_effect(
     match effect {
         Effect::OpenDedup(d) => {
             sqlx::query(
-                "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (fingerprint) DO UPDATE SET first_run_id = excluded.first_run_id, \
-                 opened_at = excluded.opened_at, expires_at = excluded.expires_at",
+                 opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
+                 impact = excluded.impact, resolved = excluded.resolved, paged_at = excluded.paged_at, \
+                 ticket_run = excluded.ticket_run",
             )
             .bind(d.fingerprint.as_str())
             .bind(d.first_run_id.as_str())
             .bind(to_ms(d.opened_at))
             .bind(to_ms(d.expires_at))
+            .bind(impact_str(d.impact))
+            .bind(i64::from(d.resolved))
+            .bind(d.paged_at.map(to_ms))
+            .bind(d.ticket_run.as_ref().map(|r| r.as_str().to_owned()))
             .execute(&mut **tx)
             .await?;
         }
         Effect::CloseDedup(fp) => {
-            sqlx::query("DELETE FROM dedup WHERE fingerprint = ?")
+            sqlx::query("UPDATE dedup SET resolved = 1 WHERE fingerprint = ?")
                 .bind(fp.as_str())
                 .execute(&mut **tx)
                 .await?;
@@ -576,6 +589,18 @@ async fn apply_effect(
         }
     }
     Ok(())
+}
+
+fn impact_str(level: tg_model::ImpactLevel) -> &'static str {
+    use tg_model::ImpactLevel as L;
+    match level {
+        L::Unknown => "unknown",
+        L::None => "none",
+        L::Low => "low",
+        L::Medium => "medium",
+        L::High => "high",
+        L::Critical => "critical",
+    }
 }
 
 fn action_status_str(s: ActionStatus) -> &'static str {

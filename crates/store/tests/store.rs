@@ -73,6 +73,7 @@ fn decision() -> Decision {
         autonomy: AutonomyLevel::Shadow,
         actions: Vec::new(),
         duplicate_of: None,
+        resolves: None,
         errors: Vec::new(),
     }
 }

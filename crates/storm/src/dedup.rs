@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tg_model::{Fingerprint, RunId};
+use tg_model::{Fingerprint, ImpactLevel, RunId};
 
 /// An open suppression window for one fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,26 @@ pub struct DedupEntry {
     /// The window closes here (exclusive). Fixed at opening: repeats do not extend
     /// it, so a flapping alert acts at most once per window.
     pub expires_at: DateTime<Utc>,
+    /// The source's impact level when the window opened: a higher level inside
+    /// the window is an escalation, not a duplicate.
+    #[serde(default = "unknown_impact")]
+    pub impact: ImpactLevel,
+    /// The source resolved the alert: the window no longer suppresses, but the
+    /// entry is kept so a re-fire remembers `paged_at` (flap damping).
+    #[serde(default)]
+    pub resolved: bool,
+    /// When a page was last executed for this fingerprint, carried across
+    /// re-opened windows so a flapping alert pages at most once per window.
+    #[serde(default)]
+    pub paged_at: Option<DateTime<Utc>>,
+    /// The run whose ticket is open for this fingerprint, carried across an
+    /// escalation (not a resolution) so an escalation does not open a second one.
+    #[serde(default)]
+    pub ticket_run: Option<RunId>,
+}
+
+fn unknown_impact() -> ImpactLevel {
+    ImpactLevel::Unknown
 }
 
 impl DedupEntry {
@@ -29,12 +49,33 @@ impl DedupEntry {
             first_run_id,
             opened_at: now,
             expires_at: now + window,
+            impact: ImpactLevel::Unknown,
+            resolved: false,
+            paged_at: None,
+            ticket_run: None,
         }
     }
 
-    /// Whether an event seen at `now` falls inside this window.
+    /// The same window, recording the impact level it opened at.
+    pub fn with_impact(mut self, impact: ImpactLevel) -> Self {
+        self.impact = impact;
+        self
+    }
+
+    /// Whether an event seen at `now` falls inside this (unresolved) window.
     pub fn suppresses(&self, now: DateTime<Utc>) -> bool {
-        now >= self.opened_at && now < self.expires_at
+        !self.resolved && now >= self.opened_at && now < self.expires_at
+    }
+
+    /// Whether an event at `impact` seen at `now` is a duplicate: inside the
+    /// window and not an escalation (a strictly higher impact level).
+    pub fn duplicate(&self, impact: ImpactLevel, now: DateTime<Utc>) -> bool {
+        self.suppresses(now) && impact <= self.impact
+    }
+
+    /// Whether a page for this fingerprint was executed within `window` before `now`.
+    pub fn paged_within(&self, now: DateTime<Utc>, window: chrono::Duration) -> bool {
+        self.paged_at.is_some_and(|t| now >= t && now < t + window)
     }
 }
 
@@ -56,5 +97,25 @@ mod tests {
         assert!(e.suppresses(t0 + chrono::Duration::seconds(599)));
         assert!(!e.suppresses(t0 + chrono::Duration::seconds(600)));
         assert!(!e.suppresses(t0 - chrono::Duration::seconds(1)));
+    }
+
+    #[test]
+    fn escalation_and_resolution_end_suppression() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap();
+        let e = DedupEntry::open(
+            "f".into(),
+            "run_1".into(),
+            t0,
+            chrono::Duration::minutes(10),
+        )
+        .with_impact(ImpactLevel::Medium);
+        assert!(e.duplicate(ImpactLevel::Medium, t0));
+        assert!(e.duplicate(ImpactLevel::Low, t0));
+        assert!(!e.duplicate(ImpactLevel::High, t0), "escalation");
+        let r = DedupEntry {
+            resolved: true,
+            ..e
+        };
+        assert!(!r.duplicate(ImpactLevel::Low, t0), "resolved");
     }
 }

@@ -28,6 +28,9 @@ pub const SOURCES: &[(&str, Source)] = &[
     ("grafana", Source::Grafana),
     ("splunk", Source::Splunk),
     ("cloudevents", Source::Cloudevents),
+    ("datadog", Source::Datadog),
+    ("cloudwatch-sns", Source::CloudwatchSns),
+    ("eventbridge", Source::Eventbridge),
 ];
 
 pub fn normalize_fn(dir: &str) -> NormalizeFn {

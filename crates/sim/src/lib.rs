@@ -1,0 +1,859 @@
+//! Deterministic storm simulation through the real gate.
+//!
+//! A [`Scenario`] is a timeline of source payloads (streams of templated events
+//! with offsets in seconds, optional repeats and seeded jitter) plus the gate
+//! configuration to use. [`run`] starts the sandbox emulators and the real gate
+//! (`tg_server::start`, real SQLite in a temporary directory, a
+//! `ManualClock`), posts every event over HTTP in time order, advancing the
+//! clock to each event's offset and waiting for the backlog to drain before
+//! advancing again. Time never sleeps, so a 30-minute storm runs in seconds.
+//!
+//! After the run, [`Report::violations`] lists every broken storm invariant
+//! (see [`check`]); the CLI exits non-zero with the seed when any is broken.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use chrono::{DateTime, TimeZone as _, Utc};
+use rand::{Rng as _, SeedableRng as _};
+use serde::Deserialize;
+use serde_json::Value;
+use tg_config::{Config, MapSecrets, SecretRef};
+use tg_model::{ActionKind, AlertStatus, AuditRecord, Outcome};
+
+/// Events one scenario may generate (after scaling).
+pub const EVENTS_MAX: usize = 200_000;
+/// Streams one scenario may declare.
+pub const STREAMS_MAX: usize = 64;
+/// How long the simulator waits for one time step's runs to complete.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Poll interval while waiting for the backlog to drain (wall time).
+const DRAIN_POLL: Duration = Duration::from_millis(2);
+/// Per-request timeout of the simulator's HTTP client.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Grace for the gate's shutdown (final audit-file catch-up).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The gate configuration every scenario starts from; a scenario's `config`
+/// replaces whole top-level sections of it. `${SANDBOX}` is the sandbox URL.
+pub const BASE_CONFIG: &str = include_str!("base_config.yaml");
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The simulated start time (default 2026-11-24T03:00:00Z).
+    #[serde(default = "default_start")]
+    pub start: DateTime<Utc>,
+    /// Top-level config sections replacing those of [`BASE_CONFIG`].
+    #[serde(default)]
+    pub config: serde_yaml_ng::Mapping,
+    pub streams: Vec<Stream>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+/// One source repeatedly sending a templated payload for a list of services.
+///
+/// Service `k` starts at `start_secs + k * stagger_secs` and repeats every
+/// `every_secs` until `until_secs` (once when `every_secs` is absent), each
+/// occurrence shifted by a seeded jitter in `0..=jitter_secs`. Strings in
+/// `payload` may contain `{{service}}`, `{{status}}`, `{{severity}}`, `{{n}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub name: String,
+    /// The ingest path segment: `generic`, `alertmanager`, `cloudevents`, ...
+    pub source: String,
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub start_secs: u64,
+    #[serde(default)]
+    pub stagger_secs: u64,
+    #[serde(default)]
+    pub every_secs: Option<u64>,
+    #[serde(default)]
+    pub until_secs: Option<u64>,
+    #[serde(default)]
+    pub jitter_secs: u64,
+    /// `{{status}}` of occurrence `n` is `status_cycle[n % len]` (default `firing`).
+    #[serde(default)]
+    pub status_cycle: Vec<String>,
+    /// `{{severity}}` from each step's offset on (default `high`).
+    #[serde(default)]
+    pub severity_steps: Vec<SeverityStep>,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityStep {
+    pub at_secs: u64,
+    pub severity: String,
+}
+
+/// What the scenario must produce, besides the generic invariants.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Exactly this many executed MIMs.
+    #[serde(default)]
+    pub mims: Option<usize>,
+    /// Exactly this many executed pages.
+    #[serde(default)]
+    pub pages: Option<usize>,
+    /// At least this many events (checks a scenario's size; scaled with `--scale`).
+    #[serde(default)]
+    pub events_min: Option<usize>,
+}
+
+impl Scenario {
+    pub fn from_yaml(text: &str) -> anyhow::Result<Scenario> {
+        let s: Scenario = serde_yaml_ng::from_str(text).context("scenario is invalid")?;
+        if s.streams.is_empty() || s.streams.len() > STREAMS_MAX {
+            bail!("a scenario has 1..={STREAMS_MAX} streams");
+        }
+        Ok(s)
+    }
+
+    /// The gate configuration text: [`BASE_CONFIG`] with the scenario's sections.
+    pub fn config_text(&self) -> anyhow::Result<String> {
+        let mut base: serde_yaml_ng::Mapping =
+            serde_yaml_ng::from_str(BASE_CONFIG).context("base config")?;
+        for (k, v) in &self.config {
+            base.insert(k.clone(), v.clone());
+        }
+        Ok(serde_yaml_ng::to_string(&base)?)
+    }
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Seeds the jitter; the same seed gives the same timeline and decisions.
+    pub seed: u64,
+    /// `0 < scale <= 1`: repeat intervals are divided by it (fewer repeats,
+    /// same services and timeline), for quick CI runs of big storms.
+    pub scale: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed: 1,
+            scale: 1.0,
+        }
+    }
+}
+
+/// One generated event.
+#[derive(Debug, Clone)]
+pub struct TimedEvent {
+    pub at_secs: u64,
+    pub stream: usize,
+    pub source: String,
+    pub body: Value,
+}
+
+/// The scenario's timeline, sorted by time (stable: stream, then service, then occurrence).
+pub fn timeline(s: &Scenario, opts: &Options) -> anyhow::Result<Vec<TimedEvent>> {
+    if !(opts.scale > 0.0 && opts.scale <= 1.0) {
+        bail!("scale must be in (0, 1], got {}", opts.scale);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut out: Vec<(u64, usize, usize, u64, TimedEvent)> = Vec::new();
+    for (si, st) in s.streams.iter().enumerate() {
+        let every = st.every_secs.map(|e| {
+            // Fewer repeats when scaled down; never more often than the file says.
+            let scaled = (e.max(1) as f64 / opts.scale).ceil();
+            if scaled >= u64::MAX as f64 {
+                u64::MAX
+            } else {
+                scaled as u64
+            }
+        });
+        for (k, service) in st.services.iter().enumerate() {
+            let k64 = u64::try_from(k).unwrap_or(u64::MAX);
+            let mut t = st
+                .start_secs
+                .saturating_add(k64.saturating_mul(st.stagger_secs));
+            let until = st.until_secs.unwrap_or(t);
+            let mut n: u64 = 0;
+            while t <= until {
+                let jitter = if st.jitter_secs > 0 {
+                    rng.random_range(0..=st.jitter_secs)
+                } else {
+                    0
+                };
+                let at = t.saturating_add(jitter);
+                let status = if st.status_cycle.is_empty() {
+                    "firing".to_owned()
+                } else {
+                    let len = u64::try_from(st.status_cycle.len()).unwrap_or(1);
+                    st.status_cycle
+                        .get(usize::try_from(n % len).unwrap_or(0))
+                        .cloned()
+                        .unwrap_or_else(|| "firing".to_owned())
+                };
+                let severity = st
+                    .severity_steps
+                    .iter()
+                    .filter(|s| s.at_secs <= t)
+                    .max_by_key(|s| s.at_secs)
+                    .map(|s| s.severity.clone())
+                    .unwrap_or_else(|| "high".to_owned());
+                let vars = [
+                    ("{{service}}", service.clone()),
+                    ("{{status}}", status),
+                    ("{{severity}}", severity),
+                    ("{{n}}", n.to_string()),
+                ];
+                let body = render(&st.payload, &vars);
+                out.push((
+                    at,
+                    si,
+                    k,
+                    n,
+                    TimedEvent {
+                        at_secs: at,
+                        stream: si,
+                        source: st.source.clone(),
+                        body,
+                    },
+                ));
+                if out.len() > EVENTS_MAX {
+                    bail!("the scenario generates more than {EVENTS_MAX} events");
+                }
+                n += 1;
+                match every {
+                    Some(e) => t = t.saturating_add(e),
+                    None => break,
+                }
+            }
+        }
+    }
+    out.sort_by_key(|(at, si, k, n, _)| (*at, *si, *k, *n));
+    Ok(out.into_iter().map(|(.., e)| e).collect())
+}
+
+fn render(v: &Value, vars: &[(&str, String)]) -> Value {
+    match v {
+        Value::String(s) => {
+            let mut s = s.clone();
+            for (k, val) in vars {
+                if s.contains(k) {
+                    s = s.replace(k, val);
+                }
+            }
+            Value::String(s)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| render(x, vars)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), render(x, vars)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Executed actions and held-back decisions in one simulated minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Minute {
+    pub events: usize,
+    pub tickets: usize,
+    pub pages: usize,
+    pub mims: usize,
+    pub suppressed: usize,
+    pub review: usize,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub scale: f64,
+    pub events: usize,
+    pub audit_records: usize,
+    pub simulated_secs: u64,
+    pub wall: Duration,
+    pub minutes: BTreeMap<u64, Minute>,
+    /// `action outcome: condition` -> count, for everything not executed that was asked for or suppressed.
+    pub held: BTreeMap<String, usize>,
+    pub totals: Minute,
+    pub incidents: usize,
+    pub pagerduty_triggers: usize,
+    pub bridge_posts: usize,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// Simulated time over wall time.
+    pub fn speedup(&self) -> f64 {
+        let wall = self.wall.as_secs_f64();
+        if wall <= 0.0 {
+            0.0
+        } else {
+            self.simulated_secs as f64 / wall
+        }
+    }
+
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {}  seed {}  scale {}",
+            self.scenario, self.seed, self.scale
+        );
+        let _ = writeln!(
+            s,
+            "\nminute  events  tickets  pages  mims  suppressed  review"
+        );
+        for (m, r) in &self.minutes {
+            let _ = writeln!(
+                s,
+                "{m:>6}  {:>6}  {:>7}  {:>5}  {:>4}  {:>10}  {:>6}",
+                r.events, r.tickets, r.pages, r.mims, r.suppressed, r.review
+            );
+        }
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            " total  {:>6}  {:>7}  {:>5}  {:>4}  {:>10}  {:>6}",
+            t.events, t.tickets, t.pages, t.mims, t.suppressed, t.review
+        );
+        let _ = writeln!(s, "\nheld back (action outcome: first failed condition):");
+        for (k, n) in &self.held {
+            let _ = writeln!(s, "  {n:>7}  {k}");
+        }
+        let _ = writeln!(
+            s,
+            "\nemulators: {} ServiceNow incidents, {} PagerDuty triggers, {} bridge posts",
+            self.incidents, self.pagerduty_triggers, self.bridge_posts
+        );
+        let _ = writeln!(
+            s,
+            "audit: {} records for {} events",
+            self.audit_records, self.events
+        );
+        let _ = writeln!(
+            s,
+            "time: {} s simulated in {:.2} s (x{:.0})",
+            self.simulated_secs,
+            self.wall.as_secs_f64(),
+            self.speedup()
+        );
+        if self.violations.is_empty() {
+            let _ = writeln!(s, "invariants: all hold (seed {})", self.seed);
+        } else {
+            let _ = writeln!(
+                s,
+                "invariants: {} BROKEN (seed {}):",
+                self.violations.len(),
+                self.seed
+            );
+            for v in &self.violations {
+                let _ = writeln!(s, "  - {v}");
+            }
+        }
+        s
+    }
+}
+
+fn secrets(sandbox: &tg_sandbox::Sandbox) -> MapSecrets {
+    let webhook = sandbox.slack_webhook_url("sim-mim-channel");
+    let mut secrets = MapSecrets::default()
+        .with(
+            &SecretRef::Env("ANTHROPIC_API_KEY".into()),
+            tg_sandbox::DEFAULT_ANTHROPIC_API_KEY,
+        )
+        .with(
+            &SecretRef::Env("SERVICENOW_TOKEN".into()),
+            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
+        )
+        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
+    for (i, name) in [
+        "PD_KEY_PLATFORM_OPS",
+        "PD_KEY_DBA",
+        "PD_KEY_PAYMENTS",
+        "PD_KEY_SEARCH",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // PagerDuty integration keys are 32 characters.
+        let key = format!("{i:0>2}{}", "s1mk3y00".repeat(4));
+        secrets = secrets.with(
+            &SecretRef::Env((*name).into()),
+            key.get(..32).unwrap_or_default(),
+        );
+    }
+    secrets
+}
+
+/// Runs a scenario through the real gate and checks the invariants.
+pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<Report> {
+    let events = timeline(scenario, opts)?;
+    let sandbox = tg_sandbox::Sandbox::start(tg_sandbox::SandboxConfig::default())
+        .await
+        .context("cannot start the sandbox")?;
+    let text = scenario
+        .config_text()?
+        .replace("${SANDBOX}", &sandbox.base_url());
+    let config = Config::from_yaml(&text, &format!("scenario {}", scenario.name))
+        .map_err(|e| anyhow!("{e}"))?;
+    let pipeline = tg_server::build_pipeline(&config, None, &secrets(&sandbox))?;
+    let data = tempfile::Builder::new().prefix("tg-sim-").tempdir()?;
+    let clock = Arc::new(tg_server::ManualClock::new(scenario.start));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gate = tg_server::start(
+        listener,
+        data.path(),
+        pipeline,
+        clock.clone(),
+        &config.server,
+    )
+    .await?;
+    let base = format!("http://{}", gate.addr);
+    let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
+    let store = gate.state.store.clone();
+
+    let started = Instant::now();
+    let mut now_secs: u64 = 0;
+    let mut accepted: usize = 0;
+    let mut i = 0;
+    while i < events.len() {
+        let at = events.get(i).map(|e| e.at_secs).unwrap_or(now_secs);
+        if at > now_secs {
+            clock.advance(chrono::Duration::seconds(
+                i64::try_from(at - now_secs).unwrap_or(i64::MAX),
+            ));
+            now_secs = at;
+        }
+        while let Some(e) = events.get(i).filter(|e| e.at_secs == at) {
+            let resp = http
+                .post(format!("{base}/v1/events/{}", e.source))
+                .json(&e.body)
+                .send()
+                .await?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if status.as_u16() != 202 {
+                bail!(
+                    "event {i} (stream {}) at +{at}s was refused: {status} {body}",
+                    e.stream
+                );
+            }
+            accepted += body
+                .get("runs")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            i += 1;
+        }
+        drain(&store).await?;
+    }
+    let wall = started.elapsed();
+
+    let lines = store.audit_lines().await?;
+    let records: Vec<AuditRecord> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<Result<_, _>>()
+        .context("stored audit record")?;
+    gate.shutdown(SHUTDOWN_GRACE).await;
+    let file = tg_audit::verify_file(data.path().join("audit.jsonl"))?;
+
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        seed: opts.seed,
+        scale: opts.scale,
+        events: accepted,
+        audit_records: records.len(),
+        simulated_secs: now_secs,
+        wall,
+        minutes: BTreeMap::new(),
+        held: BTreeMap::new(),
+        totals: Minute::default(),
+        incidents: sandbox.state().incidents().len(),
+        pagerduty_triggers: sandbox
+            .state()
+            .pagerduty_alerts()
+            .iter()
+            .map(|a| usize::try_from(a.trigger_count).unwrap_or(usize::MAX))
+            .sum(),
+        bridge_posts: sandbox.state().bridge_posts().len(),
+        violations: Vec::new(),
+    };
+    tally(&mut report, &records, scenario.start);
+    let emulated = Emulated {
+        incident_keys: sandbox
+            .state()
+            .incidents()
+            .iter()
+            .filter_map(|i| i.field("correlation_id").map(str::to_owned))
+            .collect(),
+        pagerduty_triggers: report.pagerduty_triggers,
+        bridge_posts: report.bridge_posts,
+    };
+    report.violations = check(&config, scenario, &records, &emulated, accepted, &file);
+    sandbox.shutdown().await;
+    Ok(report)
+}
+
+/// Waits until every accepted run is completed (audited).
+async fn drain(store: &tg_store::SqliteStore) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let open: i64 = store
+            .count_by_status()
+            .await?
+            .iter()
+            .filter(|(s, _)| *s != tg_store::RunStatus::Completed)
+            .map(|(_, n)| *n)
+            .sum();
+        if open == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{open} runs still open after {DRAIN_TIMEOUT:?}");
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+fn minute_of(t: DateTime<Utc>, start: DateTime<Utc>) -> u64 {
+    u64::try_from((t - start).num_minutes()).unwrap_or(0)
+}
+
+fn tally(report: &mut Report, records: &[AuditRecord], start: DateTime<Utc>) {
+    for r in records {
+        let m = report
+            .minutes
+            .entry(minute_of(r.timestamps.decided_at, start))
+            .or_default();
+        m.events += 1;
+        report.totals.events += 1;
+        for a in &r.decision.actions {
+            let (row_n, total_n) = match (a.outcome, a.action) {
+                (Outcome::Execute, ActionKind::Ticket) => {
+                    (&mut m.tickets, &mut report.totals.tickets)
+                }
+                (Outcome::Execute, ActionKind::Page) => (&mut m.pages, &mut report.totals.pages),
+                (Outcome::Execute, ActionKind::Mim) => (&mut m.mims, &mut report.totals.mims),
+                (Outcome::Suppressed, _) => (&mut m.suppressed, &mut report.totals.suppressed),
+                (Outcome::Review, _) => (&mut m.review, &mut report.totals.review),
+                (Outcome::Skip, _) => {
+                    if a.requested || a.gate_outcome != Outcome::Skip {
+                        let why = first_failed(a);
+                        *report
+                            .held
+                            .entry(format!("{} skip: {why}", a.action))
+                            .or_default() += 1;
+                    }
+                    continue;
+                }
+            };
+            *row_n += 1;
+            *total_n += 1;
+            if a.outcome != Outcome::Execute {
+                let why = first_failed(a);
+                *report
+                    .held
+                    .entry(format!("{} {}: {why}", a.action, a.outcome.as_str()))
+                    .or_default() += 1;
+            }
+        }
+    }
+}
+
+fn first_failed(a: &tg_model::ActionDecision) -> String {
+    a.conditions
+        .iter()
+        .find(|c| !c.passed)
+        .map(|c| c.id.clone())
+        .or_else(|| a.capped_by.as_ref().map(|c| format!("autonomy ({c})")))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// What the emulators received.
+#[derive(Debug, Clone, Default)]
+pub struct Emulated {
+    /// `correlation_id` of every ServiceNow incident (`tg:<run>:ticket`).
+    pub incident_keys: Vec<String>,
+    pub pagerduty_triggers: usize,
+    pub bridge_posts: usize,
+}
+
+fn executed(r: &AuditRecord, kind: ActionKind) -> bool {
+    r.decision
+        .get(kind)
+        .is_some_and(|a| a.outcome == Outcome::Execute)
+}
+
+/// The storm invariants; each broken one is a line naming what broke.
+///
+/// - pages per team (and globally) never exceed the token bucket's envelope:
+///   in any interval of length `d`, at most `burst + per_hour * d / 3600` pages;
+/// - a fingerprint pages at most once per dedup window (flapping included);
+/// - no two open tickets share a fingerprint (a ticket is open until the source
+///   resolves its alert);
+/// - every accepted event has exactly one audit record, and `audit.jsonl` verifies
+///   with as many records;
+/// - every action the emulators received corresponds to an `execute` decision;
+/// - the scenario's expectations (`expect.mims`, `expect.pages`, `expect.events_min`).
+pub fn check(
+    config: &Config,
+    scenario: &Scenario,
+    records: &[AuditRecord],
+    emulated: &Emulated,
+    accepted: usize,
+    file: &tg_audit::VerifyReport,
+) -> Vec<String> {
+    let mut v = Vec::new();
+
+    // Exactly one audit record per event.
+    let ids: BTreeSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
+    if records.len() != accepted || ids.len() != accepted {
+        v.push(format!(
+            "audit: {} records ({} distinct runs) for {accepted} accepted events",
+            records.len(),
+            ids.len()
+        ));
+    }
+    if !file.ok || usize::try_from(file.records).unwrap_or(0) != accepted {
+        v.push(format!(
+            "audit.jsonl: {} records, ok={} (expected {accepted})",
+            file.records, file.ok
+        ));
+    }
+
+    // Paging envelope per team and global.
+    let mut by_team: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
+    let mut all_pages = Vec::new();
+    for r in records.iter().filter(|r| executed(r, ActionKind::Page)) {
+        let team = r
+            .classification
+            .as_ref()
+            .map(|c| c.recommended_team.clone())
+            .unwrap_or_default();
+        by_team
+            .entry(team)
+            .or_default()
+            .push(r.timestamps.decided_at);
+        all_pages.push(r.timestamps.decided_at);
+    }
+    let p = &config.storm.paging;
+    for (team, times) in &by_team {
+        if let Some(msg) = envelope(times, p.team.burst, p.team.per_hour) {
+            v.push(format!("team {team}: {msg}"));
+        }
+    }
+    all_pages.sort();
+    if let Some(msg) = envelope(&all_pages, p.global.burst, p.global.per_hour) {
+        v.push(format!("global: {msg}"));
+    }
+
+    // One page per fingerprint per dedup window; one open ticket per fingerprint.
+    let window = config.dedup_window();
+    let mut last_page: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    let mut open_ticket: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in records {
+        let fp = r.event.fingerprint.as_str();
+        if r.event.status == AlertStatus::Resolved {
+            open_ticket.remove(fp);
+            continue;
+        }
+        if executed(r, ActionKind::Page) {
+            let t = r.timestamps.decided_at;
+            if let Some(prev) = last_page.get(fp)
+                && t - *prev < window
+            {
+                v.push(format!(
+                    "fingerprint {fp} ({}) paged at {prev} and again at {t}, inside {}s",
+                    r.event.service,
+                    window.num_seconds()
+                ));
+            }
+            last_page.insert(fp, t);
+        }
+        if executed(r, ActionKind::Ticket) {
+            if let Some(first) = open_ticket.get(fp) {
+                v.push(format!(
+                    "fingerprint {fp} ({}): ticket of run {} while run {first}'s is open",
+                    r.event.service, r.run_id
+                ));
+            }
+            open_ticket.insert(fp, r.run_id.as_str());
+        }
+    }
+
+    // The emulators saw exactly what was executed.
+    // A MIM opens a major incident in ServiceNow too (`tg:<run>:mim`).
+    let ticket_keys: BTreeSet<String> = records
+        .iter()
+        .flat_map(|r| {
+            [ActionKind::Ticket, ActionKind::Mim]
+                .into_iter()
+                .filter(|k| executed(r, *k))
+                .map(|k| format!("tg:{}:{}", r.run_id, k.as_str()))
+        })
+        .collect();
+    for k in &emulated.incident_keys {
+        if !ticket_keys.contains(k) {
+            v.push(format!("ServiceNow incident {k} has no execute decision"));
+        }
+    }
+    if emulated.incident_keys.len() != ticket_keys.len() {
+        v.push(format!(
+            "{} ServiceNow incidents for {} executed tickets and MIMs",
+            emulated.incident_keys.len(),
+            ticket_keys.len()
+        ));
+    }
+    let pages = records
+        .iter()
+        .filter(|r| executed(r, ActionKind::Page))
+        .count();
+    if emulated.pagerduty_triggers != pages {
+        v.push(format!(
+            "{} PagerDuty triggers for {pages} executed pages",
+            emulated.pagerduty_triggers
+        ));
+    }
+    let mims = records
+        .iter()
+        .filter(|r| executed(r, ActionKind::Mim))
+        .count();
+    if emulated.bridge_posts != mims {
+        v.push(format!(
+            "{} bridge posts for {mims} executed MIMs",
+            emulated.bridge_posts
+        ));
+    }
+
+    let e = &scenario.expect;
+    if let Some(want) = e.mims
+        && want != mims
+    {
+        v.push(format!("expected {want} MIMs, got {mims}"));
+    }
+    if let Some(want) = e.pages
+        && want != pages
+    {
+        v.push(format!("expected {want} pages, got {pages}"));
+    }
+    if let Some(min) = e.events_min
+        && accepted < min
+    {
+        v.push(format!("expected at least {min} events, got {accepted}"));
+    }
+    v
+}
+
+/// Token-bucket envelope: in every interval `[t_i, t_j]`, at most
+/// `burst + floor(per_hour * (t_j - t_i) / 1h)` pages. `times` sorted.
+fn envelope(times: &[DateTime<Utc>], burst: u32, per_hour: u32) -> Option<String> {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    for (i, a) in sorted.iter().enumerate() {
+        for (j, b) in sorted.iter().enumerate().skip(i) {
+            let count = j - i + 1;
+            let ms = (*b - *a).num_milliseconds().max(0);
+            let allowed = u64::from(burst)
+                + u64::try_from(i128::from(ms) * i128::from(per_hour) / 3_600_000).unwrap_or(0);
+            if u64::try_from(count).unwrap_or(u64::MAX) > allowed {
+                return Some(format!(
+                    "{count} pages between {a} and {b}, the bucket allows {allowed} (burst {burst}, {per_hour}/h)"
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_allows_burst_then_refill_only() {
+        let t = |s: i64| default_start() + chrono::Duration::seconds(s);
+        assert!(envelope(&[t(0), t(1)], 2, 6).is_none());
+        assert!(envelope(&[t(0), t(1), t(2)], 2, 6).is_some());
+        assert!(envelope(&[t(0), t(1), t(600)], 2, 6).is_none());
+    }
+
+    #[test]
+    fn timeline_is_reproducible_and_sorted() {
+        let s = Scenario::from_yaml(
+            r#"
+name: t
+streams:
+  - name: a
+    source: generic
+    services: [x, y]
+    every_secs: 10
+    until_secs: 100
+    jitter_secs: 5
+    payload: { service: "{{service}}", alert_name: "A{{n}}" }
+"#,
+        )
+        .unwrap();
+        let a = timeline(
+            &s,
+            &Options {
+                seed: 7,
+                scale: 1.0,
+            },
+        )
+        .unwrap();
+        let b = timeline(
+            &s,
+            &Options {
+                seed: 7,
+                scale: 1.0,
+            },
+        )
+        .unwrap();
+        let c = timeline(
+            &s,
+            &Options {
+                seed: 8,
+                scale: 1.0,
+            },
+        )
+        .unwrap();
+        let key = |v: &[TimedEvent]| {
+            v.iter()
+                .map(|e| (e.at_secs, e.body.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&a), key(&b));
+        assert_ne!(key(&a), key(&c));
+        assert_eq!(a.len(), 22);
+        assert!(a.windows(2).all(|w| w[0].at_secs <= w[1].at_secs));
+        let half = timeline(
+            &s,
+            &Options {
+                seed: 7,
+                scale: 0.5,
+            },
+        )
+        .unwrap();
+        assert_eq!(half.len(), 12);
+    }
+}
