@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
 use serde_json::Value;
-use tg_config::{Config, MapSecrets, SecretRef};
+use tg_config::Config;
 use tg_model::{ActionKind, ActionStatus, Decision, Outcome};
 
 use crate::brain::RulesBrain;
@@ -88,34 +88,7 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         "demo/config.yaml",
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let webhook = sandbox.slack_webhook_url("demo-mim-channel");
-    let mut secrets = MapSecrets::default()
-        .with(
-            &SecretRef::Env("ANTHROPIC_API_KEY".into()),
-            tg_sandbox::DEFAULT_ANTHROPIC_API_KEY,
-        )
-        .with(
-            &SecretRef::Env("SERVICENOW_TOKEN".into()),
-            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
-        )
-        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
-    for (i, name) in [
-        "PD_KEY_PLATFORM_OPS",
-        "PD_KEY_DBA",
-        "PD_KEY_PAYMENTS",
-        "PD_KEY_SEARCH",
-    ]
-    .iter()
-    .enumerate()
-    {
-        // Integration keys are 32 characters.
-        secrets = secrets.with(
-            &SecretRef::Env((*name).into()),
-            format!("{i:0>2}{}", "d3m0k3y".repeat(5))
-                .get(..32)
-                .unwrap_or_default(),
-        );
-    }
+    let secrets = tg_sim::sandbox_secrets(&sandbox, "demo-mim-channel");
     let pipeline = tg_server::build_pipeline(&config, None, &secrets)?;
 
     let data_dir = match data_dir {

@@ -10,7 +10,7 @@ use serde_json::json;
 use tg_engine::{Precheck, StepInput};
 use tg_model::{
     ActionKind, ActionResult, ActionStatus, AuditRecord, Classification, ClassifierInfo, EventMeta,
-    Outcome, Rejection, RunTimestamps, Sha256Hex, sha256_hex,
+    Rejection, RunTimestamps, Sha256Hex, sha256_hex,
 };
 use tg_store::{PrefetchKeys, StoredRun};
 use tokio_util::sync::CancellationToken;
@@ -342,9 +342,4 @@ pub async fn audit_file_writer(state: AppState, token: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
         }
     }
-}
-
-/// Whether an outcome executes (used by tests and the demo summary).
-pub fn executes(o: Outcome) -> bool {
-    o == Outcome::Execute
 }

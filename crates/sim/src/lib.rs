@@ -374,8 +374,10 @@ impl Report {
     }
 }
 
-fn secrets(sandbox: &tg_sandbox::Sandbox) -> MapSecrets {
-    let webhook = sandbox.slack_webhook_url("sim-mim-channel");
+/// The secrets the shipped demo and scenario configs name (`ANTHROPIC_API_KEY`,
+/// `SERVICENOW_TOKEN`, `MIM_BRIDGE_WEBHOOK`, `PD_KEY_<TEAM>`), pointing at `sandbox`.
+pub fn sandbox_secrets(sandbox: &tg_sandbox::Sandbox, mim_channel: &str) -> MapSecrets {
+    let webhook = sandbox.slack_webhook_url(mim_channel);
     let mut secrets = MapSecrets::default()
         .with(
             &SecretRef::Env("ANTHROPIC_API_KEY".into()),
@@ -416,7 +418,8 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<Report> 
         .replace("${SANDBOX}", &sandbox.base_url());
     let config = Config::from_yaml(&text, &format!("scenario {}", scenario.name))
         .map_err(|e| anyhow!("{e}"))?;
-    let pipeline = tg_server::build_pipeline(&config, None, &secrets(&sandbox))?;
+    let pipeline =
+        tg_server::build_pipeline(&config, None, &sandbox_secrets(&sandbox, "sim-mim-channel"))?;
     let data = tempfile::Builder::new().prefix("tg-sim-").tempdir()?;
     let clock = Arc::new(tg_server::ManualClock::new(scenario.start));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

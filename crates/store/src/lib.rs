@@ -13,9 +13,7 @@ mod sqlite;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use tg_model::{
-    ActionKind, ActionResult, AuditRecord, NormalizedEvent, Outcome, PlannedAction, RunId,
-};
+use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction, RunId};
 
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 
@@ -156,6 +154,3 @@ pub(crate) fn outcome_str(o: Outcome) -> &'static str {
 pub(crate) fn parse_kind(s: &str) -> Option<ActionKind> {
     ActionKind::ALL.into_iter().find(|k| k.as_str() == s)
 }
-
-/// Records that the chain is extended in `seq` order; re-exported for sinks.
-pub type Audit = AuditRecord;
