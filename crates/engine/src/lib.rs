@@ -253,9 +253,11 @@ pub fn step(
     )
     .with_impact(event.impact.level);
     window.paged_at = previous.and_then(|d| d.paged_at);
-    // An escalation inside an open window keeps the window's ticket: no second one.
+    // An escalation, or a re-fire after a resolution, inside the window keeps the
+    // window's ticket: no second incident for one flapping fault. (The ticket is
+    // not closed remotely on resolution yet, so a new one would be a duplicate.)
     let open_ticket = previous
-        .filter(|d| d.suppresses(now))
+        .filter(|d| now >= d.opened_at && now < d.expires_at)
         .and_then(|d| d.ticket_run.clone());
     window.ticket_run = open_ticket.clone();
     // A re-fire after a resolution must not page again inside the window of the last page.
@@ -388,12 +390,12 @@ pub fn step(
                 id: "ticket.open".into(),
                 description: "no ticket is open for this fingerprint".into(),
                 passed: false,
-                actual: format!("ticket of run {first} is open (escalation)"),
+                actual: format!("ticket of run {first} is open"),
                 threshold: "none open".into(),
             });
             outcome = Outcome::Suppressed;
             flap_reason = Some(format!(
-                "escalation: the ticket of run {first} is still open for this fingerprint"
+                "the ticket of run {first} is still open for this fingerprint"
             ));
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Ticket {

@@ -265,10 +265,17 @@ fn refire_after_resolution_does_not_page_again_within_the_window() {
             .iter()
             .any(|c| c.id == "page.flap" && !c.passed)
     );
+    let ticket = again.decision.get(ActionKind::Ticket).unwrap();
     assert_eq!(
-        again.decision.get(ActionKind::Ticket).unwrap().outcome,
-        Outcome::Execute,
-        "a re-fire after a resolution is a new ticket"
+        ticket.outcome,
+        Outcome::Suppressed,
+        "a re-fire inside the window keeps the window's ticket: {ticket:?}"
+    );
+    assert!(
+        ticket
+            .conditions
+            .iter()
+            .any(|c| c.id == "ticket.open" && !c.passed)
     );
     // After the window of the last page, it pages again.
     let later = t0() + f.settings.dedup_window;

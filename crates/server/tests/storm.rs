@@ -124,7 +124,7 @@ async fn page_beyond_team_burst_goes_to_review_with_page_rate_then_refills() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resolved_alert_skips_everything_and_closes_the_suppression_window() {
+async fn resolved_alert_skips_everything_and_a_refire_reuses_the_open_ticket() {
     let h = Harness::start().await;
     h.script_tool(
         "scn-resolve",
@@ -155,13 +155,17 @@ async fn resolved_alert_skips_everything_and_closes_the_suppression_window() {
     assert_eq!(h.model_calls(), 1, "a resolution needs no model call");
     assert_eq!(h.state().incidents().len(), 1);
 
-    // Well inside the original 600 s window, yet not suppressed: it was closed.
+    // Well inside the original 600 s window, yet not a duplicate: it was closed,
+    // so the re-fire is classified again. Its ticket is still open, though: the
+    // re-fire is attached to it rather than opening a second incident.
     h.advance_secs(60);
     let again = h.run_generic(&firing).await;
     assert_eq!(again["decision"]["duplicate_of"], serde_json::Value::Null);
-    assert_eq!(outcome(&again, "ticket"), "execute");
     assert_eq!(h.model_calls(), 2);
-    assert_eq!(h.state().incidents().len(), 2);
+    assert_eq!(outcome(&again, "ticket"), "suppressed");
+    let c = failed_condition(&again, "ticket", "ticket.open");
+    assert!(c["actual"].as_str().unwrap().contains("is open"), "{c}");
+    assert_eq!(h.state().incidents().len(), 1, "no second incident");
     assert_eq!(h.received(Target::Pagerduty), 0);
 }
 
