@@ -151,7 +151,7 @@ pub fn precheck(state: &StepState, event: &NormalizedEvent, now: DateTime<Utc>) 
         return Precheck::Resolved;
     }
     match &state.dedup {
-        Some(d) if d.duplicate(event.impact.level, now) => Precheck::Duplicate {
+        Some(d) if d.duplicate(event.impact.level, &event.origin, now) => Precheck::Duplicate {
             first_run_id: d.first_run_id.clone(),
         },
         _ => Precheck::Classify,
@@ -210,7 +210,7 @@ pub fn step(
     if let Some(d) = state
         .dedup
         .as_ref()
-        .filter(|d| d.duplicate(event.impact.level, now))
+        .filter(|d| d.duplicate(event.impact.level, &event.origin, now))
     {
         let window_secs = settings.dedup_window.num_seconds();
         let cond = Condition {
@@ -260,6 +260,21 @@ pub fn step(
         .filter(|d| now >= d.opened_at && now < d.expires_at)
         .and_then(|d| d.ticket_run.clone());
     window.ticket_run = open_ticket.clone();
+    // The origins that reported the fingerprint in this window, this one included.
+    let mut seen: Vec<String> = previous
+        .filter(|d| now >= d.opened_at && now < d.expires_at)
+        .map(|d| d.origins.clone())
+        .unwrap_or_default();
+    if !seen.contains(&event.origin) {
+        seen.push(event.origin.clone());
+        seen.sort();
+    }
+    window.origins = seen;
+    // A confirmation or an escalation inside an open window does not page again:
+    // the window's page is still open.
+    let page_open = previous
+        .filter(|d| d.suppresses(now) && d.paged_within(now, settings.dedup_window))
+        .and_then(|d| d.paged_at);
     // A re-fire after a resolution must not page again inside the window of the last page.
     let flap_hold = previous
         .filter(|d| d.resolved && d.paged_within(now, settings.dedup_window))
@@ -372,6 +387,26 @@ pub fn step(
                 outcome = Outcome::Review;
                 flap_reason = Some(format!(
                     "the alert flapped: it was paged within {window_secs}s before it resolved"
+                ));
+            }
+        }
+        if verdict.action == ActionKind::Page
+            && let Some(paged_at) = page_open
+        {
+            let window_secs = settings.dedup_window.num_seconds();
+            conditions.push(Condition {
+                id: "page.open".into(),
+                description: "no page for this fingerprint is open in the suppression window"
+                    .into(),
+                passed: false,
+                actual: format!("paged at {}", paged_at.to_rfc3339()),
+                threshold: format!("none within {window_secs}s"),
+            });
+            if outcome == Outcome::Execute {
+                outcome = Outcome::Suppressed;
+                flap_reason = Some(format!(
+                    "the page sent at {} is still open for this fingerprint",
+                    paged_at.to_rfc3339()
                 ));
             }
         }

@@ -752,3 +752,86 @@ proptest! {
         assert_within_budget(&all_pages, f.settings.global_bucket, "global");
     }
 }
+
+/// The dedup window a step opened (its `OpenDedup` effect).
+fn opened_window(out: &StepOutput) -> DedupEntry {
+    out.effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::OpenDedup(d) => Some(d.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_new_origin_inside_the_window_confirms_the_mim_without_a_second_ticket_or_page() {
+    let f = fixture();
+    let c = mim_worthy("dba");
+    let first_ev = event("orders-db", "prometheus", "fp-db", AlertStatus::Firing);
+    let first = run(&f, &StepState::default(), &first_ev, Some(Ok(&c)), t0());
+    assert_eq!(
+        first.decision.outcome(ActionKind::Ticket),
+        Some(Outcome::Execute)
+    );
+    assert_eq!(
+        first.decision.outcome(ActionKind::Page),
+        Some(Outcome::Execute)
+    );
+    assert_eq!(
+        first.decision.outcome(ActionKind::Mim),
+        Some(Outcome::Review)
+    );
+
+    // CloudWatch reports the same fingerprint two minutes later.
+    let now = t0() + Duration::minutes(2);
+    let second_ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
+    let state = StepState {
+        dedup: Some(opened_window(&first)),
+        signals: vec![Signal {
+            origin: "prometheus".into(),
+            seen_at: t0(),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(precheck(&state, &second_ev, now), Precheck::Classify);
+    let second = run(&f, &state, &second_ev, Some(Ok(&c)), now);
+    assert_eq!(second.decision.duplicate_of, None);
+    assert_eq!(
+        second.decision.outcome(ActionKind::Mim),
+        Some(Outcome::Execute)
+    );
+    assert!(condition(&second, ActionKind::Mim, "mim.signals").passed);
+    assert_eq!(
+        second.decision.outcome(ActionKind::Ticket),
+        Some(Outcome::Suppressed)
+    );
+    assert!(!condition(&second, ActionKind::Ticket, "ticket.open").passed);
+    assert_eq!(
+        second.decision.outcome(ActionKind::Page),
+        Some(Outcome::Suppressed)
+    );
+    assert!(!condition(&second, ActionKind::Page, "page.open").passed);
+    assert!(
+        !second
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::PutBucket { .. })),
+        "a suppressed page spends no budget"
+    );
+    assert_eq!(
+        opened_window(&second).origins,
+        vec!["cloudwatch".to_owned(), "prometheus".to_owned()]
+    );
+
+    // The same origin again inside the window is a plain duplicate.
+    let state = StepState {
+        dedup: Some(opened_window(&second)),
+        ..Default::default()
+    };
+    let third_ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
+    assert!(matches!(
+        precheck(&state, &third_ev, now + Duration::minutes(1)),
+        Precheck::Duplicate { .. }
+    ));
+}

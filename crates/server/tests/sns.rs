@@ -378,18 +378,10 @@ async fn same_fault_from_alertmanager_and_cloudwatch_one_fingerprint_two_signals
         second["event"]["error_signature"],
         first["event"]["error_signature"]
     );
-    // Inside the dedup window the second sighting is suppressed (no second
-    // model call), but it still counts as an independent signal.
-    assert_eq!(second["decision"]["duplicate_of"], first["run_id"]);
-
-    // After the dedup window (600 s), still inside the signal window (900 s),
-    // CloudWatch repeats: the decision names both origins and the MIM passes.
-    h.advance_secs(600);
-    let (status, _, body) = post_sns(&h, &sign(&h, &notification(&h, &cw, None), 1)).await;
-    assert_eq!(status, 202, "{body}");
-    let third = h.wait_completed(&run_ids(&body)[0]).await;
-    assert_eq!(third["event"]["fingerprint"], first["event"]["fingerprint"]);
-    let signals = action(&third, "mim")["conditions"]
+    // Inside the dedup window a sighting from a NEW origin is a confirmation,
+    // not a duplicate: the MIM gate is evaluated again and names both origins.
+    assert_eq!(second["decision"]["duplicate_of"], Value::Null);
+    let signals = action(&second, "mim")["conditions"]
         .as_array()
         .unwrap()
         .iter()
@@ -402,6 +394,15 @@ async fn same_fault_from_alertmanager_and_cloudwatch_one_fingerprint_two_signals
         listed.contains("cloudwatch") && listed.contains("prometheus"),
         "{listed}"
     );
+
+    // The same origin repeating inside the window is a plain duplicate.
+    h.advance_secs(60);
+    let (status, _, body) = post_sns(&h, &sign(&h, &notification(&h, &cw, None), 1)).await;
+    assert_eq!(status, 202, "{body}");
+    let third = h.wait_completed(&run_ids(&body)[0]).await;
+    assert_eq!(third["event"]["fingerprint"], first["event"]["fingerprint"]);
+    // Duplicates link to the run that last (re)opened the window: the confirmation.
+    assert_eq!(third["decision"]["duplicate_of"], second["run_id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,7 +144,7 @@ impl SqliteStore {
         fingerprint: &tg_model::Fingerprint,
     ) -> Result<Option<DedupEntry>, StoreError> {
         let row = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run FROM dedup WHERE fingerprint = ?",
+            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = ?",
         )
         .bind(fingerprint.as_str())
         .fetch_optional(&self.read)
@@ -192,7 +192,7 @@ impl SqliteStore {
 
         let mut state = StepState::default();
         if let Some(r) = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run FROM dedup WHERE fingerprint = ?",
+            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = ?",
         )
         .bind(keys.fingerprint.as_str())
         .fetch_optional(&mut *tx)
@@ -498,6 +498,8 @@ fn dedup_from_row(
         resolved: r.try_get::<i64, _>("resolved")? != 0,
         paged_at: r.try_get::<Option<i64>, _>("paged_at")?.map(from_ms),
         ticket_run: r.try_get::<Option<String>, _>("ticket_run")?.map(RunId),
+        origins: serde_json::from_str(&r.try_get::<String, _>("origins")?)
+            .map_err(corrupt("dedup origins"))?,
     })
 }
 
@@ -525,12 +527,12 @@ async fn apply_effect(
     match effect {
         Effect::OpenDedup(d) => {
             sqlx::query(
-                "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (fingerprint) DO UPDATE SET first_run_id = excluded.first_run_id, \
                  opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
                  impact = excluded.impact, resolved = excluded.resolved, paged_at = excluded.paged_at, \
-                 ticket_run = excluded.ticket_run",
+                 ticket_run = excluded.ticket_run, origins = excluded.origins",
             )
             .bind(d.fingerprint.as_str())
             .bind(d.first_run_id.as_str())
@@ -540,6 +542,7 @@ async fn apply_effect(
             .bind(i64::from(d.resolved))
             .bind(d.paged_at.map(to_ms))
             .bind(d.ticket_run.as_ref().map(|r| r.as_str().to_owned()))
+            .bind(json(&d.origins)?)
             .execute(&mut **tx)
             .await?;
         }

@@ -31,6 +31,10 @@ pub struct DedupEntry {
     /// escalation (not a resolution) so an escalation does not open a second one.
     #[serde(default)]
     pub ticket_run: Option<RunId>,
+    /// Origins (detecting systems) that reported the fingerprint inside the
+    /// window. A report from a new origin is a confirmation, not a duplicate.
+    #[serde(default)]
+    pub origins: Vec<String>,
 }
 
 fn unknown_impact() -> ImpactLevel {
@@ -53,6 +57,7 @@ impl DedupEntry {
             resolved: false,
             paged_at: None,
             ticket_run: None,
+            origins: Vec::new(),
         }
     }
 
@@ -67,10 +72,14 @@ impl DedupEntry {
         !self.resolved && now >= self.opened_at && now < self.expires_at
     }
 
-    /// Whether an event at `impact` seen at `now` is a duplicate: inside the
-    /// window and not an escalation (a strictly higher impact level).
-    pub fn duplicate(&self, impact: ImpactLevel, now: DateTime<Utc>) -> bool {
-        self.suppresses(now) && impact <= self.impact
+    /// Whether an event at `impact` from `origin` seen at `now` is a duplicate:
+    /// inside the window, not an escalation (a strictly higher impact level),
+    /// and from an origin that already reported it (a new origin is an
+    /// independent signal that may confirm a major incident).
+    pub fn duplicate(&self, impact: ImpactLevel, origin: &str, now: DateTime<Utc>) -> bool {
+        self.suppresses(now)
+            && impact <= self.impact
+            && (self.origins.is_empty() || self.origins.iter().any(|o| o == origin))
     }
 
     /// Whether a page for this fingerprint was executed within `window` before `now`.
@@ -109,13 +118,24 @@ mod tests {
             chrono::Duration::minutes(10),
         )
         .with_impact(ImpactLevel::Medium);
-        assert!(e.duplicate(ImpactLevel::Medium, t0));
-        assert!(e.duplicate(ImpactLevel::Low, t0));
-        assert!(!e.duplicate(ImpactLevel::High, t0), "escalation");
+        let e = DedupEntry {
+            origins: vec!["prometheus".into()],
+            ..e
+        };
+        assert!(e.duplicate(ImpactLevel::Medium, "prometheus", t0));
+        assert!(e.duplicate(ImpactLevel::Low, "prometheus", t0));
+        assert!(
+            !e.duplicate(ImpactLevel::High, "prometheus", t0),
+            "escalation"
+        );
+        assert!(
+            !e.duplicate(ImpactLevel::Low, "cloudwatch", t0),
+            "a new origin is a confirmation"
+        );
         let r = DedupEntry {
             resolved: true,
             ..e
         };
-        assert!(!r.duplicate(ImpactLevel::Low, t0), "resolved");
+        assert!(!r.duplicate(ImpactLevel::Low, "prometheus", t0), "resolved");
     }
 }
