@@ -472,14 +472,9 @@ impl Ask for BedrockClassifier {
     }
 
     async fn ask(&self, prompt: &prompt::Prompt, known_teams: &BTreeSet<String>) -> Answer {
-        let body = match serde_json::to_vec(&self.request_body(prompt)) {
+        let body = match transport::encode_request(&self.request_body(prompt)) {
             Ok(b) => b,
-            Err(e) => {
-                return Answer::failed(rejection(
-                    reason::PROVIDER_INVALID_RESPONSE,
-                    format!("cannot encode the request: {e}"),
-                ));
-            }
+            Err(failed) => return failed,
         };
         match self
             .config

@@ -249,6 +249,16 @@ pub(crate) struct Answer {
     pub usage: Option<Usage>,
 }
 
+/// The request body as bytes; an encoding failure is a failed answer (review).
+pub(crate) fn encode_request(body: &serde_json::Value) -> Result<Vec<u8>, Answer> {
+    serde_json::to_vec(body).map_err(|e| {
+        Answer::failed(rejection(
+            reason::PROVIDER_INVALID_RESPONSE,
+            format!("cannot encode the request: {e}"),
+        ))
+    })
+}
+
 impl Answer {
     pub(crate) fn failed(rejection: Rejection) -> Answer {
         Answer {
