@@ -26,6 +26,6 @@ fuzz_target!(|data: &[u8]| {
     assert!(sig.len() <= SIGNATURE_BYTES_MAX);
     assert!(!sig.contains('\n'));
     assert_eq!(sig.to_lowercase(), sig);
-    let fp = fingerprint(&redacted, &sig, &text);
+    let fp = fingerprint("production", &redacted, &sig, &text);
     assert_eq!(fp.0.len(), 32);
 });

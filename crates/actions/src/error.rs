@@ -44,6 +44,20 @@ impl TargetError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, TargetError::Permanent { .. })
     }
+
+    /// The target's HTTP status, when the failure was an HTTP answer (the
+    /// detail of such errors starts `http NNN:`, see `http::status_error`).
+    pub fn http_status(&self) -> Option<u16> {
+        let detail = match self {
+            TargetError::Retryable { detail, .. }
+            | TargetError::Throttled { detail, .. }
+            | TargetError::Permanent { detail, .. } => detail,
+        };
+        detail
+            .strip_prefix("http ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+    }
 }
 
 /// Why an [`crate::Executor`] could not be built. Never names a secret's value.

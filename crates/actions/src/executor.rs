@@ -1,6 +1,7 @@
 //! The executor: configuration, validation, and carrying out one planned action.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use tg_model::{ActionKind, ActionResult, ActionStatus, PlannedAction};
 
@@ -15,6 +16,23 @@ use crate::servicenow::{self, Incident};
 pub const TIMEOUT_MS_MAX: u64 = 120_000;
 /// Shortest secret accepted: shorter ones could not be scrubbed from text safely.
 const SECRET_CHARS_MIN: usize = 8;
+
+/// One attempt at an action: the result, and the error when it failed.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// `Delivered`, or `Failed` with a scrubbed error text.
+    pub result: ActionResult,
+    /// The failure and its class; `None` when delivered. Its text is scrubbed
+    /// the same way `result.error` is before it is stored or logged.
+    pub error: Option<TargetError>,
+}
+
+/// Whether the executor retries in-process or makes exactly one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Retry,
+    Once,
+}
 
 /// `ActionResult::target` values.
 pub const TARGET_SERVICENOW: &str = "servicenow";
@@ -175,13 +193,34 @@ impl Executor {
         })
     }
 
-    /// Carries out one action with bounded retries. Never panics and never
-    /// returns an error: failure is an `ActionResult` with status `Failed`.
+    /// Carries out one action with bounded in-process retries (for one-off use:
+    /// the server's outbox calls [`Executor::attempt`] and schedules retries
+    /// itself, durably). Never panics and never returns an error: failure is an
+    /// `ActionResult` with status `Failed`.
     pub async fn execute(&self, action: &PlannedAction) -> ActionResult {
-        let result = match action.kind {
-            ActionKind::Ticket => self.ticket(action).await,
-            ActionKind::Page => self.page(action).await,
-            ActionKind::Mim => self.mim(action).await,
+        let (result, _) = self.carry_out(action, Mode::Retry).await;
+        result
+    }
+
+    /// Exactly one attempt (one try per step: ServiceNow lookup-then-create,
+    /// PagerDuty enqueue, bridge post), no waiting. `error` says why it failed and
+    /// its class (and any Retry-After), so the caller can schedule the next one.
+    /// Idempotent per action: a repeat finds the incident (by `correlation_id`)
+    /// or is deduplicated (by `dedup_key`).
+    pub async fn attempt(&self, action: &PlannedAction) -> Attempt {
+        let (result, error) = self.carry_out(action, Mode::Once).await;
+        Attempt { result, error }
+    }
+
+    async fn carry_out(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
+        let (result, error) = match action.kind {
+            ActionKind::Ticket => self.ticket(action, mode).await,
+            ActionKind::Page => self.page(action, mode).await,
+            ActionKind::Mim => self.mim(action, mode).await,
         };
         tracing::info!(
             kind = action.kind.as_str(),
@@ -192,7 +231,24 @@ impl Executor {
             error = result.error.as_deref().unwrap_or(""),
             "action carried out"
         );
-        result
+        (result, error)
+    }
+
+    /// One try, or the policy's retry loop.
+    async fn call<T, F, Fut>(
+        &self,
+        mode: Mode,
+        key: &str,
+        mut op: F,
+    ) -> (Result<T, TargetError>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TargetError>>,
+    {
+        match mode {
+            Mode::Retry => self.retry.run(key, op).await,
+            Mode::Once => (op().await, 1),
+        }
     }
 
     /// Resolves the PagerDuty alert opened with `dedup_key` for `team`.
@@ -224,33 +280,40 @@ impl Executor {
         }
     }
 
-    async fn ticket(&self, action: &PlannedAction) -> ActionResult {
+    async fn ticket(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
         let result = blank(ActionKind::Ticket, TARGET_SERVICENOW);
         let Some(cfg) = &self.servicenow else {
-            return self.failed(result, &not_configured(TARGET_SERVICENOW), 0);
+            return self.failed_with(result, not_configured(TARGET_SERVICENOW), 0);
         };
-        let (outcome, attempts) = self.incident(cfg, action, false).await;
+        let (outcome, attempts) = self.incident(cfg, action, false, mode).await;
         match outcome {
-            Ok(incident) => delivered(with_incident(result, &incident), attempts),
-            Err(e) => self.failed(result, &e, attempts),
+            Ok(incident) => (delivered(with_incident(result, &incident), attempts), None),
+            Err(e) => self.failed_with(result, e, attempts),
         }
     }
 
-    async fn page(&self, action: &PlannedAction) -> ActionResult {
+    async fn page(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
         let mut result = blank(ActionKind::Page, TARGET_PAGERDUTY);
         let Some(cfg) = &self.pagerduty else {
-            return self.failed(result, &not_configured(TARGET_PAGERDUTY), 0);
+            return self.failed_with(result, not_configured(TARGET_PAGERDUTY), 0);
         };
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let body = match pagerduty::routing_key(cfg, &action.team)
             .and_then(|key| pagerduty::trigger_body(action, key, &now))
         {
             Ok(b) => b,
-            Err(e) => return self.failed(result, &e, 0),
+            Err(e) => return self.failed_with(result, e, 0),
         };
         let (outcome, attempts) = self
-            .retry
-            .run(&action.idempotency_key, || {
+            .call(mode, &action.idempotency_key, || {
                 pagerduty::enqueue(&self.client, cfg, &self.redact, &body)
             })
             .await;
@@ -259,15 +322,15 @@ impl Executor {
                 result
                     .external_ids
                     .insert("pagerduty_dedup_key".into(), key);
-                delivered(result, attempts)
+                (delivered(result, attempts), None)
             }
-            Err(e) => self.failed(result, &e, attempts),
+            Err(e) => self.failed_with(result, e, attempts),
         }
     }
 
     /// Incident proposed as major, then the bridge announcement. A retry of the
     /// whole action finds the incident by correlation_id and only re-announces.
-    async fn mim(&self, action: &PlannedAction) -> ActionResult {
+    async fn mim(&self, action: &PlannedAction, mode: Mode) -> (ActionResult, Option<TargetError>) {
         let result = blank(ActionKind::Mim, TARGET_SERVICENOW_BRIDGE);
         let (Some(snow), Some(bridge_cfg)) = (&self.servicenow, &self.bridge) else {
             let missing = if self.servicenow.is_none() {
@@ -275,12 +338,12 @@ impl Executor {
             } else {
                 TARGET_BRIDGE
             };
-            return self.failed(result, &not_configured(missing), 0);
+            return self.failed_with(result, not_configured(missing), 0);
         };
-        let (outcome, snow_attempts) = self.incident(snow, action, true).await;
+        let (outcome, snow_attempts) = self.incident(snow, action, true, mode).await;
         let incident = match outcome {
             Ok(i) => i,
-            Err(e) => return self.failed(result, &e, snow_attempts),
+            Err(e) => return self.failed_with(result, e, snow_attempts),
         };
         let mut result = with_incident(result, &incident);
         let incident_url = servicenow::incident_link(snow, &incident.sys_id);
@@ -295,18 +358,20 @@ impl Executor {
         );
         let key = format!("{}:bridge", action.idempotency_key);
         let (posted, bridge_attempts) = self
-            .retry
-            .run(&key, || {
+            .call(mode, &key, || {
                 bridge::post(&self.client, bridge_cfg, &self.redact, &body)
             })
             .await;
-        let attempts = snow_attempts.saturating_add(bridge_attempts);
+        let attempts = match mode {
+            Mode::Retry => snow_attempts.saturating_add(bridge_attempts),
+            Mode::Once => 1,
+        };
         match posted {
             Ok(()) => {
                 result.external_ids.insert("bridge".into(), "posted".into());
-                delivered(result, attempts)
+                (delivered(result, attempts), None)
             }
-            Err(e) => self.failed(result, &e, attempts),
+            Err(e) => self.failed_with(result, e, attempts),
         }
     }
 
@@ -315,16 +380,25 @@ impl Executor {
         cfg: &ServiceNowConfig,
         action: &PlannedAction,
         major: bool,
+        mode: Mode,
     ) -> (Result<Incident, TargetError>, u32) {
         // Input errors (no group, bad key) are permanent: fail before any request.
         if let Err(e) = servicenow::incident_body(cfg, action, major) {
             return (Err(e), 0);
         }
-        self.retry
-            .run(&action.idempotency_key, || {
-                servicenow::ensure_incident(&self.client, cfg, &self.redact, action, major)
-            })
-            .await
+        self.call(mode, &action.idempotency_key, || {
+            servicenow::ensure_incident(&self.client, cfg, &self.redact, action, major)
+        })
+        .await
+    }
+
+    fn failed_with(
+        &self,
+        result: ActionResult,
+        err: TargetError,
+        attempts: u32,
+    ) -> (ActionResult, Option<TargetError>) {
+        (self.failed(result, &err, attempts), Some(err))
     }
 
     fn failed(&self, mut result: ActionResult, err: &TargetError, attempts: u32) -> ActionResult {

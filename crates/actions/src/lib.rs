@@ -25,8 +25,8 @@ mod servicenow;
 pub use bridge::ANNOUNCEMENT_TITLE_CHARS_MAX;
 pub use error::{ConfigError, TargetError};
 pub use executor::{
-    BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, ServiceNowConfig, TARGET_BRIDGE,
-    TARGET_PAGERDUTY, TARGET_SERVICENOW, TARGET_SERVICENOW_BRIDGE, TIMEOUT_MS_MAX,
+    Attempt, BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, ServiceNowConfig,
+    TARGET_BRIDGE, TARGET_PAGERDUTY, TARGET_SERVICENOW, TARGET_SERVICENOW_BRIDGE, TIMEOUT_MS_MAX,
 };
 pub use pagerduty::{DEDUP_KEY_BYTES_MAX, SUMMARY_CHARS_MAX};
 pub use retry::{

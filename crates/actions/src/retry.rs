@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, TargetError};
 
 /// Most attempts a policy may ask for (first try included).
-pub const ATTEMPTS_MAX_LIMIT: u32 = 10;
+pub const ATTEMPTS_MAX_LIMIT: u32 = 25;
 /// Largest backoff a policy may configure, in milliseconds.
 pub const BACKOFF_MS_MAX_LIMIT: u64 = 5 * 60 * 1000;
 /// Largest Retry-After cap a policy may configure, in seconds.
@@ -41,7 +41,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |which, value: u64, min: u64, max: u64| {
             if (min..=max).contains(&value) {
                 Ok(())
@@ -120,7 +120,7 @@ impl RetryPolicy {
     }
 
     /// Jitter in `[0, 1)` for `key` and `attempt`, fixed by `jitter_seed`.
-    pub(crate) fn jitter(&self, key: &str, attempt: u32) -> f64 {
+    pub fn jitter(&self, key: &str, attempt: u32) -> f64 {
         // FNV-1a of the key: spreads actions apart without any OS randomness.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in key.bytes() {

@@ -444,8 +444,8 @@ impl Ask for AnthropicClassifier {
         self.config.reask
     }
 
-    fn secrets(&self) -> Vec<&str> {
-        vec![self.config.api_key.expose()]
+    fn secrets(&self) -> Vec<String> {
+        vec![self.config.api_key.expose().to_owned()]
     }
 
     async fn ask(&self, prompt: &prompt::Prompt, known_teams: &BTreeSet<String>) -> Answer {

@@ -27,6 +27,7 @@ use tg_model::{Classification, ClassifierInfo, NormalizedEvent, Rejection};
 use crate::anthropic::{TOOL_DESCRIPTION, tool_input_schema};
 use crate::contract::{self, reason, rejection};
 use crate::prompt::{self, AnswerMode, TOOL_NAME};
+use crate::sts::{WebIdentityConfig, WebIdentityCredentials};
 use crate::transport::{self, Answer, Ask, BuildError, Failure, RetryPolicy};
 use crate::{Classifier, ClassifyOutcome, Secret, TeamContext, Usage};
 
@@ -53,6 +54,37 @@ pub struct AwsCredentials {
     pub session_token: Option<Secret>,
 }
 
+/// Where the signing credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsCredentialSource {
+    /// Fixed keys (and session token), from the environment or files.
+    Static(AwsCredentials),
+    /// STS `AssumeRoleWithWebIdentity`, cached and refreshed before expiry.
+    WebIdentity(WebIdentityConfig),
+}
+
+impl From<AwsCredentials> for AwsCredentialSource {
+    fn from(c: AwsCredentials) -> Self {
+        AwsCredentialSource::Static(c)
+    }
+}
+
+impl From<WebIdentityConfig> for AwsCredentialSource {
+    fn from(c: WebIdentityConfig) -> Self {
+        AwsCredentialSource::WebIdentity(c)
+    }
+}
+
+/// The live form of [`AwsCredentialSource`].
+#[derive(Debug)]
+enum Creds {
+    Static(AwsCredentials),
+    WebIdentity(WebIdentityCredentials),
+}
+
+/// What Bedrock calls a credential that expired (the client then refreshes once).
+const EXPIRED_TOKEN: &str = "ExpiredTokenException";
+
 /// Configuration of the Bedrock classifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BedrockConfig {
@@ -62,7 +94,7 @@ pub struct BedrockConfig {
     pub model_id: String,
     /// Default `https://bedrock-runtime.{region}.amazonaws.com`; a path prefix is kept.
     pub base_url: Option<String>,
-    pub credentials: AwsCredentials,
+    pub credentials: AwsCredentialSource,
     pub max_tokens: u32,
     pub retry: RetryPolicy,
     /// Ask once more after a schema failure.
@@ -74,13 +106,13 @@ impl BedrockConfig {
     pub fn new(
         region: impl Into<String>,
         model_id: impl Into<String>,
-        credentials: AwsCredentials,
+        credentials: impl Into<AwsCredentialSource>,
     ) -> Self {
         BedrockConfig {
             region: region.into(),
             model_id: model_id.into(),
             base_url: None,
-            credentials,
+            credentials: credentials.into(),
             max_tokens: 512,
             retry: RetryPolicy::default(),
             reask: false,
@@ -92,6 +124,7 @@ impl BedrockConfig {
 #[derive(Debug)]
 pub struct BedrockClassifier {
     config: BedrockConfig,
+    creds: Creds,
     url: String,
     client: reqwest::Client,
 }
@@ -121,12 +154,20 @@ impl BedrockClassifier {
                 why: "longer than 2048 characters",
             });
         }
-        if config.credentials.access_key_id.expose().is_empty() {
-            return Err(BuildError::EmptySecret("access_key_id"));
-        }
-        if config.credentials.secret_access_key.expose().is_empty() {
-            return Err(BuildError::EmptySecret("secret_access_key"));
-        }
+        let creds = match &config.credentials {
+            AwsCredentialSource::Static(c) => {
+                if c.access_key_id.expose().is_empty() {
+                    return Err(BuildError::EmptySecret("access_key_id"));
+                }
+                if c.secret_access_key.expose().is_empty() {
+                    return Err(BuildError::EmptySecret("secret_access_key"));
+                }
+                Creds::Static(c.clone())
+            }
+            AwsCredentialSource::WebIdentity(w) => {
+                Creds::WebIdentity(WebIdentityCredentials::new(w.clone())?)
+            }
+        };
         transport::check_max_tokens(config.max_tokens)?;
         config.retry.check()?;
         let default_base = format!("https://bedrock-runtime.{}.amazonaws.com", config.region);
@@ -138,6 +179,7 @@ impl BedrockClassifier {
         );
         Ok(BedrockClassifier {
             config,
+            creds,
             url,
             client,
         })
@@ -166,13 +208,25 @@ impl BedrockClassifier {
     }
 
     /// The SigV4 headers (`authorization`, `x-amz-date`, and
-    /// `x-amz-security-token` for temporary credentials) for `body` at `time`.
+    /// `x-amz-security-token` for temporary credentials) for `body` at `time`,
+    /// with static credentials (web-identity credentials are fetched per call).
     pub fn sign_headers(
         &self,
         body: &[u8],
         time: SystemTime,
     ) -> Result<Vec<(String, String)>, String> {
-        let c = &self.config.credentials;
+        match &self.creds {
+            Creds::Static(c) => self.sign_with(c, body, time),
+            Creds::WebIdentity(_) => Err("web-identity credentials are fetched per call".into()),
+        }
+    }
+
+    fn sign_with(
+        &self,
+        c: &AwsCredentials,
+        body: &[u8],
+        time: SystemTime,
+    ) -> Result<Vec<(String, String)>, String> {
         let identity: Identity = Credentials::new(
             c.access_key_id.expose(),
             c.secret_access_key.expose(),
@@ -206,10 +260,23 @@ impl BedrockClassifier {
             .collect())
     }
 
+    /// The credentials to sign with now (fetched or refreshed for web identity).
+    async fn current(&self) -> Result<AwsCredentials, Failure> {
+        match &self.creds {
+            Creds::Static(c) => Ok(c.clone()),
+            Creds::WebIdentity(w) => w.get(false).await.map_err(|rejection| Failure {
+                retryable: false,
+                retry_after: None,
+                rejection,
+            }),
+        }
+    }
+
     async fn attempt(&self, body: &[u8]) -> Result<Vec<u8>, Failure> {
+        let creds = self.current().await?;
         // Signed per attempt: a retry gets a fresh x-amz-date.
         let signed = self
-            .sign_headers(body, SystemTime::now())
+            .sign_with(&creds, body, SystemTime::now())
             .map_err(|e| Failure {
                 retryable: false,
                 retry_after: None,
@@ -462,11 +529,18 @@ impl Ask for BedrockClassifier {
         self.config.reask
     }
 
-    fn secrets(&self) -> Vec<&str> {
-        let c = &self.config.credentials;
-        let mut out = vec![c.secret_access_key.expose(), c.access_key_id.expose()];
+    fn secrets(&self) -> Vec<String> {
+        let c = match &self.creds {
+            Creds::Static(c) => Some(c.clone()),
+            Creds::WebIdentity(w) => w.cached_now(),
+        };
+        let Some(c) = c else { return Vec::new() };
+        let mut out = vec![
+            c.secret_access_key.expose().to_owned(),
+            c.access_key_id.expose().to_owned(),
+        ];
         if let Some(t) = &c.session_token {
-            out.push(t.expose());
+            out.push(t.expose().to_owned());
         }
         out
     }
@@ -476,12 +550,25 @@ impl Ask for BedrockClassifier {
             Ok(b) => b,
             Err(failed) => return failed,
         };
-        match self
+        let mut result = self
             .config
             .retry
             .run("bedrock", || self.attempt(&body))
-            .await
+            .await;
+        // A temporary credential that expired early (revoked, clock skew):
+        // drop it, fetch a fresh one and try once more.
+        if let Creds::WebIdentity(w) = &self.creds
+            && matches!(&result, Err(r) if r.detail.contains(EXPIRED_TOKEN))
         {
+            tracing::info!("bedrock refused an expired credential; refreshing it once");
+            w.invalidate().await;
+            result = self
+                .config
+                .retry
+                .run("bedrock", || self.attempt(&body))
+                .await;
+        }
+        match result {
             Ok(bytes) => self.answer(&bytes, known_teams),
             Err(r) => Answer::failed(r),
         }

@@ -74,6 +74,9 @@ pub mod reason {
     pub const PROVIDER_TRANSPORT: &str = "provider_error:transport";
     /// A 200 whose body is not the documented message shape (or is too large).
     pub const PROVIDER_INVALID_RESPONSE: &str = "provider_error:invalid_response";
+    /// The provider's credentials could not be obtained (STS web identity:
+    /// token file unreadable, STS refused or unreachable).
+    pub const PROVIDER_CREDENTIALS: &str = "provider_error:credentials";
     /// Prefix of `provider_error:http_<status>` for any other HTTP status.
     pub const PROVIDER_HTTP_PREFIX: &str = "provider_error:http_";
     /// Prefix of every provider error (the provider was reached, or tried, and failed).
@@ -141,6 +144,7 @@ pub const REASON_CODES: &[&str] = &[
     reason::PROVIDER_TIMEOUT,
     reason::PROVIDER_TRANSPORT,
     reason::PROVIDER_INVALID_RESPONSE,
+    reason::PROVIDER_CREDENTIALS,
     "provider_error:http_<status>",
     reason::UNAVAILABLE_TIMEOUT,
     reason::UNAVAILABLE_OVER_BUDGET,

@@ -28,7 +28,9 @@
 //! the outcome says so: `ClassifierInfo.classifier` is
 //! `"rules (fallback from anthropic: <reason code>)"`.
 //!
-//! Time comes only from the injected [`GuardClock`].
+//! Time comes only from the injected [`GuardClock`]: in the server it is the
+//! server's `Clock` (a `ManualClock` under tests and `triage-gate simulate`),
+//! so TTLs, cooldowns and the budget are deterministic there.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,7 +124,7 @@ pub enum Fallback {
 /// Limits of a [`Guarded`] classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardConfig {
-    /// How long an answer is reused; 0 keeps nothing (single-flight still applies).
+    /// How long an answer is reused (default 300); 0 keeps nothing (single-flight still applies).
     pub cache_ttl_secs: u64,
     /// Cached answers kept at most (oldest evicted first).
     pub cache_entries_max: usize,
@@ -143,7 +145,7 @@ pub struct GuardConfig {
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
-            cache_ttl_secs: 0,
+            cache_ttl_secs: 300,
             cache_entries_max: 10_000,
             concurrency_max: 8,
             permit_wait_ms: 30_000,
@@ -250,6 +252,28 @@ pub struct GuardStats {
     pub unavailable: u64,
     /// Answers given by the fallback classifier.
     pub fallbacks: u64,
+    /// Of `unavailable`: refused because the breaker was open.
+    pub circuit_open: u64,
+    /// Of `unavailable`: refused because the calls-per-minute budget was spent.
+    pub over_budget: u64,
+    /// Of `unavailable`: no concurrency slot within `permit_wait_ms`.
+    pub saturated: u64,
+    /// Provider calls cut at `call_timeout_ms` (counted as provider failures).
+    pub timeouts: u64,
+    /// Times the breaker opened (closed -> open, or a failed half-open probe).
+    pub breaker_opens: u64,
+    /// The breaker now: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: u8,
+}
+
+/// One guard's counters with its profile and provider, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedGuardStats {
+    /// The classifier profile (`default` unless routed).
+    pub profile: String,
+    /// The provider behind the guard (`anthropic`, `bedrock`, `openai`).
+    pub provider: String,
+    pub stats: GuardStats,
 }
 
 #[derive(Debug, Default)]
@@ -259,6 +283,11 @@ struct Counters {
     coalesced: AtomicU64,
     unavailable: AtomicU64,
     fallbacks: AtomicU64,
+    circuit_open: AtomicU64,
+    over_budget: AtomicU64,
+    saturated: AtomicU64,
+    timeouts: AtomicU64,
+    breaker_opens: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -401,6 +430,16 @@ impl<C: Classifier> Guarded<C> {
             coalesced: c.coalesced.load(Ordering::Relaxed),
             unavailable: c.unavailable.load(Ordering::Relaxed),
             fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            circuit_open: c.circuit_open.load(Ordering::Relaxed),
+            over_budget: c.over_budget.load(Ordering::Relaxed),
+            saturated: c.saturated.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            breaker_opens: c.breaker_opens.load(Ordering::Relaxed),
+            breaker_state: match *lock(&self.breaker) {
+                BreakerState::Closed { .. } => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen { .. } => 2,
+            },
         }
     }
 
@@ -411,6 +450,12 @@ impl<C: Classifier> Guarded<C> {
 
     fn unavailable(&self, code: &str, detail: String, latency_ms: u64) -> ClassifyOutcome {
         bump(&self.counters.unavailable);
+        match code {
+            reason::UNAVAILABLE_CIRCUIT_OPEN => bump(&self.counters.circuit_open),
+            reason::UNAVAILABLE_OVER_BUDGET => bump(&self.counters.over_budget),
+            reason::UNAVAILABLE_SATURATED => bump(&self.counters.saturated),
+            _ => {}
+        }
         ClassifyOutcome {
             info: self.inner.info(),
             raw_output: None,
@@ -451,6 +496,7 @@ impl<C: Classifier> Guarded<C> {
                 let failures = failures.saturating_add(1);
                 if failures >= self.config.breaker_failures {
                     tracing::warn!(provider = %self.name, failures, "circuit breaker opens");
+                    bump(&self.counters.breaker_opens);
                     open
                 } else {
                     BreakerState::Closed { failures }
@@ -458,6 +504,7 @@ impl<C: Classifier> Guarded<C> {
             }
             (BreakerState::HalfOpen { .. }, true) => {
                 tracing::warn!(provider = %self.name, "probe failed; circuit breaker opens again");
+                bump(&self.counters.breaker_opens);
                 open
             }
             (state @ BreakerState::Open { .. }, true) => state,
@@ -535,6 +582,7 @@ impl<C: Classifier> Guarded<C> {
             Ok(o) => o,
             Err(_) => {
                 // Counted as a provider failure below, not as a guard refusal.
+                bump(&self.counters.timeouts);
                 ClassifyOutcome {
                     info: self.inner.info(),
                     raw_output: None,
@@ -636,6 +684,14 @@ impl Drop for PendingGuard<'_> {
 impl<C: Classifier> Classifier for Guarded<C> {
     fn info(&self) -> ClassifierInfo {
         self.inner.info()
+    }
+
+    fn guard_stats(&self) -> Vec<NamedGuardStats> {
+        vec![NamedGuardStats {
+            profile: crate::route::DEFAULT_PROFILE.into(),
+            provider: self.name.clone(),
+            stats: self.stats(),
+        }]
     }
 
     async fn classify(&self, event: &NormalizedEvent, teams: &TeamContext) -> ClassifyOutcome {

@@ -25,19 +25,24 @@ pub mod contract;
 pub mod guard;
 pub mod openai;
 pub mod prompt;
+pub mod route;
 pub mod rules;
 pub mod secret;
+pub mod sts;
 pub mod transport;
 
 pub use anthropic::{AnthropicClassifier, AnthropicConfig};
-pub use bedrock::{AwsCredentials, BedrockClassifier, BedrockConfig};
+pub use bedrock::{AwsCredentialSource, AwsCredentials, BedrockClassifier, BedrockConfig};
 pub use contract::{REASON_CODES, validate};
 pub use guard::{
-    Fallback, GuardClock, GuardConfig, GuardStats, Guarded, ManualGuardClock, SystemGuardClock,
+    Fallback, GuardClock, GuardConfig, GuardStats, Guarded, ManualGuardClock, NamedGuardStats,
+    SystemGuardClock,
 };
 pub use openai::{OpenAiClassifier, OpenAiConfig};
+pub use route::{Route, Routed};
 pub use rules::{RulesClassifier, RulesConfig};
 pub use secret::Secret;
+pub use sts::{WebIdentityConfig, WebIdentityCredentials};
 pub use transport::{BuildError, RetryPolicy};
 
 /// The teams a classification may name, and the hints for choosing one.
@@ -79,4 +84,8 @@ pub struct ClassifyOutcome {
 pub trait Classifier: Send + Sync {
     fn info(&self) -> ClassifierInfo;
     async fn classify(&self, event: &NormalizedEvent, teams: &TeamContext) -> ClassifyOutcome;
+    /// The counters of every [`Guarded`] inside, for metrics; none by default.
+    fn guard_stats(&self) -> Vec<guard::NamedGuardStats> {
+        Vec::new()
+    }
 }

@@ -307,8 +307,12 @@ impl Ask for OpenAiClassifier {
         self.config.reask
     }
 
-    fn secrets(&self) -> Vec<&str> {
-        self.config.api_key.iter().map(Secret::expose).collect()
+    fn secrets(&self) -> Vec<String> {
+        self.config
+            .api_key
+            .iter()
+            .map(|k| k.expose().to_owned())
+            .collect()
     }
 
     async fn ask(&self, prompt: &prompt::Prompt, known_teams: &BTreeSet<String>) -> Answer {

@@ -332,7 +332,7 @@ pub(crate) trait Ask: Send + Sync {
     /// Whether one re-ask follows a schema failure.
     fn reask(&self) -> bool;
     /// Secret values scrubbed from everything recorded.
-    fn secrets(&self) -> Vec<&str>;
+    fn secrets(&self) -> Vec<String>;
     /// One exchange (retries included) for `prompt`; the answer is validated.
     async fn ask(&self, prompt: &Prompt, known_teams: &BTreeSet<String>) -> Answer;
 }
@@ -381,7 +381,8 @@ pub(crate) async fn exchange(
         };
     }
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let secrets = provider.secrets();
+    let owned = provider.secrets();
+    let secrets: Vec<&str> = owned.iter().map(String::as_str).collect();
     ClassifyOutcome {
         info: provider.info(),
         raw_output: answer

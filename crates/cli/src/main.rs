@@ -1,7 +1,9 @@
 //! `triage-gate`: the gate between AI triage agents and the systems that page people.
 //!
-//! Subcommands: `serve`, `demo`, `simulate`, `sandbox`, `audit verify`, `config check`.
+//! Subcommands: `serve`, `demo`, `simulate`, `sandbox`, `audit verify`, `config check`,
+//! `actions list|retry`.
 
+mod actions;
 mod brain;
 mod demo;
 mod simulate;
@@ -71,6 +73,33 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Outbox tools: list pending actions and dead letters, retry a dead letter.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
+}
+
+/// Default server the `actions` commands talk to.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8700";
+
+#[derive(Debug, Subcommand)]
+enum ActionsCommand {
+    /// Put a dead letter back in the outbox with a fresh attempt budget.
+    Retry {
+        /// The action id (from `actions list --status dead` or GET /v1/actions).
+        id: u64,
+        /// The running server's base URL.
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+    /// List actions waiting for delivery (`pending`) or dead letters (`dead`).
+    List {
+        #[arg(long, default_value = "dead")]
+        status: String,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
     },
 }
 
@@ -152,6 +181,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Actions {
+            command: ActionsCommand::Retry { id, server },
+        } => actions::retry(&server, id).await,
+        Command::Actions {
+            command: ActionsCommand::List { status, server },
+        } => actions::list(&server, &status).await,
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {

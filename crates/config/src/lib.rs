@@ -5,6 +5,7 @@
 //! ([`SecretRef`]), read through a [`SecretSource`] that tests replace with a map.
 //! This crate must never print a secret value, even in errors.
 
+mod identity;
 mod locate;
 mod secrets;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tg_policy::catalog::Catalog;
 
+pub use identity::{IdentityConfig, InboundConfig, InboundMode};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
 
 /// The whole configuration file. Every section is optional: an empty file (or
@@ -38,6 +40,8 @@ pub struct Config {
     pub actions: ActionsConfig,
     #[serde(default)]
     pub sources: SourcesConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
 }
 
 /// Per-source settings (issue 3): `sources.sns` and `sources.aws`.
@@ -194,13 +198,13 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
     #[serde(default)]
     pub provider: ProviderKind,
     /// Rules for the rules classifier (default: the built-in set). Also the
-    /// fallback's rules when `guard.fallback` is `rules`.
+    /// fallback's rules when `guard.fallback` is `rules`, in every profile.
     #[serde(default)]
     pub rules: Option<serde_json::Value>,
     #[serde(default)]
@@ -210,17 +214,204 @@ pub struct ClassifierConfig {
     #[serde(default)]
     pub openai: Option<OpenAiConfig>,
     /// After an answer breaks the schema, ask the model once more (telling it
-    /// only the reason code), then review. Off by default.
-    #[serde(default)]
+    /// only the reason code), then review. On by default (issue 4: "at most one
+    /// bounded re-ask").
+    #[serde(default = "default_true")]
     pub reask: bool,
     /// Cost and storm control around an LLM provider (not used for `rules`).
     #[serde(default)]
     pub guard: GuardConfig,
+    /// Named classifier profiles (provider, model, base URL, timeouts, guard
+    /// and fallback), chosen per event by `routes`. The fields above are the
+    /// `default` profile.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    /// First matching route chooses the profile; none matching: `default`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            provider: ProviderKind::default(),
+            rules: None,
+            anthropic: None,
+            bedrock: None,
+            openai: None,
+            reask: true,
+            guard: GuardConfig::default(),
+            profiles: BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The name of the profile made of the top-level `classifier` fields.
+pub const DEFAULT_PROFILE: &str = "default";
+/// Most named profiles in `classifier.profiles`.
+pub const PROFILES_MAX: usize = 32;
+/// Most entries in `classifier.routes`.
+pub const ROUTES_MAX: usize = 256;
+/// Most environments or services one route lists.
+pub const ROUTE_ITEMS_MAX: usize = 256;
+/// Longest profile name.
+pub const PROFILE_NAME_CHARS_MAX: usize = 64;
+
+/// One classifier: a provider with its settings, guard and fallback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    #[serde(default)]
+    pub provider: ProviderKind,
+    #[serde(default)]
+    pub anthropic: Option<AnthropicConfig>,
+    #[serde(default)]
+    pub bedrock: Option<BedrockConfig>,
+    #[serde(default)]
+    pub openai: Option<OpenAiConfig>,
+    #[serde(default = "default_true")]
+    pub reask: bool,
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// Sends events of some environments and/or services to a profile. An empty
+/// list matches anything; a route must list at least one environment or service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Environment labels (`production`, `staging`, `development`, `unknown`, or a spelling `Environment::from_label` knows).
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// Canonical service names (after alias resolution).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// A name in `classifier.profiles`, or `default`.
+    pub profile: String,
+}
+
+/// An environment label of a route: a known spelling or `unknown`.
+pub fn route_environment(label: &str) -> Option<tg_model::Environment> {
+    match tg_model::Environment::from_label(label) {
+        tg_model::Environment::Unknown if label.trim().eq_ignore_ascii_case("unknown") => {
+            Some(tg_model::Environment::Unknown)
+        }
+        tg_model::Environment::Unknown => None,
+        env => Some(env),
+    }
 }
 
 impl ClassifierConfig {
+    /// The `default` profile: the top-level fields.
+    pub fn default_profile(&self) -> ProfileConfig {
+        ProfileConfig {
+            provider: self.provider,
+            anthropic: self.anthropic.clone(),
+            bedrock: self.bedrock.clone(),
+            openai: self.openai.clone(),
+            reask: self.reask,
+            guard: self.guard,
+        }
+    }
+
     /// Semantic checks of the classifier section: `(dotted path, message)`.
     pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = self.default_profile().validate("classifier");
+        if self.profiles.len() > PROFILES_MAX {
+            out.push((
+                "classifier.profiles".into(),
+                format!(
+                    "{} profiles, over the limit of {PROFILES_MAX}",
+                    self.profiles.len()
+                ),
+            ));
+        }
+        for (name, profile) in &self.profiles {
+            let path = format!("classifier.profiles.{name}");
+            let name_ok = !name.is_empty()
+                && name.len() <= PROFILE_NAME_CHARS_MAX
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                out.push((
+                    path.clone(),
+                    format!(
+                        "profile name {name:?} is not 1..={PROFILE_NAME_CHARS_MAX} of [A-Za-z0-9_-]"
+                    ),
+                ));
+            }
+            if name == DEFAULT_PROFILE {
+                out.push((
+                    path.clone(),
+                    "`default` is the top-level classifier; name this profile otherwise".into(),
+                ));
+            }
+            out.extend(profile.validate(&path));
+        }
+        if self.routes.len() > ROUTES_MAX {
+            out.push((
+                "classifier.routes".into(),
+                format!(
+                    "{} routes, over the limit of {ROUTES_MAX}",
+                    self.routes.len()
+                ),
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let path = format!("classifier.routes[{i}]");
+            if route.profile != DEFAULT_PROFILE && !self.profiles.contains_key(&route.profile) {
+                out.push((
+                    format!("{path}.profile"),
+                    format!(
+                        "profile {:?} is not in classifier.profiles (known: {})",
+                        route.profile,
+                        std::iter::once(DEFAULT_PROFILE)
+                            .chain(self.profiles.keys().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if route.environments.is_empty() && route.services.is_empty() {
+                out.push((
+                    path.clone(),
+                    "a route lists at least one environment or service".into(),
+                ));
+            }
+            if route.environments.len() > ROUTE_ITEMS_MAX || route.services.len() > ROUTE_ITEMS_MAX
+            {
+                out.push((
+                    path.clone(),
+                    format!("more than {ROUTE_ITEMS_MAX} environments or services"),
+                ));
+            }
+            for (j, env) in route.environments.iter().enumerate() {
+                if route_environment(env).is_none() {
+                    out.push((
+                        format!("{path}.environments[{j}]"),
+                        format!("{env:?} names no environment (production, staging, development, unknown)"),
+                    ));
+                }
+            }
+            for (j, svc) in route.services.iter().enumerate() {
+                if svc.trim().is_empty() {
+                    out.push((format!("{path}.services[{j}]"), "must not be empty".into()));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ProfileConfig {
+    /// Semantic checks of one profile; paths start with `prefix`.
+    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let missing = match self.provider {
             ProviderKind::Rules => None,
@@ -230,7 +421,7 @@ impl ClassifierConfig {
         };
         if let Some(section) = missing {
             out.push((
-                format!("classifier.{section}"),
+                format!("{prefix}.{section}"),
                 format!("provider is {section} but the {section} section is missing"),
             ));
         }
@@ -239,7 +430,7 @@ impl ClassifierConfig {
         if let Some(a) = &self.anthropic {
             if !url_ok(&a.base_url) {
                 out.push((
-                    "classifier.anthropic.base_url".into(),
+                    format!("{prefix}.anthropic.base_url"),
                     format!("{:?} is not an http(s) URL", a.base_url),
                 ));
             }
@@ -256,7 +447,7 @@ impl ClassifierConfig {
                 && !url_ok(u)
             {
                 out.push((
-                    "classifier.bedrock.base_url".into(),
+                    format!("{prefix}.bedrock.base_url"),
                     format!("{u:?} is not an http(s) URL"),
                 ));
             }
@@ -267,9 +458,12 @@ impl ClassifierConfig {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !region_ok {
                 out.push((
-                    "classifier.bedrock.region".into(),
+                    format!("{prefix}.bedrock.region"),
                     format!("{:?} is not an AWS region such as us-east-1", b.region),
                 ));
+            }
+            if let Some(w) = &b.credentials.web_identity {
+                out.extend(w.validate(&format!("{prefix}.bedrock.credentials.web_identity")));
             }
             model_checks.push((
                 "bedrock",
@@ -282,7 +476,7 @@ impl ClassifierConfig {
         if let Some(o) = &self.openai {
             if !url_ok(&o.base_url) {
                 out.push((
-                    "classifier.openai.base_url".into(),
+                    format!("{prefix}.openai.base_url"),
                     format!("{:?} is not an http(s) URL", o.base_url),
                 ));
             }
@@ -302,25 +496,25 @@ impl ClassifierConfig {
             };
             if model.trim().is_empty() {
                 out.push((
-                    format!("classifier.{section}.{key}"),
+                    format!("{prefix}.{section}.{key}"),
                     "must not be empty".into(),
                 ));
             }
             if timeout_ms == 0 || timeout_ms > MODEL_TIMEOUT_MS_MAX {
                 out.push((
-                    format!("classifier.{section}.timeout_ms"),
+                    format!("{prefix}.{section}.timeout_ms"),
                     format!("{timeout_ms} is outside 1..={MODEL_TIMEOUT_MS_MAX}"),
                 ));
             }
             if max_tokens == 0 || max_tokens > MODEL_MAX_TOKENS_MAX {
                 out.push((
-                    format!("classifier.{section}.max_tokens"),
+                    format!("{prefix}.{section}.max_tokens"),
                     format!("{max_tokens} is outside 1..={MODEL_MAX_TOKENS_MAX}"),
                 ));
             }
             if retries_max > MODEL_RETRIES_MAX {
                 out.push((
-                    format!("classifier.{section}.retries_max"),
+                    format!("{prefix}.{section}.retries_max"),
                     format!("{retries_max} is over the limit of {MODEL_RETRIES_MAX}"),
                 ));
             }
@@ -339,7 +533,7 @@ impl ClassifierConfig {
         for (name, v, min, max) in limits {
             if v < min || v > max {
                 out.push((
-                    format!("classifier.guard.{name}"),
+                    format!("{prefix}.guard.{name}"),
                     format!("{v} is outside {min}..={max}"),
                 ));
             }
@@ -368,10 +562,147 @@ mod classifier_tests {
         );
         assert_eq!(c.classifier.guard.cache_ttl_secs, 300);
         assert_eq!(c.classifier.guard.fallback, FallbackKind::Rules);
-        assert!(!c.classifier.reask);
+        assert!(c.classifier.reask, "one re-ask is on by default");
+        assert_eq!(GuardConfig::default().cache_ttl_secs, 300);
         let text = "classifier:\n  provider: openai\n  openai:\n    base_url: http://127.0.0.1:8000\n    model: qwen3:8b\n";
         let c = Config::from_yaml(text, "c.yaml").unwrap();
         assert_eq!(c.classifier.openai.unwrap().api_key, None);
+    }
+
+    const PROFILES: &str = "classifier:
+  provider: anthropic
+  anthropic:
+    model: claude-sonnet-4-5
+    api_key: { env: ANTHROPIC_API_KEY }
+  profiles:
+    local:
+      provider: openai
+      openai:
+        base_url: http://127.0.0.1:8000
+        model: qwen3:8b
+      guard:
+        calls_per_minute: 60
+        fallback: rules
+    offline:
+      provider: rules
+  routes:
+    - environments: [staging, dev]
+      profile: local
+    - services: [legacy-billing]
+      environments: [prod]
+      profile: offline
+";
+
+    #[test]
+    fn profiles_and_routes_parse() {
+        let c = Config::from_yaml(PROFILES, "c.yaml").unwrap();
+        let cl = &c.classifier;
+        assert_eq!(cl.profiles.len(), 2);
+        let local = &cl.profiles["local"];
+        assert_eq!(local.provider, ProviderKind::OpenAi);
+        assert_eq!(local.guard.calls_per_minute, 60);
+        assert_eq!(local.guard.fallback, FallbackKind::Rules);
+        assert!(local.reask);
+        assert_eq!(cl.routes.len(), 2);
+        assert_eq!(cl.routes[0].environments, ["staging", "dev"]);
+        assert_eq!(cl.routes[1].profile, "offline");
+        assert_eq!(cl.default_profile().provider, ProviderKind::Anthropic);
+        assert_eq!(
+            route_environment("dev"),
+            Some(tg_model::Environment::Development)
+        );
+        assert_eq!(
+            route_environment("unknown"),
+            Some(tg_model::Environment::Unknown)
+        );
+        assert_eq!(route_environment("moon"), None);
+    }
+
+    #[test]
+    fn route_and_profile_problems_are_located() {
+        let text = PROFILES
+            .replace("      profile: offline", "      profile: offlin")
+            .replace("[staging, dev]", "[staging, moon]")
+            .replace("calls_per_minute: 60", "calls_per_minute: 0")
+            .replace(
+                "    offline:\n      provider: rules\n",
+                "    offline:\n      provider: bedrock\n",
+            )
+            + "    - profile: local\n";
+        let err = Config::from_yaml(&text, "c.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "c.yaml:18: classifier.routes[0].environments[1]: \"moon\" names no environment"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.yaml:22: classifier.routes[1].profile: profile \"offlin\" is not in classifier.profiles (known: default, local, offline)"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "c.yaml:13: classifier.profiles.local.guard.calls_per_minute: 0 is outside"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.yaml:15: classifier.profiles.offline.bedrock: provider is bedrock but the bedrock section is missing"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "c.yaml:23: classifier.routes[2]: a route lists at least one environment or service"
+            ),
+            "{err}"
+        );
+        let text = PROFILES.replace("    offline:", "    default:");
+        let err = Config::from_yaml(&text, "c.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("classifier.profiles.default: `default` is the top-level classifier"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn web_identity_credentials_parse_and_are_checked() {
+        let text = "classifier:
+  provider: bedrock
+  bedrock:
+    region: eu-west-1
+    model_id: m
+    credentials:
+      web_identity:
+        token_file: /var/run/secrets/eks.amazonaws.com/serviceaccount/token
+        role_arn: arn:aws:iam::123456789012:role/triage
+";
+        let c = Config::from_yaml(text, "c.yaml").unwrap();
+        let w = c
+            .classifier
+            .bedrock
+            .unwrap()
+            .credentials
+            .web_identity
+            .unwrap();
+        assert_eq!(w.session_name, "triage-gate");
+        assert_eq!(w.duration_secs, 3600);
+        assert_eq!(w.sts_base_url, None);
+        let bad = text.replace("arn:aws:iam::123456789012:role/triage", "triage")
+            + "        session_name: \"a b\"\n        duration_secs: 60\n        sts_base_url: ftp://x\n";
+        let err = Config::from_yaml(&bad, "c.yaml").unwrap_err().to_string();
+        for (line, field) in [
+            (9, "role_arn"),
+            (10, "session_name"),
+            (11, "duration_secs"),
+            (12, "sts_base_url"),
+        ] {
+            assert!(
+                err.contains(&format!(
+                    "c.yaml:{line}: classifier.bedrock.credentials.web_identity.{field}"
+                )),
+                "{field}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -442,6 +773,98 @@ pub struct AwsCredentialRefs {
     pub secret_access_key: SecretRef,
     /// Read if present (temporary credentials); a missing value means none.
     pub session_token: Option<SecretRef>,
+    /// Temporary credentials from STS `AssumeRoleWithWebIdentity` (EKS IRSA,
+    /// GitHub OIDC, ...). When set, the static keys above are not read. When
+    /// absent and `access_key_id` is unset, the standard variables
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN` and `AWS_ROLE_SESSION_NAME`
+    /// are used if present.
+    pub web_identity: Option<WebIdentityConfig>,
+}
+
+/// Longest `duration_secs` STS grants (12 hours).
+pub const WEB_IDENTITY_DURATION_SECS_MAX: u32 = 43_200;
+/// Shortest `duration_secs` STS grants (15 minutes).
+pub const WEB_IDENTITY_DURATION_SECS_MIN: u32 = 900;
+
+/// `AssumeRoleWithWebIdentity` settings. The token file is a path, not a
+/// secret reference: it is re-read at every refresh because it rotates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebIdentityConfig {
+    pub token_file: PathBuf,
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub role_arn: String,
+    #[serde(default = "default_session_name")]
+    pub session_name: String,
+    /// Default `https://sts.{bedrock.region}.amazonaws.com`.
+    #[serde(default)]
+    pub sts_base_url: Option<String>,
+    /// Lifetime asked of STS (`DurationSeconds`), 900..=43200.
+    #[serde(default = "default_web_identity_duration")]
+    pub duration_secs: u32,
+    /// Timeout of one STS call.
+    #[serde(default = "default_model_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_session_name() -> String {
+    "triage-gate".into()
+}
+fn default_web_identity_duration() -> u32 {
+    3600
+}
+
+impl WebIdentityConfig {
+    /// Semantic checks; paths start with `prefix`.
+    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.token_file.as_os_str().is_empty() {
+            out.push((format!("{prefix}.token_file"), "must not be empty".into()));
+        }
+        let arn = &self.role_arn;
+        if !(arn.starts_with("arn:") && arn.contains(":role/") && arn.len() <= 2048) {
+            out.push((
+                format!("{prefix}.role_arn"),
+                format!("{arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+            ));
+        }
+        let s = &self.session_name;
+        let session_ok = (2..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+        if !session_ok {
+            out.push((
+                format!("{prefix}.session_name"),
+                format!("{s:?} is not 2..=64 of [A-Za-z0-9_+=,.@-]"),
+            ));
+        }
+        if let Some(u) = &self.sts_base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            out.push((
+                format!("{prefix}.sts_base_url"),
+                format!("{u:?} is not an http(s) URL"),
+            ));
+        }
+        if !(WEB_IDENTITY_DURATION_SECS_MIN..=WEB_IDENTITY_DURATION_SECS_MAX)
+            .contains(&self.duration_secs)
+        {
+            out.push((
+                format!("{prefix}.duration_secs"),
+                format!(
+                    "{} is outside {WEB_IDENTITY_DURATION_SECS_MIN}..={WEB_IDENTITY_DURATION_SECS_MAX}",
+                    self.duration_secs
+                ),
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MODEL_TIMEOUT_MS_MAX {
+            out.push((
+                format!("{prefix}.timeout_ms"),
+                format!("{} is outside 1..={MODEL_TIMEOUT_MS_MAX}", self.timeout_ms),
+            ));
+        }
+        out
+    }
 }
 
 impl Default for AwsCredentialRefs {
@@ -450,6 +873,7 @@ impl Default for AwsCredentialRefs {
             access_key_id: SecretRef::Env("AWS_ACCESS_KEY_ID".into()),
             secret_access_key: SecretRef::Env("AWS_SECRET_ACCESS_KEY".into()),
             session_token: Some(SecretRef::Env("AWS_SESSION_TOKEN".into())),
+            web_identity: None,
         }
     }
 }
@@ -487,8 +911,8 @@ pub enum FallbackKind {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
-    /// Reuse an answer for the same fingerprint and content this long; 0 keeps
-    /// none (concurrent identical calls are still coalesced).
+    /// Reuse an answer for the same fingerprint and content this long (default
+    /// 300); 0 keeps none (concurrent identical calls are still coalesced).
     pub cache_ttl_secs: u64,
     pub cache_entries_max: u64,
     /// Provider calls in flight at most.
@@ -508,7 +932,7 @@ pub struct GuardConfig {
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
-            cache_ttl_secs: 0,
+            cache_ttl_secs: 300,
             cache_entries_max: 10_000,
             concurrency_max: 8,
             permit_wait_ms: 30_000,
@@ -554,6 +978,85 @@ pub struct BucketSpec {
 pub struct PagingLimits {
     pub team: BucketSpec,
     pub global: BucketSpec,
+    /// Every service's own budget, unless overridden in `services`.
+    pub service: BucketSpec,
+    /// Per-service budgets, by catalog service name (at most [`PAGING_SERVICES_MAX`]).
+    pub services: BTreeMap<String, BucketSpec>,
+}
+
+/// Largest `burst` of a paging bucket.
+pub const BUCKET_BURST_MAX: u32 = 10_000;
+/// Largest `per_hour` refill of a paging bucket.
+pub const BUCKET_PER_HOUR_MAX: u32 = 1_000_000;
+/// Most per-service paging overrides.
+pub const PAGING_SERVICES_MAX: usize = 10_000;
+/// Longest breaker window or cool-down, in seconds (a day).
+pub const BREAKER_SECS_MAX: u64 = 24 * 3600;
+/// Largest breaker service threshold.
+pub const BREAKER_SERVICES_MAX: u32 = 10_000;
+
+/// `storm.breaker`: storm mode per environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSpec {
+    /// Opens when more than this many distinct services alert within `window_secs`.
+    pub open_services: u32,
+    /// Or more than this percentage of the catalog's services (unset: not used).
+    pub open_catalog_percent: Option<u32>,
+    /// Closes once at most this many services alert within the window ...
+    pub close_services: u32,
+    /// ... for this long.
+    pub cooldown_secs: u64,
+    /// The sliding window in which distinct services are counted.
+    pub window_secs: u64,
+    /// Team of the umbrella incident (a `catalog.teams` key); unset: the team
+    /// the model recommended for the event that carries it.
+    pub umbrella_team: Option<String>,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        BreakerSpec {
+            open_services: 10,
+            open_catalog_percent: None,
+            close_services: 5,
+            cooldown_secs: 600,
+            window_secs: 300,
+            umbrella_team: None,
+        }
+    }
+}
+
+/// Shortest interval between two held-back summaries to one team.
+pub const SUMMARY_INTERVAL_SECS_MIN: u64 = 60;
+/// Most run IDs listed per summary line.
+pub const SUMMARY_RUNS_MAX: usize = 100;
+
+/// `storm.summary`: the held-back pages, sent to a team's chat webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummarySpec {
+    /// At most one summary per team per interval.
+    pub interval_secs: u64,
+    /// Run IDs listed per (team, service, reason) line.
+    pub runs_max: usize,
+    /// Chat webhook per team (a `catalog.teams` key); teams without one get none.
+    pub webhooks: BTreeMap<String, SecretRef>,
+    /// `slack` or `teams`.
+    pub format: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for SummarySpec {
+    fn default() -> Self {
+        SummarySpec {
+            interval_secs: 900,
+            runs_max: 10,
+            webhooks: BTreeMap::new(),
+            format: "slack".into(),
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 impl Default for PagingLimits {
@@ -567,6 +1070,11 @@ impl Default for PagingLimits {
                 burst: 10,
                 per_hour: 30,
             },
+            service: BucketSpec {
+                burst: 2,
+                per_hour: 6,
+            },
+            services: BTreeMap::new(),
         }
     }
 }
@@ -581,6 +1089,148 @@ pub struct StormConfig {
     /// At most one MIM per service within this window.
     pub mim_window_secs: u64,
     pub paging: PagingLimits,
+    pub breaker: BreakerSpec,
+    pub summary: SummarySpec,
+}
+
+impl StormConfig {
+    /// The `storm` section's problems: `(dotted path, message)`.
+    fn validate(&self, catalog: &Catalog) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("storm.dedup_window_secs", self.dedup_window_secs),
+            ("storm.signal_window_secs", self.signal_window_secs),
+            ("storm.mim_window_secs", self.mim_window_secs),
+        ] {
+            if v == 0 || v > 7 * 24 * 3600 {
+                out.push((name.into(), format!("{v} is outside 1..=604800 seconds")));
+            }
+        }
+        let p = &self.paging;
+        let mut buckets = vec![
+            ("storm.paging.team".to_owned(), p.team),
+            ("storm.paging.global".to_owned(), p.global),
+            ("storm.paging.service".to_owned(), p.service),
+        ];
+        if p.services.len() > PAGING_SERVICES_MAX {
+            out.push((
+                "storm.paging.services".into(),
+                format!(
+                    "{} overrides, at most {PAGING_SERVICES_MAX}",
+                    p.services.len()
+                ),
+            ));
+        }
+        for (service, b) in &p.services {
+            if !catalog.services.contains_key(service) {
+                out.push((
+                    format!("storm.paging.services.{service}"),
+                    format!("service {service:?} is not in catalog.services"),
+                ));
+            }
+            buckets.push((format!("storm.paging.services.{service}"), *b));
+        }
+        for (name, b) in buckets {
+            if b.burst == 0 {
+                out.push((
+                    format!("{name}.burst"),
+                    "must be at least 1 (use autonomy to stop paging)".into(),
+                ));
+            } else if b.burst > BUCKET_BURST_MAX {
+                out.push((
+                    format!("{name}.burst"),
+                    format!("{} is over the limit of {BUCKET_BURST_MAX}", b.burst),
+                ));
+            }
+            if b.per_hour > BUCKET_PER_HOUR_MAX {
+                out.push((
+                    format!("{name}.per_hour"),
+                    format!("{} is over the limit of {BUCKET_PER_HOUR_MAX}", b.per_hour),
+                ));
+            }
+        }
+        let b = &self.breaker;
+        if b.open_services == 0 || b.open_services > BREAKER_SERVICES_MAX {
+            out.push((
+                "storm.breaker.open_services".into(),
+                format!("{} is outside 1..={BREAKER_SERVICES_MAX}", b.open_services),
+            ));
+        }
+        if let Some(pct) = b.open_catalog_percent
+            && (pct == 0 || pct > 100)
+        {
+            out.push((
+                "storm.breaker.open_catalog_percent".into(),
+                format!("{pct} is outside 1..=100"),
+            ));
+        }
+        if b.close_services >= b.open_services {
+            out.push((
+                "storm.breaker.close_services".into(),
+                format!(
+                    "{} must be below open_services ({}) for hysteresis",
+                    b.close_services, b.open_services
+                ),
+            ));
+        }
+        for (name, v) in [
+            ("storm.breaker.cooldown_secs", b.cooldown_secs),
+            ("storm.breaker.window_secs", b.window_secs),
+        ] {
+            if v == 0 || v > BREAKER_SECS_MAX {
+                out.push((
+                    name.into(),
+                    format!("{v} is outside 1..={BREAKER_SECS_MAX} seconds"),
+                ));
+            }
+        }
+        let teams = catalog.known_teams();
+        if let Some(team) = &b.umbrella_team
+            && !teams.contains(team)
+        {
+            out.push((
+                "storm.breaker.umbrella_team".into(),
+                format!("team {team:?} is not in catalog.teams"),
+            ));
+        }
+        let sm = &self.summary;
+        if sm.interval_secs < SUMMARY_INTERVAL_SECS_MIN || sm.interval_secs > 7 * 24 * 3600 {
+            out.push((
+                "storm.summary.interval_secs".into(),
+                format!(
+                    "{} is outside {SUMMARY_INTERVAL_SECS_MIN}..=604800 seconds",
+                    sm.interval_secs
+                ),
+            ));
+        }
+        if sm.runs_max == 0 || sm.runs_max > SUMMARY_RUNS_MAX {
+            out.push((
+                "storm.summary.runs_max".into(),
+                format!("{} is outside 1..={SUMMARY_RUNS_MAX}", sm.runs_max),
+            ));
+        }
+        if sm.format != "slack" && sm.format != "teams" {
+            out.push((
+                "storm.summary.format".into(),
+                format!("{:?} is not slack or teams", sm.format),
+            ));
+        }
+        if sm.timeout_ms == 0 || sm.timeout_ms > 60_000 {
+            out.push((
+                "storm.summary.timeout_ms".into(),
+                format!("{} is outside 1..=60000", sm.timeout_ms),
+            ));
+        }
+        for team in sm.webhooks.keys() {
+            if !teams.contains(team) {
+                out.push((
+                    format!("storm.summary.webhooks.{team}"),
+                    format!("team {team:?} is not in catalog.teams"),
+                ));
+            }
+        }
+        out
+    }
 }
 
 impl Default for StormConfig {
@@ -590,6 +1240,8 @@ impl Default for StormConfig {
             signal_window_secs: 900,
             mim_window_secs: 3600,
             paging: PagingLimits::default(),
+            breaker: BreakerSpec::default(),
+            summary: SummarySpec::default(),
         }
     }
 }
@@ -611,8 +1263,101 @@ pub struct ActionsConfig {
     pub pagerduty: Option<PagerDutyTarget>,
     #[serde(default)]
     pub bridge: Option<BridgeTarget>,
+    /// Retries of the outbox: exponential backoff with seeded jitter, Retry-After
+    /// honoured (capped), `attempts_max` then a dead letter.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Deliveries in flight at once, per target.
+    #[serde(default)]
+    pub concurrency: ActionsConcurrency,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+}
+
+/// Most deliveries in flight per target (`actions.concurrency.*`).
+pub const ACTIONS_CONCURRENCY_MAX: usize = 64;
+/// Longest outbox claim lease and idle poll (`actions.outbox.*`), in milliseconds.
+pub const OUTBOX_MS_MAX: u64 = 3_600_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsConcurrency {
+    pub servicenow: usize,
+    pub pagerduty: usize,
+    /// Major incidents (ServiceNow proposal + chat announcement).
+    pub bridge: usize,
+}
+
+impl Default for ActionsConcurrency {
+    fn default() -> Self {
+        ActionsConcurrency {
+            servicenow: 4,
+            pagerduty: 4,
+            bridge: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// How long a claim holds an action; a delivery still running after it may
+    /// be taken over. Must exceed the longest attempt (a MIM makes 3 requests).
+    pub lease_ms: u64,
+    /// How often an idle outbox looks for due actions it was not woken for.
+    pub idle_poll_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            lease_ms: 600_000,
+            idle_poll_ms: 1_000,
+        }
+    }
+}
+
+impl ActionsConfig {
+    /// Semantic checks of the `actions` section that need no I/O.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let c = &self.concurrency;
+        for (name, v) in [
+            ("servicenow", c.servicenow),
+            ("pagerduty", c.pagerduty),
+            ("bridge", c.bridge),
+        ] {
+            if !(1..=ACTIONS_CONCURRENCY_MAX).contains(&v) {
+                out.push((
+                    format!("actions.concurrency.{name}"),
+                    format!("{v} is outside 1..={ACTIONS_CONCURRENCY_MAX}"),
+                ));
+            }
+        }
+        let timeouts = [
+            self.servicenow.as_ref().map(|t| t.timeout_ms),
+            self.pagerduty.as_ref().map(|t| t.timeout_ms),
+            self.bridge.as_ref().map(|t| t.timeout_ms),
+        ];
+        let longest = timeouts.into_iter().flatten().max().unwrap_or(0);
+        let o = &self.outbox;
+        if o.lease_ms > OUTBOX_MS_MAX || o.lease_ms <= longest.saturating_mul(3) {
+            out.push((
+                "actions.outbox.lease_ms".into(),
+                format!(
+                    "{} must exceed 3 x the longest target timeout_ms ({longest}) and be at most {OUTBOX_MS_MAX}",
+                    o.lease_ms
+                ),
+            ));
+        }
+        if o.idle_poll_ms == 0 || o.idle_poll_ms > OUTBOX_MS_MAX {
+            out.push((
+                "actions.outbox.idle_poll_ms".into(),
+                format!("{} is outside 1..={OUTBOX_MS_MAX}", o.idle_poll_ms),
+            ));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -676,12 +1421,14 @@ pub struct RetryConfig {
 }
 
 impl Default for RetryConfig {
+    /// 10 to 20 minutes of attempts before a dead letter: an incident tool
+    /// that is down for minutes during a storm loses nothing.
     fn default() -> Self {
         RetryConfig {
-            attempts_max: 4,
-            backoff_base_ms: 200,
-            backoff_max_ms: 5_000,
-            retry_after_max_secs: 30,
+            attempts_max: 12,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+            retry_after_max_secs: 300,
             jitter_seed: 0,
         }
     }
@@ -810,27 +1557,9 @@ impl Config {
             ));
         }
         out.extend(self.classifier.validate());
-        let st = &self.storm;
-        for (name, v) in [
-            ("storm.dedup_window_secs", st.dedup_window_secs),
-            ("storm.signal_window_secs", st.signal_window_secs),
-            ("storm.mim_window_secs", st.mim_window_secs),
-        ] {
-            if v == 0 || v > 7 * 24 * 3600 {
-                out.push((name.into(), format!("{v} is outside 1..=604800 seconds")));
-            }
-        }
-        for (name, b) in [
-            ("storm.paging.team", st.paging.team),
-            ("storm.paging.global", st.paging.global),
-        ] {
-            if b.burst == 0 {
-                out.push((
-                    format!("{name}.burst"),
-                    "must be at least 1 (use autonomy to stop paging)".into(),
-                ));
-            }
-        }
+        out.extend(self.identity.check());
+        out.extend(self.storm.validate(&self.catalog));
+        out.extend(self.actions.validate());
         let teams = self.catalog.known_teams();
         if let Some(pd) = &self.actions.pagerduty {
             for team in pd.routing_keys.keys() {

@@ -9,7 +9,7 @@
 //! This crate must never do I/O, read the clock, or execute an action: it only
 //! says what should happen and why.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,10 @@ use tg_model::{
 };
 use tg_policy::catalog::Catalog;
 use tg_policy::{Facts, GateInput, Gates};
-use tg_storm::{BucketConfig, BucketState, DedupEntry, Signal, independent_origins};
+use tg_storm::{
+    BreakerConfig, BreakerState, BucketConfig, BucketState, DedupEntry, Sighting, Signal,
+    Transition, independent_origins,
+};
 
 /// Storm-control settings the step needs (from configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,25 @@ pub struct StormSettings {
     pub team_bucket: BucketConfig,
     /// Paging budget across all teams.
     pub global_bucket: BucketConfig,
+    /// Paging budget per service (unless overridden in `service_buckets`).
+    pub service_bucket: BucketConfig,
+    /// Per-service paging budgets, by the service name events carry.
+    pub service_buckets: BTreeMap<String, BucketConfig>,
+    /// Storm-mode circuit breaker, one per environment.
+    pub breaker: BreakerConfig,
+    /// Team of the storm's umbrella incident; `None`: the team the model
+    /// recommended for the event that carries it.
+    pub umbrella_team: Option<String>,
+}
+
+impl StormSettings {
+    /// The paging budget of a service: its override, or the per-service default.
+    pub fn service_bucket_for(&self, service: &str) -> BucketConfig {
+        self.service_buckets
+            .get(service)
+            .copied()
+            .unwrap_or(self.service_bucket)
+    }
 }
 
 impl Default for StormSettings {
@@ -52,6 +74,13 @@ impl Default for StormSettings {
                 burst: 10,
                 per_hour: 30,
             },
+            service_bucket: BucketConfig {
+                burst: 2,
+                per_hour: 6,
+            },
+            service_buckets: BTreeMap::new(),
+            breaker: BreakerConfig::default(),
+            umbrella_team: None,
         }
     }
 }
@@ -69,6 +98,16 @@ pub fn team_bucket_key(team: &str) -> String {
     format!("page:team:{team}")
 }
 
+/// The key of a service's paging bucket.
+pub fn service_bucket_key(service: &str) -> String {
+    format!("page:service:{service}")
+}
+
+/// The synthetic service of an environment's storm umbrella incident.
+pub fn umbrella_service(environment: tg_model::Environment) -> String {
+    format!("storm:{}", environment.as_str())
+}
+
 /// The state a decision reads, prefetched by the runtime for one event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepState {
@@ -82,6 +121,14 @@ pub struct StepState {
     pub signals: Vec<Signal>,
     /// An open MIM for the service: (run that opened it, when it lapses).
     pub open_mim: Option<(RunId, DateTime<Utc>)>,
+    /// Stored paging bucket of the event's service, if any.
+    pub service_bucket: Option<BucketState>,
+    /// The storm breaker of the event's environment, if one was stored.
+    pub breaker: Option<BreakerState>,
+    /// Last sighting per service in the event's environment (breaker input).
+    pub sightings: Vec<Sighting>,
+    /// An open MIM for the environment's umbrella (`umbrella_service`).
+    pub umbrella_mim: Option<(RunId, DateTime<Utc>)>,
 }
 
 /// One run's input to the step.
@@ -117,6 +164,58 @@ pub enum Effect {
         run_id: RunId,
         expires_at: DateTime<Utc>,
     },
+    /// The service alerted in the environment (breaker input); sightings older
+    /// than `prune_before` no longer count and may be deleted.
+    RecordSighting {
+        environment: String,
+        sighting: Sighting,
+        prune_before: DateTime<Utc>,
+    },
+    /// The environment's breaker state after this event.
+    PutBreaker {
+        environment: String,
+        state: BreakerState,
+    },
+    /// The breaker opened or closed: recorded (table, metric, log) with the run that moved it.
+    BreakerTransition {
+        environment: String,
+        run_id: RunId,
+        transition: Transition,
+    },
+    /// A page the rate limit or the breaker held back (for the held-back summary).
+    HoldPage(HeldPage),
+}
+
+/// Why a page was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// A paging budget is spent.
+    Rate,
+    /// The storm breaker is open.
+    Breaker,
+}
+
+impl HoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Rate => "rate",
+            HoldReason::Breaker => "breaker",
+        }
+    }
+}
+
+/// One held-back page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPage {
+    pub team: String,
+    pub service: String,
+    pub environment: String,
+    pub reason: HoldReason,
+    /// The limit that held it: a bucket key (`page:service:checkout`) or the storm id.
+    pub limit: String,
+    pub run_id: RunId,
+    pub at: DateTime<Utc>,
 }
 
 /// An action the decision produced: carried out now (`Execute`) or drafted for a human (`Review`).
@@ -207,6 +306,37 @@ pub fn step(
         },
     });
 
+    // The breaker sees every firing event, duplicates included: a storm is mostly repeats.
+    let obs = tg_storm::observe(
+        &settings.breaker,
+        settings.breaker.open_threshold(catalog.services.len()),
+        event.environment.as_str(),
+        state.breaker.as_ref(),
+        &state.sightings,
+        Some(tg_storm::Current {
+            service: &event.service,
+            origin: &event.origin,
+            run_id: input.run_id,
+        }),
+        now,
+    );
+    effects.push(Effect::RecordSighting {
+        environment: event.environment.as_str().to_owned(),
+        sighting: Sighting {
+            service: event.service.clone(),
+            seen_at: now,
+        },
+        prune_before: now - settings.breaker.window,
+    });
+    if let Some(t) = &obs.transition {
+        effects.push(Effect::BreakerTransition {
+            environment: event.environment.as_str().to_owned(),
+            run_id: input.run_id.clone(),
+            transition: t.clone(),
+        });
+    }
+    let mut breaker = obs.state.clone();
+
     if let Some(d) = state
         .dedup
         .as_ref()
@@ -226,6 +356,7 @@ pub fn step(
             threshold: format!("none within {window_secs}s"),
         };
         let reason = format!("duplicate of run {} within {window_secs}s", d.first_run_id);
+        put_breaker(&mut effects, event, state.breaker.as_ref(), breaker);
         return StepOutput {
             decision: uniform(
                 gates,
@@ -296,6 +427,7 @@ pub fn step(
                 "model answer rejected ({}): a human decides",
                 rejection.reason
             );
+            put_breaker(&mut effects, event, state.breaker.as_ref(), breaker);
             return StepOutput {
                 decision: uniform(gates, autonomy, Outcome::Review, &reason, &cond, None),
                 planned: Vec::new(),
@@ -310,6 +442,7 @@ pub fn step(
                 actual: "none".into(),
                 threshold: "a valid classification".into(),
             };
+            put_breaker(&mut effects, event, state.breaker.as_ref(), breaker);
             return StepOutput {
                 decision: uniform(
                     gates,
@@ -328,12 +461,30 @@ pub fn step(
     let team = classification.recommended_team.as_str();
     let team_cfg = settings.team_bucket;
     let global_cfg = settings.global_bucket;
+    let service_cfg = settings.service_bucket_for(&event.service);
+    let service_key = service_bucket_key(&event.service);
+    let team_key = team_bucket_key(team);
     let team_state = state
         .team_bucket
         .unwrap_or_else(|| BucketState::full(team_cfg, now));
     let global_state = state
         .global_bucket
         .unwrap_or_else(|| BucketState::full(global_cfg, now));
+    let service_state = state
+        .service_bucket
+        .unwrap_or_else(|| BucketState::full(service_cfg, now));
+    // The tightest budget names the limit; on a tie the most specific one.
+    let levels = [
+        (&service_key, service_cfg, service_state),
+        (&team_key, team_cfg, team_state),
+        (&GLOBAL_BUCKET.to_owned(), global_cfg, global_state),
+    ]
+    .map(|(k, cfg, st)| (k.clone(), cfg, st.available(cfg, now)));
+    let tightest = levels
+        .iter()
+        .min_by_key(|(_, _, left)| *left)
+        .cloned()
+        .unwrap_or((GLOBAL_BUCKET.to_owned(), global_cfg, 0));
     let origins: BTreeSet<String> =
         independent_origins(&state.signals, &event.origin, now, settings.signal_window);
     let mim_open = state
@@ -341,9 +492,7 @@ pub fn step(
         .as_ref()
         .is_some_and(|(_, until)| *until > now);
     let facts = Facts {
-        page_budget_left: team_state
-            .available(team_cfg, now)
-            .min(global_state.available(global_cfg, now)),
+        page_budget_left: tightest.2,
         independent_signals: i64::try_from(origins.len()).unwrap_or(i64::MAX),
         mim_open,
     };
@@ -354,11 +503,61 @@ pub fn step(
         facts,
     });
 
+    // Storm mode: the MIM gate (and, until one exists, the ticket gate) is
+    // evaluated for the environment's umbrella, with the origins of the whole storm.
+    let umbrella = umbrella_service(event.environment);
+    let storm_origins = breaker.origins.clone();
+    let umbrella_verdicts = breaker.open.then(|| {
+        let mim_open = state
+            .umbrella_mim
+            .as_ref()
+            .is_some_and(|(_, until)| *until > now)
+            || breaker
+                .last_mim_at
+                .is_some_and(|t| now >= t && now < t + settings.mim_window);
+        gates.evaluate(&GateInput {
+            service: &umbrella,
+            environment: event.environment,
+            classification,
+            facts: Facts {
+                page_budget_left: facts.page_budget_left,
+                independent_signals: i64::try_from(storm_origins.len()).unwrap_or(i64::MAX),
+                mim_open,
+            },
+        })
+    });
+    let storm_condition = breaker_condition(settings, &breaker, &obs);
+    let umbrella_before = breaker.umbrella_run.clone();
+
     let paused = catalog.service(&event.service).is_some_and(|s| s.paused);
     let mut actions = Vec::with_capacity(verdicts.len());
     let mut planned = Vec::new();
     let mut errors = Vec::new();
-    for verdict in verdicts {
+    for own in verdicts {
+        let for_umbrella_verdict = umbrella_verdicts
+            .as_ref()
+            .and_then(|v| v.iter().find(|u| u.action == own.action))
+            .filter(|u| match u.action {
+                ActionKind::Mim => true,
+                // One umbrella ticket per storm, carried by the first run that may open it.
+                // (not by a fingerprint that already has a ticket open: one open ticket per fingerprint).
+                ActionKind::Ticket => {
+                    umbrella_before.is_none()
+                        && open_ticket.is_none()
+                        && tg_policy::cap(
+                            autonomy,
+                            paused,
+                            u.action,
+                            classification.classification,
+                            u.outcome,
+                        )
+                        .0 == Outcome::Execute
+                }
+                ActionKind::Page => false,
+            })
+            .cloned();
+        let for_umbrella = for_umbrella_verdict.is_some();
+        let verdict = for_umbrella_verdict.unwrap_or(own);
         let (mut outcome, capped_by) = tg_policy::cap(
             autonomy,
             paused,
@@ -367,8 +566,27 @@ pub fn step(
             verdict.outcome,
         );
         let mut conditions = verdict.conditions;
-        // Set when storm control overrides the gates' outcome (flap damping, an open ticket).
+        // Set when storm control overrides the gates' outcome (flap damping, an open ticket, the breaker).
         let mut flap_reason = None;
+        let mut held = None;
+        if verdict.action == ActionKind::Page {
+            // Name the bucket behind the budget, so a refusal says which limit held.
+            let (key, cfg, _) = &tightest;
+            for c in conditions.iter_mut().filter(|c| c.id == "page.rate") {
+                c.actual = format!("{} ({key})", c.actual);
+                c.threshold = format!(
+                    "{} ({key}: burst {}, {}/h)",
+                    c.threshold, cfg.burst, cfg.per_hour
+                );
+                if !c.passed && outcome == Outcome::Review {
+                    held = Some((HoldReason::Rate, key.clone()));
+                    flap_reason = Some(format!(
+                        "{}; limit {key} (burst {}, {}/h) is spent",
+                        verdict.reason, cfg.burst, cfg.per_hour
+                    ));
+                }
+            }
+        }
         if verdict.action == ActionKind::Page
             && let Some(paged_at) = flap_hold
         {
@@ -404,20 +622,74 @@ pub fn step(
             });
             if outcome == Outcome::Execute {
                 outcome = Outcome::Suppressed;
+                held = None;
                 flap_reason = Some(format!(
                     "the page sent at {} is still open for this fingerprint",
                     paged_at.to_rfc3339()
                 ));
             }
         }
+        if verdict.action == ActionKind::Page {
+            conditions.push(storm_condition.clone());
+            // INVARIANT: while the breaker is open no individual page is sent or drafted.
+            if breaker.open
+                && verdict.requested
+                && matches!(outcome, Outcome::Execute | Outcome::Review)
+            {
+                outcome = Outcome::Suppressed;
+                let storm = breaker.storm_id.clone().unwrap_or_default();
+                held = Some((HoldReason::Breaker, storm.clone()));
+                flap_reason = Some(format!(
+                    "storm mode ({storm}): individual pages are held; the umbrella incident carries the storm"
+                ));
+            }
+        }
         if verdict.action == ActionKind::Mim {
             // Name the confirming origins next to the count, so a reader sees which signals agreed.
-            let listed = origins.iter().cloned().collect::<Vec<_>>().join(", ");
+            let listed = if for_umbrella {
+                storm_origins.iter().cloned().collect::<Vec<_>>().join(", ")
+            } else {
+                origins.iter().cloned().collect::<Vec<_>>().join(", ")
+            };
             for c in conditions.iter_mut().filter(|c| c.id == "mim.signals") {
                 c.actual = format!("{} ({listed})", c.actual);
             }
         }
+        if for_umbrella {
+            conditions.push(Condition {
+                id: "storm.umbrella".into(),
+                description:
+                    "in storm mode this action is decided for the environment's umbrella incident"
+                        .into(),
+                passed: true,
+                actual: format!(
+                    "{umbrella} ({}: {} services alerting)",
+                    breaker.storm_id.as_deref().unwrap_or_default(),
+                    obs.services
+                ),
+                threshold: format!("breaker open above {} services", obs.open_threshold),
+            });
+        }
         if verdict.action == ActionKind::Ticket
+            && !for_umbrella
+            && breaker.open
+            && outcome == Outcome::Execute
+            && let Some(carrier) = &umbrella_before
+        {
+            let mut c = storm_condition.clone();
+            c.actual = format!(
+                "{}; the umbrella ticket of run {carrier} carries it",
+                c.actual
+            );
+            conditions.push(c);
+            outcome = Outcome::Suppressed;
+            window.ticket_run = Some(carrier.clone());
+            flap_reason = Some(format!(
+                "storm mode: the umbrella ticket of run {carrier} carries this service"
+            ));
+        }
+        if verdict.action == ActionKind::Ticket
+            && !for_umbrella
             && let Some(first) = &open_ticket
             && outcome == Outcome::Execute
         {
@@ -435,37 +707,70 @@ pub fn step(
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Ticket {
             window.ticket_run = Some(input.run_id.clone());
+            if for_umbrella {
+                breaker.umbrella_run = Some(input.run_id.clone());
+            }
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Page {
-            // INVARIANT: an executed page spends one token of its team's and the global budget.
-            if let (Some(t), Some(g)) = (
+            // INVARIANT: an executed page spends one token of its service's, its team's and the global budget.
+            if let (Some(s), Some(t), Some(g)) = (
+                service_state.take(service_cfg, now),
                 team_state.take(team_cfg, now),
                 global_state.take(global_cfg, now),
             ) {
                 window.paged_at = Some(now);
                 effects.push(Effect::PutBucket {
-                    key: team_bucket_key(team),
+                    key: service_key.clone(),
+                    state: s,
+                });
+                effects.push(Effect::PutBucket {
+                    key: team_key.clone(),
                     state: t,
                 });
                 effects.push(Effect::PutBucket {
                     key: GLOBAL_BUCKET.into(),
                     state: g,
                 });
+            } else {
+                // Unreachable while page.rate gates on the smallest budget; fail closed anyway.
+                outcome = Outcome::Review;
+                held = Some((HoldReason::Rate, tightest.0.clone()));
             }
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Mim {
+            let service = if for_umbrella {
+                breaker.umbrella_mim_run = Some(input.run_id.clone());
+                umbrella.clone()
+            } else {
+                event.service.clone()
+            };
+            breaker.last_mim_at = Some(now);
             effects.push(Effect::OpenMim {
-                service: event.service.clone(),
+                service,
                 run_id: input.run_id.clone(),
                 expires_at: now + settings.mim_window,
             });
         }
+        if let Some((reason, limit)) = held
+            && verdict.requested
+        {
+            effects.push(Effect::HoldPage(HeldPage {
+                team: team.to_owned(),
+                service: event.service.clone(),
+                environment: event.environment.as_str().to_owned(),
+                reason,
+                limit,
+                run_id: input.run_id.clone(),
+                at: now,
+            }));
+        }
         if matches!(outcome, Outcome::Execute | Outcome::Review) && verdict.requested {
             // (a suppressed escalation ticket plans nothing)
-            planned.push(Planned {
-                outcome,
-                action: plan(verdict.action, input, classification),
-            });
+            let mut action = plan(verdict.action, input, classification);
+            if for_umbrella {
+                action = umbrella_plan(action, &umbrella, &breaker, &obs, settings);
+            }
+            planned.push(Planned { outcome, action });
         }
         errors.extend(verdict.errors.iter().cloned());
         let reason = match (&capped_by, flap_reason) {
@@ -487,6 +792,7 @@ pub fn step(
     if let Some(e) = effects.get_mut(window_at) {
         *e = Effect::OpenDedup(window);
     }
+    put_breaker(&mut effects, event, state.breaker.as_ref(), breaker);
     StepOutput {
         decision: Decision {
             policy_version: gates.version().to_owned(),
@@ -499,6 +805,107 @@ pub fn step(
         planned,
         effects,
     }
+}
+
+/// Persists the breaker only when it changed (a closed, idle breaker costs no write).
+fn put_breaker(
+    effects: &mut Vec<Effect>,
+    event: &NormalizedEvent,
+    stored: Option<&BreakerState>,
+    next: BreakerState,
+) {
+    if stored != Some(&next) {
+        effects.push(Effect::PutBreaker {
+            environment: event.environment.as_str().to_owned(),
+            state: next,
+        });
+    }
+}
+
+/// The breaker as a condition: passed while closed.
+fn breaker_condition(
+    settings: &StormSettings,
+    breaker: &BreakerState,
+    obs: &tg_storm::Observation,
+) -> Condition {
+    let b = &settings.breaker;
+    let window_secs = b.window.num_seconds();
+    Condition {
+        id: "storm.breaker".into(),
+        description: "the storm breaker of this environment is closed".into(),
+        passed: !breaker.open,
+        actual: if breaker.open {
+            format!(
+                "open since {} ({}): {} services alerting within {window_secs}s",
+                breaker.since.to_rfc3339(),
+                breaker.storm_id.as_deref().unwrap_or_default(),
+                obs.services
+            )
+        } else {
+            format!(
+                "closed: {} services alerting within {window_secs}s",
+                obs.services
+            )
+        },
+        threshold: format!(
+            "<= {} services (once open, closes at <= {} for {}s)",
+            obs.open_threshold,
+            b.close_services,
+            b.cooldown.num_seconds()
+        ),
+    }
+}
+
+/// Turns an action planned for the event into the storm's umbrella action.
+fn umbrella_plan(
+    mut action: PlannedAction,
+    umbrella: &str,
+    breaker: &BreakerState,
+    obs: &tg_storm::Observation,
+    settings: &StormSettings,
+) -> PlannedAction {
+    let storm = breaker
+        .storm_id
+        .clone()
+        .unwrap_or_else(|| umbrella.to_owned());
+    let origins = breaker
+        .origins
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let prefix = if action.kind == ActionKind::Mim {
+        "MAJOR: "
+    } else {
+        ""
+    };
+    action.title = truncate(
+        &format!(
+            "{prefix}[{}] {umbrella}: storm, {} services alerting in {}",
+            action.severity,
+            obs.services,
+            action.environment.as_str()
+        ),
+        TITLE_BYTES_MAX,
+    );
+    action.details = truncate(
+        &format!(
+            "Storm {storm}: {} services alerting within {}s (peak {}), origins: {origins}.\n\
+             Individual pages are held while the breaker is open; this incident carries the storm.\n\
+             Carried by the event below.\n\n{}",
+            obs.services,
+            settings.breaker.window.num_seconds(),
+            breaker.peak_services,
+            action.details
+        ),
+        DETAILS_BYTES_MAX,
+    );
+    action.service = umbrella.to_owned();
+    action.dedup_key = format!("tg:{storm}");
+    if let Some(team) = &settings.umbrella_team {
+        action.team = team.clone();
+    }
+    action
 }
 
 /// A decision with the same outcome for every action, for reasons that precede the gates.

@@ -10,7 +10,7 @@ use tg_model::{
 };
 use tg_policy::Gates;
 use tg_policy::catalog::{Catalog, ServiceEntry, TeamEntry};
-use tg_storm::{BucketConfig, BucketState, DedupEntry, Signal};
+use tg_storm::{BreakerState, BucketConfig, BucketState, DedupEntry, Sighting, Signal, Transition};
 
 use super::*;
 
@@ -388,8 +388,14 @@ fn an_executed_page_spends_one_token_of_the_team_and_global_buckets() {
         Some(Outcome::Execute)
     );
     let b = buckets(&out);
-    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(b.len(), 3, "{b:?}");
     assert_eq!(b[&team_bucket_key("payments")].tokens_milli, 1000);
+    // No stored service bucket: it starts full and loses one token.
+    let service_full = i64::from(f.settings.service_bucket.burst) * 1000;
+    assert_eq!(
+        b[&service_bucket_key("checkout")].tokens_milli,
+        service_full - 1000
+    );
     // No stored global bucket: it starts full and loses one token.
     let global_full = i64::from(f.settings.global_bucket.burst) * 1000;
     assert_eq!(b[GLOBAL_BUCKET].tokens_milli, global_full - 1000);
@@ -426,7 +432,16 @@ fn an_empty_team_bucket_sends_the_page_to_review() {
     );
     let rate = condition(&out, ActionKind::Page, "page.rate");
     assert!(!rate.passed);
-    assert_eq!(rate.actual, "0");
+    assert_eq!(rate.actual, "0 (page:team:payments)");
+    assert_eq!(rate.threshold, "> 0 (page:team:payments: burst 3, 6/h)");
+    let page = out.decision.get(ActionKind::Page).unwrap();
+    assert!(
+        page.reason.contains("limit page:team:payments"),
+        "{}",
+        page.reason
+    );
+    assert!(out.effects.iter().any(|e| matches!(e,
+        Effect::HoldPage(h) if h.reason == HoldReason::Rate && h.limit == "page:team:payments")));
     assert!(buckets(&out).is_empty(), "review spends no budget");
     // The ticket is unaffected by the paging budget.
     assert_eq!(
@@ -605,12 +620,15 @@ fn the_same_inputs_give_the_same_output() {
 const TEAMS: [&str; 2] = ["payments", "dba"];
 
 /// The in-memory state a store would keep, updated only through effects.
-#[derive(Default)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Sim {
     dedup: HashMap<Fingerprint, DedupEntry>,
     buckets: HashMap<String, BucketState>,
     signals: HashMap<String, Vec<Signal>>,
     mims: HashMap<String, (RunId, DateTime<Utc>)>,
+    sightings: HashMap<String, Vec<Sighting>>,
+    breakers: HashMap<String, BreakerState>,
+    transitions: Vec<Transition>,
 }
 
 impl Sim {
@@ -625,6 +643,14 @@ impl Sim {
                 .cloned()
                 .unwrap_or_default(),
             open_mim: self.mims.get(&ev.service).cloned(),
+            service_bucket: self.buckets.get(&service_bucket_key(&ev.service)).copied(),
+            breaker: self.breakers.get(ev.environment.as_str()).cloned(),
+            sightings: self
+                .sightings
+                .get(ev.environment.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            umbrella_mim: self.mims.get(&umbrella_service(ev.environment)).cloned(),
         }
     }
 
@@ -656,6 +682,22 @@ impl Sim {
                     self.mims
                         .insert(service.clone(), (run_id.clone(), *expires_at));
                 }
+                Effect::RecordSighting {
+                    environment,
+                    sighting,
+                    prune_before,
+                } => {
+                    let v = self.sightings.entry(environment.clone()).or_default();
+                    v.retain(|s| s.service != sighting.service && s.seen_at >= *prune_before);
+                    v.push(sighting.clone());
+                }
+                Effect::PutBreaker { environment, state } => {
+                    self.breakers.insert(environment.clone(), state.clone());
+                }
+                Effect::BreakerTransition { transition, .. } => {
+                    self.transitions.push(transition.clone());
+                }
+                Effect::HoldPage(_) => {}
             }
         }
     }
@@ -834,4 +876,437 @@ fn a_new_origin_inside_the_window_confirms_the_mim_without_a_second_ticket_or_pa
         precheck(&state, &third_ev, now + Duration::minutes(1)),
         Precheck::Duplicate { .. }
     ));
+}
+
+// ---- property: dedup windows, buckets and the breaker over random timelines,
+// ---- with a restart (state serialized as stored, then reloaded) anywhere ----
+
+/// One generated event: which fingerprint (and so service and team), impact,
+/// origin, whether it resolves, and the time step before it.
+#[derive(Debug, Clone)]
+struct TimelineEvent {
+    fp: usize,
+    impact: ImpactLevel,
+    origin: usize,
+    resolved: bool,
+    step_secs: i64,
+}
+
+const SERVICES: [(&str, &str); 6] = [
+    ("checkout", "payments"),
+    ("payments-api", "payments"),
+    ("orders-db", "dba"),
+    ("ledger", "dba"),
+    ("search", "search"),
+    ("indexer", "search"),
+];
+const ORIGINS: [&str; 3] = ["prometheus", "cloudwatch", "apm"];
+
+fn timeline_event() -> impl Strategy<Value = TimelineEvent> {
+    (
+        0usize..12,
+        prop::sample::select(vec![
+            ImpactLevel::Medium,
+            ImpactLevel::High,
+            ImpactLevel::Critical,
+        ]),
+        0usize..ORIGINS.len(),
+        prop::bool::weighted(0.12),
+        prop::sample::select(vec![0i64, 1, 5, 30, 90, 300, 900]),
+    )
+        .prop_map(|(fp, impact, origin, resolved, step_secs)| TimelineEvent {
+            fp,
+            impact,
+            origin,
+            resolved,
+            step_secs,
+        })
+}
+
+fn prop_fixture() -> Fixture {
+    let mut c = Catalog::default();
+    for team in ["payments", "dba", "search"] {
+        c.teams.insert(team.into(), TeamEntry::default());
+    }
+    for (svc, team) in SERVICES {
+        c.services
+            .insert(svc.into(), service(team, AutonomyLevel::Mim));
+    }
+    let gates = Gates::with_default_policy(&c).unwrap();
+    // Small budgets and a low breaker threshold, so every limit is actually reached.
+    let mut settings = StormSettings {
+        team_bucket: BucketConfig {
+            burst: 2,
+            per_hour: 6,
+        },
+        global_bucket: BucketConfig {
+            burst: 4,
+            per_hour: 12,
+        },
+        service_bucket: BucketConfig {
+            burst: 1,
+            per_hour: 4,
+        },
+        ..StormSettings::default()
+    };
+    settings.service_buckets.insert(
+        "orders-db".into(),
+        BucketConfig {
+            burst: 2,
+            per_hour: 2,
+        },
+    );
+    settings.breaker = tg_storm::BreakerConfig {
+        open_services: 3,
+        open_catalog_percent: None,
+        close_services: 1,
+        cooldown: Duration::seconds(600),
+        window: Duration::seconds(300),
+    };
+    Fixture {
+        catalog: c,
+        gates,
+        settings,
+    }
+}
+
+/// What a run of a timeline produced, for comparing runs.
+#[derive(Debug, Default, PartialEq)]
+struct Outcomes {
+    decisions: Vec<String>,
+    final_state: Sim,
+}
+
+/// Runs the timeline; when `restart_at` is set, the state is serialized (as the
+/// store keeps it) and reloaded before that event. Checks the invariants on the way.
+fn run_timeline(
+    f: &Fixture,
+    events: &[TimelineEvent],
+    restart_at: Option<usize>,
+) -> Result<Outcomes, TestCaseError> {
+    let mut sim = Sim::default();
+    let mut now = t0();
+    let mut out_all = Outcomes::default();
+    // A ticket is open until the source resolves the alert or its window
+    // lapses; a non-duplicate event inside the window (escalation, new origin)
+    // re-opens the window and keeps the ticket.
+    let mut open_ticket: HashMap<usize, (String, DateTime<Utc>)> = HashMap::new();
+    let window = f.settings.dedup_window;
+    let mut resolved_last: HashMap<usize, bool> = HashMap::new();
+    let mut pages: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
+    let mut umbrella_tickets: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, e) in events.iter().enumerate() {
+        if restart_at == Some(n) {
+            let stored = serde_json::to_string(&sim).unwrap();
+            sim = serde_json::from_str(&stored).unwrap();
+        }
+        now += Duration::seconds(e.step_secs);
+        let (svc, team) = SERVICES[e.fp % SERVICES.len()];
+        let status = if e.resolved {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        };
+        let mut ev = event(svc, ORIGINS[e.origin], &format!("fp-{}", e.fp), status);
+        ev.impact.level = e.impact;
+        let c = mim_worthy(team);
+        let state = sim.state_for(&ev, team);
+        let classification = match precheck(&state, &ev, now) {
+            Precheck::Classify => Some(Ok(&c)),
+            Precheck::Duplicate { .. } | Precheck::Resolved => None,
+        };
+        let run_id = RunId(format!("run_{n}"));
+        let corr = CorrelationId(format!("corr_{n}"));
+        let out = step(
+            &f.gates,
+            &f.catalog,
+            &f.settings,
+            &state,
+            StepInput {
+                run_id: &run_id,
+                correlation_id: &corr,
+                event: &ev,
+                classification,
+            },
+            now,
+        );
+        sim.apply(&out.effects);
+        out_all
+            .decisions
+            .push(serde_json::to_string(&out.decision).unwrap());
+
+        if e.resolved {
+            open_ticket.remove(&e.fp);
+            resolved_last.insert(e.fp, true);
+            continue;
+        }
+        // Resolved closes: the first firing event after a resolution is never a duplicate.
+        if resolved_last.remove(&e.fp) == Some(true) {
+            prop_assert!(
+                out.decision.duplicate_of.is_none(),
+                "fp-{} after its resolution",
+                e.fp
+            );
+        }
+        open_ticket.retain(|_, (_, until)| now < *until);
+        let breaker_open = sim.breakers.get("production").is_some_and(|b| b.open);
+        for p in out.planned.iter().filter(|p| p.outcome == Outcome::Execute) {
+            match p.action.kind {
+                ActionKind::Ticket if p.action.service.starts_with("storm:") => {
+                    *umbrella_tickets
+                        .entry(p.action.dedup_key.clone())
+                        .or_default() += 1;
+                }
+                ActionKind::Ticket => {
+                    // INVARIANT: a fingerprint never has two open tickets.
+                    prop_assert!(
+                        !open_ticket.contains_key(&e.fp),
+                        "fp-{} got a ticket in run {} while run {}'s is open",
+                        e.fp,
+                        run_id,
+                        open_ticket[&e.fp].0
+                    );
+                    open_ticket.insert(e.fp, (run_id.to_string(), now + window));
+                }
+                ActionKind::Page => {
+                    // INVARIANT: no individual page while the breaker is open
+                    // (after this event: the event that closes it may page).
+                    prop_assert!(!breaker_open, "page at {} in storm mode", now);
+                    for key in [
+                        service_bucket_key(svc),
+                        team_bucket_key(team),
+                        GLOBAL_BUCKET.to_owned(),
+                    ] {
+                        pages.entry(key).or_default().push(now);
+                    }
+                }
+                ActionKind::Mim => {}
+            }
+        }
+        // The umbrella's ticket counts as the fingerprint's open ticket.
+        if out.planned.iter().any(|p| {
+            p.outcome == Outcome::Execute
+                && p.action.kind == ActionKind::Ticket
+                && p.action.service.starts_with("storm:")
+        }) {
+            prop_assert!(
+                !open_ticket.contains_key(&e.fp),
+                "umbrella carried by fp-{} with an open ticket",
+                e.fp
+            );
+            open_ticket.insert(e.fp, (run_id.to_string(), now + window));
+        }
+        if out.decision.duplicate_of.is_none()
+            && let Some((_, until)) = open_ticket.get_mut(&e.fp)
+        {
+            *until = now + window;
+        }
+    }
+    // INVARIANT: pages per bucket never exceed burst + refill * t, for every interval.
+    for (key, times) in &pages {
+        let cfg = if key == GLOBAL_BUCKET {
+            f.settings.global_bucket
+        } else if let Some(svc) = key.strip_prefix("page:service:") {
+            f.settings.service_bucket_for(svc)
+        } else {
+            f.settings.team_bucket
+        };
+        assert_within_budget(times, cfg, key);
+    }
+    // INVARIANT: one umbrella ticket per storm.
+    for (storm, n) in &umbrella_tickets {
+        prop_assert_eq!(*n, 1, "storm {} has {} umbrella tickets", storm, n);
+    }
+    out_all.final_state = sim;
+    Ok(out_all)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(192))]
+
+    #[test]
+    fn windows_buckets_and_breaker_hold_for_any_timeline_and_any_restart_point(
+        events in prop::collection::vec(timeline_event(), 1..80),
+        restart in any::<prop::sample::Index>(),
+    ) {
+        let f = prop_fixture();
+        let straight = run_timeline(&f, &events, None)?;
+        let at = restart.index(events.len());
+        let restarted = run_timeline(&f, &events, Some(at))?;
+        // INVARIANT: a restart (state stored and reloaded) changes nothing.
+        prop_assert_eq!(&straight.decisions, &restarted.decisions, "restart before event {}", at);
+        prop_assert_eq!(&straight.final_state, &restarted.final_state);
+    }
+}
+
+#[test]
+fn the_breaker_opens_holds_pages_carries_one_umbrella_and_closes() {
+    let f = prop_fixture();
+    let mut sim = Sim::default();
+    let mut now = t0();
+    let mut outs = Vec::new();
+    // Four distinct services within the window (threshold 3), then quiet, then one service.
+    let plan: [(usize, i64); 7] = [
+        (0, 0),
+        (2, 10),
+        (4, 10),
+        (1, 10),
+        (3, 10),
+        (0, 2000),
+        (2, 10),
+    ];
+    for (n, (fp, step_secs)) in plan.into_iter().enumerate() {
+        now += Duration::seconds(step_secs);
+        let (svc, team) = SERVICES[fp];
+        let ev = event(
+            svc,
+            ORIGINS[n % ORIGINS.len()],
+            &format!("fp-{fp}-{n}"),
+            AlertStatus::Firing,
+        );
+        let c = page_worthy(team);
+        let state = sim.state_for(&ev, team);
+        let run_id = RunId(format!("run_{n}"));
+        let corr = CorrelationId(format!("corr_{n}"));
+        let out = step(
+            &f.gates,
+            &f.catalog,
+            &f.settings,
+            &state,
+            StepInput {
+                run_id: &run_id,
+                correlation_id: &corr,
+                event: &ev,
+                classification: Some(Ok(&c)),
+            },
+            now,
+        );
+        sim.apply(&out.effects);
+        outs.push(out);
+    }
+    // The fourth service opens it.
+    let opened = &outs[3];
+    assert!(opened.effects.iter().any(|e| matches!(e,
+        Effect::BreakerTransition { transition, .. } if transition.to == tg_storm::BreakerPosition::Open
+            && transition.services == 4 && transition.threshold == 3)));
+    let page = opened.decision.get(ActionKind::Page).unwrap();
+    assert_eq!(page.outcome, Outcome::Suppressed);
+    let cond = page
+        .conditions
+        .iter()
+        .find(|c| c.id == "storm.breaker")
+        .unwrap();
+    assert!(!cond.passed);
+    assert!(cond.actual.contains("4 services"), "{}", cond.actual);
+    assert!(
+        cond.threshold.starts_with("<= 3 services"),
+        "{}",
+        cond.threshold
+    );
+    assert!(
+        opened
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::HoldPage(h) if h.reason == HoldReason::Breaker))
+    );
+    // The same run carries the umbrella ticket, for the synthetic service.
+    let umbrella = opened
+        .planned
+        .iter()
+        .find(|p| p.action.kind == ActionKind::Ticket)
+        .unwrap();
+    assert_eq!(umbrella.outcome, Outcome::Execute);
+    assert_eq!(umbrella.action.service, "storm:production");
+    assert!(
+        umbrella
+            .action
+            .dedup_key
+            .starts_with("tg:storm:production:")
+    );
+    // The next service's ticket is carried by it, not opened.
+    let carried = outs[4].decision.get(ActionKind::Ticket).unwrap();
+    assert_eq!(carried.outcome, Outcome::Suppressed);
+    assert!(carried.reason.contains("run_3"), "{}", carried.reason);
+    assert!(
+        outs[4]
+            .planned
+            .iter()
+            .all(|p| p.action.kind != ActionKind::Ticket)
+    );
+    // Long quiet: the next event closes it (only one service in the window, for longer than the cool-down).
+    assert!(outs[5].effects.iter().any(|e| matches!(e,
+        Effect::BreakerTransition { transition, .. } if transition.to == tg_storm::BreakerPosition::Closed)));
+    assert_eq!(
+        outs[5].decision.outcome(ActionKind::Page),
+        Some(Outcome::Execute)
+    );
+    // Storm mode is per environment: a staging breaker is another row.
+    assert_eq!(sim.breakers.len(), 1);
+    assert!(sim.breakers.contains_key("production"));
+}
+
+#[test]
+fn in_storm_mode_the_mim_gate_is_evaluated_for_the_umbrella_with_the_storms_origins() {
+    let f = prop_fixture();
+    let mut sim = Sim::default();
+    let now = t0();
+    let mut last = None;
+    for (n, (svc, team)) in SERVICES.iter().take(5).enumerate() {
+        let ev = event(
+            svc,
+            ORIGINS[n % ORIGINS.len()],
+            &format!("fp-{n}"),
+            AlertStatus::Firing,
+        );
+        let c = mim_worthy(team);
+        let state = sim.state_for(&ev, team);
+        let run_id = RunId(format!("run_{n}"));
+        let corr = CorrelationId(format!("corr_{n}"));
+        // Each service alone has one origin: no service MIM before the storm.
+        let out = step(
+            &f.gates,
+            &f.catalog,
+            &f.settings,
+            &state,
+            StepInput {
+                run_id: &run_id,
+                correlation_id: &corr,
+                event: &ev,
+                classification: Some(Ok(&c)),
+            },
+            now + Duration::seconds(i64::try_from(n).unwrap()),
+        );
+        sim.apply(&out.effects);
+        last = Some(out);
+    }
+    let out = last.unwrap();
+    // Opened at the fourth event (origin prometheus); the fifth adds cloudwatch: two storm origins.
+    let mim = out.decision.get(ActionKind::Mim).unwrap();
+    assert_eq!(mim.outcome, Outcome::Execute, "{mim:?}");
+    assert!(
+        mim.conditions
+            .iter()
+            .any(|c| c.id == "storm.umbrella" && c.actual.starts_with("storm:production"))
+    );
+    let signals = mim
+        .conditions
+        .iter()
+        .find(|c| c.id == "mim.signals")
+        .unwrap();
+    assert!(
+        signals.actual.contains("cloudwatch") && signals.actual.contains("prometheus"),
+        "{}",
+        signals.actual
+    );
+    let planned = out
+        .planned
+        .iter()
+        .find(|p| p.action.kind == ActionKind::Mim)
+        .unwrap();
+    assert_eq!(planned.action.service, "storm:production");
+    assert!(
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenMim { service, .. } if service == "storm:production"))
+    );
 }

@@ -142,12 +142,19 @@ fn bench_signature(c: &mut Criterion) {
     });
     let sig = error_signature(message);
     g.bench_function("fingerprint", |b| {
-        b.iter(|| fingerprint(black_box("checkout"), black_box(&sig), black_box("Timeout")))
+        b.iter(|| {
+            fingerprint(
+                black_box("production"),
+                black_box("checkout"),
+                black_box(&sig),
+                black_box("Timeout"),
+            )
+        })
     });
     g.bench_function("error_signature_and_fingerprint", |b| {
         b.iter(|| {
             let s = error_signature(black_box(message));
-            fingerprint("checkout", &s, "Timeout")
+            fingerprint("production", "checkout", &s, "Timeout")
         })
     });
     g.finish();

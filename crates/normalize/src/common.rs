@@ -343,7 +343,12 @@ impl Draft {
             red.redact(&self.message)
         };
         let error_signature = error_signature(&message);
-        let fingerprint: Fingerprint = fingerprint(&service, &error_signature, &alert_name);
+        let fingerprint: Fingerprint = fingerprint(
+            self.environment.as_str(),
+            &service,
+            &error_signature,
+            &alert_name,
+        );
 
         let correlation_ids = self
             .correlation_ids

@@ -108,10 +108,17 @@ pub fn error_signature(text: &str) -> String {
 /// the UTF-8 bytes of [`FINGERPRINT_DOMAIN`], then for each of `service`,
 /// `signature`, `alert_name` in that order its byte length as a 64-bit
 /// big-endian integer followed by its UTF-8 bytes.
-pub fn fingerprint(service: &str, signature: &str, alert_name: &str) -> Fingerprint {
+pub fn fingerprint(
+    environment: &str,
+    service: &str,
+    signature: &str,
+    alert_name: &str,
+) -> Fingerprint {
     let mut hasher = Sha256::new();
     hasher.update(FINGERPRINT_DOMAIN.as_bytes());
-    for part in [service, signature, alert_name] {
+    // The environment is part of the fault: staging's CheckoutErrors must never
+    // suppress (or share a ticket with) production's. The source is not.
+    for part in [environment, service, signature, alert_name] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
@@ -175,25 +182,33 @@ mod tests {
         // change here changes every stored fingerprint.
         assert_eq!(
             fingerprint(
+                "production",
                 "orders-db",
                 "connection refused after <n> ms on <ip>",
                 "PostgresDown"
             )
             .0,
-            "34b6efc38572417ee483dde7e80f1354"
+            "826a3a0f1501121dd14814def703249c"
         );
     }
 
     #[test]
     fn fingerprint_is_unambiguous_and_source_free() {
-        let a = fingerprint("ab", "c", "d");
-        let b = fingerprint("a", "bc", "d");
+        let a = fingerprint("production", "ab", "c", "d");
+        let b = fingerprint("production", "a", "bc", "d");
         assert_ne!(a, b);
         assert_eq!(a.0.len(), 32);
         assert!(
             a.0.bytes()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         );
-        assert_eq!(fingerprint("s", "x", "n"), fingerprint("s", "x", "n"));
+        assert_eq!(
+            fingerprint("production", "s", "x", "n"),
+            fingerprint("production", "s", "x", "n")
+        );
+        assert_ne!(
+            fingerprint("production", "s", "x", "n"),
+            fingerprint("staging", "s", "x", "n")
+        );
     }
 }

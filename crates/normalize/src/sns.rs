@@ -223,7 +223,8 @@ pub enum SnsError {
     Unsigned(&'static str),
     #[error("the message lacks {0}")]
     MissingField(&'static str),
-    #[error("SignatureVersion {0:?} is not supported (expected \"1\" or \"2\")")]
+    /// The value as [`echo`] shows it.
+    #[error("SignatureVersion {0} is not supported (expected \"1\" or \"2\")")]
     UnsupportedVersion(String),
     #[error("the signing certificate URL is not allowed: {0}")]
     CertUrl(String),
@@ -237,7 +238,8 @@ pub enum SnsError {
     SignatureEncoding,
     #[error("the signature does not match the message")]
     SignatureMismatch,
-    #[error("Timestamp {0:?} is not an rfc 3339 time")]
+    /// The value as [`echo`] shows it.
+    #[error("Timestamp {0} is not an rfc 3339 time")]
     BadTimestamp(String),
     #[error("Timestamp is {age_secs}s away from now, outside the replay window of {window_secs}s")]
     Stale { age_secs: i64, window_secs: i64 },
@@ -438,15 +440,29 @@ pub fn verify(env: &Envelope, cert: &SigningCert) -> Result<(), SnsError> {
             .verify(text.as_bytes(), &sig)
             .is_ok(),
         other => {
-            return Err(SnsError::UnsupportedVersion(
-                other.chars().take(16).collect(),
-            ));
+            return Err(SnsError::UnsupportedVersion(echo(other, 16)));
         }
     };
     if ok {
         Ok(())
     } else {
         Err(SnsError::SignatureMismatch)
+    }
+}
+
+/// How an error shows a sender's `Timestamp` or `SignatureVersion`: quoted
+/// (at most `max_chars`) only if it is made of what a time or a version is
+/// made of (digits, `-:.+TZ`, space); else only its length. A secret pasted
+/// into the field is never repeated, not even cut (a cut secret no longer
+/// matches the redactor's patterns).
+pub fn echo(value: &str, max_chars: usize) -> String {
+    if value
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '-' | ':' | '.' | '+' | 'T' | 'Z' | ' '))
+    {
+        format!("{:?}", value.chars().take(max_chars).collect::<String>())
+    } else {
+        format!("of {} bytes", value.len())
     }
 }
 
@@ -457,7 +473,7 @@ pub fn check_timestamp(
     window_secs: i64,
 ) -> Result<DateTime<Utc>, SnsError> {
     let t = DateTime::parse_from_rfc3339(env.timestamp.trim())
-        .map_err(|_| SnsError::BadTimestamp(env.timestamp.chars().take(40).collect()))?
+        .map_err(|_| SnsError::BadTimestamp(echo(&env.timestamp, 40)))?
         .with_timezone(&Utc);
     let age = (now - t).num_seconds();
     if age.abs() > window_secs {
@@ -750,6 +766,23 @@ mod tests {
         let mut e = envelope(MessageType::UnsubscribeConfirmation, None);
         e.token = None;
         assert_eq!(e.string_to_sign(), Err(SnsError::MissingField("Token")));
+    }
+
+    #[test]
+    fn errors_never_echo_a_secret_pasted_into_timestamp_or_version() {
+        let mut e = envelope(MessageType::Notification, None);
+        e.timestamp = "2026-11-24 leakprobe@example.com".into();
+        let now = DateTime::parse_from_rfc3339("2026-11-24T03:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let text = check_timestamp(&e, now, 3600).unwrap_err().to_string();
+        assert!(!text.contains("leakprobe"), "{text}");
+        assert!(text.contains("of 32 bytes"), "{text}");
+        e.timestamp = "2026-11-24T03:12:11".into();
+        let text = check_timestamp(&e, now, 3600).unwrap_err().to_string();
+        assert!(text.contains("\"2026-11-24T03:12:11\""), "{text}");
+        assert_eq!(echo("2 AKIAZ7QW4XK2N3LP5RTV", 16), "of 22 bytes");
+        assert_eq!(echo("3", 16), "\"3\"");
     }
 
     #[test]

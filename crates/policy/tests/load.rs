@@ -117,10 +117,7 @@ fn a_syntax_error_is_reported_with_line_and_column() {
 
 #[test]
 fn a_forbid_without_reason_is_rejected_at_the_policy() {
-    let text = default_with(
-        "@reason(\"the paging budget for this team is spent\")\n",
-        "",
-    );
+    let text = default_with("@reason(\"a paging budget is spent\")\n", "");
     let errors = load_err(&text);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -204,11 +201,11 @@ fn templates_are_rejected() {
 fn all_problems_are_reported_together_with_catalog_issues() {
     let mut catalog = Catalog::default();
     catalog.defaults.thresholds.page.0 = 1.5;
-    let text = default_with(
-        "@reason(\"the paging budget for this team is spent\")\n",
+    let text = default_with("@reason(\"a paging budget is spent\")\n", "").replacen(
+        "@id(\"ticket.requested\")\n",
         "",
-    )
-    .replacen("@id(\"ticket.requested\")\n", "", 1);
+        1,
+    );
     let errors = Gates::load(&text, &catalog).unwrap_err();
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(matches!(&errors[0], PolicyError::Catalog(i) if i.path == "defaults.thresholds.page"));

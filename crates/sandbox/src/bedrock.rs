@@ -325,7 +325,7 @@ fn parse_authorization(value: &str) -> Option<AuthHeader> {
 
 /// Recomputes the request's SigV4 signature with the known credentials.
 fn verify_signature(
-    creds: &BedrockCredentials,
+    state: &SandboxState,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: &[u8],
@@ -345,12 +345,22 @@ fn verify_signature(
             "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters (AWS4-HMAC-SHA256).",
         )));
     };
-    if auth.access_key_id != creds.access_key_id {
-        return Err(Box::new(forbidden(
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        )));
-    }
+    let creds = match state.bedrock_credentials_for(&auth.access_key_id) {
+        Ok(c) => c,
+        Err(kind @ "ExpiredTokenException") => {
+            return Err(Box::new(forbidden(
+                kind,
+                "The security token included in the request is expired",
+            )));
+        }
+        Err(kind) => {
+            return Err(Box::new(forbidden(
+                kind,
+                "The security token included in the request is invalid.",
+            )));
+        }
+    };
+    let creds = &creds;
     if auth.service != SIGNING_NAME {
         return Err(Box::new(forbidden(
             "InvalidSignatureException",
@@ -625,7 +635,7 @@ async fn converse(
     body: Bytes,
 ) -> Response {
     let started = std::time::Instant::now();
-    if let Err(resp) = verify_signature(&state.bedrock.credentials, &uri, &headers, &body) {
+    if let Err(resp) = verify_signature(&state, &uri, &headers, &body) {
         return *resp;
     }
     if model_id.is_empty() {

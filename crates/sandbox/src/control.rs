@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::{AnthropicScript, FaultSpec, ModelScript, SandboxState, ServiceNowRules, Target};
+use crate::{
+    AnthropicScript, ChaosSpec, FaultSpec, ModelScript, OutageSpec, SandboxState, ServiceNowRules,
+    Target,
+};
 
 /// Largest control request body, in bytes.
 pub const CONTROL_BODY_BYTES_MAX: usize = 256 * 1024;
@@ -30,7 +33,9 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
         .route("/anthropic/script", post(script))
         .route("/bedrock/script", post(bedrock_script))
         .route("/openai/script", post(openai_script))
-        .route("/faults", post(fault))
+        .route("/faults", post(fault).delete(clear_faults))
+        .route("/faults/outage", post(outage))
+        .route("/faults/chaos", post(chaos))
         .route("/reset", post(reset))
         .layer(DefaultBodyLimit::max(CONTROL_BODY_BYTES_MAX))
 }
@@ -161,6 +166,31 @@ async fn fault(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response 
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+async fn outage(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    match parse::<OutageSpec>(&body) {
+        Ok(spec) => match state.inject_outage(spec) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        Err(r) => *r,
+    }
+}
+
+async fn chaos(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    match parse::<ChaosSpec>(&body) {
+        Ok(spec) => match state.inject_chaos(spec) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        Err(r) => *r,
+    }
+}
+
+async fn clear_faults(State(state): State<Arc<SandboxState>>) -> Response {
+    state.clear_faults();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn reset(State(state): State<Arc<SandboxState>>) -> Response {

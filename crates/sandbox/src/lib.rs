@@ -23,6 +23,7 @@ pub mod pagerduty;
 pub mod record;
 pub mod servicenow;
 pub mod sns;
+pub mod sts;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -42,11 +43,12 @@ pub use anthropic::{
 };
 pub use bedrock::{BedrockCredentials, ModelScript, ModelScriptError};
 pub use bridge::{BridgePost, Channel, DEFAULT_WEBHOOK_TOKEN, WebhookError};
-pub use faults::{FaultError, FaultSpec};
+pub use faults::{ChaosKind, ChaosSpec, FaultError, FaultSpec, OutageSpec, SandboxClock};
 pub use pagerduty::{Alert, AlertStatus};
 pub use record::{RecordedRequest, Secret, Target};
 pub use servicenow::{Incident, ServiceNowRules};
 pub use sns::{Confirmation, SnsSignError};
+pub use sts::{DEFAULT_STS_ROLE_ARN, DEFAULT_WEB_IDENTITY_TOKEN, StsCall, StsControlError};
 
 /// Largest request body any emulator reads, in bytes (answered 413 in the
 /// target's error shape beyond it).
@@ -127,6 +129,7 @@ pub struct SandboxState {
     faults: faults::Faults,
     recorder: record::Recorder,
     sns: sns::SnsState,
+    sts: sts::StsState,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -160,6 +163,7 @@ impl SandboxState {
             faults: faults::Faults::default(),
             recorder: record::Recorder::default(),
             sns: sns::SnsState::default(),
+            sts: sts::StsState::default(),
         }
     }
 
@@ -227,6 +231,26 @@ impl SandboxState {
         self.faults.inject(&spec)
     }
 
+    /// Take a target down for `down_for_ms` of the sandbox's clock.
+    pub fn inject_outage(&self, spec: OutageSpec) -> Result<(), FaultError> {
+        self.faults.inject_outage(&spec)
+    }
+
+    /// Fail a seeded fraction of a target's calls (500, 429, timeout, reset).
+    pub fn inject_chaos(&self, spec: ChaosSpec) -> Result<(), FaultError> {
+        self.faults.inject_chaos(&spec)
+    }
+
+    /// Drop every injected fault, outage and chaos (recordings and state stay).
+    pub fn clear_faults(&self) {
+        self.faults.clear();
+    }
+
+    /// Measure outages with `clock` instead of wall time (e.g. a test's manual clock).
+    pub fn set_clock(&self, clock: SandboxClock) {
+        self.faults.set_clock(clock);
+    }
+
     /// Signs an SNS envelope like SNS (`version` 1: SHA1withRSA, 2:
     /// SHA256withRSA) with the key whose certificate `GET /sns/cert.pem` serves.
     pub fn sns_sign(
@@ -242,6 +266,58 @@ impl SandboxState {
         self.sns.confirmations()
     }
 
+    /// Make a web-identity token valid for STS `AssumeRoleWithWebIdentity`;
+    /// `label` is what [`StsCall::token_label`] shows (never the token).
+    pub fn sts_issue_token(&self, label: &str, token: &str) -> Result<(), StsControlError> {
+        self.sts.issue_token(label, token)
+    }
+
+    /// Make a web-identity token invalid (`InvalidIdentityToken`).
+    pub fn sts_revoke_token(&self, token: &str) {
+        self.sts.revoke_token(token);
+    }
+
+    /// Let valid tokens assume `role_arn` (others answer `AccessDenied`).
+    pub fn sts_allow_role(&self, role_arn: &str) {
+        self.sts.allow_role(role_arn);
+    }
+
+    /// Issue credentials that live `secs` (whatever `DurationSeconds` says); `None` restores it.
+    pub fn sts_set_credential_lifetime(&self, secs: Option<i64>) {
+        self.sts.set_lifetime(secs);
+    }
+
+    /// Expire every credential STS issued so far (Bedrock then answers `ExpiredTokenException`).
+    pub fn sts_expire_credentials(&self) {
+        self.sts.expire_all();
+    }
+
+    /// Answer the next STS call with `status` and error `code`.
+    pub fn sts_fail_next(&self, status: u16, code: &str) -> Result<(), StsControlError> {
+        self.sts.fail_next(status, code)
+    }
+
+    /// `AssumeRoleWithWebIdentity` calls received, oldest first (tokens as labels).
+    pub fn sts_calls(&self) -> Vec<StsCall> {
+        self.sts.calls()
+    }
+
+    /// The credentials Bedrock verifies a signature with: the static ones, or
+    /// temporary ones STS issued (refused once expired).
+    pub(crate) fn bedrock_credentials_for(
+        &self,
+        access_key_id: &str,
+    ) -> Result<bedrock::BedrockCredentials, &'static str> {
+        if access_key_id == self.bedrock.credentials.access_key_id {
+            return Ok(self.bedrock.credentials.clone());
+        }
+        match self.sts.credentials_for(access_key_id) {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(())) => Err("ExpiredTokenException"),
+            None => Err("UnrecognizedClientException"),
+        }
+    }
+
     /// Forget incidents, alerts, posts, scripts, faults and recordings, and
     /// restore default ServiceNow rules. Issued webhooks stay valid.
     pub fn reset(&self) {
@@ -254,6 +330,7 @@ impl SandboxState {
         self.faults.clear();
         self.recorder.clear();
         self.sns.reset();
+        self.sts.reset();
     }
 }
 
@@ -279,6 +356,9 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .nest("/bedrock", emulator(bedrock::routes(), Target::Bedrock))
         .nest("/openai", emulator(openai::routes(), Target::Openai))
         .nest("/sns", sns::routes())
+        // STS is served at its root path; with and without the trailing slash.
+        .route("/sts", axum::routing::post(sts::assume))
+        .route("/sts/", axum::routing::post(sts::assume))
         .nest("/_sandbox", control::routes())
         .with_state(state)
 }
@@ -319,9 +399,18 @@ async fn intercept(
         }
     };
     recorded.body = record::redact_body(&bytes);
-    let fault = state.faults.take(target);
+    let fault = state.faults.next(target);
     if let Some(ms) = fault.and_then(|f| f.delay_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault.is_some_and(|f| f.reset) {
+        recorded.faulted = true;
+        tracing::debug!(target = %target, method = %recorded.method, path = %recorded.path, "sandbox drops the connection");
+        state.recorder.push(recorded);
+        // Unwinding the connection's task closes the socket with no answer at
+        // all (what a reset looks like to the client); `resume_unwind` runs no
+        // panic hook, so nothing is printed.
+        std::panic::resume_unwind(Box::new("sandbox: injected connection reset"));
     }
     let resp = match fault.and_then(|f| f.status.map(|s| (s, f.retry_after_secs))) {
         Some((status, retry_after)) => {
@@ -407,6 +496,11 @@ impl Sandbox {
     /// Base URL for the OpenAI-compatible client (`/v1/chat/completions` is appended).
     pub fn openai_url(&self) -> String {
         format!("{}/openai", self.base_url())
+    }
+
+    /// The STS endpoint (`sts_base_url`) of the `AssumeRoleWithWebIdentity` emulator.
+    pub fn sts_url(&self) -> String {
+        format!("{}/sts", self.base_url())
     }
 
     /// Where the SNS emulator serves its signing certificate (plain http on

@@ -26,6 +26,12 @@ pub struct Pipeline {
     pub executor: tg_actions::Executor,
     /// SNS signature verification, certificate cache, subscriptions.
     pub sns: crate::sns::SnsVerifier,
+    /// Held-back summaries to chat webhooks (`storm.summary`).
+    pub summary: crate::storm::SummaryConfig,
+    /// Outbox delivery: retries, per-target concurrency, lease (`actions.*`).
+    pub outbox: crate::outbox::OutboxSettings,
+    /// Who may call the API (`identity.inbound`).
+    pub inbound: crate::auth::Inbound,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -57,11 +63,24 @@ impl Pipeline {
     }
 }
 
-/// Builds the pipeline. `policy_text` overrides `config.policy.file` (already read by the caller).
+/// Builds the pipeline on the wall clock. `policy_text` overrides
+/// `config.policy.file` (already read by the caller).
 pub fn build_pipeline(
     config: &Config,
     policy_text: Option<&str>,
     secrets: &dyn SecretSource,
+) -> anyhow::Result<Pipeline> {
+    build_pipeline_with_clock(config, policy_text, secrets, Arc::new(crate::SystemClock))
+}
+
+/// Builds the pipeline with the clock the server will run on: the classifier
+/// guard (cache TTL, breaker cooldown, budget) reads it, so a `ManualClock`
+/// makes them deterministic.
+pub fn build_pipeline_with_clock(
+    config: &Config,
+    policy_text: Option<&str>,
+    secrets: &dyn SecretSource,
+    clock: Arc<dyn crate::Clock>,
 ) -> anyhow::Result<Pipeline> {
     let text = policy_text.unwrap_or(Gates::default_policy_text());
     let gates = Gates::load(text, &config.catalog).map_err(|errs| {
@@ -107,126 +126,9 @@ pub fn build_pipeline(
     };
     let sns = build_sns(&config.sources.sns)?;
 
-    let classifier: Arc<dyn Classifier> = {
-        let c = &config.classifier;
-        let rules = || -> anyhow::Result<tg_classify::RulesClassifier> {
-            let rules = match &c.rules {
-                Some(v) => serde_json::from_value(v.clone()).context("classifier.rules")?,
-                None => tg_classify::RulesClassifier::default_config(),
-            };
-            tg_classify::RulesClassifier::new(rules).map_err(|e| anyhow!("classifier.rules: {e}"))
-        };
-        let guard = tg_classify::GuardConfig {
-            cache_ttl_secs: c.guard.cache_ttl_secs,
-            cache_entries_max: usize::try_from(c.guard.cache_entries_max).unwrap_or(usize::MAX),
-            concurrency_max: usize::try_from(c.guard.concurrency_max).unwrap_or(usize::MAX),
-            permit_wait_ms: c.guard.permit_wait_ms,
-            calls_per_minute: u32::try_from(c.guard.calls_per_minute).unwrap_or(u32::MAX),
-            call_timeout_ms: c.guard.call_timeout_ms,
-            breaker_failures: u32::try_from(c.guard.breaker_failures).unwrap_or(u32::MAX),
-            breaker_cooldown_secs: c.guard.breaker_cooldown_secs,
-        };
-        let fallback: Option<Arc<dyn Classifier>> = match c.guard.fallback {
-            tg_config::FallbackKind::None => None,
-            tg_config::FallbackKind::Rules => Some(Arc::new(rules()?)),
-        };
-        let clock: Arc<dyn tg_classify::GuardClock> =
-            Arc::new(tg_classify::SystemGuardClock::default());
-        fn guarded<C: Classifier + 'static>(
-            inner: C,
-            guard: tg_classify::GuardConfig,
-            clock: Arc<dyn tg_classify::GuardClock>,
-            fallback: Option<Arc<dyn Classifier>>,
-        ) -> anyhow::Result<Arc<dyn Classifier>> {
-            Ok(Arc::new(
-                tg_classify::Guarded::new(inner, guard, clock, fallback)
-                    .map_err(|e| anyhow!("classifier.guard.{e}"))?,
-            ))
-        }
-        let retry = |timeout_ms: u64, retries_max: u32| tg_classify::RetryPolicy {
-            timeout_ms,
-            retries_max,
-            ..tg_classify::RetryPolicy::default()
-        };
-        match c.provider {
-            ProviderKind::Rules => Arc::new(rules()?),
-            ProviderKind::Anthropic => {
-                let a = c
-                    .anthropic
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("classifier.anthropic is missing"))?;
-                let key = secrets
-                    .read(&a.api_key)
-                    .context("classifier.anthropic.api_key")?;
-                let mut ac = tg_classify::AnthropicConfig::new(a.model.clone(), key);
-                ac.base_url = a.base_url.clone();
-                ac.timeout_ms = a.timeout_ms;
-                ac.max_tokens = a.max_tokens;
-                ac.retries_max = a.retries_max;
-                ac.reask = c.reask;
-                let inner = tg_classify::AnthropicClassifier::new(ac)
-                    .map_err(|e| anyhow!("classifier.anthropic: {e}"))?;
-                guarded(inner, guard, clock, fallback)?
-            }
-            ProviderKind::Bedrock => {
-                let b = c
-                    .bedrock
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("classifier.bedrock is missing"))?;
-                let r = &b.credentials;
-                let credentials = tg_classify::AwsCredentials {
-                    access_key_id: secrets
-                        .read(&r.access_key_id)
-                        .context("classifier.bedrock.credentials.access_key_id")?,
-                    secret_access_key: secrets
-                        .read(&r.secret_access_key)
-                        .context("classifier.bedrock.credentials.secret_access_key")?,
-                    // Temporary credentials only: an unset token means long-term keys.
-                    session_token: match &r.session_token {
-                        Some(t) => match secrets.read(t) {
-                            Ok(v) => Some(v),
-                            Err(tg_config::SecretError::Missing(_)) => None,
-                            Err(e) => {
-                                return Err(anyhow!(
-                                    "classifier.bedrock.credentials.session_token: {e}"
-                                ));
-                            }
-                        },
-                        None => None,
-                    },
-                };
-                let mut bc = tg_classify::BedrockConfig::new(
-                    b.region.clone(),
-                    b.model_id.clone(),
-                    credentials,
-                );
-                bc.base_url = b.base_url.clone();
-                bc.max_tokens = b.max_tokens;
-                bc.retry = retry(b.timeout_ms, b.retries_max);
-                bc.reask = c.reask;
-                let inner = tg_classify::BedrockClassifier::new(bc)
-                    .map_err(|e| anyhow!("classifier.bedrock: {e}"))?;
-                guarded(inner, guard, clock, fallback)?
-            }
-            ProviderKind::OpenAi => {
-                let o = c
-                    .openai
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("classifier.openai is missing"))?;
-                let mut oc = tg_classify::OpenAiConfig::new(o.base_url.clone(), o.model.clone());
-                oc.api_key = match &o.api_key {
-                    Some(r) => Some(secrets.read(r).context("classifier.openai.api_key")?),
-                    None => None,
-                };
-                oc.max_tokens = o.max_tokens;
-                oc.retry = retry(o.timeout_ms, o.retries_max);
-                oc.reask = c.reask;
-                let inner = tg_classify::OpenAiClassifier::new(oc)
-                    .map_err(|e| anyhow!("classifier.openai: {e}"))?;
-                guarded(inner, guard, clock, fallback)?
-            }
-        }
-    };
+    let guard_clock: Arc<dyn tg_classify::GuardClock> =
+        Arc::new(crate::clock::GuardClockAdapter::new(clock));
+    let classifier = build_classifier(&config.classifier, secrets, &guard_clock)?;
 
     let executor = build_executor(config, secrets)?;
     let storm = StormSettings {
@@ -241,6 +143,16 @@ pub fn build_pipeline(
             burst: config.storm.paging.global.burst,
             per_hour: config.storm.paging.global.per_hour,
         },
+        service_bucket: bucket(config.storm.paging.service),
+        service_buckets: config
+            .storm
+            .paging
+            .services
+            .iter()
+            .map(|(name, b)| (name.clone(), bucket(*b)))
+            .collect(),
+        breaker: breaker_config(&config.storm.breaker),
+        umbrella_team: config.storm.breaker.umbrella_team.clone(),
     };
     Ok(Pipeline {
         normalize,
@@ -250,7 +162,309 @@ pub fn build_pipeline(
         storm,
         executor,
         sns,
+        summary: build_summary(&config.storm.summary, secrets)?,
+        outbox: crate::outbox::OutboxSettings::from_config(&config.actions),
+        inbound: build_inbound(&config.identity.inbound)?,
     })
+}
+
+/// `identity.inbound`: the JWT authenticator (its key set is fetched on first use
+/// and kept fresh; see `tg_identity::jwks`).
+fn build_inbound(c: &tg_config::InboundConfig) -> anyhow::Result<crate::auth::Inbound> {
+    use tg_config::InboundMode;
+    match c.mode {
+        InboundMode::None => {
+            tracing::warn!(
+                "identity.inbound.mode is none: API callers are not authenticated (drills and tests only)"
+            );
+            Ok(crate::auth::Inbound::Disabled)
+        }
+        InboundMode::Jwt => {
+            let algorithms = c
+                .algorithms
+                .iter()
+                .map(|a| {
+                    tg_identity::jwt::algorithm_from_name(a)
+                        .ok_or_else(|| anyhow!("identity.inbound.algorithms: {a:?} is not allowed"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let policy = tg_identity::JwtPolicy {
+                issuer: c.issuer.clone().unwrap_or_default(),
+                audiences: c.audiences.clone(),
+                algorithms,
+                leeway_secs: c.leeway_secs,
+                required_typ: c.required_typ.clone(),
+            };
+            let jwks = tg_identity::JwksConfig {
+                url: c.jwks_url.clone().unwrap_or_default(),
+                timeout_ms: c.jwks_timeout_ms,
+                max_age_secs: c.jwks_max_age_secs,
+                refresh_min_interval_secs: c.jwks_refresh_min_interval_secs,
+                stale_max_secs: c.jwks_stale_max_secs,
+            };
+            let auth = tg_identity::Authenticator::new(policy, jwks)
+                .map_err(|e| anyhow!("identity.inbound: {e}"))?;
+            Ok(crate::auth::Inbound::Jwt(Arc::new(auth)))
+        }
+    }
+}
+
+/// `storm.summary`, with each team's webhook URL read from its secret.
+fn build_summary(
+    c: &tg_config::SummarySpec,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<crate::storm::SummaryConfig> {
+    let mut webhooks = BTreeMap::new();
+    for (team, r) in &c.webhooks {
+        let url = secrets
+            .read(r)
+            .with_context(|| format!("storm.summary.webhooks.{team}"))?;
+        webhooks.insert(team.clone(), url);
+    }
+    Ok(crate::storm::SummaryConfig {
+        interval: chrono::Duration::seconds(
+            i64::try_from(c.interval_secs).unwrap_or(i64::MAX / 1000),
+        ),
+        runs_max: c.runs_max,
+        webhooks,
+        teams_format: c.format == "teams",
+        timeout: std::time::Duration::from_millis(c.timeout_ms),
+    })
+}
+
+/// The classifier: the `default` profile, or a [`tg_classify::Routed`] over
+/// every profile when `classifier.profiles` or `classifier.routes` is set.
+fn build_classifier(
+    c: &tg_config::ClassifierConfig,
+    secrets: &dyn SecretSource,
+    clock: &Arc<dyn tg_classify::GuardClock>,
+) -> anyhow::Result<Arc<dyn Classifier>> {
+    let default = build_profile("classifier", &c.default_profile(), c, secrets, clock)?;
+    if c.profiles.is_empty() && c.routes.is_empty() {
+        return Ok(default);
+    }
+    let mut named = BTreeMap::new();
+    for (name, p) in &c.profiles {
+        let path = format!("classifier.profiles.{name}");
+        named.insert(name.clone(), build_profile(&path, p, c, secrets, clock)?);
+    }
+    let mut routes = Vec::with_capacity(c.routes.len());
+    for (i, r) in c.routes.iter().enumerate() {
+        let mut environments = std::collections::BTreeSet::new();
+        for (j, label) in r.environments.iter().enumerate() {
+            let env = tg_config::route_environment(label).ok_or_else(|| {
+                anyhow!("classifier.routes[{i}].environments[{j}]: {label:?} names no environment")
+            })?;
+            environments.insert(env);
+        }
+        routes.push(tg_classify::Route {
+            environments,
+            services: r.services.iter().cloned().collect(),
+            profile: r.profile.clone(),
+        });
+    }
+    let routed =
+        tg_classify::Routed::new(default, named, routes).map_err(|e| anyhow!("classifier.{e}"))?;
+    Ok(Arc::new(routed))
+}
+
+/// One profile's classifier; `path` prefixes every error (`classifier`,
+/// `classifier.profiles.<name>`).
+fn build_profile(
+    path: &str,
+    p: &tg_config::ProfileConfig,
+    c: &tg_config::ClassifierConfig,
+    secrets: &dyn SecretSource,
+    clock: &Arc<dyn tg_classify::GuardClock>,
+) -> anyhow::Result<Arc<dyn Classifier>> {
+    let rules = || -> anyhow::Result<tg_classify::RulesClassifier> {
+        let rules = match &c.rules {
+            Some(v) => serde_json::from_value(v.clone()).context("classifier.rules")?,
+            None => tg_classify::RulesClassifier::default_config(),
+        };
+        tg_classify::RulesClassifier::new(rules).map_err(|e| anyhow!("classifier.rules: {e}"))
+    };
+    let guard = tg_classify::GuardConfig {
+        cache_ttl_secs: p.guard.cache_ttl_secs,
+        cache_entries_max: usize::try_from(p.guard.cache_entries_max).unwrap_or(usize::MAX),
+        concurrency_max: usize::try_from(p.guard.concurrency_max).unwrap_or(usize::MAX),
+        permit_wait_ms: p.guard.permit_wait_ms,
+        calls_per_minute: u32::try_from(p.guard.calls_per_minute).unwrap_or(u32::MAX),
+        call_timeout_ms: p.guard.call_timeout_ms,
+        breaker_failures: u32::try_from(p.guard.breaker_failures).unwrap_or(u32::MAX),
+        breaker_cooldown_secs: p.guard.breaker_cooldown_secs,
+    };
+    let fallback: Option<Arc<dyn Classifier>> = match p.guard.fallback {
+        tg_config::FallbackKind::None => None,
+        tg_config::FallbackKind::Rules => Some(Arc::new(rules()?)),
+    };
+    let guarded = |inner: Box<dyn GuardedInner>| -> anyhow::Result<Arc<dyn Classifier>> {
+        inner
+            .guard(guard, clock.clone(), fallback.clone())
+            .map_err(|e| anyhow!("{path}.guard.{e}"))
+    };
+    let retry = |timeout_ms: u64, retries_max: u32| tg_classify::RetryPolicy {
+        timeout_ms,
+        retries_max,
+        ..tg_classify::RetryPolicy::default()
+    };
+    Ok(match p.provider {
+        ProviderKind::Rules => Arc::new(rules()?),
+        ProviderKind::Anthropic => {
+            let a = p
+                .anthropic
+                .as_ref()
+                .ok_or_else(|| anyhow!("{path}.anthropic is missing"))?;
+            let key = secrets
+                .read(&a.api_key)
+                .with_context(|| format!("{path}.anthropic.api_key"))?;
+            let mut ac = tg_classify::AnthropicConfig::new(a.model.clone(), key);
+            ac.base_url = a.base_url.clone();
+            ac.timeout_ms = a.timeout_ms;
+            ac.max_tokens = a.max_tokens;
+            ac.retries_max = a.retries_max;
+            ac.reask = p.reask;
+            let inner = tg_classify::AnthropicClassifier::new(ac)
+                .map_err(|e| anyhow!("{path}.anthropic: {e}"))?;
+            guarded(Box::new(inner))?
+        }
+        ProviderKind::Bedrock => {
+            let b = p
+                .bedrock
+                .as_ref()
+                .ok_or_else(|| anyhow!("{path}.bedrock is missing"))?;
+            let credentials = aws_credentials(path, b, secrets)?;
+            let mut bc =
+                tg_classify::BedrockConfig::new(b.region.clone(), b.model_id.clone(), credentials);
+            bc.base_url = b.base_url.clone();
+            bc.max_tokens = b.max_tokens;
+            bc.retry = retry(b.timeout_ms, b.retries_max);
+            bc.reask = p.reask;
+            let inner = tg_classify::BedrockClassifier::new(bc)
+                .map_err(|e| anyhow!("{path}.bedrock: {e}"))?;
+            guarded(Box::new(inner))?
+        }
+        ProviderKind::OpenAi => {
+            let o = p
+                .openai
+                .as_ref()
+                .ok_or_else(|| anyhow!("{path}.openai is missing"))?;
+            let mut oc = tg_classify::OpenAiConfig::new(o.base_url.clone(), o.model.clone());
+            oc.api_key = match &o.api_key {
+                Some(r) => Some(
+                    secrets
+                        .read(r)
+                        .with_context(|| format!("{path}.openai.api_key"))?,
+                ),
+                None => None,
+            };
+            oc.max_tokens = o.max_tokens;
+            oc.retry = retry(o.timeout_ms, o.retries_max);
+            oc.reask = p.reask;
+            let inner = tg_classify::OpenAiClassifier::new(oc)
+                .map_err(|e| anyhow!("{path}.openai: {e}"))?;
+            guarded(Box::new(inner))?
+        }
+    })
+}
+
+/// A provider that can be put behind a [`tg_classify::Guarded`] (object-safe,
+/// so one closure wraps every provider type).
+trait GuardedInner {
+    fn guard(
+        self: Box<Self>,
+        config: tg_classify::GuardConfig,
+        clock: Arc<dyn tg_classify::GuardClock>,
+        fallback: Option<Arc<dyn Classifier>>,
+    ) -> Result<Arc<dyn Classifier>, tg_classify::guard::GuardError>;
+}
+
+impl<C: Classifier + 'static> GuardedInner for C {
+    fn guard(
+        self: Box<Self>,
+        config: tg_classify::GuardConfig,
+        clock: Arc<dyn tg_classify::GuardClock>,
+        fallback: Option<Arc<dyn Classifier>>,
+    ) -> Result<Arc<dyn Classifier>, tg_classify::guard::GuardError> {
+        Ok(Arc::new(tg_classify::Guarded::new(
+            *self, config, clock, fallback,
+        )?))
+    }
+}
+
+/// Names of the standard AWS web-identity variables (read through the secret
+/// source, like every other credential reference).
+const AWS_WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
+const AWS_ROLE_ARN: &str = "AWS_ROLE_ARN";
+const AWS_ROLE_SESSION_NAME: &str = "AWS_ROLE_SESSION_NAME";
+
+/// Bedrock's credentials, in the order of the AWS SDKs' chain: an explicit
+/// `web_identity` block; else the static keys; else, when the access key is
+/// unset, `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (+ `AWS_ROLE_SESSION_NAME`).
+/// The STS endpoint is regional (`bedrock.region`) unless `sts_base_url` is set.
+fn aws_credentials(
+    path: &str,
+    b: &tg_config::BedrockConfig,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<tg_classify::AwsCredentialSource> {
+    let r = &b.credentials;
+    let cpath = format!("{path}.bedrock.credentials");
+    if let Some(w) = &r.web_identity {
+        let mut wc = tg_classify::WebIdentityConfig::new(
+            w.token_file.clone(),
+            w.role_arn.clone(),
+            &b.region,
+        );
+        wc.session_name = w.session_name.clone();
+        if let Some(u) = &w.sts_base_url {
+            wc.sts_base_url = u.clone();
+        }
+        wc.duration_secs = w.duration_secs;
+        wc.timeout_ms = w.timeout_ms;
+        return Ok(wc.into());
+    }
+    let optional = |name: &str| -> anyhow::Result<Option<String>> {
+        match secrets.read(&tg_config::SecretRef::Env(name.into())) {
+            Ok(v) => Ok(Some(v.expose().to_owned())),
+            Err(tg_config::SecretError::Missing(_)) => Ok(None),
+            Err(e) => Err(anyhow!("{cpath}: {name}: {e}")),
+        }
+    };
+    let access_key_id = match secrets.read(&r.access_key_id) {
+        Ok(v) => v,
+        Err(tg_config::SecretError::Missing(missing)) => {
+            let file = optional(AWS_WEB_IDENTITY_TOKEN_FILE)?;
+            let role = optional(AWS_ROLE_ARN)?;
+            let (Some(file), Some(role)) = (file, role) else {
+                return Err(anyhow!(
+                    "{cpath}.access_key_id: {missing} is not set, and neither are {AWS_WEB_IDENTITY_TOKEN_FILE} and {AWS_ROLE_ARN} (web identity)"
+                ));
+            };
+            let mut wc = tg_classify::WebIdentityConfig::new(file.into(), role, &b.region);
+            if let Some(name) = optional(AWS_ROLE_SESSION_NAME)? {
+                wc.session_name = name;
+            }
+            tracing::info!(role_arn = %wc.role_arn, "bedrock credentials: web identity from the environment");
+            return Ok(wc.into());
+        }
+        Err(e) => return Err(anyhow!("{cpath}.access_key_id: {e}")),
+    };
+    let credentials = tg_classify::AwsCredentials {
+        access_key_id,
+        secret_access_key: secrets
+            .read(&r.secret_access_key)
+            .with_context(|| format!("{cpath}.secret_access_key"))?,
+        // Temporary credentials only: an unset token means long-term keys.
+        session_token: match &r.session_token {
+            Some(t) => match secrets.read(t) {
+                Ok(v) => Some(v),
+                Err(tg_config::SecretError::Missing(_)) => None,
+                Err(e) => return Err(anyhow!("{cpath}.session_token: {e}")),
+            },
+            None => None,
+        },
+    };
+    Ok(credentials.into())
 }
 
 fn build_sns(c: &tg_config::SnsSourceConfig) -> anyhow::Result<crate::sns::SnsVerifier> {
@@ -344,4 +558,23 @@ fn build_executor(
     };
     tg_actions::Executor::new(servicenow, pagerduty, bridge, retry)
         .map_err(|e| anyhow!("actions: {e}"))
+}
+
+fn bucket(b: tg_config::BucketSpec) -> BucketConfig {
+    BucketConfig {
+        burst: b.burst,
+        per_hour: b.per_hour,
+    }
+}
+
+/// `storm.breaker` as the storm crate's config (values already validated).
+pub fn breaker_config(b: &tg_config::BreakerSpec) -> tg_storm::BreakerConfig {
+    let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+    tg_storm::BreakerConfig {
+        open_services: b.open_services,
+        open_catalog_percent: b.open_catalog_percent,
+        close_services: b.close_services,
+        cooldown: secs(b.cooldown_secs),
+        window: secs(b.window_secs),
+    }
 }

@@ -35,10 +35,19 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/{source}", post(ingest))
         .route("/v1/runs/{run_id}", get(get_run))
         .route("/v1/review", get(review))
+        .route("/v1/actions", get(crate::actions_api::list))
+        .route("/v1/actions/{id}", get(crate::actions_api::get))
+        .route("/v1/actions/{id}/retry", post(crate::actions_api::retry))
+        .route("/v1/storm", get(crate::storm::get_storm))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::not_found("route") })
+        // Identity before anything reads the body (an anonymous caller costs no parsing).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(TimeoutLayer::with_status_code(
@@ -81,8 +90,10 @@ async fn ingest(
     State(state): State<AppState>,
     Path(source): Path<String>,
     headers: HeaderMap,
+    caller: Option<axum::Extension<tg_identity::Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    let submitted_by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0));
     let Some(src) = source_from_path(&source) else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -97,7 +108,7 @@ async fn ingest(
     let label = src.as_str();
     m::received(label);
     let body = body.map_err(|e| body_problem(&state, label, &e))?;
-    accept_body(&state, src, &body, &headers).await
+    accept_body(&state, src, &body, &headers, submitted_by).await
 }
 
 /// The problem for an over-long or unreadable body.
@@ -157,6 +168,7 @@ pub(crate) async fn accept_body(
     src: Source,
     body: &[u8],
     headers: &HeaderMap,
+    submitted_by: Option<String>,
 ) -> Result<Response, Problem> {
     let label = src.as_str();
     let normalize =
@@ -200,6 +212,9 @@ pub(crate) async fn accept_body(
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| CorrelationId::is_valid(s))
+        // A caller's ID is stored, logged and sent on verbatim: one the
+        // redactor would change (an access key, a JWT) is not used.
+        .filter(|s| state.pipeline.normalize.redactor.redact(s) == *s)
         .map(CorrelationId::from);
     let runs: Vec<NewRun> = events
         .into_iter()
@@ -211,7 +226,7 @@ pub(crate) async fn accept_body(
                     .clone()
                     .unwrap_or_else(|| CorrelationId(format!("tg-{uuid}"))),
                 event,
-                submitted_by: None,
+                submitted_by: submitted_by.clone(),
             }
         })
         .collect();
@@ -355,7 +370,14 @@ async fn review(
             "created_at": r.decided_at,
         })
     }));
-    Ok(Json(json!({ "items": items })).into_response())
+    // The delivery backlog: actions waiting for an incident tool, and dead letters.
+    let outbox = state
+        .store
+        .outbox_counts(state.clock.now())
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    m::outbox(outbox.pending, outbox.dead);
+    Ok(Json(json!({ "items": items, "outbox": outbox })).into_response())
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -373,7 +395,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Guard counters live in the classifiers; copied in at scrape time.
+    m::guard(&state.pipeline.classifier.guard_stats());
+    crate::outbox::refresh_gauges(&state).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

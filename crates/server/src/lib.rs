@@ -8,20 +8,24 @@
 //! - every run is audited exactly once (the store's `complete` transaction), and
 //!   the JSON Lines file is written from the store in chain order.
 
+mod actions_api;
+pub mod auth;
 pub mod build;
 pub mod clock;
 mod http;
 mod metrics;
+pub mod outbox;
 mod problem;
 pub mod sns;
+pub mod storm;
 pub mod worker;
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-pub use build::{Pipeline, build_pipeline};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use build::{Pipeline, build_pipeline, build_pipeline_with_clock};
+pub use clock::{Clock, GuardClockAdapter, ManualClock, SystemClock};
 pub use http::app;
 
 /// Everything the HTTP handlers and workers share.
@@ -34,6 +38,8 @@ pub struct AppState {
     pub work: Arc<Notify>,
     /// Wakes the audit-file writer when runs complete.
     pub audited: Arc<Notify>,
+    /// Wakes the outbox when actions are committed or an operator retries one.
+    pub outbox: Arc<Notify>,
     pub audit_file: Option<std::path::PathBuf>,
     pub limits: Limits,
 }
@@ -101,6 +107,14 @@ pub async fn start(
         .with_context(|| format!("cannot open store {}", db.display()))?;
     metrics::handle();
     let requeued = store.requeue_interrupted().await?;
+    // Deliveries the previous process had in flight are claimed again.
+    let released = store.release_claims(clock.now()).await?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "deliveries interrupted by a restart are queued again"
+        );
+    }
     if requeued > 0 {
         tracing::warn!(requeued, "runs interrupted by a restart are queued again");
     }
@@ -110,6 +124,7 @@ pub async fn start(
         clock,
         work: Arc::new(Notify::new()),
         audited: Arc::new(Notify::new()),
+        outbox: Arc::new(Notify::new()),
         audit_file: Some(data_dir.join("audit.jsonl")),
         limits: Limits {
             body_bytes_max: server.body_bytes_max,
@@ -136,6 +151,17 @@ pub async fn start(
         let st = state.clone();
         let token = shutdown.clone();
         tasks.spawn(async move { worker::audit_file_writer(st, token).await });
+    }
+    // Actions are delivered by the outbox, never by the processing workers.
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { outbox::run(st, token).await });
+    }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { storm::summary_task(st, token).await });
     }
     let addr = listener.local_addr()?;
     {

@@ -69,7 +69,67 @@ pub fn processing_seconds(d: std::time::Duration) {
     metrics::histogram!("triage_gate_processing_seconds").record(d.as_secs_f64());
 }
 
+/// The classifier guards' counters (per profile and provider), set at scrape
+/// time from `Classifier::guard_stats` (the guards count; this only copies).
+pub fn guard(stats: &[tg_classify::NamedGuardStats]) {
+    for g in stats {
+        let s = &g.stats;
+        let labels = [
+            ("profile", g.profile.clone()),
+            ("provider", g.provider.clone()),
+        ];
+        for (name, value) in [
+            ("triage_gate_classifier_calls_total", s.provider_calls),
+            ("triage_gate_classifier_cache_hits_total", s.cache_hits),
+            (
+                "triage_gate_classifier_single_flight_joins_total",
+                s.coalesced,
+            ),
+            ("triage_gate_classifier_timeouts_total", s.timeouts),
+            ("triage_gate_classifier_fallbacks_total", s.fallbacks),
+            (
+                "triage_gate_classifier_breaker_opens_total",
+                s.breaker_opens,
+            ),
+        ] {
+            metrics::counter!(name, &labels).absolute(value);
+        }
+        for (reason, value) in [
+            ("circuit_open", s.circuit_open),
+            ("over_budget", s.over_budget),
+            ("saturated", s.saturated),
+        ] {
+            let mut with_reason = labels.to_vec();
+            with_reason.push(("reason", reason.to_owned()));
+            metrics::counter!("triage_gate_classifier_refusals_total", &with_reason)
+                .absolute(value);
+        }
+        metrics::gauge!("triage_gate_classifier_breaker_state", &labels)
+            .set(f64::from(s.breaker_state));
+    }
+}
+
 pub fn backlog(n: i64) {
     #[expect(clippy::cast_precision_loss, reason = "a gauge of a queue length")]
     metrics::gauge!("triage_gate_backlog_runs").set(n as f64);
+}
+
+/// The outbox backlog: actions waiting for delivery, and dead letters.
+pub fn outbox(pending: i64, dead: i64) {
+    #[expect(clippy::cast_precision_loss, reason = "gauges of queue lengths")]
+    {
+        metrics::gauge!("triage_gate_outbox_pending").set(pending as f64);
+        metrics::gauge!("triage_gate_outbox_dead").set(dead as f64);
+    }
+}
+
+/// One delivery attempt by target and outcome (delivered, retryable, throttled, permanent).
+pub fn attempt(target: &'static str, outcome: &'static str) {
+    metrics::counter!("triage_gate_action_attempts_total", "target" => target, "outcome" => outcome)
+        .increment(1);
+}
+
+/// An API call refused by inbound identity, by reason code.
+pub fn auth_refused(reason: &'static str) {
+    metrics::counter!("triage_gate_auth_refused_total", "reason" => reason).increment(1);
 }

@@ -343,7 +343,9 @@ pub(crate) async fn ingest(
         Ok(()) => {}
         Err(Refusal::Forbidden(e)) => {
             m::rejected(LABEL, "forbidden");
-            tracing::warn!(message_id = %tg_engine::truncate(&env.message_id, 128), reason = %e, "SNS message refused");
+            // The MessageId is the sender's text: redacted before it is logged.
+            let message_id = state.pipeline.normalize.redactor.redact(&env.message_id);
+            tracing::warn!(message_id = %tg_engine::truncate(&message_id, 128), reason = %e, "SNS message refused");
             return Err(forbidden(&e));
         }
         Err(Refusal::Unavailable(detail)) => {
@@ -367,7 +369,14 @@ pub(crate) async fn ingest(
                 )
                     .into_response());
             }
-            let result = accept_body(&state, Source::CloudwatchSns, &body, &headers).await;
+            let result = accept_body(
+                &state,
+                Source::CloudwatchSns,
+                &body,
+                &headers,
+                Some("sns-signature".to_owned()),
+            )
+            .await;
             if result.is_err() {
                 sns.release(&env.message_id);
             }
@@ -375,7 +384,8 @@ pub(crate) async fn ingest(
         }
         MessageType::SubscriptionConfirmation => sns.confirm(&env).await,
         MessageType::UnsubscribeConfirmation => {
-            tracing::info!(topic_arn = %env.topic_arn, "SNS unsubscribe confirmation received");
+            let topic_arn = state.pipeline.normalize.redactor.redact(&env.topic_arn);
+            tracing::info!(%topic_arn, "SNS unsubscribe confirmation received");
             Ok((StatusCode::OK, Json(json!({"status": "unsubscribed"}))).into_response())
         }
     }

@@ -1,7 +1,9 @@
 //! Processing: claim a run -> classify -> decide (prefetch, step, apply in one
-//! transaction) -> deliver executed actions -> complete with one audit record.
+//! transaction, the planned actions committed to the outbox) -> complete with
+//! one audit record once no action is pending. Workers never call an incident
+//! tool: the outbox (`crate::outbox`) delivers and completes runs with actions.
 //! Every stage is restartable: a crash anywhere leaves the run `pending`
-//! (re-claimed), or `decided` (delivery is idempotent, then audited once).
+//! (re-claimed), or `decided` (its actions stay in the outbox, then audited once).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,7 +46,7 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
                     if let Ok(Some(r)) = state.store.get_run(&run_id).await
                         && r.status == tg_store::RunStatus::Decided
                     {
-                        let _ = deliver_and_complete(&state, &run_id).await;
+                        let _ = complete_or_hand_over(&state, &run_id).await;
                     }
                 }
             }
@@ -63,7 +65,8 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
     }
 }
 
-/// Delivers and audits runs whose decision was committed before a restart.
+/// Audits runs decided before a restart whose actions are all terminal; the
+/// outbox delivers (and then audits) the others.
 pub async fn resume_decided(state: &AppState, token: &CancellationToken) {
     match state.store.decided_runs().await {
         Ok(ids) => {
@@ -72,7 +75,7 @@ pub async fn resume_decided(state: &AppState, token: &CancellationToken) {
                     return;
                 }
                 tracing::info!(run_id = %run_id, "resuming a decided run");
-                if let Err(e) = deliver_and_complete(state, &run_id).await {
+                if let Err(e) = complete_or_hand_over(state, &run_id).await {
                     tracing::error!(run_id = %run_id, error = %e, "cannot resume run");
                 }
             }
@@ -180,7 +183,7 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
         m::decided(a.action, a.outcome);
     }
     m::processing_seconds(started.elapsed());
-    deliver_and_complete(state, &run.run_id).await
+    complete_or_hand_over(state, &run.run_id).await
 }
 
 fn skipped(p: &crate::Pipeline, why: String) -> ClassificationRecord {
@@ -197,23 +200,22 @@ fn skipped(p: &crate::Pipeline, why: String) -> ClassificationRecord {
     }
 }
 
-/// Delivers the run's pending actions (idempotent per action), then audits it once.
-pub async fn deliver_and_complete(
+/// Audits the run now if none of its actions is pending; otherwise wakes the
+/// outbox, which audits it once the last action is delivered or dead.
+pub async fn complete_or_hand_over(
     state: &AppState,
     run_id: &tg_model::RunId,
 ) -> anyhow::Result<()> {
-    for action in state.store.pending_actions(run_id).await? {
-        let result = state.pipeline.executor.execute(&action.planned).await;
-        m::action_result(action.kind, result.status);
-        state
-            .store
-            .record_action_result(run_id, action.kind, &result, state.clock.now())
-            .await?;
+    if state.store.pending_count(run_id).await? > 0 {
+        state.outbox.notify_one();
+        return Ok(());
     }
     complete(state, run_id).await
 }
 
-async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyhow::Result<()> {
+/// Builds the run's one audit record from the store and seals it (the store
+/// refuses a run that is not `decided`, so a run is never audited twice).
+pub(crate) async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyhow::Result<()> {
     let run = state
         .store
         .get_run(run_id)

@@ -93,12 +93,13 @@ async fn start(block: &str, aws_secret: &str) -> Harness {
         let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
         secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
     }
-    let pipeline = tg_server::build_pipeline(&config, None, &secrets).expect("pipeline builds");
+    let clock = Arc::new(tg_server::ManualClock::new(t0()));
+    let pipeline = tg_server::build_pipeline_with_clock(&config, None, &secrets, clock.clone())
+        .expect("pipeline builds");
     let data = tempfile::Builder::new()
         .prefix("tg-classify-e2e-")
         .tempdir()
         .unwrap();
-    let clock = Arc::new(tg_server::ManualClock::new(t0()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gate = tg_server::start(
         listener,

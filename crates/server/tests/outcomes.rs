@@ -404,7 +404,20 @@ async fn assert_rejected(marker: &str, reply: ScriptReply, expected_reason: &str
     assert_eq!(review.len(), 1, "{review:?}");
     assert_eq!(review[0]["kind"], "run");
     assert_eq!(review[0]["run_id"], run["run_id"]);
-    assert_eq!(h.model_calls(), 1);
+    // A schema failure gets the one re-ask (on by default), and the scripted
+    // model breaks the contract again; other rejections are not re-asked.
+    let reasked = tg_classify::contract::is_schema_failure(expected_reason);
+    assert_eq!(h.model_calls(), if reasked { 2 } else { 1 });
+    if reasked {
+        assert!(
+            run["classification"]["rejection"]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("after one re-ask: "),
+            "{}",
+            run["classification"]
+        );
+    }
     h.assert_no_action_traffic();
 }
 

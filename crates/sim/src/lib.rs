@@ -57,6 +57,11 @@ pub struct Scenario {
     pub streams: Vec<Stream>,
     #[serde(default)]
     pub expect: Expect,
+    /// Faults injected into the action emulators for the whole run: each fails a
+    /// seeded fraction of its target's calls (500, 429, timeout, reset). The
+    /// outbox must still deliver every executed action exactly once.
+    #[serde(default)]
+    pub chaos: Vec<tg_sandbox::ChaosSpec>,
 }
 
 fn default_start() -> DateTime<Utc> {
@@ -117,6 +122,13 @@ pub struct Expect {
     /// At least this many events (checks a scenario's size; scaled with `--scale`).
     #[serde(default)]
     pub events_min: Option<usize>,
+    /// Per environment: whether its storm breaker must open (`true`) or must
+    /// stay closed (`false`) during the run.
+    #[serde(default)]
+    pub breaker_opens: BTreeMap<String, bool>,
+    /// Exactly this many executed umbrella tickets (all environments).
+    #[serde(default)]
+    pub umbrella_tickets: Option<usize>,
 }
 
 impl Scenario {
@@ -297,6 +309,12 @@ pub struct Report {
     pub incidents: usize,
     pub pagerduty_triggers: usize,
     pub bridge_posts: usize,
+    /// Calls to the action emulators that an injected fault (`chaos`) failed.
+    pub faulted_action_calls: usize,
+    /// Storm breaker transitions, in order (`<time> <environment> <to> (<n> services)`).
+    pub breaker_transitions: Vec<String>,
+    /// Executed umbrella tickets (storm mode).
+    pub umbrella_tickets: usize,
     pub violations: Vec<String>,
 }
 
@@ -345,6 +363,15 @@ impl Report {
             "\nemulators: {} ServiceNow incidents, {} PagerDuty triggers, {} bridge posts",
             self.incidents, self.pagerduty_triggers, self.bridge_posts
         );
+        let _ = writeln!(
+            s,
+            "storm breaker: {} transition(s), {} umbrella ticket(s)",
+            self.breaker_transitions.len(),
+            self.umbrella_tickets
+        );
+        for t in &self.breaker_transitions {
+            let _ = writeln!(s, "  {t}");
+        }
         let _ = writeln!(
             s,
             "audit: {} records for {} events",
@@ -409,37 +436,79 @@ pub fn sandbox_secrets(sandbox: &tg_sandbox::Sandbox, mim_channel: &str) -> MapS
 
 /// Runs a scenario through the real gate and checks the invariants.
 pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<Report> {
+    run_inner(scenario, opts, None).await
+}
+
+/// Like [`run`], but stops the gate once the first `restart_after` events are
+/// processed and starts a new gate on the same data directory (same store,
+/// same audit file, same sandbox) for the rest: state must come back from the store.
+pub async fn run_with_restart(
+    scenario: &Scenario,
+    opts: &Options,
+    restart_after: usize,
+) -> anyhow::Result<Report> {
+    run_inner(scenario, opts, Some(restart_after)).await
+}
+
+async fn start_gate(
+    config: &Config,
+    sandbox: &tg_sandbox::Sandbox,
+    data: &std::path::Path,
+    clock: Arc<tg_server::ManualClock>,
+) -> anyhow::Result<tg_server::Running> {
+    // The classifier guard (cache TTL, breaker, budget) runs on the same manual clock.
+    let pipeline = tg_server::build_pipeline_with_clock(
+        config,
+        None,
+        &sandbox_secrets(sandbox, "sim-mim-channel"),
+        clock.clone(),
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    tg_server::start(listener, data, pipeline, clock, &config.server).await
+}
+
+async fn run_inner(
+    scenario: &Scenario,
+    opts: &Options,
+    restart_after: Option<usize>,
+) -> anyhow::Result<Report> {
     let events = timeline(scenario, opts)?;
     let sandbox = tg_sandbox::Sandbox::start(tg_sandbox::SandboxConfig::default())
         .await
         .context("cannot start the sandbox")?;
+    for spec in &scenario.chaos {
+        sandbox
+            .state()
+            .inject_chaos(spec.clone())
+            .map_err(|e| anyhow!("scenario chaos: {e}"))?;
+    }
     let text = scenario
         .config_text()?
         .replace("${SANDBOX}", &sandbox.base_url());
     let config = Config::from_yaml(&text, &format!("scenario {}", scenario.name))
         .map_err(|e| anyhow!("{e}"))?;
-    let pipeline =
-        tg_server::build_pipeline(&config, None, &sandbox_secrets(&sandbox, "sim-mim-channel"))?;
     let data = tempfile::Builder::new().prefix("tg-sim-").tempdir()?;
     let clock = Arc::new(tg_server::ManualClock::new(scenario.start));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gate = tg_server::start(
-        listener,
-        data.path(),
-        pipeline,
-        clock.clone(),
-        &config.server,
-    )
-    .await?;
-    let base = format!("http://{}", gate.addr);
+    let mut gate = start_gate(&config, &sandbox, data.path(), clock.clone()).await?;
+    let mut base = format!("http://{}", gate.addr);
     let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
-    let store = gate.state.store.clone();
+    let mut store = gate.state.store.clone();
 
     let started = Instant::now();
     let mut now_secs: u64 = 0;
     let mut accepted: usize = 0;
     let mut i = 0;
+    let mut restarted = false;
     while i < events.len() {
+        if !restarted && restart_after.is_some_and(|n| i >= n) {
+            // Stop the gate between two time steps (everything accepted is
+            // processed), then a new gate on the same data directory.
+            restarted = true;
+            gate.shutdown(SHUTDOWN_GRACE).await;
+            gate = start_gate(&config, &sandbox, data.path(), clock.clone()).await?;
+            base = format!("http://{}", gate.addr);
+            store = gate.state.store.clone();
+        }
         let at = events.get(i).map(|e| e.at_secs).unwrap_or(now_secs);
         if at > now_secs {
             clock.advance(chrono::Duration::seconds(
@@ -467,10 +536,13 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<Report> 
                 .map_or(0, Vec::len);
             i += 1;
         }
-        drain(&store).await?;
+        drain(&store, &clock, &gate.state.outbox).await?;
     }
     let wall = started.elapsed();
 
+    let transitions = store
+        .storm_transitions(tg_store::TRANSITIONS_LIST_MAX)
+        .await?;
     let lines = store.audit_lines().await?;
     let records: Vec<AuditRecord> = lines
         .iter()
@@ -499,6 +571,23 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<Report> 
             .map(|a| usize::try_from(a.trigger_count).unwrap_or(usize::MAX))
             .sum(),
         bridge_posts: sandbox.state().bridge_posts().len(),
+        faulted_action_calls: [
+            tg_sandbox::Target::Servicenow,
+            tg_sandbox::Target::Pagerduty,
+            tg_sandbox::Target::Bridge,
+        ]
+        .into_iter()
+        .map(|t| {
+            sandbox
+                .state()
+                .requests(t)
+                .iter()
+                .filter(|r| r.faulted)
+                .count()
+        })
+        .sum(),
+        breaker_transitions: Vec::new(),
+        umbrella_tickets: records.iter().filter(|r| umbrella_ticket(r)).count(),
         violations: Vec::new(),
     };
     tally(&mut report, &records, scenario.start);
@@ -511,25 +600,67 @@ pub async fn run(scenario: &Scenario, opts: &Options) -> anyhow::Result<Report> 
             .collect(),
         pagerduty_triggers: report.pagerduty_triggers,
         bridge_posts: report.bridge_posts,
+        transitions,
     };
+    report.breaker_transitions = emulated
+        .transitions
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} {} ({} services)",
+                t.at.to_rfc3339(),
+                t.environment,
+                t.to,
+                t.services
+            )
+        })
+        .collect();
     report.violations = check(&config, scenario, &records, &emulated, accepted, &file);
     sandbox.shutdown().await;
     Ok(report)
 }
 
-/// Waits until every accepted run is completed (audited).
-async fn drain(store: &tg_store::SqliteStore) -> anyhow::Result<()> {
+/// Waits until every accepted run is completed (audited). When processing is
+/// done and only outbox retries are waiting (nothing in flight), simulated time
+/// moves to the next due attempt, as a discrete-event simulator does.
+async fn drain(
+    store: &tg_store::SqliteStore,
+    clock: &tg_server::ManualClock,
+    outbox: &tokio::sync::Notify,
+) -> anyhow::Result<()> {
+    use tg_server::Clock as _;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     loop {
-        let open: i64 = store
-            .count_by_status()
-            .await?
+        let counts = store.count_by_status().await?;
+        let open: i64 = counts
             .iter()
             .filter(|(s, _)| *s != tg_store::RunStatus::Completed)
             .map(|(_, n)| *n)
             .sum();
         if open == 0 {
             return Ok(());
+        }
+        let processing: i64 = counts
+            .iter()
+            .filter(|(s, _)| {
+                matches!(
+                    s,
+                    tg_store::RunStatus::Pending | tg_store::RunStatus::Classifying
+                )
+            })
+            .map(|(_, n)| *n)
+            .sum();
+        if processing == 0 {
+            let now = clock.now();
+            let ob = store.outbox_counts(now).await?;
+            if ob.in_flight == 0
+                && let Some(due) = ob.next_due
+            {
+                if due > now {
+                    clock.advance(due - now);
+                }
+                outbox.notify_one();
+            }
         }
         if Instant::now() > deadline {
             bail!("{open} runs still open after {DRAIN_TIMEOUT:?}");
@@ -599,6 +730,15 @@ pub struct Emulated {
     pub incident_keys: Vec<String>,
     pub pagerduty_triggers: usize,
     pub bridge_posts: usize,
+    /// The store's breaker transitions (read after the run).
+    pub transitions: Vec<tg_store::TransitionRow>,
+}
+
+/// Whether the run executed the storm's umbrella ticket.
+fn umbrella_ticket(r: &AuditRecord) -> bool {
+    r.decision.get(ActionKind::Ticket).is_some_and(|a| {
+        a.outcome == Outcome::Execute && a.conditions.iter().any(|c| c.id == "storm.umbrella")
+    })
 }
 
 fn executed(r: &AuditRecord, kind: ActionKind) -> bool {
@@ -668,6 +808,19 @@ pub fn check(
     all_pages.sort();
     if let Some(msg) = envelope(&all_pages, p.global.burst, p.global.per_hour) {
         v.push(format!("global: {msg}"));
+    }
+    let mut by_service: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
+    for r in records.iter().filter(|r| executed(r, ActionKind::Page)) {
+        by_service
+            .entry(r.event.service.as_str())
+            .or_default()
+            .push(r.timestamps.decided_at);
+    }
+    for (service, times) in &by_service {
+        let b = p.services.get(*service).copied().unwrap_or(p.service);
+        if let Some(msg) = envelope(times, b.burst, b.per_hour) {
+            v.push(format!("service {service}: {msg}"));
+        }
     }
 
     // One page per fingerprint per dedup window; one open ticket per fingerprint.
@@ -748,7 +901,60 @@ pub fn check(
         ));
     }
 
+    // Storm breaker: no page while an environment's breaker is open; one
+    // umbrella ticket per storm; expectations per environment.
+    let mut open_since: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    // (environment, opened, closed; None = still open at the end)
+    type OpenInterval<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
+    let mut intervals: Vec<OpenInterval<'_>> = Vec::new();
+    for t in &emulated.transitions {
+        if t.to == "open" {
+            open_since.insert(t.environment.as_str(), t.at);
+        } else if let Some(from) = open_since.remove(t.environment.as_str()) {
+            intervals.push((t.environment.as_str(), from, Some(t.at)));
+        }
+    }
+    intervals.extend(open_since.iter().map(|(env, from)| (*env, *from, None)));
+    for r in records.iter().filter(|r| executed(r, ActionKind::Page)) {
+        let t = r.timestamps.decided_at;
+        let env = r.event.environment.as_str();
+        // The breaker opens *at* an event: pages at that instant were decided before it.
+        if let Some((_, from, _)) = intervals
+            .iter()
+            .find(|(e, from, to)| *e == env && t > *from && to.is_none_or(|to| t < to))
+        {
+            v.push(format!(
+                "run {} paged at {t} while the {env} breaker was open (since {from})",
+                r.run_id
+            ));
+        }
+    }
+    let storms = intervals.len();
+    let umbrellas = records.iter().filter(|r| umbrella_ticket(r)).count();
+    if umbrellas > storms {
+        v.push(format!(
+            "{umbrellas} umbrella tickets for {storms} storm(s)"
+        ));
+    }
     let e = &scenario.expect;
+    for (env, want) in &e.breaker_opens {
+        let opened = emulated
+            .transitions
+            .iter()
+            .any(|t| t.environment == *env && t.to == "open");
+        if opened != *want {
+            v.push(format!(
+                "the {env} breaker {} but the scenario expects it {}",
+                if opened { "opened" } else { "never opened" },
+                if *want { "to open" } else { "to stay closed" }
+            ));
+        }
+    }
+    if let Some(want) = e.umbrella_tickets
+        && want != umbrellas
+    {
+        v.push(format!("expected {want} umbrella tickets, got {umbrellas}"));
+    }
     if let Some(want) = e.mims
         && want != mims
     {

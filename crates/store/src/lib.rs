@@ -9,13 +9,20 @@
 //!
 //! This crate must never decide anything: it stores what the engine decided.
 
+mod outbox;
 mod sqlite;
+mod storm;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction, RunId};
 
+pub use outbox::{
+    ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
+    OutboxTarget, Progress, RetryError,
+};
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
+pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,16 @@ pub struct StoredAction {
     pub planned: PlannedAction,
     pub result: Option<ActionResult>,
     pub review_state: Option<String>,
+    /// The outbox id: decision order, and the handle of `/v1/actions/{id}`.
+    pub id: i64,
+    /// A dead letter: no more automatic attempts (an operator may retry it).
+    pub dead: bool,
+    /// Attempts made against the current budget.
+    pub attempts: u32,
+    /// When the outbox next tries it (pending actions only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last failure, bounded and scrubbed.
+    pub last_error: Option<String>,
 }
 
 /// An open review item: an action a human must approve or reject, with its run.

@@ -28,18 +28,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
+    pub(crate) write: SqlitePool,
+    pub(crate) read: SqlitePool,
 }
 
-fn corrupt(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+pub(crate) fn corrupt(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
     move |source| StoreError::Corrupt {
         what: what.to_owned(),
         source,
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(corrupt("value to store"))
 }
 
@@ -225,10 +225,14 @@ impl SqliteStore {
             ));
         }
 
+        crate::storm::prefetch(&mut tx, run_id, &keys.service, &mut state).await?;
+
         let out = step(&state);
 
         for effect in &out.effects {
-            apply_effect(&mut tx, effect).await?;
+            if !crate::storm::apply(&mut tx, effect).await? {
+                apply_effect(&mut tx, effect).await?;
+            }
         }
         for p in &out.planned {
             let status = match p.outcome {
@@ -238,7 +242,8 @@ impl SqliteStore {
             let review_state = (p.outcome == Outcome::Review).then_some("open");
             sqlx::query(
                 "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
-                 review_state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 review_state, created_at, updated_at, target, next_attempt_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(run_id.as_str())
             .bind(p.action.kind.as_str())
@@ -249,6 +254,9 @@ impl SqliteStore {
             .bind(review_state)
             .bind(to_ms(now))
             .bind(to_ms(now))
+            // The outbox delivers `pending` actions from here, in `id` (decision) order.
+            .bind(crate::outbox::target_of(p.action.kind))
+            .bind((status == ActionStatus::Pending).then(|| to_ms(now)))
             .execute(&mut *tx)
             .await?;
         }
@@ -272,6 +280,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        crate::storm::committed(&out);
         Ok(out)
     }
 
@@ -334,6 +343,20 @@ impl SqliteStore {
                 run_id: record.run_id.to_string(),
                 status: status.unwrap_or_else(|| "missing".into()),
                 expected: "decided",
+            });
+        }
+        // INVARIANT: the one audit record carries final action results.
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+        )
+        .bind(record.run_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending > 0 {
+            return Err(StoreError::WrongState {
+                run_id: record.run_id.to_string(),
+                status: format!("decided with {pending} action(s) pending"),
+                expected: "decided with every action delivered or dead",
             });
         }
         let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
@@ -590,6 +613,11 @@ async fn apply_effect(
             .execute(&mut **tx)
             .await?;
         }
+        // Storm-table effects are applied by `crate::storm::apply`.
+        Effect::RecordSighting { .. }
+        | Effect::PutBreaker { .. }
+        | Effect::BreakerTransition { .. }
+        | Effect::HoldPage(_) => {}
     }
     Ok(())
 }
@@ -619,7 +647,8 @@ fn parse_action_status(s: &str) -> ActionStatus {
     match s {
         "pending" => ActionStatus::Pending,
         "delivered" => ActionStatus::Delivered,
-        "failed" => ActionStatus::Failed,
+        // A dead letter failed for good (until an operator retries it).
+        "failed" | "dead" => ActionStatus::Failed,
         _ => ActionStatus::NotExecuted,
     }
 }
@@ -655,7 +684,7 @@ fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRun, StoreError> {
     })
 }
 
-fn action_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredAction, StoreError> {
+pub(crate) fn action_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredAction, StoreError> {
     let kind_s: String = r.try_get("kind")?;
     let outcome_s: String = r.try_get("outcome")?;
     let status_s: String = r.try_get("status")?;
@@ -675,6 +704,11 @@ fn action_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredAction, StoreErr
             .map(|s| serde_json::from_str(&s).map_err(corrupt("action result")))
             .transpose()?,
         review_state: r.try_get("review_state")?,
+        id: r.try_get("id")?,
+        dead: status_s == "dead",
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        next_attempt_at: r.try_get::<Option<i64>, _>("next_attempt_at")?.map(from_ms),
+        last_error: r.try_get("last_error")?,
     })
 }
 

@@ -62,6 +62,7 @@ storm:
   paging:
     team: { burst: 2, per_hour: 6 }
     global: { burst: 100, per_hour: 600 }
+    service: { burst: 5, per_hour: 6 }
 actions:
   servicenow:
     base_url: ${SANDBOX}/servicenow
@@ -147,12 +148,13 @@ impl Harness {
             let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
             secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
         }
-        let pipeline = tg_server::build_pipeline(&config, None, &secrets).expect("pipeline builds");
+        let clock = Arc::new(tg_server::ManualClock::new(t0()));
+        let pipeline = tg_server::build_pipeline_with_clock(&config, None, &secrets, clock.clone())
+            .expect("pipeline builds");
         let data = tempfile::Builder::new()
             .prefix("tg-server-e2e-")
             .tempdir()
             .expect("tempdir");
-        let clock = Arc::new(tg_server::ManualClock::new(t0()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -287,6 +289,9 @@ impl Harness {
             if run["status"] == "completed" {
                 return run;
             }
+            if run["status"] == "decided" {
+                self.advance_to_next_attempt().await;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "run {run_id} did not complete within {RUN_TIMEOUT:?}: {run}"
@@ -312,6 +317,25 @@ impl Harness {
             .as_array()
             .expect("items")
             .clone()
+    }
+
+    /// When no delivery is in flight and an outbox retry is scheduled later,
+    /// moves the clock to it (simulated time, like the simulator) and wakes the outbox.
+    pub async fn advance_to_next_attempt(&self) {
+        use tg_server::Clock as _;
+        let Some(g) = &self.gate else { return };
+        let now = self.clock.now();
+        let Ok(c) = g.state.store.outbox_counts(now).await else {
+            return;
+        };
+        if c.in_flight == 0
+            && let Some(due) = c.next_due
+        {
+            if due > now {
+                self.clock.advance(due - now);
+            }
+            g.state.outbox.notify_one();
+        }
     }
 
     /// Advances the gate's clock.

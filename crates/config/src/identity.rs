@@ -1,0 +1,176 @@
+//! `identity`: who may call the API (inbound JWT validation against the
+//! issuer's JWKS). Validation is pure; the server builds the authenticator.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest `leeway_secs` (clock skew) accepted.
+pub const LEEWAY_SECS_MAX: u64 = 300;
+/// Longest JWKS fetch timeout.
+pub const JWKS_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Longest JWKS cache age.
+pub const JWKS_MAX_AGE_SECS_MAX: u64 = 86_400;
+/// Longest time the last good JWKS is used while the issuer is unreachable.
+pub const JWKS_STALE_MAX_SECS_MAX: u64 = 7 * 86_400;
+/// Algorithms that may be allowed (asymmetric only; never `none` or HMAC).
+pub const ALGORITHMS_ALLOWED: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default)]
+    pub inbound: InboundConfig,
+}
+
+/// `identity.inbound.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundMode {
+    /// No caller authentication: local drills and tests only. The server logs
+    /// a warning at start and `submitted_by` stays empty.
+    #[default]
+    None,
+    /// Bearer JWTs validated against the issuer's JWKS, scopes per route.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    pub mode: InboundMode,
+    /// Exact `iss` of accepted tokens.
+    pub issuer: Option<String>,
+    /// `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub leeway_secs: u64,
+    /// E.g. `at+jwt` (RFC 9068); unset accepts any `typ`.
+    pub required_typ: Option<String>,
+    /// The issuer's key set (never taken from a token's `jku`/`x5u`).
+    pub jwks_url: Option<String>,
+    pub jwks_timeout_ms: u64,
+    pub jwks_max_age_secs: u64,
+    pub jwks_refresh_min_interval_secs: u64,
+    pub jwks_stale_max_secs: u64,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            mode: InboundMode::None,
+            issuer: None,
+            audiences: vec!["triage-gate".to_owned()],
+            algorithms: vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()],
+            leeway_secs: 60,
+            required_typ: None,
+            jwks_url: None,
+            jwks_timeout_ms: 5_000,
+            jwks_max_age_secs: 3_600,
+            jwks_refresh_min_interval_secs: 30,
+            jwks_stale_max_secs: 86_400,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// Every problem at once, as (path, message).
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let i = &self.inbound;
+        if i.mode == InboundMode::None {
+            return out;
+        }
+        let p = |k: &str| format!("identity.inbound.{k}");
+        match i.issuer.as_deref() {
+            Some(s) if !s.trim().is_empty() => {}
+            _ => out.push((p("issuer"), "is required when mode is jwt".into())),
+        }
+        match i.jwks_url.as_deref() {
+            Some(u) if u.starts_with("https://") || loopback_http(u) => {}
+            Some(u) => out.push((
+                p("jwks_url"),
+                format!("{u:?} must be https:// (http:// only for a loopback host)"),
+            )),
+            None => out.push((p("jwks_url"), "is required when mode is jwt".into())),
+        }
+        if i.audiences.iter().all(|a| a.trim().is_empty()) {
+            out.push((p("audiences"), "needs at least one audience".into()));
+        }
+        if i.algorithms.is_empty() {
+            out.push((p("algorithms"), "needs at least one algorithm".into()));
+        }
+        for a in &i.algorithms {
+            if !ALGORITHMS_ALLOWED.contains(&a.as_str()) {
+                out.push((
+                    p("algorithms"),
+                    format!(
+                        "{a:?} is not allowed (asymmetric only: {})",
+                        ALGORITHMS_ALLOWED.join(", ")
+                    ),
+                ));
+            }
+        }
+        if i.leeway_secs > LEEWAY_SECS_MAX {
+            out.push((
+                p("leeway_secs"),
+                format!("{} exceeds {LEEWAY_SECS_MAX}", i.leeway_secs),
+            ));
+        }
+        for (k, v, max) in [
+            ("jwks_timeout_ms", i.jwks_timeout_ms, JWKS_TIMEOUT_MS_MAX),
+            (
+                "jwks_max_age_secs",
+                i.jwks_max_age_secs,
+                JWKS_MAX_AGE_SECS_MAX,
+            ),
+            (
+                "jwks_refresh_min_interval_secs",
+                i.jwks_refresh_min_interval_secs,
+                JWKS_MAX_AGE_SECS_MAX,
+            ),
+            (
+                "jwks_stale_max_secs",
+                i.jwks_stale_max_secs,
+                JWKS_STALE_MAX_SECS_MAX,
+            ),
+        ] {
+            if v == 0 || v > max {
+                out.push((p(k), format!("{v} is outside 1..={max}")));
+            }
+        }
+        out
+    }
+}
+
+/// Plain HTTP is only for a key set served on this machine (tests, sidecars).
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "127.0.0.1" || host == "localhost" || rest.starts_with("[::1]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_mode_needs_issuer_and_jwks_and_refuses_hmac() {
+        let mut c = IdentityConfig::default();
+        assert!(c.check().is_empty(), "mode none needs nothing");
+        c.inbound.mode = InboundMode::Jwt;
+        c.inbound.algorithms.push("HS256".into());
+        c.inbound.jwks_url = Some("http://idp.example/keys".into());
+        let errs = c.check();
+        let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(paths.contains(&"identity.inbound.issuer"), "{errs:?}");
+        assert!(paths.contains(&"identity.inbound.jwks_url"), "{errs:?}");
+        assert!(paths.contains(&"identity.inbound.algorithms"), "{errs:?}");
+        c.inbound.algorithms.pop();
+        c.inbound.issuer = Some("https://idp.example".into());
+        c.inbound.jwks_url = Some("http://127.0.0.1:9000/keys".into());
+        assert!(c.check().is_empty(), "{:?}", c.check());
+    }
+}

@@ -1,0 +1,372 @@
+//! Inbound identity end to end, over real HTTP: a JWKS served by a real HTTP
+//! server, the gate configured with `identity.inbound.mode: jwt`, and the attack
+//! table posted to `/v1/events/generic`. Every attack is 401/403 problem+json
+//! and creates no run; a good token is accepted and its caller is written onto
+//! the run and into the audit record; an unreachable issuer fails closed (503).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers outside #[test] fns: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{CONFIG, Harness, event, t0};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tg_sandbox::Target;
+
+const ISS: &str = "https://idp.test/oauth2/default";
+
+fn key_file(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../identity/tests/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+struct Jwks {
+    down: AtomicBool,
+}
+
+async fn keys(State(s): State<Arc<Jwks>>) -> Response {
+    if s.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let rsa: Value = serde_json::from_slice(&key_file("rsa1.jwk.json")).unwrap();
+    let ec: Value = serde_json::from_slice(&key_file("ec1.jwk.json")).unwrap();
+    axum::Json(json!({ "keys": [rsa, ec] })).into_response()
+}
+
+async fn start() -> (Harness, Arc<Jwks>) {
+    let jwks = Arc::new(Jwks {
+        down: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/keys", get(keys))
+        .with_state(jwks.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let yaml = format!(
+        "{CONFIG}\nidentity:\n  inbound:\n    mode: jwt\n    issuer: {ISS}\n    audiences: [triage-gate]\n    jwks_url: http://{addr}/keys\n    leeway_secs: 30\n    jwks_max_age_secs: 60\n    jwks_stale_max_secs: 120\n    jwks_refresh_min_interval_secs: 10\n"
+    );
+    (Harness::start_with(&yaml).await, jwks)
+}
+
+fn now() -> i64 {
+    t0().timestamp()
+}
+
+fn claims() -> Value {
+    json!({
+        "iss": ISS, "aud": "triage-gate", "sub": "alertmanager-prod", "client_id": "0oa-am",
+        "iat": now() - 5, "exp": now() + 300, "scope": "events:write runs:read",
+    })
+}
+
+fn sign_with(alg: Algorithm, key: &str, kid: &str, claims: &Value) -> String {
+    let pem = key_file(&format!("{key}.pem"));
+    let k = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+    };
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&h, claims, &k).unwrap()
+}
+
+fn sign(claims: &Value) -> String {
+    sign_with(Algorithm::RS256, "rsa1", "rsa1", claims)
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// (name, Authorization header value or None, expected status).
+fn attacks() -> Vec<(&'static str, Option<String>, u16)> {
+    let good = sign(&claims());
+    let parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let bearer = |t: String| Some(format!("Bearer {t}"));
+    let with = |k: &str, v: Value| {
+        let mut c = claims();
+        c[k] = v;
+        bearer(sign(&c))
+    };
+    let mut rows = vec![
+        ("no token", None, 401),
+        (
+            "basic auth instead of bearer",
+            Some("Basic dXNlcjpwYXNz".to_owned()),
+            401,
+        ),
+        (
+            "alg none",
+            bearer(format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none"})),
+                b64(&claims())
+            )),
+            401,
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            bearer(
+                jsonwebtoken::encode(
+                    &Header {
+                        kid: Some("rsa1".into()),
+                        ..Header::new(Algorithm::HS256)
+                    },
+                    &claims(),
+                    &EncodingKey::from_secret(&key_file("rsa1.pub.pem")),
+                )
+                .unwrap(),
+            ),
+            401,
+        ),
+        (
+            "wrong issuer",
+            with("iss", json!("https://evil.example")),
+            401,
+        ),
+        ("wrong audience", with("aud", json!("another-api")), 401),
+        ("expired", with("exp", json!(now() - 60)), 401),
+        ("not yet valid", with("nbf", json!(now() + 600)), 401),
+        (
+            "unknown kid",
+            bearer(sign_with(Algorithm::RS256, "rsa1", "nope", &claims())),
+            401,
+        ),
+        (
+            "tampered payload",
+            bearer(format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(
+                    &json!({"iss": ISS, "aud": "triage-gate", "sub": "x", "exp": now() + 300, "scope": "admin"})
+                ),
+                parts[2]
+            )),
+            401,
+        ),
+        (
+            "tampered signature",
+            bearer(format!(
+                "{}.{}.{}A",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() - 1]
+            )),
+            401,
+        ),
+        ("missing scope", with("scope", json!("runs:read")), 403),
+        (
+            "another tenant's key under our kid",
+            bearer(sign_with(Algorithm::RS256, "attacker", "rsa1", &claims())),
+            401,
+        ),
+        (
+            "RS256 token naming the EC key",
+            bearer(sign_with(Algorithm::RS256, "rsa1", "ec1", &claims())),
+            401,
+        ),
+        (
+            "oversized token",
+            bearer(format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2])),
+            401,
+        ),
+        (
+            "malformed base64",
+            bearer(format!("{}.***.{}", parts[0], parts[2])),
+            401,
+        ),
+    ];
+    // jku / x5u: signed by the attacker, pointing at the attacker's keys.
+    for (name, extra) in [
+        ("jku header injection", ("jku", "https://evil.example/jwks")),
+        ("x5u header injection", ("x5u", "https://evil.example/cert")),
+    ] {
+        let header = json!({"alg": "RS256", "kid": "attacker", extra.0: extra.1});
+        let input = format!("{}.{}", b64(&header), b64(&claims()));
+        let key = EncodingKey::from_rsa_pem(&key_file("attacker.pem")).unwrap();
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).unwrap();
+        rows.push((name, bearer(format!("{input}.{sig}")), 401));
+    }
+    rows
+}
+
+async fn post(h: &Harness, auth: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut req = h
+        .http
+        .post(format!("{}/v1/events/generic", h.base))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap());
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attack_is_refused_and_creates_no_run() {
+    let (mut h, _jwks) = start().await;
+    let rows = attacks();
+    assert!(rows.len() >= 15);
+    let ev = event("checkout", "CheckoutErrors", "prod", "prometheus", "attack");
+    for (name, auth, status) in rows {
+        let resp = post(&h, auth.as_deref(), &ev).await;
+        assert_eq!(resp.status().as_u16(), status, "{name}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            www.as_deref().is_some_and(|w| w.starts_with("Bearer")),
+            "{name}: {www:?}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], status, "{name}: {body}");
+    }
+    // Reads need a token too; probes do not.
+    let resp = h
+        .http
+        .get(format!("{}/v1/review", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    for path in ["/healthz", "/metrics"] {
+        let resp = h
+            .http
+            .get(format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("triage_gate_auth_refused_total"),
+        "{metrics}"
+    );
+    // Nothing was accepted: no model call, no action, no audit record.
+    for t in Target::ALL {
+        assert_eq!(h.received(t), 0, "{t} received something");
+    }
+    h.stop_gate().await;
+    let audit = std::fs::read_to_string(h.audit_path()).unwrap_or_default();
+    assert_eq!(audit, "", "no run was audited");
+}
+
+/// Polls the run (with the caller's token) until it is completed and audited.
+async fn wait_completed(h: &Harness, run_id: &str, auth: &str) {
+    for _ in 0..200 {
+        let run: Value = h
+            .http
+            .get(format!("{}/v1/runs/{run_id}", h.base))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] == "completed" {
+            return;
+        }
+        if run["status"] == "decided" {
+            h.advance_to_next_attempt().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("run {run_id} did not complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_token_is_accepted_and_the_caller_reaches_the_run_and_the_audit_record() {
+    let (mut h, _jwks) = start().await;
+    for (alg, key) in [(Algorithm::RS256, "rsa1"), (Algorithm::ES256, "ec1")] {
+        let token = sign_with(alg, key, key, &claims());
+        let auth = format!("Bearer {token}");
+        let ev = event("checkout", "CheckoutErrors", "prod", "prometheus", key);
+        let resp = post(&h, Some(&auth), &ev).await;
+        assert_eq!(resp.status().as_u16(), 202);
+        let body: Value = resp.json().await.unwrap();
+        let run_id = body["runs"][0]["run_id"].as_str().unwrap().to_owned();
+        let run: Value = h
+            .http
+            .get(format!("{}/v1/runs/{run_id}", h.base))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            run["submitted_by"], "alertmanager-prod (client 0oa-am)",
+            "{run}"
+        );
+        wait_completed(&h, &run_id, &auth).await;
+    }
+    h.stop_gate().await;
+    let audit = std::fs::read_to_string(h.audit_path()).unwrap();
+    let records: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{audit}");
+    for r in records {
+        let text = r.to_string();
+        assert!(
+            text.contains("alertmanager-prod (client 0oa-am)"),
+            "the audit record names the caller: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_issuer_fails_closed_with_503_and_recovers() {
+    let (h, jwks) = start().await;
+    jwks.down.store(true, Ordering::SeqCst);
+    let auth = format!("Bearer {}", sign(&claims()));
+    let ev = event("checkout", "CheckoutErrors", "prod", "prometheus", "down");
+    let resp = post(&h, Some(&auth), &ev).await;
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    jwks.down.store(false, Ordering::SeqCst);
+    let resp = post(&h, Some(&auth), &ev).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "accepted once the issuer is back"
+    );
+}

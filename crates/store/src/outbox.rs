@@ -1,0 +1,497 @@
+//! The transactional outbox: `decide` commits planned actions with the decision
+//! (`status = pending`); a delivery loop claims due actions here, one attempt per
+//! claim, and records each attempt and its result.
+//!
+//! Claims are leases (`claimed_by`, `lease_until`): a delivery that dies leaves a
+//! claim that expires (or is released on restart) and the action is delivered
+//! again; targets are idempotent per action (ServiceNow `correlation_id`
+//! lookup, PagerDuty `dedup_key`), so a second delivery finds the first.
+//!
+//! Order: per target, actions are claimed in `id` (decision) order, and a failed
+//! action at the head of a target goes alone when it is due again (a probe), so
+//! a target that comes back serves its backlog in decision order and a target
+//! that is down sees one request per backoff, not one per queued action.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use tg_model::{ActionKind, ActionResult, RunId};
+
+use crate::sqlite::action_from_row;
+use crate::{SqliteStore, StoreError, StoredAction, from_ms, to_ms};
+
+/// Characters of a target's error text kept per attempt and as `last_error`.
+pub const ATTEMPT_ERROR_CHARS_MAX: usize = 500;
+
+/// The concurrency class of an action: the system it is delivered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxTarget {
+    Servicenow,
+    Pagerduty,
+    /// A major incident: the ServiceNow major-incident proposal, then the chat bridge.
+    Bridge,
+}
+
+impl OutboxTarget {
+    pub const ALL: [OutboxTarget; 3] = [
+        OutboxTarget::Servicenow,
+        OutboxTarget::Pagerduty,
+        OutboxTarget::Bridge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxTarget::Servicenow => "servicenow",
+            OutboxTarget::Pagerduty => "pagerduty",
+            OutboxTarget::Bridge => "bridge",
+        }
+    }
+
+    pub fn of(kind: ActionKind) -> OutboxTarget {
+        match kind {
+            ActionKind::Ticket => OutboxTarget::Servicenow,
+            ActionKind::Page => OutboxTarget::Pagerduty,
+            ActionKind::Mim => OutboxTarget::Bridge,
+        }
+    }
+}
+
+pub(crate) fn target_of(kind: ActionKind) -> &'static str {
+    OutboxTarget::of(kind).as_str()
+}
+
+/// An action claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub action: StoredAction,
+    /// Attempts against the current budget, this one included (1-based).
+    pub attempt: u32,
+    /// Number of this attempt in the action's history (`action_attempts.attempt`).
+    pub attempt_no: i64,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Delivered,
+    Retryable,
+    Throttled,
+    Permanent,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retryable => "retryable",
+            AttemptOutcome::Throttled => "throttled",
+            AttemptOutcome::Permanent => "permanent",
+        }
+    }
+}
+
+/// What the action becomes after an attempt.
+#[derive(Debug, Clone)]
+pub enum DeliveryEnd {
+    Delivered(ActionResult),
+    /// Try again at `at` (`wait_ms` after now: backoff or the target's Retry-After).
+    Retry {
+        at: DateTime<Utc>,
+        wait_ms: u64,
+    },
+    /// Attempts ran out or the target refused it for good.
+    Dead(ActionResult),
+}
+
+/// The run's state after an attempt was recorded.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub run_id: RunId,
+    /// The run is `decided` (not yet audited).
+    pub run_decided: bool,
+    /// The run's actions still `pending`.
+    pub pending_left: i64,
+    /// False when the claim had been lost (lease expired and taken): the result
+    /// was not applied; the other delivery owns the action.
+    pub recorded: bool,
+}
+
+/// The outbox backlog.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub dead: i64,
+    /// Pending actions held by a live claim (being delivered).
+    pub in_flight: i64,
+    /// Per target: (pending, dead).
+    pub by_target: BTreeMap<String, (i64, i64)>,
+    /// The earliest `next_attempt_at` of a pending action.
+    pub next_due: Option<DateTime<Utc>>,
+    /// When the oldest pending action was decided.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub claimed_by: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<i64>,
+}
+
+/// Why an operator retry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("action {0} not found")]
+    NotFound(i64),
+    #[error("action {id} is {status}; only a dead action can be retried")]
+    NotDead { id: i64, status: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn cut(text: &str) -> String {
+    text.chars().take(ATTEMPT_ERROR_CHARS_MAX).collect()
+}
+
+impl SqliteStore {
+    /// After a restart: claims of the previous process are released (its
+    /// deliveries died with it) and its unfinished attempts marked `interrupted`.
+    pub async fn release_claims(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let r = sqlx::query(
+            "UPDATE actions SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE action_attempts SET finished_at = ?, outcome = 'interrupted' WHERE finished_at IS NULL",
+        )
+        .bind(to_ms(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Claims up to `free` due actions of `target` for `owner`, in decision
+    /// order: stops at the first action not yet due (so later ones do not
+    /// overtake it), and a retried action is claimed alone (a probe: a target
+    /// that fails sees one request per backoff).
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        target: OutboxTarget,
+        free: usize,
+        now: DateTime<Utc>,
+        lease_ms: u64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        let now_ms = to_ms(now);
+        let lease_until = now_ms.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM actions WHERE status = 'pending' AND target = ? \
+             AND NOT (claimed_by IS NOT NULL AND lease_until > ?) ORDER BY id LIMIT ?",
+        )
+        .bind(target.as_str())
+        .bind(now_ms)
+        .bind(i64::try_from(free).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let action = action_from_row(row)?;
+            let due: Option<i64> = row.try_get("next_attempt_at")?;
+            if due.is_some_and(|d| d > now_ms) {
+                break;
+            }
+            let retried = action.attempts > 0;
+            sqlx::query(
+                "UPDATE actions SET claimed_by = ?, lease_until = ?, attempts = attempts + 1, \
+                 updated_at = ? WHERE id = ?",
+            )
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now_ms)
+            .bind(action.id)
+            .execute(&mut *tx)
+            .await?;
+            let attempt_no: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM action_attempts WHERE action_id = ?",
+            )
+            .bind(action.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO action_attempts (action_id, attempt, claimed_by, started_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(action.id)
+            .bind(attempt_no)
+            .bind(owner)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            let attempt = action.attempts.saturating_add(1);
+            out.push(Claimed {
+                action,
+                attempt,
+                attempt_no,
+            });
+            if retried {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Records how an attempt ended and what the action becomes, in one
+    /// transaction. The action is changed only while `owner` still holds the claim.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one attempt's facts, recorded in one call"
+    )]
+    pub async fn record_attempt(
+        &self,
+        claimed: &Claimed,
+        owner: &str,
+        outcome: AttemptOutcome,
+        http_status: Option<u16>,
+        error: Option<&str>,
+        end: &DeliveryEnd,
+        now: DateTime<Utc>,
+    ) -> Result<Progress, StoreError> {
+        let now_ms = to_ms(now);
+        let error = error.map(cut);
+        let id = claimed.action.id;
+        let mut tx = self.write.begin().await?;
+        let wait_ms = match end {
+            DeliveryEnd::Retry { wait_ms, .. } => Some(i64::try_from(*wait_ms).unwrap_or(i64::MAX)),
+            _ => None,
+        };
+        sqlx::query(
+            "UPDATE action_attempts SET finished_at = ?, outcome = ?, http_status = ?, error = ?, \
+             retry_after_ms = ? WHERE action_id = ? AND attempt = ?",
+        )
+        .bind(now_ms)
+        .bind(outcome.as_str())
+        .bind(http_status.map(i64::from))
+        .bind(&error)
+        .bind(wait_ms)
+        .bind(id)
+        .bind(claimed.attempt_no)
+        .execute(&mut *tx)
+        .await?;
+        const FENCE: &str =
+            "WHERE id = ? AND status = 'pending' AND claimed_by = ? AND attempts = ?";
+        let (sql, result, at) = match end {
+            DeliveryEnd::Delivered(r) => (
+                format!(
+                    "UPDATE actions SET status = 'delivered', result_json = ?, next_attempt_at = ?, \
+                     last_error = ?, claimed_by = NULL, lease_until = NULL, updated_at = ? {FENCE}"
+                ),
+                Some(json(r)?),
+                None,
+            ),
+            DeliveryEnd::Retry { at, .. } => (
+                format!(
+                    "UPDATE actions SET result_json = ?, next_attempt_at = ?, last_error = ?, \
+                     claimed_by = NULL, lease_until = NULL, updated_at = ? {FENCE}"
+                ),
+                claimed.action.result.as_ref().map(json).transpose()?,
+                Some(to_ms(*at)),
+            ),
+            DeliveryEnd::Dead(r) => (
+                format!(
+                    "UPDATE actions SET status = 'dead', result_json = ?, next_attempt_at = ?, \
+                     last_error = ?, claimed_by = NULL, lease_until = NULL, updated_at = ? {FENCE}"
+                ),
+                Some(json(r)?),
+                None,
+            ),
+        };
+        let last_error = match end {
+            DeliveryEnd::Delivered(_) => None,
+            _ => error.clone(),
+        };
+        let applied = sqlx::query(&sql)
+            .bind(result)
+            .bind(at)
+            .bind(last_error)
+            .bind(now_ms)
+            .bind(id)
+            .bind(owner)
+            .bind(i64::from(claimed.attempt))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        let run_id = claimed.action.run_id.as_str();
+        let pending_left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+        )
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Progress {
+            run_id: claimed.action.run_id.clone(),
+            run_decided: status.as_deref() == Some("decided"),
+            pending_left,
+            recorded: applied,
+        })
+    }
+
+    /// Pending actions of a run (0: every action is delivered, dead or not executed).
+    pub async fn pending_count(&self, run_id: &RunId) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+        )
+        .bind(run_id.as_str())
+        .fetch_one(&self.write)
+        .await?)
+    }
+
+    /// The outbox backlog (for metrics, the review API and the simulator).
+    pub async fn outbox_counts(&self, now: DateTime<Utc>) -> Result<OutboxCounts, StoreError> {
+        let mut c = OutboxCounts::default();
+        let rows = sqlx::query(
+            "SELECT target, status, COUNT(*) AS n FROM actions \
+             WHERE status IN ('pending', 'dead') GROUP BY target, status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        for r in rows {
+            let target: String = r.try_get("target")?;
+            let status: String = r.try_get("status")?;
+            let n: i64 = r.try_get("n")?;
+            let e = c.by_target.entry(target).or_default();
+            if status == "pending" {
+                e.0 += n;
+                c.pending += n;
+            } else {
+                e.1 += n;
+                c.dead += n;
+            }
+        }
+        let r = sqlx::query(
+            "SELECT COALESCE(SUM(claimed_by IS NOT NULL AND lease_until > ?), 0) AS in_flight, \
+             MIN(next_attempt_at) AS next_due, MIN(created_at) AS oldest \
+             FROM actions WHERE status = 'pending'",
+        )
+        .bind(to_ms(now))
+        .fetch_one(&self.read)
+        .await?;
+        c.in_flight = r.try_get("in_flight")?;
+        c.next_due = r.try_get::<Option<i64>, _>("next_due")?.map(from_ms);
+        c.oldest_pending_at = r.try_get::<Option<i64>, _>("oldest")?.map(from_ms);
+        Ok(c)
+    }
+
+    /// Actions with `status` (`pending` or `dead`) after `after_id`, in decision order.
+    pub async fn actions_with_status(
+        &self,
+        status: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredAction>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM actions WHERE status = ? AND id > ? ORDER BY id LIMIT ?")
+                .bind(status)
+                .bind(after_id)
+                .bind(limit.clamp(1, crate::LIST_ROWS_MAX))
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
+    pub async fn action_by_id(&self, id: i64) -> Result<Option<StoredAction>, StoreError> {
+        let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| action_from_row(&r)).transpose()
+    }
+
+    /// The recorded attempts of an action, oldest first (at most `limit`).
+    pub async fn attempts_of(&self, id: i64, limit: i64) -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM action_attempts WHERE action_id = ? ORDER BY attempt LIMIT ?",
+        )
+        .bind(id)
+        .bind(limit.clamp(1, crate::LIST_ROWS_MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    attempt: r.try_get("attempt")?,
+                    claimed_by: r.try_get("claimed_by")?,
+                    started_at: from_ms(r.try_get("started_at")?),
+                    finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(from_ms),
+                    outcome: r.try_get("outcome")?,
+                    http_status: r
+                        .try_get::<Option<i64>, _>("http_status")?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    error: r.try_get("error")?,
+                    retry_after_ms: r.try_get("retry_after_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// An operator's retry of a dead letter: pending again, due now, with a
+    /// fresh attempt budget (the attempt history is kept).
+    pub async fn retry_dead(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<StoredAction, RetryError> {
+        let row = sqlx::query(
+            "UPDATE actions SET status = 'pending', attempts = 0, next_attempt_at = ?, \
+             claimed_by = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead' \
+             RETURNING *",
+        )
+        .bind(to_ms(now))
+        .bind(to_ms(now))
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(StoreError::from)?;
+        if let Some(r) = row {
+            return Ok(action_from_row(&r)?);
+        }
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(StoreError::from)?;
+        match status {
+            None => Err(RetryError::NotFound(id)),
+            Some(status) => Err(RetryError::NotDead { id, status }),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|source| StoreError::Corrupt {
+        what: "value to store".into(),
+        source,
+    })
+}

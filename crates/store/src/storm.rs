@@ -1,0 +1,384 @@
+//! Storm-control tables (migration 0004): the breaker per environment, service
+//! sightings, breaker transitions, held-back pages and summary bookkeeping.
+//!
+//! The decide transaction reads them in [`prefetch`] and writes them through
+//! [`apply`]; everything else here is a read for `GET /v1/storm` or the
+//! held-back summary task.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use tg_engine::{Effect, StepOutput, StepState};
+use tg_model::RunId;
+use tg_storm::{BreakerState, BucketState, Sighting};
+
+use crate::sqlite::{corrupt, json};
+use crate::{SqliteStore, StoreError, from_ms, to_ms};
+
+/// Run IDs kept per held-back line (the summary lists at most this many).
+pub const HELD_RUNS_MAX: i64 = 100;
+/// Transitions returned by one read at most.
+pub const TRANSITIONS_LIST_MAX: i64 = 1_000;
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// Loads the storm state of one decision: the environment's breaker and
+/// sightings, its umbrella MIM, and the service's paging bucket.
+pub(crate) async fn prefetch(
+    tx: &mut Tx<'_>,
+    run_id: &RunId,
+    service: &str,
+    state: &mut StepState,
+) -> Result<(), StoreError> {
+    let environment: Option<String> =
+        sqlx::query_scalar("SELECT environment FROM runs WHERE run_id = ?")
+            .bind(run_id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let environment = environment.unwrap_or_else(|| "unknown".to_owned());
+    if let Some(s) = sqlx::query_scalar::<_, String>(
+        "SELECT state_json FROM storm_breaker WHERE environment = ?",
+    )
+    .bind(&environment)
+    .fetch_optional(&mut **tx)
+    .await?
+    {
+        state.breaker = Some(serde_json::from_str(&s).map_err(corrupt("storm breaker"))?);
+    }
+    let rows = sqlx::query(
+        "SELECT service, seen_at FROM storm_sightings WHERE environment = ? \
+         ORDER BY seen_at DESC LIMIT ?",
+    )
+    .bind(&environment)
+    .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in rows {
+        state.sightings.push(Sighting {
+            service: r.try_get("service")?,
+            seen_at: from_ms(r.try_get("seen_at")?),
+        });
+    }
+    if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = ?")
+        .bind(format!("storm:{environment}"))
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        state.umbrella_mim = Some((
+            RunId(r.try_get("run_id")?),
+            from_ms(r.try_get("expires_at")?),
+        ));
+    }
+    state.service_bucket = load_bucket(tx, &tg_engine::service_bucket_key(service)).await?;
+    Ok(())
+}
+
+async fn load_bucket(tx: &mut Tx<'_>, key: &str) -> Result<Option<BucketState>, StoreError> {
+    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| {
+        Ok(BucketState {
+            tokens_milli: r.try_get("tokens_milli")?,
+            updated_at: from_ms(r.try_get("updated_at")?),
+        })
+    })
+    .transpose()
+}
+
+/// Applies a storm effect; returns false for effects this module does not own.
+pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, StoreError> {
+    match effect {
+        Effect::RecordSighting {
+            environment,
+            sighting,
+            prune_before,
+        } => {
+            sqlx::query(
+                "INSERT INTO storm_sightings (environment, service, seen_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (environment, service) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at)",
+            )
+            .bind(environment)
+            .bind(&sighting.service)
+            .bind(to_ms(sighting.seen_at))
+            .execute(&mut **tx)
+            .await?;
+            // Bounded table: sightings outside the breaker window no longer count.
+            sqlx::query("DELETE FROM storm_sightings WHERE environment = ? AND seen_at < ?")
+                .bind(environment)
+                .bind(to_ms(*prune_before))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Effect::PutBreaker { environment, state } => {
+            sqlx::query(
+                "INSERT INTO storm_breaker (environment, open, state_json, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (environment) DO UPDATE SET open = excluded.open, \
+                 state_json = excluded.state_json, updated_at = excluded.updated_at",
+            )
+            .bind(environment)
+            .bind(i64::from(state.open))
+            .bind(json(state)?)
+            .bind(to_ms(state.observed_at.max(state.since)))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Effect::BreakerTransition {
+            environment,
+            run_id,
+            transition: t,
+        } => {
+            sqlx::query(
+                "INSERT INTO storm_transitions (environment, to_state, at, services, threshold, storm_id, run_id, reason) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(environment)
+            .bind(t.to.as_str())
+            .bind(to_ms(t.at))
+            .bind(i64::from(t.services))
+            .bind(i64::from(t.threshold))
+            .bind(&t.storm_id)
+            .bind(run_id.as_str())
+            .bind(&t.reason)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Effect::HoldPage(h) => {
+            sqlx::query(
+                "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
+                 VALUES (?, ?, ?, ?, ?, 1, ?, ?, json_array(?)) \
+                 ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
+                 lim = excluded.lim, count = count + 1, last_at = MAX(last_at, excluded.last_at), \
+                 run_ids = CASE WHEN json_array_length(run_ids) < ? \
+                   THEN json_insert(run_ids, '$[#]', ?) ELSE run_ids END",
+            )
+            .bind(&h.team)
+            .bind(&h.service)
+            .bind(&h.environment)
+            .bind(h.reason.as_str())
+            .bind(&h.limit)
+            .bind(to_ms(h.at))
+            .bind(to_ms(h.at))
+            .bind(h.run_id.as_str())
+            .bind(HELD_RUNS_MAX)
+            .bind(h.run_id.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// After the decide transaction committed: every breaker transition becomes a
+/// metric and a structured log line (the table row committed with the decision).
+pub(crate) fn committed(out: &StepOutput) {
+    for e in &out.effects {
+        if let Effect::BreakerTransition {
+            environment,
+            run_id,
+            transition: t,
+        } = e
+        {
+            let env = tg_model::Environment::from_label(environment).as_str();
+            metrics::counter!("triage_gate_storm_breaker_transitions_total", "to" => t.to.as_str(), "environment" => env)
+                .increment(1);
+            let open = if t.to == tg_storm::BreakerPosition::Open {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("triage_gate_storm_breaker_open", "environment" => env).set(open);
+            tracing::warn!(
+                environment = %environment,
+                to = t.to.as_str(),
+                services = t.services,
+                threshold = t.threshold,
+                storm_id = %t.storm_id,
+                run_id = %run_id,
+                reason = %t.reason,
+                "storm breaker transition"
+            );
+        }
+    }
+}
+
+/// One recorded breaker transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransitionRow {
+    pub seq: i64,
+    pub environment: String,
+    pub to: String,
+    pub at: DateTime<Utc>,
+    pub services: i64,
+    pub threshold: i64,
+    pub storm_id: String,
+    pub run_id: String,
+    pub reason: String,
+}
+
+/// Pages held back for one (team, service, environment, reason).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldRow {
+    pub team: String,
+    pub service: String,
+    pub environment: String,
+    pub reason: String,
+    /// The last limit that held (bucket key or storm id).
+    pub limit: String,
+    pub count: i64,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    /// The first [`HELD_RUNS_MAX`] runs held back.
+    pub run_ids: Vec<String>,
+}
+
+impl SqliteStore {
+    /// Every environment's stored breaker.
+    pub async fn storm_breakers(&self) -> Result<Vec<(String, BreakerState)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT environment, state_json FROM storm_breaker ORDER BY environment")
+                .fetch_all(&self.read)
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let s: String = r.try_get("state_json")?;
+            out.push((
+                r.try_get("environment")?,
+                serde_json::from_str(&s).map_err(corrupt("storm breaker"))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The stored sightings of an environment, newest first (bounded).
+    pub async fn storm_sightings(&self, environment: &str) -> Result<Vec<Sighting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT service, seen_at FROM storm_sightings WHERE environment = ? \
+             ORDER BY seen_at DESC LIMIT ?",
+        )
+        .bind(environment)
+        .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Sighting {
+                    service: r.try_get("service")?,
+                    seen_at: from_ms(r.try_get("seen_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Breaker transitions in order (at most `limit`, newest last).
+    pub async fn storm_transitions(&self, limit: i64) -> Result<Vec<TransitionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM storm_transitions ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+        )
+        .bind(limit.clamp(1, TRANSITIONS_LIST_MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TransitionRow {
+                    seq: r.try_get("seq")?,
+                    environment: r.try_get("environment")?,
+                    to: r.try_get("to_state")?,
+                    at: from_ms(r.try_get("at")?),
+                    services: r.try_get("services")?,
+                    threshold: r.try_get("threshold")?,
+                    storm_id: r.try_get("storm_id")?,
+                    run_id: r.try_get("run_id")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every paging bucket as stored (key, state), by key (bounded).
+    pub async fn buckets(&self) -> Result<Vec<(String, BucketState)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT key, tokens_milli, updated_at FROM buckets ORDER BY key LIMIT ?")
+                .bind(crate::LIST_ROWS_MAX)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("key")?,
+                    BucketState {
+                        tokens_milli: r.try_get("tokens_milli")?,
+                        updated_at: from_ms(r.try_get("updated_at")?),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Held-back pages, optionally only those held after `since`, by team and service (bounded).
+    pub async fn held_back(
+        &self,
+        team: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<HeldRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM storm_held WHERE (?1 IS NULL OR team = ?1) AND last_at > ?2 \
+             ORDER BY team, service, environment, reason LIMIT ?3",
+        )
+        .bind(team)
+        .bind(since.map_or(i64::MIN, to_ms))
+        .bind(crate::LIST_ROWS_MAX)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ids: String = r.try_get("run_ids")?;
+                Ok(HeldRow {
+                    team: r.try_get("team")?,
+                    service: r.try_get("service")?,
+                    environment: r.try_get("environment")?,
+                    reason: r.try_get("reason")?,
+                    limit: r.try_get("lim")?,
+                    count: r.try_get("count")?,
+                    first_at: from_ms(r.try_get("first_at")?),
+                    last_at: from_ms(r.try_get("last_at")?),
+                    run_ids: serde_json::from_str(&ids).map_err(corrupt("held run ids"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the held-back summary was last sent to `team`.
+    pub async fn summary_sent_at(&self, team: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let t: Option<i64> =
+            sqlx::query_scalar("SELECT sent_at FROM storm_summaries WHERE team = ?")
+                .bind(team)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(t.map(from_ms))
+    }
+
+    /// Records that a summary went to `team` at `at`, only if none was sent after
+    /// `at - interval` (so two servers sharing the store never both send one).
+    /// Returns whether this caller won the slot.
+    pub async fn claim_summary_slot(
+        &self,
+        team: &str,
+        at: DateTime<Utc>,
+        interval: chrono::Duration,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO storm_summaries (team, sent_at) VALUES (?1, ?2) \
+             ON CONFLICT (team) DO UPDATE SET sent_at = excluded.sent_at \
+             WHERE storm_summaries.sent_at <= ?3",
+        )
+        .bind(team)
+        .bind(to_ms(at))
+        .bind(to_ms(at - interval))
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
