@@ -40,6 +40,9 @@ fn record(n: u64) -> AuditRecord {
         model_output_sha256: None,
         classification: None,
         rejection: None,
+        model_latency_ms: None,
+        prompt_sha256: None,
+        model_usage: None,
         policy_version: "pv1".into(),
         decision: Decision {
             policy_version: "pv1".into(),

@@ -32,6 +32,14 @@ pub struct EventMeta {
 }
 
 /// When each stage of the run finished.
+/// Token usage of one model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunTimestamps {
@@ -66,6 +74,15 @@ pub struct AuditRecord {
     /// Why the answer was rejected, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
+    /// How long the classifier took, in milliseconds (absent when it was not asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_latency_ms: Option<u64>,
+    /// SHA-256 of the exact prompt sent to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_sha256: Option<Sha256Hex>,
+    /// Tokens the model call used, as the provider reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_usage: Option<ModelUsage>,
     pub policy_version: String,
     pub decision: Decision,
     pub actions: Vec<ActionResult>,

@@ -272,6 +272,13 @@ pub(crate) async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyh
         model_output_sha256: record.output_sha256.clone(),
         classification: record.classification.clone(),
         rejection: record.rejection.clone(),
+        // A skipped run (duplicate, resolved) asked no model: nothing to record.
+        model_latency_ms: record.skipped.is_none().then_some(record.latency_ms),
+        prompt_sha256: record.prompt_sha256.clone(),
+        model_usage: record
+            .usage
+            .clone()
+            .and_then(|u| serde_json::from_value::<tg_model::audit::ModelUsage>(u).ok()),
         policy_version: decision.policy_version.clone(),
         decision,
         actions,

@@ -224,6 +224,25 @@ async fn audit_file_has_one_record_per_run_and_detects_edit_delete_and_swap() {
     }
     let expected: BTreeMap<String, usize> = run_ids.iter().map(|r| (r.clone(), 1)).collect();
     assert_eq!(per_run, expected, "exactly one record per run");
+    // A model-classified run's record carries latency, prompt hash and tokens;
+    // the duplicate asked no model and carries none.
+    let mut asked = 0;
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if v["model_output"].is_string() {
+            asked += 1;
+            assert!(
+                v["prompt_sha256"].as_str().is_some_and(|h| h.len() == 64),
+                "{v}"
+            );
+            assert!(v["model_usage"]["input_tokens"].as_u64().is_some(), "{v}");
+            assert!(v["model_latency_ms"].as_u64().is_some(), "{v}");
+        } else if v["decision"]["duplicate_of"].is_string() {
+            assert!(v.get("model_latency_ms").is_none(), "{v}");
+            assert!(v.get("prompt_sha256").is_none(), "{v}");
+        }
+    }
+    assert!(asked >= 2, "the model was asked: {text}");
 
     let dir = tempfile::tempdir().unwrap();
     let edited = verify_tampered(&lines, dir.path(), "edited.jsonl", |l| {
