@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tg_model::action::{DETAILS_BYTES_MAX, TITLE_BYTES_MAX};
 use tg_model::{
-    ActionDecision, ActionKind, AlertStatus, AutonomyLevel, Classification, Condition,
+    ActionDecision, ActionKind, ActionOp, AlertStatus, AutonomyLevel, Classification, Condition,
     CorrelationId, Decision, Fingerprint, NormalizedEvent, Outcome, PlannedAction, Rejection,
     RunId,
 };
@@ -986,6 +986,8 @@ fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification) -> PlannedAc
     }
     PlannedAction {
         kind,
+        op: ActionOp::Create,
+        parent_key: None,
         run_id: input.run_id.clone(),
         correlation_id: input.correlation_id.clone(),
         idempotency_key: idempotency_key(input.run_id, kind),

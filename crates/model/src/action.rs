@@ -46,12 +46,50 @@ impl std::fmt::Display for ActionKind {
     }
 }
 
+/// What an action does to its target's incident.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOp {
+    /// Open the incident (ServiceNow create, PagerDuty trigger, MIM bridge).
+    #[default]
+    Create,
+    /// Add evidence to an open incident (a ServiceNow work note for a grouped alert).
+    Update,
+    /// Close the incident because the source resolved it (PagerDuty resolve,
+    /// ServiceNow state Resolved when configured).
+    Resolve,
+}
+
+impl ActionOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionOp::Create => "create",
+            ActionOp::Update => "update",
+            ActionOp::Resolve => "resolve",
+        }
+    }
+
+    /// Serde helper: `create` is the default and is left out of the JSON.
+    pub fn is_create(&self) -> bool {
+        *self == ActionOp::Create
+    }
+}
+
 /// An action the engine decided to carry out (or to draft for review), with
 /// everything a target adapter needs except credentials and base URLs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedAction {
     pub kind: ActionKind,
+    /// Create (the default), or update/resolve the incident another run opened.
+    #[serde(default, skip_serializing_if = "ActionOp::is_create")]
+    pub op: ActionOp,
+    /// For `update` and `resolve`: the idempotency key of the create action whose
+    /// incident this acts on (the ServiceNow `correlation_id` it was opened with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_key: Option<String>,
     pub run_id: RunId,
     pub correlation_id: CorrelationId,
     /// Unique per run and action; the outbox and the targets dedupe on it.

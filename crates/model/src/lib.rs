@@ -18,7 +18,7 @@ pub mod ids;
 pub mod schema;
 pub mod secret;
 
-pub use action::{ActionKind, ActionResult, ActionStatus, PlannedAction};
+pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{AuditRecord, EventMeta, RunTimestamps};
 pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tg_model::{
-    ActionKind, CorrelationId, Environment, Fingerprint, LogPointer, PlannedAction, RunId, Severity,
+    ActionKind, ActionOp, CorrelationId, Environment, Fingerprint, LogPointer, PlannedAction, RunId, Severity,
 };
 use triage_gate_actions::{
     BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig,
@@ -445,6 +445,8 @@ pub fn executor(addr: SocketAddr, format: BridgeFormat, retry: RetryPolicy) -> E
 pub fn action(kind: ActionKind) -> PlannedAction {
     PlannedAction {
         kind,
+        op: ActionOp::Create,
+        parent_key: None,
         run_id: RunId::from("run_0190f0c2-7a3b-7c1d-9e2f-000000000001"),
         correlation_id: CorrelationId::from("am:prod:9f3c1e2a"),
         idempotency_key: format!("tg:run_0190f0c2:{kind}"),
