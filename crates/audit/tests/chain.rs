@@ -50,6 +50,7 @@ fn record(n: u64) -> AuditRecord {
             actions: vec![],
             duplicate_of: None,
             resolves: None,
+            group: None,
             errors: vec![],
         },
         actions: vec![ActionResult {

@@ -1012,7 +1012,14 @@ pub struct BreakerSpec {
     /// Team of the umbrella incident (a `catalog.teams` key); unset: the team
     /// the model recommended for the event that carries it.
     pub umbrella_team: Option<String>,
+    /// How often an open breaker is checked without an event, so it closes
+    /// when the cool-down ends even if nothing else arrives; 0: only at the
+    /// next event (the simulator's choice, for determinism).
+    pub tick_ms: u64,
 }
+
+/// Longest breaker check interval (`storm.breaker.tick_ms`).
+pub const BREAKER_TICK_MS_MAX: u64 = 600_000;
 
 impl Default for BreakerSpec {
     fn default() -> Self {
@@ -1023,6 +1030,7 @@ impl Default for BreakerSpec {
             cooldown_secs: 600,
             window_secs: 300,
             umbrella_team: None,
+            tick_ms: 1_000,
         }
     }
 }
@@ -1084,6 +1092,8 @@ impl Default for PagingLimits {
 pub struct StormConfig {
     /// Same fingerprint within this window: suppressed.
     pub dedup_window_secs: u64,
+    /// Per-service and per-source suppression windows (a service's wins).
+    pub dedup_overrides: DedupOverrides,
     /// Events from distinct origins within this window are independent signals.
     pub signal_window_secs: u64,
     /// At most one MIM per service within this window.
@@ -1091,6 +1101,56 @@ pub struct StormConfig {
     pub paging: PagingLimits,
     pub breaker: BreakerSpec,
     pub summary: SummarySpec,
+    pub group: GroupSpec,
+}
+
+/// Per-service or per-source suppression windows, in seconds (`storm.dedup_overrides`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupOverrides {
+    /// Catalog service -> window.
+    pub services: BTreeMap<String, u64>,
+    /// Source (`alertmanager`, `cloudwatch-sns`, `splunk`, ...) -> window.
+    pub sources: BTreeMap<String, u64>,
+}
+
+/// Fields in `storm.group.by` at most.
+pub const GROUP_BY_MAX: usize = 8;
+/// Work notes per group at most (`storm.group.notes_max`).
+pub const GROUP_NOTES_MAX: u32 = 1_000;
+
+/// Grouping (`storm.group`): alerts with the same values of `by` (within one
+/// environment) share one incident; later ones add work notes to its ticket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSpec {
+    /// `service`, `alert_name`, `origin`, `source`, `component`, `label:<name>`,
+    /// `correlation:<kind>`; empty turns grouping off.
+    pub by: Vec<String>,
+    /// A group stays open this long after its last new alert.
+    pub window_secs: u64,
+    /// Work notes per group's ticket; later alerts of the group are suppressed.
+    pub notes_max: u32,
+}
+
+impl Default for GroupSpec {
+    fn default() -> Self {
+        GroupSpec {
+            by: vec!["service".into()],
+            window_secs: 1800,
+            notes_max: 50,
+        }
+    }
+}
+
+impl GroupSpec {
+    /// The parsed fields (validated at load, so errors here are skipped).
+    pub fn fields(&self) -> Vec<tg_storm::GroupField> {
+        self.by
+            .iter()
+            .filter_map(|f| tg_storm::GroupField::parse(f).ok())
+            .collect()
+    }
 }
 
 impl StormConfig {
@@ -1184,6 +1244,12 @@ impl StormConfig {
                 ));
             }
         }
+        if b.tick_ms > BREAKER_TICK_MS_MAX {
+            out.push((
+                "storm.breaker.tick_ms".into(),
+                format!("{} is over the limit of {BREAKER_TICK_MS_MAX}", b.tick_ms),
+            ));
+        }
         let teams = catalog.known_teams();
         if let Some(team) = &b.umbrella_team
             && !teams.contains(team)
@@ -1191,6 +1257,55 @@ impl StormConfig {
             out.push((
                 "storm.breaker.umbrella_team".into(),
                 format!("team {team:?} is not in catalog.teams"),
+            ));
+        }
+        let o = &self.dedup_overrides;
+        if o.services.len() + o.sources.len() > PAGING_SERVICES_MAX {
+            out.push((
+                "storm.dedup_overrides".into(),
+                format!("more than {PAGING_SERVICES_MAX} overrides"),
+            ));
+        }
+        for (service, v) in &o.services {
+            let path = format!("storm.dedup_overrides.services.{service}");
+            if !catalog.services.contains_key(service) {
+                out.push((path.clone(), format!("service {service:?} is not in catalog.services")));
+            }
+            if *v == 0 || *v > 7 * 24 * 3600 {
+                out.push((path, format!("{v} is outside 1..=604800 seconds")));
+            }
+        }
+        for (source, v) in &o.sources {
+            let path = format!("storm.dedup_overrides.sources.{source}");
+            if !tg_model::Source::ALL.iter().any(|s| s.as_str() == source) {
+                out.push((path.clone(), format!("{source:?} is not a source")));
+            }
+            if *v == 0 || *v > 7 * 24 * 3600 {
+                out.push((path, format!("{v} is outside 1..=604800 seconds")));
+            }
+        }
+        let g = &self.group;
+        if g.by.len() > GROUP_BY_MAX {
+            out.push((
+                "storm.group.by".into(),
+                format!("{} fields, at most {GROUP_BY_MAX}", g.by.len()),
+            ));
+        }
+        for (i, f) in g.by.iter().enumerate() {
+            if let Err(e) = tg_storm::GroupField::parse(f) {
+                out.push((format!("storm.group.by.{i}"), e));
+            }
+        }
+        if g.window_secs == 0 || g.window_secs > 7 * 24 * 3600 {
+            out.push((
+                "storm.group.window_secs".into(),
+                format!("{} is outside 1..=604800 seconds", g.window_secs),
+            ));
+        }
+        if g.notes_max > GROUP_NOTES_MAX {
+            out.push((
+                "storm.group.notes_max".into(),
+                format!("{} is over the limit of {GROUP_NOTES_MAX}", g.notes_max),
             ));
         }
         let sm = &self.summary;
@@ -1237,11 +1352,13 @@ impl Default for StormConfig {
     fn default() -> Self {
         StormConfig {
             dedup_window_secs: 600,
+            dedup_overrides: DedupOverrides::default(),
             signal_window_secs: 900,
             mim_window_secs: 3600,
             paging: PagingLimits::default(),
             breaker: BreakerSpec::default(),
             summary: SummarySpec::default(),
+            group: GroupSpec::default(),
         }
     }
 }
@@ -1272,6 +1389,30 @@ pub struct ActionsConfig {
     pub concurrency: ActionsConcurrency,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// What a source's resolution closes remotely.
+    #[serde(default)]
+    pub resolve: ResolveSpec,
+}
+
+/// `actions.resolve`: when a group's last firing alert resolves, resolve the
+/// incidents the gate opened for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolveSpec {
+    /// Resolve the PagerDuty alert (Events API v2 `resolve`, same routing key).
+    pub page: bool,
+    /// Set the ServiceNow incident Resolved (off by default: many teams close
+    /// tickets themselves, with a resolution note).
+    pub ticket: bool,
+}
+
+impl Default for ResolveSpec {
+    fn default() -> Self {
+        ResolveSpec {
+            page: true,
+            ticket: false,
+        }
+    }
 }
 
 /// Most deliveries in flight per target (`actions.concurrency.*`).
@@ -1659,6 +1800,17 @@ impl Config {
 
     pub fn dedup_window(&self) -> chrono::Duration {
         secs(self.storm.dedup_window_secs)
+    }
+    /// The suppression window of a service's events from a source (overrides applied).
+    pub fn dedup_window_for(&self, service: &str, source: &str) -> chrono::Duration {
+        let o = &self.storm.dedup_overrides;
+        secs(
+            o.services
+                .get(service)
+                .or_else(|| o.sources.get(source))
+                .copied()
+                .unwrap_or(self.storm.dedup_window_secs),
+        )
     }
     pub fn signal_window(&self) -> chrono::Duration {
         secs(self.storm.signal_window_secs)

@@ -22,15 +22,20 @@ use tg_model::{
 use tg_policy::catalog::Catalog;
 use tg_policy::{Facts, GateInput, Gates};
 use tg_storm::{
-    BreakerConfig, BreakerState, BucketConfig, BucketState, DedupEntry, Sighting, Signal,
-    Transition, independent_origins,
+    BreakerConfig, BreakerState, BucketConfig, BucketState, DedupEntry, GroupEntry, GroupField,
+    GroupPage,
+    Sighting, Signal, Transition, independent_origins,
 };
 
 /// Storm-control settings the step needs (from configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StormSettings {
-    /// Same fingerprint within this window: suppressed.
+    /// Same fingerprint within this window: suppressed (unless overridden below).
     pub dedup_window: chrono::Duration,
+    /// Per-service suppression windows, by the service name events carry.
+    pub dedup_service_windows: BTreeMap<String, chrono::Duration>,
+    /// Per-source suppression windows, by source (`alertmanager`, `splunk`, ...).
+    pub dedup_source_windows: BTreeMap<String, chrono::Duration>,
     /// Window in which events from distinct origins count as independent signals.
     pub signal_window: chrono::Duration,
     /// At most one MIM per service within this window.
@@ -48,9 +53,82 @@ pub struct StormSettings {
     /// Team of the storm's umbrella incident; `None`: the team the model
     /// recommended for the event that carries it.
     pub umbrella_team: Option<String>,
+    /// Which alerts share one incident.
+    pub group: GroupSettings,
+    /// What a resolution closes remotely.
+    pub resolve: ResolveSettings,
+}
+
+/// Grouping settings (`storm.group`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSettings {
+    /// The fields whose values make the group key; the environment is always one.
+    /// Empty: no grouping (each fingerprint is its own incident).
+    pub by: Vec<GroupField>,
+    /// A group stays open this long after its last new alert.
+    pub window: chrono::Duration,
+    /// Work notes one group's ticket receives at most; later alerts are suppressed.
+    pub notes_max: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            by: vec![GroupField::Service],
+            window: chrono::Duration::minutes(30),
+            notes_max: 50,
+        }
+    }
+}
+
+/// What a resolution closes (`actions.resolve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveSettings {
+    /// Resolve the PagerDuty alert when the group's last alert resolves.
+    pub page: bool,
+    /// Set the ServiceNow incident Resolved too (many teams leave that to people).
+    pub ticket: bool,
+}
+
+impl Default for ResolveSettings {
+    fn default() -> Self {
+        ResolveSettings {
+            page: true,
+            ticket: false,
+        }
+    }
+}
+
+/// The group an event belongs to: `environment=...,<field>=<value>,...`; a key
+/// longer than [`tg_storm::group::GROUP_KEY_BYTES_MAX`] is replaced by its hash.
+/// `None` when grouping is off.
+pub fn group_key(settings: &GroupSettings, event: &NormalizedEvent) -> Option<String> {
+    if settings.by.is_empty() {
+        return None;
+    }
+    let mut key = format!("environment={}", event.environment.as_str());
+    for f in &settings.by {
+        key.push(',');
+        key.push_str(&f.name());
+        key.push('=');
+        key.push_str(f.value(event));
+    }
+    if key.len() > tg_storm::group::GROUP_KEY_BYTES_MAX {
+        key = format!("sha256:{}", tg_model::hash::sha256_hex(key.as_bytes()).as_str());
+    }
+    Some(key)
 }
 
 impl StormSettings {
+    /// The suppression window of an event: its service's, else its source's, else the default.
+    pub fn dedup_window_for(&self, event: &NormalizedEvent) -> chrono::Duration {
+        self.dedup_service_windows
+            .get(&event.service)
+            .or_else(|| self.dedup_source_windows.get(event.source.as_str()))
+            .copied()
+            .unwrap_or(self.dedup_window)
+    }
+
     /// The paging budget of a service: its override, or the per-service default.
     pub fn service_bucket_for(&self, service: &str) -> BucketConfig {
         self.service_buckets
@@ -64,6 +142,8 @@ impl Default for StormSettings {
     fn default() -> Self {
         StormSettings {
             dedup_window: chrono::Duration::minutes(10),
+            dedup_service_windows: BTreeMap::new(),
+            dedup_source_windows: BTreeMap::new(),
             signal_window: chrono::Duration::minutes(15),
             mim_window: chrono::Duration::hours(1),
             team_bucket: BucketConfig {
@@ -81,6 +161,8 @@ impl Default for StormSettings {
             service_buckets: BTreeMap::new(),
             breaker: BreakerConfig::default(),
             umbrella_team: None,
+            group: GroupSettings::default(),
+            resolve: ResolveSettings::default(),
         }
     }
 }
@@ -129,6 +211,8 @@ pub struct StepState {
     pub sightings: Vec<Sighting>,
     /// An open MIM for the environment's umbrella (`umbrella_service`).
     pub umbrella_mim: Option<(RunId, DateTime<Utc>)>,
+    /// The stored group of the event's [`group_key`], if any.
+    pub group: Option<GroupEntry>,
 }
 
 /// One run's input to the step.
@@ -184,6 +268,8 @@ pub enum Effect {
     },
     /// A page the rate limit or the breaker held back (for the held-back summary).
     HoldPage(HeldPage),
+    /// The group's state after this event.
+    PutGroup(GroupEntry),
 }
 
 /// Why a page was held back.
@@ -268,6 +354,7 @@ pub fn step(
 ) -> StepOutput {
     let event = input.event;
     let autonomy = catalog.autonomy_for(&event.service);
+    let dedup_window = settings.dedup_window_for(event);
     let mut effects = Vec::new();
 
     if event.status == AlertStatus::Resolved {
@@ -291,9 +378,11 @@ pub fn step(
         };
         let mut decision = uniform(gates, autonomy, Outcome::Skip, &reason, &cond, None);
         decision.resolves = resolves;
+        let paused = catalog.service(&event.service).is_some_and(|s| s.paused);
+        let planned = resolve_group(settings, state, input, autonomy, paused, &mut decision, &mut effects);
         return StepOutput {
             decision,
-            planned: Vec::new(),
+            planned,
             effects,
         };
     }
@@ -342,7 +431,7 @@ pub fn step(
         .as_ref()
         .filter(|d| d.duplicate(event.impact.level, &event.origin, now))
     {
-        let window_secs = settings.dedup_window.num_seconds();
+        let window_secs = dedup_window.num_seconds();
         let cond = Condition {
             id: "dedup.window".into(),
             description: "no earlier run with this fingerprint inside the suppression window"
@@ -380,15 +469,25 @@ pub fn step(
         event.fingerprint.clone(),
         input.run_id.clone(),
         now,
-        settings.dedup_window,
+        dedup_window,
     )
     .with_impact(event.impact.level);
     window.paged_at = previous.and_then(|d| d.paged_at);
     // An escalation, or a re-fire after a resolution, inside the window keeps the
     // window's ticket: no second incident for one flapping fault. (The ticket is
     // not closed remotely on resolution yet, so a new one would be a duplicate.)
+    // With `actions.resolve.ticket`, a group whose last alert resolved had its
+    // ticket resolved remotely: a re-fire opens a new one.
+    let ticket_resolved = |d: &DedupEntry| {
+        settings.resolve.ticket
+            && d.resolved
+            && state
+                .group
+                .as_ref()
+                .is_some_and(|g| g.resolved && g.ticket_run == d.ticket_run)
+    };
     let open_ticket = previous
-        .filter(|d| now >= d.opened_at && now < d.expires_at)
+        .filter(|d| now >= d.opened_at && now < d.expires_at && !ticket_resolved(d))
         .and_then(|d| d.ticket_run.clone());
     window.ticket_run = open_ticket.clone();
     // The origins that reported the fingerprint in this window, this one included.
@@ -404,11 +503,11 @@ pub fn step(
     // A confirmation or an escalation inside an open window does not page again:
     // the window's page is still open.
     let page_open = previous
-        .filter(|d| d.suppresses(now) && d.paged_within(now, settings.dedup_window))
+        .filter(|d| d.suppresses(now) && d.paged_within(now, dedup_window))
         .and_then(|d| d.paged_at);
     // A re-fire after a resolution must not page again inside the window of the last page.
     let flap_hold = previous
-        .filter(|d| d.resolved && d.paged_within(now, settings.dedup_window))
+        .filter(|d| d.resolved && d.paged_within(now, dedup_window))
         .and_then(|d| d.paged_at);
     let window_at = effects.len();
     effects.push(Effect::OpenDedup(window.clone()));
@@ -457,6 +556,36 @@ pub fn step(
             };
         }
     };
+
+    // Grouping: a new alert of an open group attaches to the group's incident.
+    let group_before = state.group.as_ref().filter(|g| g.is_open(now));
+    let mut group: Option<GroupEntry> = group_key(&settings.group, event).map(|key| {
+        match group_before.filter(|g| g.key == key) {
+            Some(g) => {
+                let mut g = g.clone();
+                g.attach(&event.fingerprint, now, settings.group.window);
+                g
+            }
+            None => {
+                let mut g = GroupEntry::open(
+                    key,
+                    event.fingerprint.clone(),
+                    now,
+                    settings.group.window,
+                );
+                // A ticket still open for this fingerprint carries the new group too.
+                g.ticket_run = open_ticket.clone();
+                g
+            }
+        }
+    });
+    let group_ticket = group_before
+        .filter(|g| Some(&g.key) == group.as_ref().map(|n| &n.key))
+        .and_then(|g| g.ticket_run.clone());
+    let group_page = group_before
+        .filter(|g| Some(&g.key) == group.as_ref().map(|n| &n.key))
+        .and_then(|g| g.page.clone())
+        .filter(|p| now >= p.at && now - p.at < dedup_window);
 
     let team = classification.recommended_team.as_str();
     let team_cfg = settings.team_bucket;
@@ -566,6 +695,7 @@ pub fn step(
             verdict.outcome,
         );
         let mut conditions = verdict.conditions;
+        let mut op = ActionOp::Create;
         // Set when storm control overrides the gates' outcome (flap damping, an open ticket, the breaker).
         let mut flap_reason = None;
         let mut held = None;
@@ -590,7 +720,7 @@ pub fn step(
         if verdict.action == ActionKind::Page
             && let Some(paged_at) = flap_hold
         {
-            let window_secs = settings.dedup_window.num_seconds();
+            let window_secs = dedup_window.num_seconds();
             conditions.push(Condition {
                 id: "page.flap".into(),
                 description: "no page for this fingerprint within the suppression window".into(),
@@ -611,7 +741,7 @@ pub fn step(
         if verdict.action == ActionKind::Page
             && let Some(paged_at) = page_open
         {
-            let window_secs = settings.dedup_window.num_seconds();
+            let window_secs = dedup_window.num_seconds();
             conditions.push(Condition {
                 id: "page.open".into(),
                 description: "no page for this fingerprint is open in the suppression window"
@@ -626,6 +756,29 @@ pub fn step(
                 flap_reason = Some(format!(
                     "the page sent at {} is still open for this fingerprint",
                     paged_at.to_rfc3339()
+                ));
+            }
+        }
+        if verdict.action == ActionKind::Page
+            && page_open.is_none()
+            && let Some(p) = &group_page
+        {
+            let window_secs = dedup_window.num_seconds();
+            let key = group.as_ref().map(|g| g.key.as_str()).unwrap_or_default();
+            conditions.push(Condition {
+                id: "page.group".into(),
+                description: "no page for this alert's group is open in the suppression window"
+                    .into(),
+                passed: false,
+                actual: format!("run {} paged {key} at {}", p.run_id, p.at.to_rfc3339()),
+                threshold: format!("none within {window_secs}s"),
+            });
+            if outcome == Outcome::Execute {
+                outcome = Outcome::Suppressed;
+                held = None;
+                flap_reason = Some(format!(
+                    "the page of run {} covers group {key}; this alert's evidence goes to the group's ticket",
+                    p.run_id
                 ));
             }
         }
@@ -705,10 +858,54 @@ pub fn step(
                 "the ticket of run {first} is still open for this fingerprint"
             ));
         }
-        if outcome == Outcome::Execute && verdict.action == ActionKind::Ticket {
+        if verdict.action == ActionKind::Ticket
+            && !for_umbrella
+            && open_ticket.is_none()
+            && matches!(outcome, Outcome::Execute | Outcome::Review)
+            && let (Some(carrier), Some(g)) = (&group_ticket, group.as_mut())
+        {
+            let max = settings.group.notes_max;
+            window.ticket_run = Some(carrier.clone());
+            if g.notes < max {
+                if outcome == Outcome::Execute {
+                    g.notes = g.notes.saturating_add(1);
+                }
+                op = ActionOp::Update;
+                conditions.push(Condition {
+                    id: "ticket.group".into(),
+                    description: "one ticket per group: a related alert adds a work note".into(),
+                    passed: true,
+                    actual: format!("ticket of run {carrier} is open for {}", g.key),
+                    threshold: format!("work note {} of at most {max}", g.notes),
+                });
+                flap_reason = Some(format!(
+                    "grouped: this alert's evidence goes to the ticket of run {carrier} as a work note ({})",
+                    g.key
+                ));
+            } else {
+                conditions.push(Condition {
+                    id: "ticket.group".into(),
+                    description: "one ticket per group: a related alert adds a work note".into(),
+                    passed: false,
+                    actual: format!("{} work notes on the ticket of run {carrier}", g.notes),
+                    threshold: format!("at most {max} per group (storm.group.notes_max)"),
+                });
+                outcome = Outcome::Suppressed;
+                flap_reason = Some(format!(
+                    "the ticket of run {carrier} already has {max} work notes for {}",
+                    g.key
+                ));
+            }
+        }
+        if outcome == Outcome::Execute
+            && verdict.action == ActionKind::Ticket
+            && op == ActionOp::Create
+        {
             window.ticket_run = Some(input.run_id.clone());
             if for_umbrella {
                 breaker.umbrella_run = Some(input.run_id.clone());
+            } else if let Some(g) = group.as_mut() {
+                g.ticket_run = Some(input.run_id.clone());
             }
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Page {
@@ -719,6 +916,14 @@ pub fn step(
                 global_state.take(global_cfg, now),
             ) {
                 window.paged_at = Some(now);
+                if let Some(g) = group.as_mut() {
+                    g.page = Some(GroupPage {
+                        run_id: input.run_id.clone(),
+                        team: team.to_owned(),
+                        dedup_key: format!("tg:{}", event.fingerprint),
+                        at: now,
+                    });
+                }
                 effects.push(Effect::PutBucket {
                     key: service_key.clone(),
                     state: s,
@@ -770,6 +975,11 @@ pub fn step(
             if for_umbrella {
                 action = umbrella_plan(action, &umbrella, &breaker, &obs, settings);
             }
+            if op == ActionOp::Update
+                && let (Some(carrier), Some(g)) = (&group_ticket, &group)
+            {
+                action = work_note_plan(action, carrier, &g.key);
+            }
             planned.push(Planned { outcome, action });
         }
         errors.extend(verdict.errors.iter().cloned());
@@ -780,6 +990,7 @@ pub fn step(
         };
         actions.push(ActionDecision {
             action: verdict.action,
+            op,
             outcome,
             requested: verdict.requested,
             gate_outcome: verdict.outcome,
@@ -792,6 +1003,10 @@ pub fn step(
     if let Some(e) = effects.get_mut(window_at) {
         *e = Effect::OpenDedup(window);
     }
+    let group_name = group.as_ref().map(|g| g.key.clone());
+    if let Some(g) = group {
+        effects.push(Effect::PutGroup(g));
+    }
     put_breaker(&mut effects, event, state.breaker.as_ref(), breaker);
     StepOutput {
         decision: Decision {
@@ -800,10 +1015,209 @@ pub fn step(
             actions,
             duplicate_of: None,
             resolves: None,
+            group: group_name,
             errors,
         },
         planned,
         effects,
+    }
+}
+
+/// A resolution detaches the alert from its group; when it was the group's last
+/// firing alert, the group's page (and, if configured, its ticket) is resolved,
+/// once. Resolving only closes what the gate itself opened, so it needs no gate,
+/// but shadow mode and a paused service still execute nothing.
+fn resolve_group(
+    settings: &StormSettings,
+    state: &StepState,
+    input: StepInput<'_>,
+    autonomy: AutonomyLevel,
+    paused: bool,
+    decision: &mut Decision,
+    effects: &mut Vec<Effect>,
+) -> Vec<Planned> {
+    let event = input.event;
+    let Some(mut group) = state.group.clone() else {
+        return Vec::new();
+    };
+    decision.group = Some(group.key.clone());
+    let last = group.detach(&event.fingerprint);
+    let firing = group.members.len();
+    if !last {
+        effects.push(Effect::PutGroup(group));
+        return Vec::new();
+    }
+    group.resolved = true;
+    let held = if paused {
+        Some("service paused (kill switch)")
+    } else if autonomy == AutonomyLevel::Shadow {
+        Some("shadow mode: recorded only")
+    } else {
+        None
+    };
+    let resolved_cond = Condition {
+        id: "group.resolved".into(),
+        description: "the group's last firing alert resolved".into(),
+        passed: true,
+        actual: format!("{} ({firing} firing)", group.key),
+        threshold: "0 firing".into(),
+    };
+    let mut planned = Vec::new();
+    let targets = [
+        (
+            ActionKind::Ticket,
+            settings.resolve.ticket,
+            "actions.resolve.ticket",
+            group.ticket_run.as_ref().map(|r| {
+                (
+                    idempotency_key(r, ActionKind::Ticket),
+                    format!("tg:{}", event.fingerprint),
+                    String::new(),
+                    r.clone(),
+                )
+            }),
+        ),
+        (
+            ActionKind::Page,
+            settings.resolve.page,
+            "actions.resolve.page",
+            group.page.as_ref().map(|p| {
+                (
+                    idempotency_key(&p.run_id, ActionKind::Page),
+                    p.dedup_key.clone(),
+                    p.team.clone(),
+                    p.run_id.clone(),
+                )
+            }),
+        ),
+    ];
+    for (kind, enabled, key, parent) in targets {
+        let Some((parent_key, dedup_key, team, parent_run)) = parent else {
+            continue;
+        };
+        let Some(a) = decision.actions.iter_mut().find(|a| a.action == kind) else {
+            continue;
+        };
+        a.conditions.push(resolved_cond.clone());
+        a.conditions.push(Condition {
+            id: "resolve.enabled".into(),
+            description: format!("{key} is on"),
+            passed: enabled,
+            actual: enabled.to_string(),
+            threshold: "true".into(),
+        });
+        a.op = ActionOp::Resolve;
+        if !enabled {
+            a.reason = format!(
+                "the group's last alert resolved; the {kind} of run {parent_run} is left open ({key} is off)"
+            );
+            continue;
+        }
+        a.gate_outcome = Outcome::Execute;
+        if let Some(why) = held {
+            a.capped_by = Some(why.to_owned());
+            a.reason = format!("the group's last alert resolved; not resolving the {kind} of run {parent_run}: {why}");
+            continue;
+        }
+        a.outcome = Outcome::Execute;
+        a.reason = format!(
+            "the group's last alert resolved: resolving the {kind} of run {parent_run}"
+        );
+        let mut action = resolution_plan(kind, input, &group.key, &parent_run);
+        action.parent_key = Some(parent_key);
+        action.dedup_key = dedup_key;
+        if !team.is_empty() {
+            action.team = team;
+        }
+        planned.push(Planned {
+            outcome: Outcome::Execute,
+            action,
+        });
+    }
+    effects.push(Effect::PutGroup(group));
+    planned
+}
+
+/// The resolve action for a group's incident, carried by the resolving run.
+fn resolution_plan(
+    kind: ActionKind,
+    input: StepInput<'_>,
+    group: &str,
+    parent_run: &RunId,
+) -> PlannedAction {
+    let e = input.event;
+    let details = format!(
+        "Resolved by the source: {summary}\n\nservice: {service}\nenvironment: {env}\nalert: {alert}\n\
+         source: {source} ({origin})\ngroup: {group} (no alert firing)\nopened by run: {parent_run}\n\
+         resolved by run: {run}\ncorrelation: {corr}\n",
+        summary = e.summary,
+        service = e.service,
+        env = e.environment.as_str(),
+        alert = e.alert_name,
+        source = e.source.as_str(),
+        origin = e.origin,
+        run = input.run_id,
+        corr = input.correlation_id,
+    );
+    PlannedAction {
+        kind,
+        op: ActionOp::Resolve,
+        parent_key: None,
+        run_id: input.run_id.clone(),
+        correlation_id: input.correlation_id.clone(),
+        idempotency_key: idempotency_key(input.run_id, kind),
+        dedup_key: format!("tg:{}", e.fingerprint),
+        team: String::new(),
+        service: e.service.clone(),
+        environment: e.environment,
+        severity: tg_model::Severity::Low,
+        confidence: 1.0,
+        fingerprint: e.fingerprint.clone(),
+        title: truncate(&format!("Resolved: {}: {}", e.service, e.summary), TITLE_BYTES_MAX),
+        details: truncate(&details, DETAILS_BYTES_MAX),
+        links: e.log_pointers.clone(),
+    }
+}
+
+/// The `run_id` a breaker transition records when a time check, not an event, moved it.
+pub const TICK_RUN: &str = "none:breaker-tick";
+
+/// A time check of one environment's open breaker, without an event: once the
+/// cool-down below the closing threshold is over it closes, even if no further
+/// alert arrives. Returns the effects to persist (none while it stays open).
+pub fn tick_breaker(
+    settings: &StormSettings,
+    catalog: &Catalog,
+    environment: &str,
+    stored: &BreakerState,
+    sightings: &[Sighting],
+    now: DateTime<Utc>,
+) -> Vec<Effect> {
+    if !stored.open {
+        return Vec::new();
+    }
+    let obs = tg_storm::observe(
+        &settings.breaker,
+        settings.breaker.open_threshold(catalog.services.len()),
+        environment,
+        Some(stored),
+        sightings,
+        None,
+        now,
+    );
+    match obs.transition {
+        Some(transition) => vec![
+            Effect::BreakerTransition {
+                environment: environment.to_owned(),
+                run_id: RunId(TICK_RUN.to_owned()),
+                transition,
+            },
+            Effect::PutBreaker {
+                environment: environment.to_owned(),
+                state: obs.state,
+            },
+        ],
+        None => Vec::new(),
     }
 }
 
@@ -908,6 +1322,21 @@ fn umbrella_plan(
     action
 }
 
+/// Turns a ticket planned for a grouped alert into a work note on the group's ticket.
+fn work_note_plan(mut action: PlannedAction, carrier: &RunId, group: &str) -> PlannedAction {
+    action.op = ActionOp::Update;
+    action.parent_key = Some(idempotency_key(carrier, ActionKind::Ticket));
+    action.title = truncate(&format!("Grouped: {}", action.title), TITLE_BYTES_MAX);
+    action.details = truncate(
+        &format!(
+            "New alert in {group} (ticket opened by run {carrier}):\n{}",
+            action.details
+        ),
+        DETAILS_BYTES_MAX,
+    );
+    action
+}
+
 /// A decision with the same outcome for every action, for reasons that precede the gates.
 fn uniform(
     gates: &Gates,
@@ -924,6 +1353,7 @@ fn uniform(
             .into_iter()
             .map(|action| ActionDecision {
                 action,
+                op: ActionOp::Create,
                 outcome,
                 requested: false,
                 gate_outcome: outcome,
@@ -934,6 +1364,7 @@ fn uniform(
             .collect(),
         duplicate_of,
         resolves: None,
+        group: None,
         errors: Vec::new(),
     }
 }

@@ -629,6 +629,7 @@ struct Sim {
     sightings: HashMap<String, Vec<Sighting>>,
     breakers: HashMap<String, BreakerState>,
     transitions: Vec<Transition>,
+    groups: HashMap<String, GroupEntry>,
 }
 
 impl Sim {
@@ -651,6 +652,8 @@ impl Sim {
                 .cloned()
                 .unwrap_or_default(),
             umbrella_mim: self.mims.get(&umbrella_service(ev.environment)).cloned(),
+            group: group_key(&GroupSettings::default(), ev)
+                .and_then(|k| self.groups.get(&k).cloned()),
         }
     }
 
@@ -698,6 +701,9 @@ impl Sim {
                     self.transitions.push(transition.clone());
                 }
                 Effect::HoldPage(_) => {}
+                Effect::PutGroup(g) => {
+                    self.groups.insert(g.key.clone(), g.clone());
+                }
             }
         }
     }
@@ -1308,5 +1314,269 @@ fn in_storm_mode_the_mim_gate_is_evaluated_for_the_umbrella_with_the_storms_orig
         out.effects
             .iter()
             .any(|e| matches!(e, Effect::OpenMim { service, .. } if service == "storm:production"))
+    );
+}
+
+// ---- grouping and resolution ----
+
+fn run_as(
+    f: &Fixture,
+    state: &StepState,
+    run_id: &str,
+    event: &NormalizedEvent,
+    classification: Option<&Classification>,
+    now: DateTime<Utc>,
+) -> StepOutput {
+    let run_id = RunId(run_id.into());
+    let corr = CorrelationId("corr_test".into());
+    step(
+        &f.gates,
+        &f.catalog,
+        &f.settings,
+        state,
+        StepInput {
+            run_id: &run_id,
+            correlation_id: &corr,
+            event,
+            classification: classification.map(Ok),
+        },
+        now,
+    )
+}
+
+fn group_of(out: &StepOutput) -> GroupEntry {
+    out.effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::PutGroup(g) => Some(g.clone()),
+            _ => None,
+        })
+        .expect("a group effect")
+}
+
+/// Steps a sequence through the in-memory store: (run, fingerprint, status, minute).
+fn sequence(f: &Fixture, steps: &[(&str, &str, AlertStatus, i64)]) -> Vec<StepOutput> {
+    let mut sim = Sim::default();
+    let answer = page_worthy("payments");
+    steps
+        .iter()
+        .map(|(run, fp, status, minute)| {
+            let ev = event("checkout", "prometheus", fp, *status);
+            let state = sim.state_for(&ev, "payments");
+            let c = (*status == AlertStatus::Firing).then_some(&answer);
+            let out = run_as(f, &state, run, &ev, c, t0() + Duration::minutes(*minute));
+            sim.apply(&out.effects);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn a_related_alert_adds_a_work_note_to_the_groups_ticket_instead_of_a_second_ticket() {
+    let f = fixture();
+    let outs = sequence(
+        &f,
+        &[
+            ("run_a", "fp-a", AlertStatus::Firing, 0),
+            ("run_b", "fp-b", AlertStatus::Firing, 2),
+        ],
+    );
+    let (a, b) = (&outs[0], &outs[1]);
+    assert!(a.decision.creates(ActionKind::Ticket));
+    assert!(a.decision.creates(ActionKind::Page));
+    assert_eq!(
+        a.decision.group.as_deref(),
+        Some("environment=production,service=checkout")
+    );
+
+    let t = b.decision.get(ActionKind::Ticket).unwrap();
+    assert_eq!((t.outcome, t.op), (Outcome::Execute, ActionOp::Update));
+    assert!(!b.decision.creates(ActionKind::Ticket));
+    let note = condition(b, ActionKind::Ticket, "ticket.group");
+    assert!(note.passed);
+    assert!(note.actual.contains("run_a"), "{}", note.actual);
+    let planned = b
+        .planned
+        .iter()
+        .find(|p| p.action.kind == ActionKind::Ticket)
+        .unwrap();
+    assert_eq!(planned.action.op, ActionOp::Update);
+    assert_eq!(planned.action.parent_key.as_deref(), Some("tg:run_a:ticket"));
+    assert_eq!(planned.action.idempotency_key, "tg:run_b:ticket");
+    assert!(planned.action.details.contains("New alert in"));
+
+    // The group's page covers the related alert.
+    let p = b.decision.get(ActionKind::Page).unwrap();
+    assert_eq!(p.outcome, Outcome::Suppressed);
+    assert!(!condition(b, ActionKind::Page, "page.group").passed);
+    assert!(b.planned.iter().all(|p| p.action.kind != ActionKind::Page));
+    assert_eq!(group_of(b).notes, 1);
+    assert_eq!(group_of(b).members.len(), 2);
+}
+
+#[test]
+fn the_group_resolves_its_page_once_when_its_last_alert_resolves() {
+    let f = fixture();
+    let outs = sequence(
+        &f,
+        &[
+            ("run_a", "fp-a", AlertStatus::Firing, 0),
+            ("run_b", "fp-b", AlertStatus::Firing, 1),
+            ("run_ra", "fp-a", AlertStatus::Resolved, 5),
+            ("run_rb", "fp-b", AlertStatus::Resolved, 6),
+            ("run_rb2", "fp-b", AlertStatus::Resolved, 7),
+        ],
+    );
+    assert!(outs[2].planned.is_empty(), "fp-b still fires");
+    let last = &outs[3];
+    assert_eq!(last.planned.len(), 1, "{:?}", last.planned);
+    let page = &last.planned[0].action;
+    assert_eq!((page.kind, page.op), (ActionKind::Page, ActionOp::Resolve));
+    assert_eq!(page.dedup_key, "tg:fp-a", "the dedup key the page was sent with");
+    assert_eq!(page.team, "payments", "the routing key the page went through");
+    assert_eq!(page.parent_key.as_deref(), Some("tg:run_a:page"));
+    assert_eq!(page.idempotency_key, "tg:run_rb:page");
+    assert!(condition(last, ActionKind::Page, "group.resolved").passed);
+    // The ticket is left to people unless actions.resolve.ticket is on.
+    let t = last.decision.get(ActionKind::Ticket).unwrap();
+    assert_eq!(t.outcome, Outcome::Skip);
+    assert!(!condition(last, ActionKind::Ticket, "resolve.enabled").passed);
+    assert!(group_of(last).resolved);
+    // A repeated resolution resolves nothing again.
+    assert!(outs[4].planned.is_empty());
+}
+
+#[test]
+fn with_resolve_ticket_on_the_ticket_is_resolved_and_a_refire_opens_a_new_one() {
+    let mut f = fixture();
+    f.settings.resolve.ticket = true;
+    let outs = sequence(
+        &f,
+        &[
+            ("run_a", "fp-a", AlertStatus::Firing, 0),
+            ("run_ra", "fp-a", AlertStatus::Resolved, 3),
+            ("run_a2", "fp-a", AlertStatus::Firing, 4),
+        ],
+    );
+    let kinds: Vec<_> = outs[1]
+        .planned
+        .iter()
+        .map(|p| (p.action.kind, p.action.op, p.action.parent_key.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (ActionKind::Ticket, ActionOp::Resolve, Some("tg:run_a:ticket".into())),
+            (ActionKind::Page, ActionOp::Resolve, Some("tg:run_a:page".into())),
+        ]
+    );
+    // The ticket was resolved remotely, so the re-fire gets a new one (the page stays damped).
+    assert!(outs[2].decision.creates(ActionKind::Ticket));
+    assert!(!outs[2].decision.creates(ActionKind::Page));
+}
+
+#[test]
+fn a_group_takes_at_most_notes_max_work_notes() {
+    let mut f = fixture();
+    f.settings.group.notes_max = 1;
+    let outs = sequence(
+        &f,
+        &[
+            ("run_a", "fp-a", AlertStatus::Firing, 0),
+            ("run_b", "fp-b", AlertStatus::Firing, 1),
+            ("run_c", "fp-c", AlertStatus::Firing, 2),
+        ],
+    );
+    assert_eq!(
+        outs[1].decision.get(ActionKind::Ticket).unwrap().op,
+        ActionOp::Update
+    );
+    let c = outs[2].decision.get(ActionKind::Ticket).unwrap();
+    assert_eq!(c.outcome, Outcome::Suppressed);
+    assert!(!condition(&outs[2], ActionKind::Ticket, "ticket.group").passed);
+    assert!(outs[2].planned.iter().all(|p| p.action.kind != ActionKind::Ticket));
+}
+
+#[test]
+fn an_idle_group_closes_after_its_window_and_the_next_alert_opens_a_new_ticket() {
+    let f = fixture();
+    let window = f.settings.group.window.num_minutes();
+    let outs = sequence(
+        &f,
+        &[
+            ("run_a", "fp-a", AlertStatus::Firing, 0),
+            ("run_b", "fp-b", AlertStatus::Firing, window + 1),
+        ],
+    );
+    assert!(outs[1].decision.creates(ActionKind::Ticket));
+}
+
+#[test]
+fn without_group_by_each_fingerprint_is_its_own_incident() {
+    let mut f = fixture();
+    f.settings.group.by.clear();
+    let outs = sequence(
+        &f,
+        &[
+            ("run_a", "fp-a", AlertStatus::Firing, 0),
+            ("run_b", "fp-b", AlertStatus::Firing, 1),
+        ],
+    );
+    assert!(outs[1].decision.creates(ActionKind::Ticket));
+    assert_eq!(outs[1].decision.group, None);
+    assert!(outs[1].effects.iter().all(|e| !matches!(e, Effect::PutGroup(_))));
+}
+
+#[test]
+fn the_group_key_names_environment_and_fields_and_hashes_when_long() {
+    let mut ev = firing("checkout");
+    ev.labels.insert("cluster".into(), "eu-1".into());
+    let s = GroupSettings {
+        by: vec![
+            GroupField::parse("service").unwrap(),
+            GroupField::parse("label:cluster").unwrap(),
+            GroupField::parse("correlation:trace_id").unwrap(),
+        ],
+        ..GroupSettings::default()
+    };
+    assert_eq!(
+        group_key(&s, &ev).unwrap(),
+        "environment=production,service=checkout,label:cluster=eu-1,correlation:trace_id="
+    );
+    ev.labels.insert("cluster".into(), "x".repeat(400));
+    let long = group_key(&s, &ev).unwrap();
+    assert!(long.starts_with("sha256:") && long.len() == 71, "{long}");
+    assert!(GroupField::parse("label:").is_err());
+    assert!(GroupField::parse("severity").is_err());
+}
+
+#[test]
+fn a_service_or_source_window_overrides_the_default_suppression_window() {
+    let mut f = fixture();
+    f.settings
+        .dedup_service_windows
+        .insert("checkout".into(), Duration::seconds(60));
+    f.settings
+        .dedup_source_windows
+        .insert("generic".into(), Duration::seconds(3600));
+    let ev = firing("checkout");
+    assert_eq!(f.settings.dedup_window_for(&ev), Duration::seconds(60));
+    let other = firing("orders-db");
+    assert_eq!(f.settings.dedup_window_for(&other), Duration::seconds(3600));
+
+    let mut sim = Sim::default();
+    let answer = page_worthy("payments");
+    let first = run_as(&f, &sim.state_for(&ev, "payments"), "run_a", &ev, Some(&answer), t0());
+    sim.apply(&first.effects);
+    assert_eq!(opened_window(&first).expires_at, t0() + Duration::seconds(60));
+    // Two minutes later the checkout window (60 s) is over: not a duplicate.
+    let later = t0() + Duration::minutes(2);
+    let state = sim.state_for(&ev, "payments");
+    assert_eq!(precheck(&state, &ev, later), Precheck::Classify);
+    assert_eq!(
+        precheck(&state, &ev, t0() + Duration::seconds(30)),
+        Precheck::Duplicate {
+            first_run_id: RunId("run_a".into())
+        }
     );
 }

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::action::ActionKind;
+use crate::action::{ActionKind, ActionOp};
 use crate::{AutonomyLevel, RunId};
 
 /// What happens to one action.
@@ -51,6 +51,10 @@ pub struct Condition {
 #[serde(deny_unknown_fields)]
 pub struct ActionDecision {
     pub action: ActionKind,
+    /// What an `execute` does: open an incident (the default, left out), add a
+    /// work note to the group's open one, or resolve one.
+    #[serde(default, skip_serializing_if = "ActionOp::is_create")]
+    pub op: ActionOp,
     pub outcome: Outcome,
     /// Whether the model asked for this action.
     pub requested: bool,
@@ -80,6 +84,9 @@ pub struct Decision {
     /// Set when the run is a resolution: the run that opened the fingerprint's window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolves: Option<RunId>,
+    /// The group the event belongs to (`storm.group.by`), when grouping applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Policy evaluation errors (any error means review, never execute).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -92,5 +99,12 @@ impl Decision {
 
     pub fn outcome(&self, kind: ActionKind) -> Option<Outcome> {
         self.get(kind).map(|a| a.outcome)
+    }
+
+    /// Whether this run opens a new incident of `kind` (an executed create,
+    /// not a work note or a resolution).
+    pub fn creates(&self, kind: ActionKind) -> bool {
+        self.get(kind)
+            .is_some_and(|a| a.outcome == Outcome::Execute && a.op == ActionOp::Create)
     }
 }

@@ -49,6 +49,17 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 8] = [
+        Source::Generic,
+        Source::Alertmanager,
+        Source::CloudwatchSns,
+        Source::Eventbridge,
+        Source::Splunk,
+        Source::Datadog,
+        Source::Grafana,
+        Source::Cloudevents,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Generic => "generic",

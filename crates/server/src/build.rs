@@ -32,6 +32,8 @@ pub struct Pipeline {
     pub outbox: crate::outbox::OutboxSettings,
     /// Who may call the API (`identity.inbound`).
     pub inbound: crate::auth::Inbound,
+    /// How often open storm breakers are checked without an event (`storm.breaker.tick_ms`; `None`: never).
+    pub breaker_tick: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -133,6 +135,20 @@ pub fn build_pipeline_with_clock(
     let executor = build_executor(config, secrets)?;
     let storm = StormSettings {
         dedup_window: config.dedup_window(),
+        dedup_service_windows: config
+            .storm
+            .dedup_overrides
+            .services
+            .keys()
+            .map(|s| (s.clone(), config.dedup_window_for(s, "")))
+            .collect(),
+        dedup_source_windows: config
+            .storm
+            .dedup_overrides
+            .sources
+            .keys()
+            .map(|s| (s.clone(), config.dedup_window_for("", s)))
+            .collect(),
         signal_window: config.signal_window(),
         mim_window: config.mim_window(),
         team_bucket: BucketConfig {
@@ -153,6 +169,17 @@ pub fn build_pipeline_with_clock(
             .collect(),
         breaker: breaker_config(&config.storm.breaker),
         umbrella_team: config.storm.breaker.umbrella_team.clone(),
+        group: tg_engine::GroupSettings {
+            by: config.storm.group.fields(),
+            window: chrono::Duration::seconds(
+                i64::try_from(config.storm.group.window_secs).unwrap_or(i64::MAX),
+            ),
+            notes_max: config.storm.group.notes_max,
+        },
+        resolve: tg_engine::ResolveSettings {
+            page: config.actions.resolve.page,
+            ticket: config.actions.resolve.ticket,
+        },
     };
     Ok(Pipeline {
         normalize,
@@ -165,6 +192,8 @@ pub fn build_pipeline_with_clock(
         summary: build_summary(&config.storm.summary, secrets)?,
         outbox: crate::outbox::OutboxSettings::from_config(&config.actions),
         inbound: build_inbound(&config.identity.inbound)?,
+        breaker_tick: (config.storm.breaker.tick_ms > 0)
+            .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
     })
 }
 

@@ -163,6 +163,11 @@ pub async fn start(
         let token = shutdown.clone();
         tasks.spawn(async move { storm::summary_task(st, token).await });
     }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { storm::breaker_task(st, token).await });
+    }
     let addr = listener.local_addr()?;
     {
         let router = app(state.clone());

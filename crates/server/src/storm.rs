@@ -68,7 +68,7 @@ pub(crate) async fn get_storm(State(state): State<AppState>) -> Result<Response,
             .await
             .map_err(read)?;
         // A time check without an event: the current count, and whether the
-        // cool-down is over (the breaker itself closes at the next event).
+        // cool-down is over (`breaker_task` closes it within one tick).
         let o = observe(
             &settings.breaker,
             settings
@@ -161,6 +161,40 @@ pub fn summary_text(team: &str, rows: &[tg_store::HeldRow], runs_max: usize) -> 
         ));
     }
     tg_engine::truncate(&text, SUMMARY_TEXT_CHARS_MAX)
+}
+
+/// Checks every open breaker once at the injected clock's `now` and closes
+/// those whose cool-down is over; returns how many transitions were recorded.
+pub async fn tick_breakers(state: &AppState) -> Result<usize, tg_store::StoreError> {
+    let now = state.clock.now();
+    let p = &state.pipeline;
+    let effects = state
+        .store
+        .tick_breakers(|environment, stored, sightings| {
+            tg_engine::tick_breaker(&p.storm, &p.catalog, environment, stored, sightings, now)
+        })
+        .await?;
+    Ok(effects
+        .iter()
+        .filter(|e| matches!(e, tg_engine::Effect::BreakerTransition { .. }))
+        .count())
+}
+
+/// Closes open breakers when their cool-down ends, even if no event arrives
+/// (`storm.breaker.tick_ms`). A store error is logged and retried at the next tick.
+pub async fn breaker_task(state: AppState, token: CancellationToken) {
+    let Some(every) = state.pipeline.breaker_tick else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = tick_breakers(&state).await {
+            tracing::warn!(error = %e, "storm breaker check failed; retrying at the next tick");
+        }
+    }
 }
 
 /// Sends each configured team its held-back summary, at most once per interval,

@@ -150,6 +150,7 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
         fingerprint: event.fingerprint.clone(),
         service: event.service.clone(),
         signal_key: tg_engine::signal_key(event),
+        group_key: tg_engine::group_key(&p.storm.group, event),
         team: record
             .classification
             .as_ref()

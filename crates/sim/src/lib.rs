@@ -22,7 +22,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Deserialize;
 use serde_json::Value;
 use tg_config::{Config, MapSecrets, SecretRef};
-use tg_model::{ActionKind, AlertStatus, AuditRecord, Outcome};
+use tg_model::{ActionKind, ActionOp, AlertStatus, AuditRecord, Outcome};
 
 /// Events one scenario may generate (after scaling).
 pub const EVENTS_MAX: usize = 200_000;
@@ -286,8 +286,12 @@ fn render(v: &Value, vars: &[(&str, String)]) -> Value {
 pub struct Minute {
     pub events: usize,
     pub tickets: usize,
+    /// Work notes added to a group's open ticket.
+    pub notes: usize,
     pub pages: usize,
     pub mims: usize,
+    /// Incidents resolved because their group's last alert resolved.
+    pub resolves: usize,
     pub suppressed: usize,
     pub review: usize,
 }
@@ -339,21 +343,18 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "\nminute  events  tickets  pages  mims  suppressed  review"
+            "\nminute  events  tickets  notes  pages  mims  resolves  suppressed  review"
         );
+        let row = |r: &Minute| {
+            format!(
+                "{:>6}  {:>7}  {:>5}  {:>5}  {:>4}  {:>8}  {:>10}  {:>6}",
+                r.events, r.tickets, r.notes, r.pages, r.mims, r.resolves, r.suppressed, r.review
+            )
+        };
         for (m, r) in &self.minutes {
-            let _ = writeln!(
-                s,
-                "{m:>6}  {:>6}  {:>7}  {:>5}  {:>4}  {:>10}  {:>6}",
-                r.events, r.tickets, r.pages, r.mims, r.suppressed, r.review
-            );
+            let _ = writeln!(s, "{m:>6}  {}", row(r));
         }
-        let t = &self.totals;
-        let _ = writeln!(
-            s,
-            " total  {:>6}  {:>7}  {:>5}  {:>4}  {:>10}  {:>6}",
-            t.events, t.tickets, t.pages, t.mims, t.suppressed, t.review
-        );
+        let _ = writeln!(s, " total  {}", row(&self.totals));
         let _ = writeln!(s, "\nheld back (action outcome: first failed condition):");
         for (k, n) in &self.held {
             let _ = writeln!(s, "  {n:>7}  {k}");
@@ -485,8 +486,11 @@ async fn run_inner(
     let text = scenario
         .config_text()?
         .replace("${SANDBOX}", &sandbox.base_url());
-    let config = Config::from_yaml(&text, &format!("scenario {}", scenario.name))
+    let mut config = Config::from_yaml(&text, &format!("scenario {}", scenario.name))
         .map_err(|e| anyhow!("{e}"))?;
+    // The breaker's timer would read the manual clock at wall-clock moments;
+    // the simulation checks breakers itself, at each time step (deterministic).
+    config.storm.breaker.tick_ms = 0;
     let data = tempfile::Builder::new().prefix("tg-sim-").tempdir()?;
     let clock = Arc::new(tg_server::ManualClock::new(scenario.start));
     let mut gate = start_gate(&config, &sandbox, data.path(), clock.clone()).await?;
@@ -515,6 +519,8 @@ async fn run_inner(
                 i64::try_from(at - now_secs).unwrap_or(i64::MAX),
             ));
             now_secs = at;
+            // What the breaker timer would have done before this moment.
+            tg_server::storm::tick_breakers(&gate.state).await?;
         }
         while let Some(e) = events.get(i).filter(|e| e.at_secs == at) {
             let resp = http
@@ -538,6 +544,13 @@ async fn run_inner(
         }
         drain(&store, &clock, &gate.state.outbox).await?;
     }
+    // After the last alert, quiet time: an open breaker closes once its
+    // window has emptied and the cool-down has passed, with no event needed.
+    let quiet = config.storm.breaker.window_secs + config.storm.breaker.cooldown_secs + 1;
+    clock.advance(chrono::Duration::seconds(
+        i64::try_from(quiet).unwrap_or(i64::MAX),
+    ));
+    tg_server::storm::tick_breakers(&gate.state).await?;
     let wall = started.elapsed();
 
     let transitions = store
@@ -599,6 +612,12 @@ async fn run_inner(
             .filter_map(|i| i.field("correlation_id").map(str::to_owned))
             .collect(),
         pagerduty_triggers: report.pagerduty_triggers,
+        pagerduty_resolved: sandbox
+            .state()
+            .pagerduty_alerts()
+            .iter()
+            .filter(|a| a.status == tg_sandbox::AlertStatus::Resolved)
+            .count(),
         bridge_posts: report.bridge_posts,
         transitions,
     };
@@ -683,6 +702,12 @@ fn tally(report: &mut Report, records: &[AuditRecord], start: DateTime<Utc>) {
         report.totals.events += 1;
         for a in &r.decision.actions {
             let (row_n, total_n) = match (a.outcome, a.action) {
+                (Outcome::Execute, _) if a.op == ActionOp::Resolve => {
+                    (&mut m.resolves, &mut report.totals.resolves)
+                }
+                (Outcome::Execute, ActionKind::Ticket) if a.op == ActionOp::Update => {
+                    (&mut m.notes, &mut report.totals.notes)
+                }
                 (Outcome::Execute, ActionKind::Ticket) => {
                     (&mut m.tickets, &mut report.totals.tickets)
                 }
@@ -729,6 +754,8 @@ pub struct Emulated {
     /// `correlation_id` of every ServiceNow incident (`tg:<run>:ticket`).
     pub incident_keys: Vec<String>,
     pub pagerduty_triggers: usize,
+    /// PagerDuty alerts the emulator holds as resolved.
+    pub pagerduty_resolved: usize,
     pub bridge_posts: usize,
     /// The store's breaker transitions (read after the run).
     pub transitions: Vec<tg_store::TransitionRow>,
@@ -741,10 +768,16 @@ fn umbrella_ticket(r: &AuditRecord) -> bool {
     })
 }
 
+/// Whether the run opened a new incident of `kind` (not a work note or a resolution).
 fn executed(r: &AuditRecord, kind: ActionKind) -> bool {
+    r.decision.creates(kind)
+}
+
+/// Whether the run executed `op` on an incident of `kind`.
+fn executed_op(r: &AuditRecord, kind: ActionKind, op: ActionOp) -> bool {
     r.decision
         .get(kind)
-        .is_some_and(|a| a.outcome == Outcome::Execute)
+        .is_some_and(|a| a.outcome == Outcome::Execute && a.op == op)
 }
 
 /// The storm invariants; each broken one is a line naming what broke.
@@ -824,7 +857,9 @@ pub fn check(
     }
 
     // One page per fingerprint per dedup window; one open ticket per fingerprint.
-    let window = config.dedup_window();
+    let window_of = |r: &AuditRecord| {
+        config.dedup_window_for(&r.event.service, r.event.source.as_str())
+    };
     let mut last_page: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
     let mut open_ticket: BTreeMap<&str, &str> = BTreeMap::new();
     for r in records {
@@ -836,12 +871,12 @@ pub fn check(
         if executed(r, ActionKind::Page) {
             let t = r.timestamps.decided_at;
             if let Some(prev) = last_page.get(fp)
-                && t - *prev < window
+                && t - *prev < window_of(r)
             {
                 v.push(format!(
                     "fingerprint {fp} ({}) paged at {prev} and again at {t}, inside {}s",
                     r.event.service,
-                    window.num_seconds()
+                    window_of(r).num_seconds()
                 ));
             }
             last_page.insert(fp, t);
@@ -854,6 +889,41 @@ pub fn check(
                 ));
             }
             open_ticket.insert(fp, r.run_id.as_str());
+        }
+    }
+
+    // One open ticket per group: a second ticket in a group needs the group to
+    // have resolved or to have been idle for the group window first (a group
+    // stays open while new alerts arrive, so two creates closer than the
+    // window with no resolution between them break the invariant).
+    let group_window = chrono::Duration::seconds(
+        i64::try_from(config.storm.group.window_secs).unwrap_or(i64::MAX),
+    );
+    let mut group_ticket: BTreeMap<&str, (&str, DateTime<Utc>)> = BTreeMap::new();
+    for r in records {
+        let Some(g) = r.decision.group.as_deref() else {
+            continue;
+        };
+        let group_resolved = r
+            .decision
+            .actions
+            .iter()
+            .any(|a| a.conditions.iter().any(|c| c.id == "group.resolved"));
+        if group_resolved {
+            group_ticket.remove(g);
+            continue;
+        }
+        if executed(r, ActionKind::Ticket) && !umbrella_ticket(r) {
+            let t = r.timestamps.decided_at;
+            if let Some((first, at)) = group_ticket.get(g)
+                && t - *at < group_window
+            {
+                v.push(format!(
+                    "group {g}: ticket of run {} while run {first}'s is open (opened {at})",
+                    r.run_id
+                ));
+            }
+            group_ticket.insert(g, (r.run_id.as_str(), t));
         }
     }
 
@@ -890,6 +960,17 @@ pub fn check(
             emulated.pagerduty_triggers
         ));
     }
+    // Each executed page resolution resolved exactly one open PagerDuty alert.
+    let page_resolves = records
+        .iter()
+        .filter(|r| executed_op(r, ActionKind::Page, ActionOp::Resolve))
+        .count();
+    if emulated.pagerduty_resolved != page_resolves {
+        v.push(format!(
+            "{} resolved PagerDuty alerts for {page_resolves} executed page resolutions",
+            emulated.pagerduty_resolved
+        ));
+    }
     let mims = records
         .iter()
         .filter(|r| executed(r, ActionKind::Mim))
@@ -913,6 +994,13 @@ pub fn check(
         } else if let Some(from) = open_since.remove(t.environment.as_str()) {
             intervals.push((t.environment.as_str(), from, Some(t.at)));
         }
+    }
+    // The run ends with a quiet period longer than the window plus the
+    // cool-down: every breaker must have closed by then, without an event.
+    for (env, from) in &open_since {
+        v.push(format!(
+            "the {env} breaker opened at {from} and was still open after the quiet period"
+        ));
     }
     intervals.extend(open_since.iter().map(|(env, from)| (*env, *from, None)));
     for r in records.iter().filter(|r| executed(r, ActionKind::Page)) {

@@ -152,6 +152,7 @@ fn bench(c: &mut Criterion) {
                     fingerprint: ev.fingerprint.clone(),
                     service: ev.service.clone(),
                     signal_key: tg_engine::signal_key(&ev),
+                    group_key: None,
                     team: Some("payments".into()),
                 };
                 let out = rt

@@ -152,6 +152,8 @@ pub struct PrefetchKeys {
     pub signal_key: String,
     /// The team whose paging bucket to load (known once the classification is).
     pub team: Option<String>,
+    /// The event's group (`tg_engine::group_key`), when grouping is on.
+    pub group_key: Option<String>,
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

@@ -226,6 +226,9 @@ impl SqliteStore {
         }
 
         crate::storm::prefetch(&mut tx, run_id, &keys.service, &mut state).await?;
+        if let Some(key) = &keys.group_key {
+            state.group = crate::storm::load_group(&mut tx, key).await?;
+        }
 
         let out = step(&state);
 
@@ -280,7 +283,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        crate::storm::committed(&out);
+        crate::storm::committed(&out.effects);
         Ok(out)
     }
 
@@ -617,7 +620,8 @@ async fn apply_effect(
         Effect::RecordSighting { .. }
         | Effect::PutBreaker { .. }
         | Effect::BreakerTransition { .. }
-        | Effect::HoldPage(_) => {}
+        | Effect::HoldPage(_)
+        | Effect::PutGroup(_) => {}
     }
     Ok(())
 }

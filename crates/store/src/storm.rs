@@ -1,5 +1,6 @@
 //! Storm-control tables (migration 0004): the breaker per environment, service
-//! sightings, breaker transitions, held-back pages and summary bookkeeping.
+//! sightings, breaker transitions, held-back pages and summary bookkeeping;
+//! groups (migration 0006).
 //!
 //! The decide transaction reads them in [`prefetch`] and writes them through
 //! [`apply`]; everything else here is a read for `GET /v1/storm` or the
@@ -8,15 +9,18 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
-use tg_engine::{Effect, StepOutput, StepState};
+use tg_engine::{Effect, StepState};
 use tg_model::RunId;
-use tg_storm::{BreakerState, BucketState, Sighting};
+use tg_storm::{BreakerState, BucketState, GroupEntry, Sighting};
 
 use crate::sqlite::{corrupt, json};
 use crate::{SqliteStore, StoreError, from_ms, to_ms};
 
 /// Run IDs kept per held-back line (the summary lists at most this many).
 pub const HELD_RUNS_MAX: i64 = 100;
+/// A group not touched for this long is forgotten (bounded table); a
+/// resolution arriving later resolves nothing remotely.
+pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
 /// Transitions returned by one read at most.
 pub const TRANSITIONS_LIST_MAX: i64 = 1_000;
 
@@ -45,20 +49,7 @@ pub(crate) async fn prefetch(
     {
         state.breaker = Some(serde_json::from_str(&s).map_err(corrupt("storm breaker"))?);
     }
-    let rows = sqlx::query(
-        "SELECT service, seen_at FROM storm_sightings WHERE environment = ? \
-         ORDER BY seen_at DESC LIMIT ?",
-    )
-    .bind(&environment)
-    .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
-    .fetch_all(&mut **tx)
-    .await?;
-    for r in rows {
-        state.sightings.push(Sighting {
-            service: r.try_get("service")?,
-            seen_at: from_ms(r.try_get("seen_at")?),
-        });
-    }
+    state.sightings = load_sightings(tx, &environment).await?;
     if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = ?")
         .bind(format!("storm:{environment}"))
         .fetch_optional(&mut **tx)
@@ -73,6 +64,26 @@ pub(crate) async fn prefetch(
     Ok(())
 }
 
+/// The environment's most recent sightings (at most `SIGHTINGS_MAX`).
+async fn load_sightings(tx: &mut Tx<'_>, environment: &str) -> Result<Vec<Sighting>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT service, seen_at FROM storm_sightings WHERE environment = ? \
+         ORDER BY seen_at DESC LIMIT ?",
+    )
+    .bind(environment)
+    .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Sighting {
+                service: r.try_get("service")?,
+                seen_at: from_ms(r.try_get("seen_at")?),
+            })
+        })
+        .collect()
+}
+
 async fn load_bucket(tx: &mut Tx<'_>, key: &str) -> Result<Option<BucketState>, StoreError> {
     let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = ?")
         .bind(key)
@@ -85,6 +96,16 @@ async fn load_bucket(tx: &mut Tx<'_>, key: &str) -> Result<Option<BucketState>, 
         })
     })
     .transpose()
+}
+
+/// The stored group of `key`, if any.
+pub(crate) async fn load_group(tx: &mut Tx<'_>, key: &str) -> Result<Option<GroupEntry>, StoreError> {
+    let row: Option<String> = sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|s| serde_json::from_str(&s).map_err(corrupt("storm group")))
+        .transpose()
 }
 
 /// Applies a storm effect; returns false for effects this module does not own.
@@ -108,6 +129,23 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             sqlx::query("DELETE FROM storm_sightings WHERE environment = ? AND seen_at < ?")
                 .bind(environment)
                 .bind(to_ms(*prune_before))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Effect::PutGroup(g) => {
+            sqlx::query(
+                "INSERT INTO storm_groups (key, state_json, expires_at, resolved) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET state_json = excluded.state_json, \
+                 expires_at = excluded.expires_at, resolved = excluded.resolved",
+            )
+            .bind(&g.key)
+            .bind(json(g)?)
+            .bind(to_ms(g.expires_at))
+            .bind(i64::from(g.resolved))
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM storm_groups WHERE expires_at < ?")
+                .bind(to_ms(g.expires_at - GROUP_RETENTION))
                 .execute(&mut **tx)
                 .await?;
         }
@@ -173,8 +211,8 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
 
 /// After the decide transaction committed: every breaker transition becomes a
 /// metric and a structured log line (the table row committed with the decision).
-pub(crate) fn committed(out: &StepOutput) {
-    for e in &out.effects {
+pub(crate) fn committed(effects: &[Effect]) {
+    for e in effects {
         if let Effect::BreakerTransition {
             environment,
             run_id,
@@ -235,6 +273,35 @@ pub struct HeldRow {
 }
 
 impl SqliteStore {
+    /// A time check of every open breaker, in one write transaction: `check`
+    /// gets each open breaker with its sightings and returns the effects to
+    /// persist (`tg_engine::tick_breaker`). Returns what was persisted.
+    pub async fn tick_breakers(
+        &self,
+        check: impl Fn(&str, &BreakerState, &[Sighting]) -> Vec<Effect>,
+    ) -> Result<Vec<Effect>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query("SELECT environment, state_json FROM storm_breaker WHERE open = 1")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut all = Vec::new();
+        for r in rows {
+            let environment: String = r.try_get("environment")?;
+            let json_state: String = r.try_get("state_json")?;
+            let stored: BreakerState =
+                serde_json::from_str(&json_state).map_err(corrupt("storm breaker"))?;
+            let sightings = load_sightings(&mut tx, &environment).await?;
+            let effects = check(&environment, &stored, &sightings);
+            for e in &effects {
+                apply(&mut tx, e).await?;
+            }
+            all.extend(effects);
+        }
+        tx.commit().await?;
+        committed(&all);
+        Ok(all)
+    }
+
     /// Every environment's stored breaker.
     pub async fn storm_breakers(&self) -> Result<Vec<(String, BreakerState)>, StoreError> {
         let rows =

@@ -63,6 +63,7 @@ fn keys(fp: &str) -> PrefetchKeys {
         fingerprint: Fingerprint(fp.into()),
         service: "checkout".into(),
         signal_key: "checkout@production".into(),
+        group_key: None,
         team: Some("payments".into()),
     }
 }
@@ -74,6 +75,7 @@ fn decision() -> Decision {
         actions: Vec::new(),
         duplicate_of: None,
         resolves: None,
+        group: None,
         errors: Vec::new(),
     }
 }

@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod bucket;
 pub mod dedup;
+pub mod group;
 pub mod signals;
 
 pub use breaker::{
@@ -16,4 +17,5 @@ pub use breaker::{
 };
 pub use bucket::{BucketConfig, BucketState};
 pub use dedup::DedupEntry;
+pub use group::{GroupEntry, GroupField, GroupPage};
 pub use signals::{Signal, independent_origins};
