@@ -228,6 +228,11 @@ impl SandboxState {
         self.pagerduty_rest.fail_token_requests(n);
     }
 
+    /// Answer the next `n` REST incident lists empty (a list that lags a create).
+    pub fn pagerduty_stale_lists(&self, n: u32) {
+        self.pagerduty_rest.stale_lists(n);
+    }
+
     /// Invalidate every issued PagerDuty token (the REST API then answers 401).
     pub fn pagerduty_revoke_tokens(&self) {
         self.pagerduty_rest.revoke_tokens();

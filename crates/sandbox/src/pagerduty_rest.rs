@@ -102,6 +102,9 @@ struct Inner {
     api_keys: BTreeSet<String>,
     token_requests: u64,
     fail_token_requests: u32,
+    /// The next this many incident lists answer empty (PagerDuty's lists are
+    /// eventually consistent: a fresh incident may not be listed yet).
+    stale_lists: u32,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +139,10 @@ impl PagerDutyRestState {
         lock(&self.inner).fail_token_requests = n;
     }
 
+    pub(crate) fn stale_lists(&self, n: u32) {
+        lock(&self.inner).stale_lists = n;
+    }
+
     pub(crate) fn revoke_tokens(&self) {
         lock(&self.inner).tokens.clear();
     }
@@ -147,6 +154,7 @@ impl PagerDutyRestState {
         inner.tokens.clear();
         inner.token_requests = 0;
         inner.fail_token_requests = 0;
+        inner.stale_lists = 0;
     }
 }
 
@@ -444,10 +452,13 @@ async fn list(
     let key = q.get("incident_key");
     let service = q.get("service_ids[]");
     let host = host(&headers);
-    let inner = lock(&state.pagerduty_rest.inner);
+    let mut inner = lock(&state.pagerduty_rest.inner);
+    let stale = inner.stale_lists > 0;
+    inner.stale_lists = inner.stale_lists.saturating_sub(1);
     let rows: Vec<Value> = inner
         .incidents
         .iter()
+        .filter(|_| !stale)
         .filter(|i| key.is_none_or(|k| i.incident_key.as_ref() == Some(k)))
         .filter(|i| service.is_none_or(|s| &i.service_id == s))
         .map(|i| i.render(&host))

@@ -27,7 +27,7 @@ const SECRET_HEADERS: &[&str] = &[
 ];
 
 /// Top-level JSON body fields whose values are secrets.
-const SECRET_BODY_FIELDS: &[&str] = &["routing_key"];
+const SECRET_BODY_FIELDS: &[&str] = &["routing_key", "client_secret", "client_assertion"];
 
 pub use tg_model::Secret;
 
