@@ -230,7 +230,10 @@ impl Executor {
             if let Some(rest) = &c.rest {
                 check_base_url("pagerduty api", &rest.base_url)?;
                 let from_ok = rest.from.contains('@')
-                    && !rest.from.chars().any(|ch| ch.is_control() || ch.is_whitespace());
+                    && !rest
+                        .from
+                        .chars()
+                        .any(|ch| ch.is_control() || ch.is_whitespace());
                 if !from_ok {
                     return Err(ConfigError::PagerDutyFrom);
                 }
@@ -400,7 +403,10 @@ impl Executor {
             })
             .await;
         match outcome {
-            Ok(incident) => (delivered(with_rest_incident(result, &incident), attempts), None),
+            Ok(incident) => (
+                delivered(with_rest_incident(result, &incident), attempts),
+                None,
+            ),
             Err(e) => self.failed_with(result, e, attempts),
         }
     }
@@ -476,13 +482,19 @@ impl Executor {
 
     /// Ticket (or MIM) op `update`: the evidence as a work note on the parent
     /// incident, once (see [`servicenow::add_note`]).
-    async fn note(&self, action: &PlannedAction, mode: Mode) -> (ActionResult, Option<TargetError>) {
+    async fn note(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
         let mut result = blank(action.kind, TARGET_SERVICENOW);
         let Some(cfg) = &self.servicenow else {
             return self.failed_with(result, not_configured(TARGET_SERVICENOW), 0);
         };
         // Input errors (no parent, bad key) are permanent: fail before any request.
-        if let Err(e) = servicenow::checked_parent(action).and_then(|_| servicenow::note_text(action)) {
+        if let Err(e) =
+            servicenow::checked_parent(action).and_then(|_| servicenow::note_text(action))
+        {
             return self.failed_with(result, e, 0);
         }
         let (outcome, attempts) = self
@@ -575,7 +587,11 @@ impl Executor {
         };
         let err = TargetError::permanent(
             target,
-            format!("{} {} is not supported: {why}", action.kind, action.op.as_str()),
+            format!(
+                "{} {} is not supported: {why}",
+                action.kind,
+                action.op.as_str()
+            ),
         );
         self.failed_with(blank(action.kind, target), err, 0)
     }

@@ -93,7 +93,10 @@ fn urgency(s: Severity) -> &'static str {
 }
 
 /// The create body: `incident_key` = the action's idempotency key.
-pub(crate) fn create_body(cfg: &PagerDutyRest, action: &PlannedAction) -> Result<Value, TargetError> {
+pub(crate) fn create_body(
+    cfg: &PagerDutyRest,
+    action: &PlannedAction,
+) -> Result<Value, TargetError> {
     let key = checked_key(&action.idempotency_key)?;
     let service = service_id(cfg, &action.team)?;
     let mut details = take_chars(&action.details, INCIDENT_DETAILS_CHARS_MAX);
@@ -240,9 +243,15 @@ pub(crate) async fn ensure_incident(
     if let Some(found) = find(client, cfg, timeout_ms, redact, &token, service, key).await? {
         return Ok(found);
     }
-    let req = request(client, reqwest::Method::POST, incidents_url(cfg), cfg, &token)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string());
+    let req = request(
+        client,
+        reqwest::Method::POST,
+        incidents_url(cfg),
+        cfg,
+        &token,
+    )
+    .header(reqwest::header::CONTENT_TYPE, "application/json")
+    .body(body.to_string());
     let reply = exchange(cfg, req, timeout_ms, redact, "create").await?;
     if reply.status == reqwest::StatusCode::BAD_REQUEST {
         // "An open incident with this key exists": it is ours, created by an
@@ -288,7 +297,9 @@ pub(crate) async fn resolve(
     let url = format!("{}/{}", incidents_url(cfg), incident.id);
     let req = request(client, reqwest::Method::PUT, url, cfg, &token)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(json!({"incident": {"type": "incident_reference", "status": "resolved"}}).to_string());
+        .body(
+            json!({"incident": {"type": "incident_reference", "status": "resolved"}}).to_string(),
+        );
     let reply = exchange(cfg, req, timeout_ms, redact, "resolve").await?;
     if !reply.status.is_success() {
         return Err(error_of(&reply, "resolve", redact));
@@ -325,5 +336,10 @@ fn error_text(reply: &Reply) -> String {
 
 /// REST errors read `{"error":{"message","code","errors":[..]}}`.
 fn error_of(reply: &Reply, op: &str, redact: &Redactor) -> TargetError {
-    status_error(T, reply, &format!("{op} failed: {}", error_text(reply)), redact)
+    status_error(
+        T,
+        reply,
+        &format!("{op} failed: {}", error_text(reply)),
+        redact,
+    )
 }

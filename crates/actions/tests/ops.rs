@@ -138,7 +138,10 @@ async fn a_note_is_added_once_even_when_the_attempt_is_repeated() {
     // A crash after the PATCH, before the outcome was stored: the outbox tries again.
     let again = exec.attempt(&note).await;
     delivered(&again);
-    assert_eq!(again.result.external_ids["servicenow_note"], "already_present");
+    assert_eq!(
+        again.result.external_ids["servicenow_note"],
+        "already_present"
+    );
 
     let notes: Vec<_> = sb
         .state()
@@ -148,14 +151,21 @@ async fn a_note_is_added_once_even_when_the_attempt_is_repeated() {
         .collect();
     assert_eq!(notes.len(), 1, "{notes:?}");
     let text = &notes[0].written["work_notes"];
-    assert!(text.starts_with("second origin apm confirms the fault (1)"), "{text}");
+    assert!(
+        text.starts_with("second origin apm confirms the fault (1)"),
+        "{text}"
+    );
     assert!(
         text.ends_with(&format!("\n[triage-gate {}]", note.idempotency_key)),
         "{text}"
     );
     // A second, different update is its own note.
     delivered(&exec.attempt(&follow_up(&ticket, ActionOp::Update, 2)).await);
-    assert_eq!(sb.state().incidents()[0].work_notes.len(), 3, "create + 2 notes");
+    assert_eq!(
+        sb.state().incidents()[0].work_notes.len(),
+        3,
+        "create + 2 notes"
+    );
 }
 
 #[tokio::test]
@@ -205,9 +215,7 @@ async fn a_note_for_a_closed_incident_is_a_delivered_noop() {
     let sb = sandbox().await;
     let exec = executor(&sb, None);
     let ticket = create(ActionKind::Ticket); // never created
-    let a = exec
-        .attempt(&follow_up(&ticket, ActionOp::Update, 1))
-        .await;
+    let a = exec.attempt(&follow_up(&ticket, ActionOp::Update, 1)).await;
     delivered(&a);
     let why = &a.result.external_ids["servicenow_noop"];
     assert!(
@@ -226,7 +234,11 @@ async fn an_update_without_a_parent_key_fails_permanently_before_any_request() {
     let a = exec.attempt(&note).await;
     assert_eq!(a.result.status, ActionStatus::Failed);
     assert_eq!(a.result.attempts, 0);
-    assert!(matches!(a.error, Some(TargetError::Permanent { .. })), "{:?}", a.error);
+    assert!(
+        matches!(a.error, Some(TargetError::Permanent { .. })),
+        "{:?}",
+        a.error
+    );
     assert!(
         a.result.error.as_deref().unwrap().contains("no parent_key"),
         "{:?}",
@@ -335,10 +347,19 @@ async fn a_refused_resolve_is_permanent_and_names_the_data_policy() {
     cfg.close_code = String::new(); // the instance's data policy wants one
     let exec = Executor::new(Some(cfg), None, None, once()).unwrap();
     let ticket = opened(&sb, &exec).await;
-    let a = exec.attempt(&follow_up(&ticket, ActionOp::Resolve, 1)).await;
-    assert!(a.error.as_ref().is_some_and(TargetError::is_permanent), "{:?}", a.error);
+    let a = exec
+        .attempt(&follow_up(&ticket, ActionOp::Resolve, 1))
+        .await;
+    assert!(
+        a.error.as_ref().is_some_and(TargetError::is_permanent),
+        "{:?}",
+        a.error
+    );
     let err = a.result.error.unwrap();
-    assert!(err.contains("http 403") && err.contains("close_code"), "{err}");
+    assert!(
+        err.contains("http 403") && err.contains("close_code"),
+        "{err}"
+    );
     assert!(!err.contains(SN_TOKEN));
     assert!(sb.state().incidents()[0].is_active());
 }
@@ -371,7 +392,11 @@ async fn a_page_resolve_goes_through_attempt_and_is_idempotent() {
         })
         .unwrap();
     let a = exec.attempt(&resolve).await;
-    assert!(matches!(a.error, Some(TargetError::Retryable { .. })), "{:?}", a.error);
+    assert!(
+        matches!(a.error, Some(TargetError::Retryable { .. })),
+        "{:?}",
+        a.error
+    );
 }
 
 #[tokio::test]
@@ -383,9 +408,16 @@ async fn unsupported_ops_fail_permanently_without_requests() {
         (ActionKind::Mim, ActionOp::Resolve),
     ] {
         let a = exec.attempt(&follow_up(&create(kind), op, 1)).await;
-        assert!(a.error.as_ref().is_some_and(TargetError::is_permanent), "{kind} {op:?}");
         assert!(
-            a.result.error.as_deref().unwrap().contains("is not supported"),
+            a.error.as_ref().is_some_and(TargetError::is_permanent),
+            "{kind} {op:?}"
+        );
+        assert!(
+            a.result
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("is not supported"),
             "{:?}",
             a.result.error
         );
@@ -453,7 +485,11 @@ async fn a_webhook_signed_with_the_wrong_secret_is_refused_and_the_error_hides_i
     let wrong = "whsec-wrong-wrong-wrong-wrong-wrong-wrong";
     let exec = executor(&sb, Some(bridge(&sb, wrong)));
     let a = exec.attempt(&create(ActionKind::Mim)).await;
-    assert!(a.error.as_ref().is_some_and(TargetError::is_permanent), "{:?}", a.error);
+    assert!(
+        a.error.as_ref().is_some_and(TargetError::is_permanent),
+        "{:?}",
+        a.error
+    );
     let err = a.result.error.unwrap();
     assert!(
         err.contains("http 401") && err.contains("mim-bot") && err.contains("signature"),
@@ -472,17 +508,26 @@ async fn bridge_config_is_checked() {
     let sb = sandbox().await;
     let mut b = bridge(&sb, HOOK_SECRET);
     b.webhooks[0].secret = Secret::new("too-short");
-    let err = Executor::new(None, None, Some(b), once()).unwrap_err().to_string();
-    assert!(err.contains("mim-bot") && err.contains("shorter than 32"), "{err}");
+    let err = Executor::new(None, None, Some(b), once())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mim-bot") && err.contains("shorter than 32"),
+        "{err}"
+    );
     assert!(!err.contains("too-short"));
     let mut b = bridge(&sb, HOOK_SECRET);
     b.webhooks.push(b.webhooks[0].clone());
-    let err = Executor::new(None, None, Some(b), once()).unwrap_err().to_string();
+    let err = Executor::new(None, None, Some(b), once())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("used twice"), "{err}");
     let mut b = bridge(&sb, HOOK_SECRET);
     b.webhook_url = None;
     b.webhooks.clear();
-    let err = Executor::new(None, None, Some(b), once()).unwrap_err().to_string();
+    let err = Executor::new(None, None, Some(b), once())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("neither"), "{err}");
     // Signed webhooks alone are a valid bridge.
     let mut b = bridge(&sb, HOOK_SECRET);

@@ -157,8 +157,18 @@ async fn a_page_opens_one_rest_incident_with_the_required_headers() {
         assert_eq!(r.headers["from"], FROM);
         assert_eq!(r.headers["authorization"], "[redacted]");
     }
-    assert!(reqs[0].query.as_deref().unwrap().contains("incident_key=tg%3Arun_0190f0c2%3Apage"));
-    assert_eq!(sb.state().pagerduty_token_requests(), 1, "the token is cached");
+    assert!(
+        reqs[0]
+            .query
+            .as_deref()
+            .unwrap()
+            .contains("incident_key=tg%3Arun_0190f0c2%3Apage")
+    );
+    assert_eq!(
+        sb.state().pagerduty_token_requests(),
+        1,
+        "the token is cached"
+    );
     // The token request is form-encoded and its secret never recorded.
     let token_req = sb
         .state()
@@ -204,7 +214,11 @@ async fn without_a_token_nothing_is_sent_and_the_attempt_is_retryable() {
         a.error
     );
     assert!(
-        a.result.error.as_deref().unwrap().contains("no PagerDuty API token"),
+        a.result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no PagerDuty API token"),
         "{:?}",
         a.result.error
     );
@@ -245,12 +259,23 @@ async fn a_token_without_write_scope_is_refused_permanently() {
     let sb = sandbox().await;
     let exec = executor_with(
         &sb,
-        tokens(&sb, CLIENT_SECRET, &["as_account-us.acme", "incidents.read"]),
+        tokens(
+            &sb,
+            CLIENT_SECRET,
+            &["as_account-us.acme", "incidents.read"],
+        ),
     );
     let a = exec.attempt(&page()).await;
-    assert!(a.error.as_ref().is_some_and(TargetError::is_permanent), "{:?}", a.error);
+    assert!(
+        a.error.as_ref().is_some_and(TargetError::is_permanent),
+        "{:?}",
+        a.error
+    );
     let err = a.result.error.unwrap();
-    assert!(err.contains("http 403") && err.contains("Access Denied"), "{err}");
+    assert!(
+        err.contains("http 403") && err.contains("Access Denied"),
+        "{err}"
+    );
     assert!(sb.state().pagerduty_rest_incidents().is_empty());
 }
 

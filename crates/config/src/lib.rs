@@ -1508,11 +1508,7 @@ impl PagerDutyTarget {
             }
         }
         let sub = &rest.oauth.subdomain;
-        if sub.is_empty()
-            || !sub
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
+        if sub.is_empty() || !sub.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             out.push((
                 "actions.pagerduty.rest.oauth.subdomain".into(),
                 format!("{sub:?} is not an account subdomain ([A-Za-z0-9-])"),

@@ -153,7 +153,9 @@ actions:
     region: ap
     routing_keys: {}
 ";
-    let err = Config::from_yaml(text, "gate.yaml").unwrap_err().to_string();
+    let err = Config::from_yaml(text, "gate.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("region") && err.contains("ap"), "{err}");
 
     let text = "\
@@ -182,7 +184,9 @@ actions:
     }
 
     let text = "actions:\n  bridge:\n    format: teams\n";
-    let err = Config::from_yaml(text, "gate.yaml").unwrap_err().to_string();
+    let err = Config::from_yaml(text, "gate.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("gate.yaml:2: actions.bridge: needs a webhook_url"),
         "{err}"
@@ -208,7 +212,10 @@ actions:
     let pd = c.actions.pagerduty.unwrap();
     assert_eq!(pd.api, PagerDutyApiConfig::Rest);
     let rest = pd.rest.unwrap();
-    assert_eq!(rest.oauth.token_url, "https://identity.pagerduty.com/oauth/token");
+    assert_eq!(
+        rest.oauth.token_url,
+        "https://identity.pagerduty.com/oauth/token"
+    );
     assert_eq!(rest.oauth.subdomain, "acme");
 
     let text = "\
@@ -216,7 +223,9 @@ actions:
   pagerduty:
     api: rest
 ";
-    let err = Config::from_yaml(text, "gate.yaml").unwrap_err().to_string();
+    let err = Config::from_yaml(text, "gate.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("actions.pagerduty.api: rest needs"), "{err}");
 
     let text = "\

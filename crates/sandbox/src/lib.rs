@@ -53,8 +53,8 @@ pub use pagerduty_rest::RestIncident;
 pub use record::{RecordedRequest, Secret, Target};
 pub use servicenow::{Incident, IncidentUpdate, JournalEntry, ServiceNowRules};
 pub use sns::{Confirmation, SnsSignError};
-pub use webhook::{ReceiverError, Refusal, SignedDelivery};
 pub use sts::{DEFAULT_STS_ROLE_ARN, DEFAULT_WEB_IDENTITY_TOKEN, StsCall, StsControlError};
+pub use webhook::{ReceiverError, Refusal, SignedDelivery};
 
 /// Largest request body any emulator reads, in bytes (answered 413 in the
 /// target's error shape beyond it).

@@ -165,6 +165,13 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
         .route("/rest/incidents/{id}", put(update))
 }
 
+static NULL: Value = Value::Null;
+
+/// `v[path[0]][path[1]]..`, `Null` where absent (serde's indexing without the lint).
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().try_fold(v, |v, k| v.get(*k)).unwrap_or(&NULL)
+}
+
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
         status,
@@ -281,11 +288,7 @@ async fn token(
     };
     let mut inner = lock(&rest.inner);
     let Some(client) = inner.clients.get(&client_id).cloned() else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "unknown client",
-        );
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client");
     };
     if client.secret.expose() != client_secret {
         return oauth_error(
@@ -296,11 +299,16 @@ async fn token(
     }
     let scopes: BTreeSet<String> = f
         .get("scope")
-        .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+        .map(|s| {
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    let account_ok = ["us", "eu"].iter().any(|region| {
-        scopes.contains(&format!("as_account-{region}.{}", client.subdomain))
-    });
+    let account_ok = ["us", "eu"]
+        .iter()
+        .any(|region| scopes.contains(&format!("as_account-{region}.{}", client.subdomain)));
     if !account_ok {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -331,8 +339,10 @@ async fn token(
         })),
     )
         .into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -346,35 +356,26 @@ fn check(
     state: &SandboxState,
     headers: &HeaderMap,
     write: bool,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, Box<Response>> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let unauthorized = || {
-        rest_error(
-            StatusCode::UNAUTHORIZED,
-            "Authentication failed",
-            2006,
-            &[],
-        )
-    };
+    let unauthorized = || rest_error(StatusCode::UNAUTHORIZED, "Authentication failed", 2006, &[]);
     let grant: Grant = {
         let inner = lock(&state.pagerduty_rest.inner);
         if let Some(token) = auth.strip_prefix("Bearer ") {
             match inner.tokens.get(token) {
-                Some(t) if t.expires_at > state.faults.now().timestamp() => {
-                    Some(t.scopes.clone())
-                }
-                _ => return Err(unauthorized()),
+                Some(t) if t.expires_at > state.faults.now().timestamp() => Some(t.scopes.clone()),
+                _ => return Err(Box::new(unauthorized())),
             }
         } else if let Some(key) = auth.strip_prefix("Token token=") {
             if !inner.api_keys.contains(key) {
-                return Err(unauthorized());
+                return Err(Box::new(unauthorized()));
             }
             None
         } else {
-            return Err(unauthorized());
+            return Err(Box::new(unauthorized()));
         }
     };
     let accept = headers
@@ -382,23 +383,23 @@ fn check(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if accept.replace(' ', "") != ACCEPT_V2 {
-        return Err(rest_error(
+        return Err(Box::new(rest_error(
             StatusCode::NOT_ACCEPTABLE,
             "Not Acceptable",
             2001,
             &[format!("the Accept header must be {ACCEPT_V2}")],
-        ));
+        )));
     }
     if let Some(scopes) = &grant {
-        let allowed = scopes.contains("incidents.write")
-            || (!write && scopes.contains("incidents.read"));
+        let allowed =
+            scopes.contains("incidents.write") || (!write && scopes.contains("incidents.read"));
         if !allowed {
-            return Err(rest_error(
+            return Err(Box::new(rest_error(
                 StatusCode::FORBIDDEN,
                 "Access Denied",
                 2010,
                 &["the token lacks the scope this endpoint needs".to_owned()],
-            ));
+            )));
         }
     }
     if !write {
@@ -409,24 +410,24 @@ fn check(
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.contains('@'))
         .ok_or_else(|| {
-            rest_error(
+            Box::new(rest_error(
                 StatusCode::BAD_REQUEST,
                 "Invalid Input Provided",
                 2001,
                 &["The From header is required and must be a valid user's email".to_owned()],
-            )
+            ))
         })?;
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json_body {
-        return Err(rest_error(
+        return Err(Box::new(rest_error(
             StatusCode::BAD_REQUEST,
             "Invalid Input Provided",
             2001,
             &["Content-Type must be application/json".to_owned()],
-        ));
+        )));
     }
     Ok(Some(from.to_owned()))
 }
@@ -445,7 +446,7 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = check(&state, &headers, false) {
-        return r;
+        return *r;
     }
     let q = form(query.unwrap_or_default().as_bytes());
     // `service_ids[]` may repeat; the sandbox honours the last one given.
@@ -465,7 +466,9 @@ async fn list(
         .collect();
     (
         StatusCode::OK,
-        axum::Json(json!({"incidents": rows, "limit": 25, "offset": 0, "more": false, "total": null})),
+        axum::Json(
+            json!({"incidents": rows, "limit": 25, "offset": 0, "more": false, "total": null}),
+        ),
     )
         .into_response()
 }
@@ -477,7 +480,7 @@ async fn create(
 ) -> Response {
     let from = match check(&state, &headers, true) {
         Ok(f) => f.unwrap_or_default(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let invalid = |errors: Vec<String>| {
         rest_error(
@@ -490,36 +493,41 @@ async fn create(
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return invalid(vec!["the body is not valid JSON".into()]);
     };
-    let inc = &value["incident"];
+    let inc = at(&value, &["incident"]);
     let mut errors = Vec::new();
-    if inc["type"] != "incident" {
+    if at(inc, &["type"]) != "incident" {
         errors.push("incident.type must be \"incident\"".to_owned());
     }
-    let title = inc["title"].as_str().unwrap_or_default();
+    let title = at(inc, &["title"]).as_str().unwrap_or_default();
     if title.trim().is_empty() || title.chars().count() > TITLE_CHARS_MAX {
-        errors.push(format!("incident.title must be 1..={TITLE_CHARS_MAX} characters"));
+        errors.push(format!(
+            "incident.title must be 1..={TITLE_CHARS_MAX} characters"
+        ));
     }
-    let service_id = inc["service"]["id"].as_str().unwrap_or_default();
-    if service_id.is_empty() || inc["service"]["type"] != "service_reference" {
+    let service_id = at(inc, &["service", "id"]).as_str().unwrap_or_default();
+    if service_id.is_empty() || at(inc, &["service", "type"]) != "service_reference" {
         errors.push("incident.service must be a service_reference with an id".to_owned());
     }
-    let urgency = inc["urgency"].as_str().unwrap_or("high");
+    let urgency = at(inc, &["urgency"]).as_str().unwrap_or("high");
     if !matches!(urgency, "high" | "low") {
         errors.push("incident.urgency must be high or low".to_owned());
     }
-    if !inc["body"].is_null()
-        && (inc["body"]["type"] != "incident_body" || !inc["body"]["details"].is_string())
+    if !at(inc, &["body"]).is_null()
+        && (at(inc, &["body", "type"]) != "incident_body"
+            || !at(inc, &["body", "details"]).is_string())
     {
         errors.push("incident.body must be {type: incident_body, details: string}".to_owned());
     }
     if !errors.is_empty() {
         return invalid(errors);
     }
-    let key = inc["incident_key"].as_str().map(str::to_owned);
+    let key = at(inc, &["incident_key"]).as_str().map(str::to_owned);
     let mut inner = lock(&state.pagerduty_rest.inner);
     if let Some(k) = &key
         && inner.incidents.iter().any(|i| {
-            i.service_id == service_id && i.incident_key.as_ref() == Some(k) && i.status != "resolved"
+            i.service_id == service_id
+                && i.incident_key.as_ref() == Some(k)
+                && i.status != "resolved"
         })
     {
         return rest_error(
@@ -536,7 +544,9 @@ async fn create(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal Server Error",
             5000,
-            &[format!("sandbox incident store is full ({REST_INCIDENTS_MAX})")],
+            &[format!(
+                "sandbox incident store is full ({REST_INCIDENTS_MAX})"
+            )],
         );
     }
     let number = inner.incidents.len() as u64 + 1;
@@ -548,14 +558,18 @@ async fn create(
         incident_key: key,
         service_id: service_id.to_owned(),
         urgency: urgency.to_owned(),
-        details: inc["body"]["details"].as_str().map(str::to_owned),
+        details: at(inc, &["body", "details"]).as_str().map(str::to_owned),
         created_by: from,
         created_at: Utc::now(),
     };
     let rendered = incident.render(&host(&headers));
     inner.incidents.push(incident);
     drop(inner);
-    (StatusCode::CREATED, axum::Json(json!({"incident": rendered}))).into_response()
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"incident": rendered})),
+    )
+        .into_response()
 }
 
 async fn update(
@@ -565,7 +579,7 @@ async fn update(
     body: Bytes,
 ) -> Response {
     if let Err(r) = check(&state, &headers, true) {
-        return r;
+        return *r;
     }
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return rest_error(
@@ -575,9 +589,9 @@ async fn update(
             &["the body is not valid JSON".into()],
         );
     };
-    let inc = &value["incident"];
-    let status = inc["status"].as_str().unwrap_or_default();
-    if inc["type"] != "incident_reference" && inc["type"] != "incident"
+    let inc = at(&value, &["incident"]);
+    let status = at(inc, &["status"]).as_str().unwrap_or_default();
+    if at(inc, &["type"]) != "incident_reference" && at(inc, &["type"]) != "incident"
         || !matches!(status, "acknowledged" | "resolved")
     {
         return rest_error(

@@ -179,7 +179,9 @@ pub struct IncidentUpdate {
 impl IncidentUpdate {
     /// Whether this update added a work note.
     pub fn adds_work_note(&self) -> bool {
-        self.written.get("work_notes").is_some_and(|n| !n.is_empty())
+        self.written
+            .get("work_notes")
+            .is_some_and(|n| !n.is_empty())
     }
 
     /// Whether this update set the state to Resolved (6).

@@ -17,7 +17,8 @@ const V2: &str = "application/vnd.pagerduty+json;version=2";
 #[tokio::test]
 async fn token_endpoint_issues_scoped_tokens_only_to_form_encoded_known_clients() {
     let (sb, c) = start().await;
-    sb.state().pagerduty_oauth_client("app-1", "s3cret-s3cret", "acme");
+    sb.state()
+        .pagerduty_oauth_client("app-1", "s3cret-s3cret", "acme");
     let url = sb.pagerduty_token_url();
     let form = |body: &'static str| {
         c.post(&url)
@@ -38,10 +39,26 @@ async fn token_endpoint_issues_scoped_tokens_only_to_form_encoded_known_clients(
     assert!(b["expires_in"].as_i64().unwrap() > 0);
 
     for (body, status, error) in [
-        ("grant_type=password&client_id=app-1&client_secret=s3cret-s3cret", 400, "unsupported_grant_type"),
-        ("grant_type=client_credentials&client_id=app-1&client_secret=nope&scope=as_account-us.acme", 401, "invalid_client"),
-        ("grant_type=client_credentials&client_id=app-1&client_secret=s3cret-s3cret&scope=incidents.write", 400, "invalid_scope"),
-        ("grant_type=client_credentials&client_id=app-1&client_secret=s3cret-s3cret&scope=as_account-us.other", 400, "invalid_scope"),
+        (
+            "grant_type=password&client_id=app-1&client_secret=s3cret-s3cret",
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=client_credentials&client_id=app-1&client_secret=nope&scope=as_account-us.acme",
+            401,
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials&client_id=app-1&client_secret=s3cret-s3cret&scope=incidents.write",
+            400,
+            "invalid_scope",
+        ),
+        (
+            "grant_type=client_credentials&client_id=app-1&client_secret=s3cret-s3cret&scope=as_account-us.other",
+            400,
+            "invalid_scope",
+        ),
     ] {
         let (s, b) = json(form(body).await.unwrap()).await;
         assert_eq!((s, b["error"].as_str().unwrap()), (status, error), "{body}");
@@ -57,7 +74,9 @@ async fn token_endpoint_issues_scoped_tokens_only_to_form_encoded_known_clients(
     .await;
     assert_eq!((s, b["error"].as_str().unwrap()), (400, "invalid_request"));
     // The secret is never recorded.
-    let recorded = serde_json::to_string(&sb.state().requests(triage_gate_sandbox::Target::Pagerduty)).unwrap();
+    let recorded =
+        serde_json::to_string(&sb.state().requests(triage_gate_sandbox::Target::Pagerduty))
+            .unwrap();
     assert!(!recorded.contains("s3cret-s3cret"), "{recorded}");
 }
 
@@ -80,7 +99,12 @@ async fn rest_incidents_check_auth_accept_and_from_and_refuse_duplicates() {
         }
         r.send()
     };
-    let (s, b) = json(post("Token token=u+apikey123", V2, Some("a@example.com")).await.unwrap()).await;
+    let (s, b) = json(
+        post("Token token=u+apikey123", V2, Some("a@example.com"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     let id = b["incident"]["id"].as_str().unwrap().to_owned();
     assert_eq!(b["incident"]["status"], "triggered");
@@ -89,19 +113,38 @@ async fn rest_incidents_check_auth_accept_and_from_and_refuse_duplicates() {
     for (auth, accept, from, status, code) in [
         ("Token u+apikey123", V2, Some("a@example.com"), 401, 2006),
         ("Bearer not-issued", V2, Some("a@example.com"), 401, 2006),
-        ("Token token=u+apikey123", "application/json", Some("a@example.com"), 406, 2001),
+        (
+            "Token token=u+apikey123",
+            "application/json",
+            Some("a@example.com"),
+            406,
+            2001,
+        ),
         ("Token token=u+apikey123", V2, None, 400, 2001),
         // The same open incident_key on the same service.
-        ("Token token=u+apikey123", V2, Some("a@example.com"), 400, 2001),
+        (
+            "Token token=u+apikey123",
+            V2,
+            Some("a@example.com"),
+            400,
+            2001,
+        ),
     ] {
         let (s, b) = json(post(auth, accept, from).await.unwrap()).await;
-        assert_eq!((s, b["error"]["code"].as_u64()), (status, Some(code)), "{auth} {accept} {from:?}: {b}");
+        assert_eq!(
+            (s, b["error"]["code"].as_u64()),
+            (status, Some(code)),
+            "{auth} {accept} {from:?}: {b}"
+        );
     }
     assert_eq!(sb.state().pagerduty_rest_incidents().len(), 1);
 
     let (s, b) = json(
         c.get(format!("{base}/incidents"))
-            .query(&[("incident_key", "tg:run_1:page"), ("service_ids[]", "PWIXJZS")])
+            .query(&[
+                ("incident_key", "tg:run_1:page"),
+                ("service_ids[]", "PWIXJZS"),
+            ])
             .header("authorization", "Token token=u+apikey123")
             .header("accept", V2)
             .send()
@@ -121,9 +164,17 @@ async fn rest_incidents_check_auth_accept_and_from_and_refuse_duplicates() {
             .send()
     };
     let (s, b) = json(put(id.clone()).await.unwrap()).await;
-    assert_eq!((s, b["incident"]["status"].as_str()), (200, Some("resolved")));
+    assert_eq!(
+        (s, b["incident"]["status"].as_str()),
+        (200, Some("resolved"))
+    );
     assert_eq!(json(put("QNOPE".into()).await.unwrap()).await.0, 404);
     // Resolved, the key may open a new incident.
-    let (s, _) = json(post("Token token=u+apikey123", V2, Some("a@example.com")).await.unwrap()).await;
+    let (s, _) = json(
+        post("Token token=u+apikey123", V2, Some("a@example.com"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 201);
 }

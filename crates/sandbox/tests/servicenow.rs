@@ -326,7 +326,12 @@ async fn patch_appends_work_notes_and_resolving_needs_close_info() {
 async fn journal_reads_back_as_display_text_and_updates_are_logged_and_faulted() {
     let (sb, c) = start().await;
     let base = sb.servicenow_url();
-    let (_, created) = create(&c, &base, json!({"short_description": "x", "work_notes": "opened"})).await;
+    let (_, created) = create(
+        &c,
+        &base,
+        json!({"short_description": "x", "work_notes": "opened"}),
+    )
+    .await;
     let sys_id = created["result"]["sys_id"].as_str().unwrap().to_owned();
     let url = format!("{base}/api/now/table/incident/{sys_id}");
     for note in ["first note\n[triage-gate k1]", "second note"] {
@@ -350,13 +355,29 @@ async fn journal_reads_back_as_display_text_and_updates_are_logged_and_faulted()
     let (s, b) = json(read(Some("true")).await.unwrap()).await;
     assert_eq!(s, 200);
     let text = b["result"]["work_notes"].as_str().unwrap();
-    let (newest, oldest) = (text.find("second note").unwrap(), text.find("opened").unwrap());
-    assert!(newest < text.find("first note").unwrap() && text.find("first note").unwrap() < oldest, "newest first: {text}");
+    let (newest, oldest) = (
+        text.find("second note").unwrap(),
+        text.find("opened").unwrap(),
+    );
+    assert!(
+        newest < text.find("first note").unwrap() && text.find("first note").unwrap() < oldest,
+        "newest first: {text}"
+    );
     assert!(text.contains("[triage-gate k1]"));
-    assert!(text.contains(" - Triage Gate Integration (Work notes)\n"), "{text}");
-    assert_eq!(b["result"].as_object().unwrap().len(), 2, "only sysparm_fields");
+    assert!(
+        text.contains(" - Triage Gate Integration (Work notes)\n"),
+        "{text}"
+    );
+    assert_eq!(
+        b["result"].as_object().unwrap().len(),
+        2,
+        "only sysparm_fields"
+    );
     let (_, b) = json(read(None).await.unwrap()).await;
-    assert_eq!(b["result"]["work_notes"], "", "without display values a journal reads empty");
+    assert_eq!(
+        b["result"]["work_notes"], "",
+        "without display values a journal reads empty"
+    );
 
     let updates = sb.state().servicenow_updates();
     assert_eq!(updates.len(), 2);
@@ -375,18 +396,31 @@ async fn journal_reads_back_as_display_text_and_updates_are_logged_and_faulted()
     .await;
     assert_eq!(s, 400);
     let (s, b) = json(
-        sn(&c, reqwest::Method::GET, format!("{base}/api/now/table/incident/{}", "f".repeat(32)))
-            .send()
-            .await
-            .unwrap(),
+        sn(
+            &c,
+            reqwest::Method::GET,
+            format!("{base}/api/now/table/incident/{}", "f".repeat(32)),
+        )
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
-    assert_eq!((s, b["error"]["message"].as_str()), (404, Some("No Record found")));
+    assert_eq!(
+        (s, b["error"]["message"].as_str()),
+        (404, Some("No Record found"))
+    );
 
     // Faults apply to PATCH and GET of a record, before any work is done.
     for method in [reqwest::Method::PATCH, reqwest::Method::GET] {
         assert_eq!(
-            control(&c, &sb, "faults", json!({"target": "servicenow", "status": 503, "count": 1})).await,
+            control(
+                &c,
+                &sb,
+                "faults",
+                json!({"target": "servicenow", "status": 503, "count": 1})
+            )
+            .await,
             204
         );
         let mut req = sn(&c, method.clone(), url.clone());

@@ -68,28 +68,67 @@ async fn good_signatures_are_accepted_and_everything_else_is_refused() {
     let tampered = body.replace("run_1", "run_2");
     let cases = [
         // The body changed after signing.
-        (Some(now), Some(sign(SECRET, now, body)), tampered.clone(), 401),
+        (
+            Some(now),
+            Some(sign(SECRET, now, body)),
+            tampered.clone(),
+            401,
+        ),
         // Signed with another secret.
-        (Some(now), Some(sign("whsec-someone-else-0000000000000000", now, body)), body.to_owned(), 401),
+        (
+            Some(now),
+            Some(sign("whsec-someone-else-0000000000000000", now, body)),
+            body.to_owned(),
+            401,
+        ),
         // Older than the 300 s window (and validly signed for that time).
-        (Some(now - 301), Some(sign(SECRET, now - 301, body)), body.to_owned(), 401),
+        (
+            Some(now - 301),
+            Some(sign(SECRET, now - 301, body)),
+            body.to_owned(),
+            401,
+        ),
         // From the future beyond the window.
-        (Some(now + 301), Some(sign(SECRET, now + 301, body)), body.to_owned(), 401),
+        (
+            Some(now + 301),
+            Some(sign(SECRET, now + 301, body)),
+            body.to_owned(),
+            401,
+        ),
         // The timestamp header says another time than the one signed.
-        (Some(now - 2), Some(sign(SECRET, now, body)), body.to_owned(), 401),
+        (
+            Some(now - 2),
+            Some(sign(SECRET, now, body)),
+            body.to_owned(),
+            401,
+        ),
         // Headers missing or malformed.
         (None, Some(sign(SECRET, now, body)), body.to_owned(), 401),
         (Some(now), None, body.to_owned(), 401),
-        (Some(now), Some("sha256=abcd".to_owned()), body.to_owned(), 401),
+        (
+            Some(now),
+            Some("sha256=abcd".to_owned()),
+            body.to_owned(),
+            401,
+        ),
         // An exact replay of the accepted delivery.
-        (Some(now), Some(sign(SECRET, now, body)), body.to_owned(), 409),
+        (
+            Some(now),
+            Some(sign(SECRET, now, body)),
+            body.to_owned(),
+            409,
+        ),
     ];
     for (i, (ts, sig, b, want)) in cases.into_iter().enumerate() {
         let (status, answer) = post(&c, &url, ts, sig.as_deref(), &b).await;
         assert_eq!(status, want, "case {i}: {answer}");
         assert!(answer["error"].is_string(), "case {i}: {answer}");
     }
-    assert_eq!(sb.state().signed_deliveries().len(), 2, "no refused delivery is recorded");
+    assert_eq!(
+        sb.state().signed_deliveries().len(),
+        2,
+        "no refused delivery is recorded"
+    );
     let refusals = sb.state().signed_refusals();
     assert_eq!(refusals[&Refusal::BadSignature], 3);
     assert_eq!(refusals[&Refusal::StaleTimestamp], 2);
@@ -99,7 +138,12 @@ async fn good_signatures_are_accepted_and_everything_else_is_refused() {
 
     // An unknown receiver is 404; the receiver shares the bridge's fault injection.
     let other = format!("{}/bridge/signed/nobody", sb.base_url());
-    assert_eq!(post(&c, &other, Some(now), Some(&sign(SECRET, now, body)), body).await.0, 404);
+    assert_eq!(
+        post(&c, &other, Some(now), Some(&sign(SECRET, now, body)), body)
+            .await
+            .0,
+        404
+    );
     sb.state()
         .inject_fault(triage_gate_sandbox::FaultSpec {
             target: "bridge".into(),
@@ -110,6 +154,11 @@ async fn good_signatures_are_accepted_and_everything_else_is_refused() {
         })
         .unwrap();
     let t3 = now - 3;
-    assert_eq!(post(&c, &url, Some(t3), Some(&sign(SECRET, t3, body)), body).await.0, 503);
+    assert_eq!(
+        post(&c, &url, Some(t3), Some(&sign(SECRET, t3, body)), body)
+            .await
+            .0,
+        503
+    );
     assert_eq!(sb.state().signed_deliveries().len(), 2);
 }

@@ -22,7 +22,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tg_model::{
-    ActionKind, ActionOp, CorrelationId, Environment, Fingerprint, LogPointer, PlannedAction, RunId, Severity,
+    ActionKind, ActionOp, CorrelationId, Environment, Fingerprint, LogPointer, PlannedAction,
+    RunId, Severity,
 };
 use triage_gate_actions::{
     BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig,
