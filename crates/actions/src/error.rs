@@ -71,6 +71,12 @@ pub enum ConfigError {
     },
     #[error("bridge webhook url is invalid: {reason}")]
     WebhookUrl { reason: String },
+    #[error("pagerduty rest `from` must be the email of a user on the account")]
+    PagerDutyFrom,
+    #[error("bridge has neither a chat webhook_url nor signed webhooks")]
+    NoBridgeDestination,
+    #[error("bridge signed webhook {name:?}: {reason}")]
+    SignedWebhook { name: String, reason: String },
     #[error("{which} timeout_ms {value} is outside 1..={max}")]
     Timeout {
         which: &'static str,

@@ -3,19 +3,27 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use tg_model::{ActionKind, ActionResult, ActionStatus, PlannedAction};
+use tg_model::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 
 use crate::bridge::{self, Announcement};
 use crate::error::{ConfigError, TargetError};
 use crate::pagerduty;
+use crate::pagerduty_rest::{self, PagerDutyRest, RestIncident, RestResolve};
 use crate::retry::RetryPolicy;
 use crate::secret::{Redactor, Secret};
-use crate::servicenow::{self, Incident};
+use crate::servicenow::{self, Incident, NoteOutcome, ResolveOutcome};
 
 /// Longest request timeout a target may configure, in milliseconds.
 pub const TIMEOUT_MS_MAX: u64 = 120_000;
 /// Shortest secret accepted: shorter ones could not be scrubbed from text safely.
 const SECRET_CHARS_MIN: usize = 8;
+/// Signed webhooks one bridge may post to.
+pub const BRIDGE_WEBHOOKS_MAX: usize = 8;
+/// Shortest signing secret of a signed webhook (32 characters: 128 bits and
+/// more of entropy from `openssl rand -hex 32`, which gives 64).
+pub const WEBHOOK_SECRET_CHARS_MIN: usize = 32;
+/// Longest name of a signed webhook (`[A-Za-z0-9_-]`).
+pub const WEBHOOK_NAME_CHARS_MAX: usize = 64;
 
 /// One attempt at an action: the result, and the error when it failed.
 #[derive(Debug, Clone)]
@@ -50,19 +58,24 @@ pub struct ServiceNowConfig {
     /// Team name -> assignment group (sys_id, or name when the instance accepts it).
     pub assignment_groups: BTreeMap<String, String>,
     pub caller_id: Option<String>,
+    /// `close_code` of a resolve (a choice value of the instance; see
+    /// [`servicenow::DEFAULT_CLOSE_CODE`]).
+    pub close_code: String,
     /// Per request.
     pub timeout_ms: u64,
 }
 
-/// PagerDuty Events API v2 access.
+/// PagerDuty access: Events API v2 (routing keys), or the REST API when `rest` is set.
 #[derive(Debug, Clone)]
 pub struct PagerDutyConfig {
-    /// `https://events.pagerduty.com` (or the EU host).
+    /// `https://events.pagerduty.com` (or the EU host; see [`crate::PagerDutyRegion`]).
     pub base_url: String,
     /// Team name -> integration (routing) key.
     pub routing_keys: BTreeMap<String, Secret>,
     /// Per request.
     pub timeout_ms: u64,
+    /// Open and resolve pages as REST API incidents instead of Events v2 alerts.
+    pub rest: Option<PagerDutyRest>,
 }
 
 /// The chat flavour of the major-incident bridge webhook.
@@ -74,16 +87,30 @@ pub enum BridgeFormat {
     Teams,
 }
 
-/// The major-incident chat announcement.
+/// The major-incident announcement: a chat webhook, signed webhooks, or both.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// The webhook URL is itself the credential.
-    pub webhook_url: Secret,
+    /// The chat webhook URL (itself the credential); `None`: no chat post.
+    pub webhook_url: Option<Secret>,
     pub format: BridgeFormat,
     /// The standing conference bridge people should join.
     pub conference_url: Option<String>,
     /// Per request.
     pub timeout_ms: u64,
+    /// Generic receivers, posted a signed JSON body after the chat post.
+    pub webhooks: Vec<SignedWebhook>,
+}
+
+/// A generic receiver of the major-incident announcement, signed with
+/// HMAC-SHA256 (headers `X-TriageGate-Timestamp`, `X-TriageGate-Signature`).
+#[derive(Debug, Clone)]
+pub struct SignedWebhook {
+    /// Names it in results and errors (`[A-Za-z0-9_-]`, unique).
+    pub name: String,
+    /// Where to POST (http(s); not a secret: the signature is the credential).
+    pub url: String,
+    /// The shared signing secret.
+    pub secret: Secret,
 }
 
 /// Carries out planned actions against the configured targets.
@@ -136,6 +163,46 @@ fn check_secret(which: &'static str, name: &str, secret: &Secret) -> Result<(), 
     Ok(())
 }
 
+fn check_signed_webhooks(hooks: &[SignedWebhook]) -> Result<(), ConfigError> {
+    if hooks.len() > BRIDGE_WEBHOOKS_MAX {
+        return Err(ConfigError::SignedWebhook {
+            name: String::new(),
+            reason: format!(
+                "{} webhooks configured; at most {BRIDGE_WEBHOOKS_MAX}",
+                hooks.len()
+            ),
+        });
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for hook in hooks {
+        let bad = |reason: String| ConfigError::SignedWebhook {
+            name: hook.name.clone(),
+            reason,
+        };
+        let name_ok = !hook.name.is_empty()
+            && hook.name.len() <= WEBHOOK_NAME_CHARS_MAX
+            && hook
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if !name_ok {
+            return Err(bad(format!(
+                "name must be 1..={WEBHOOK_NAME_CHARS_MAX} characters of [A-Za-z0-9_-]"
+            )));
+        }
+        if !names.insert(hook.name.as_str()) {
+            return Err(bad("name is used twice".into()));
+        }
+        check_base_url("bridge webhook", &hook.url).map_err(|e| bad(e.to_string()))?;
+        if hook.secret.expose().chars().count() < WEBHOOK_SECRET_CHARS_MIN {
+            return Err(bad(format!(
+                "secret is shorter than {WEBHOOK_SECRET_CHARS_MIN} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Executor {
     /// Validates the configuration and builds the HTTP client. A target left
     /// `None` makes its actions fail permanently with "not configured".
@@ -160,22 +227,41 @@ impl Executor {
                 check_secret("pagerduty routing key", team, key)?;
                 redact.add(key);
             }
+            if let Some(rest) = &c.rest {
+                check_base_url("pagerduty api", &rest.base_url)?;
+                let from_ok = rest.from.contains('@')
+                    && !rest
+                        .from
+                        .chars()
+                        .any(|ch| ch.is_control() || ch.is_whitespace());
+                if !from_ok {
+                    return Err(ConfigError::PagerDutyFrom);
+                }
+            }
         }
         if let Some(c) = &bridge {
-            // The URL is the secret: the parse error must not echo it.
-            let parsed = reqwest::Url::parse(c.webhook_url.expose()).map_err(|e| {
-                ConfigError::WebhookUrl {
-                    reason: e.to_string(),
+            if c.webhook_url.is_none() && c.webhooks.is_empty() {
+                return Err(ConfigError::NoBridgeDestination);
+            }
+            if let Some(url) = &c.webhook_url {
+                // The URL is the secret: the parse error must not echo it.
+                let parsed =
+                    reqwest::Url::parse(url.expose()).map_err(|e| ConfigError::WebhookUrl {
+                        reason: e.to_string(),
+                    })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError::WebhookUrl {
+                        reason: "scheme is not http(s)".into(),
+                    });
                 }
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::WebhookUrl {
-                    reason: "scheme is not http(s)".into(),
-                });
+                check_secret("bridge", "webhook_url", url)?;
+                redact.add(url);
             }
             check_timeout("bridge", c.timeout_ms)?;
-            check_secret("bridge", "webhook_url", &c.webhook_url)?;
-            redact.add(&c.webhook_url);
+            check_signed_webhooks(&c.webhooks)?;
+            for hook in &c.webhooks {
+                redact.add(&hook.secret);
+            }
         }
         let client = reqwest::Client::builder()
             // A redirect would carry the bearer token to another host.
@@ -217,13 +303,23 @@ impl Executor {
         action: &PlannedAction,
         mode: Mode,
     ) -> (ActionResult, Option<TargetError>) {
-        let (result, error) = match action.kind {
-            ActionKind::Ticket => self.ticket(action, mode).await,
-            ActionKind::Page => self.page(action, mode).await,
-            ActionKind::Mim => self.mim(action, mode).await,
+        let (result, error) = match (action.kind, action.op) {
+            (ActionKind::Ticket, ActionOp::Create) => self.ticket(action, mode).await,
+            // A major incident is a ServiceNow incident too: new evidence is a note on it.
+            (ActionKind::Ticket | ActionKind::Mim, ActionOp::Update) => {
+                self.note(action, mode).await
+            }
+            (ActionKind::Ticket, ActionOp::Resolve) => self.resolve_ticket(action, mode).await,
+            (ActionKind::Page, ActionOp::Create) => self.page(action, mode).await,
+            (ActionKind::Page, ActionOp::Resolve) => self.resolve_page_action(action, mode).await,
+            (ActionKind::Page, ActionOp::Update) | (ActionKind::Mim, ActionOp::Resolve) => {
+                self.unsupported(action)
+            }
+            (ActionKind::Mim, ActionOp::Create) => self.mim(action, mode).await,
         };
         tracing::info!(
             kind = action.kind.as_str(),
+            op = action.op.as_str(),
             run_id = %action.run_id,
             idempotency_key = %action.idempotency_key,
             status = ?result.status,
@@ -251,21 +347,122 @@ impl Executor {
         }
     }
 
-    /// Resolves the PagerDuty alert opened with `dedup_key` for `team`.
+    /// Resolves the PagerDuty alert opened with `dedup_key` for `team`, with
+    /// in-process retries (the outbox sends a page's op `resolve` through
+    /// [`Executor::attempt`] instead).
     pub async fn resolve_page(&self, team: &str, dedup_key: &str) -> ActionResult {
+        self.resolve_page_for(team, dedup_key, Mode::Retry).await.0
+    }
+
+    async fn resolve_page_action(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
+        let rest = self.pagerduty.as_ref().and_then(|c| c.rest.as_ref());
+        if rest.is_none() {
+            return self
+                .resolve_page_for(&action.team, &action.dedup_key, mode)
+                .await;
+        }
+        // REST incidents are keyed by the create's idempotency key.
+        match action.parent_key.as_deref() {
+            Some(key) => self.resolve_page_for(&action.team, key, mode).await,
+            None => self.failed_with(
+                blank(ActionKind::Page, TARGET_PAGERDUTY),
+                TargetError::permanent(
+                    TARGET_PAGERDUTY,
+                    "page resolve has no parent_key: there is no REST incident to resolve",
+                ),
+                0,
+            ),
+        }
+    }
+
+    /// A page as a REST API incident: looked up by `incident_key`, created if absent.
+    async fn page_rest(
+        &self,
+        cfg: &PagerDutyConfig,
+        rest: &PagerDutyRest,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
+        let result = blank(ActionKind::Page, TARGET_PAGERDUTY);
+        if let Err(e) = pagerduty_rest::create_body(rest, action) {
+            return self.failed_with(result, e, 0);
+        }
+        let (outcome, attempts) = self
+            .call(mode, &action.idempotency_key, || {
+                pagerduty_rest::ensure_incident(
+                    &self.client,
+                    rest,
+                    cfg.timeout_ms,
+                    &self.redact,
+                    action,
+                )
+            })
+            .await;
+        match outcome {
+            Ok(incident) => (
+                delivered(with_rest_incident(result, &incident), attempts),
+                None,
+            ),
+            Err(e) => self.failed_with(result, e, attempts),
+        }
+    }
+
+    /// An Events v2 `resolve` for `dedup_key` through the routing key of
+    /// `team`. Idempotent: PagerDuty drops a resolve of an alert that is not open.
+    async fn resolve_page_for(
+        &self,
+        team: &str,
+        dedup_key: &str,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
         let mut result = blank(ActionKind::Page, TARGET_PAGERDUTY);
         let Some(cfg) = &self.pagerduty else {
-            return self.failed(result, &not_configured(TARGET_PAGERDUTY), 0);
+            return self.failed_with(result, not_configured(TARGET_PAGERDUTY), 0);
         };
+        if let Some(rest) = &cfg.rest {
+            let (outcome, attempts) = self
+                .call(mode, dedup_key, || {
+                    pagerduty_rest::resolve(
+                        &self.client,
+                        rest,
+                        cfg.timeout_ms,
+                        &self.redact,
+                        team,
+                        dedup_key,
+                    )
+                })
+                .await;
+            return match outcome {
+                Ok(RestResolve::Resolved(i)) => {
+                    (delivered(with_rest_incident(result, &i), attempts), None)
+                }
+                Ok(RestResolve::AlreadyResolved(i)) => {
+                    let mut result = with_rest_incident(result, &i);
+                    result.external_ids.insert(
+                        "pagerduty_noop".into(),
+                        format!("incident {} is already resolved", i.id),
+                    );
+                    (delivered(result, attempts), None)
+                }
+                Ok(RestResolve::NoIncident(why)) => {
+                    result.external_ids.insert("pagerduty_noop".into(), why);
+                    (delivered(result, attempts), None)
+                }
+                Err(e) => self.failed_with(result, e, attempts),
+            };
+        }
         let body = match pagerduty::routing_key(cfg, team)
             .and_then(|key| pagerduty::resolve_body(key, dedup_key))
         {
             Ok(b) => b,
-            Err(e) => return self.failed(result, &e, 0),
+            Err(e) => return self.failed_with(result, e, 0),
         };
         let (outcome, attempts) = self
-            .retry
-            .run(dedup_key, || {
+            .call(mode, dedup_key, || {
                 pagerduty::enqueue(&self.client, cfg, &self.redact, &body)
             })
             .await;
@@ -274,10 +471,129 @@ impl Executor {
                 result
                     .external_ids
                     .insert("pagerduty_dedup_key".into(), key);
-                delivered(result, attempts)
+                result
+                    .external_ids
+                    .insert("pagerduty_event".into(), "resolve".into());
+                (delivered(result, attempts), None)
             }
-            Err(e) => self.failed(result, &e, attempts),
+            Err(e) => self.failed_with(result, e, attempts),
         }
+    }
+
+    /// Ticket (or MIM) op `update`: the evidence as a work note on the parent
+    /// incident, once (see [`servicenow::add_note`]).
+    async fn note(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
+        let mut result = blank(action.kind, TARGET_SERVICENOW);
+        let Some(cfg) = &self.servicenow else {
+            return self.failed_with(result, not_configured(TARGET_SERVICENOW), 0);
+        };
+        // Input errors (no parent, bad key) are permanent: fail before any request.
+        if let Err(e) =
+            servicenow::checked_parent(action).and_then(|_| servicenow::note_text(action))
+        {
+            return self.failed_with(result, e, 0);
+        }
+        let (outcome, attempts) = self
+            .call(mode, &action.idempotency_key, || {
+                servicenow::add_note(&self.client, cfg, &self.redact, action)
+            })
+            .await;
+        match outcome {
+            Ok(NoteOutcome::Added(incident)) => {
+                result = with_incident(result, &incident);
+                result
+                    .external_ids
+                    .insert("servicenow_note".into(), "added".into());
+                (delivered(result, attempts), None)
+            }
+            Ok(NoteOutcome::AlreadyPresent(incident)) => {
+                result = with_incident(result, &incident);
+                result
+                    .external_ids
+                    .insert("servicenow_note".into(), "already_present".into());
+                (delivered(result, attempts), None)
+            }
+            Ok(NoteOutcome::NoParent(why)) => {
+                result.external_ids.insert("servicenow_noop".into(), why);
+                (delivered(result, attempts), None)
+            }
+            Err(e) => self.failed_with(result, e, attempts),
+        }
+    }
+
+    /// Ticket op `resolve`: the parent incident set Resolved, once.
+    async fn resolve_ticket(
+        &self,
+        action: &PlannedAction,
+        mode: Mode,
+    ) -> (ActionResult, Option<TargetError>) {
+        let mut result = blank(ActionKind::Ticket, TARGET_SERVICENOW);
+        let Some(cfg) = &self.servicenow else {
+            return self.failed_with(result, not_configured(TARGET_SERVICENOW), 0);
+        };
+        if let Err(e) = servicenow::checked_parent(action) {
+            return self.failed_with(result, e, 0);
+        }
+        let (outcome, attempts) = self
+            .call(mode, &action.idempotency_key, || {
+                servicenow::resolve(&self.client, cfg, &self.redact, action)
+            })
+            .await;
+        match outcome {
+            Ok(ResolveOutcome::Resolved(incident)) => {
+                result = with_incident(result, &incident);
+                result
+                    .external_ids
+                    .insert("servicenow_state".into(), incident.state.clone());
+                (delivered(result, attempts), None)
+            }
+            Ok(ResolveOutcome::AlreadyResolved(incident)) => {
+                result = with_incident(result, &incident);
+                result
+                    .external_ids
+                    .insert("servicenow_state".into(), incident.state.clone());
+                result.external_ids.insert(
+                    "servicenow_noop".into(),
+                    format!(
+                        "{} is already resolved or closed (state {})",
+                        incident.number, incident.state
+                    ),
+                );
+                (delivered(result, attempts), None)
+            }
+            Ok(ResolveOutcome::NoParent(why)) => {
+                result.external_ids.insert("servicenow_noop".into(), why);
+                (delivered(result, attempts), None)
+            }
+            Err(e) => self.failed_with(result, e, attempts),
+        }
+    }
+
+    /// An (kind, op) pair no target carries out: a planning error, permanent.
+    fn unsupported(&self, action: &PlannedAction) -> (ActionResult, Option<TargetError>) {
+        let (target, why) = match action.kind {
+            ActionKind::Page => (
+                TARGET_PAGERDUTY,
+                "a page is not updated (a repeated trigger merges into the open alert)",
+            ),
+            _ => (
+                TARGET_SERVICENOW_BRIDGE,
+                "a major incident is closed by its manager, not by triage-gate",
+            ),
+        };
+        let err = TargetError::permanent(
+            target,
+            format!(
+                "{} {} is not supported: {why}",
+                action.kind,
+                action.op.as_str()
+            ),
+        );
+        self.failed_with(blank(action.kind, target), err, 0)
     }
 
     async fn ticket(
@@ -305,6 +621,9 @@ impl Executor {
         let Some(cfg) = &self.pagerduty else {
             return self.failed_with(result, not_configured(TARGET_PAGERDUTY), 0);
         };
+        if let Some(rest) = &cfg.rest {
+            return self.page_rest(cfg, rest, action, mode).await;
+        }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let body = match pagerduty::routing_key(cfg, &action.team)
             .and_then(|key| pagerduty::trigger_body(action, key, &now))
@@ -347,32 +666,68 @@ impl Executor {
         };
         let mut result = with_incident(result, &incident);
         let incident_url = servicenow::incident_link(snow, &incident.sys_id);
-        let body = bridge::payload(
-            bridge_cfg.format,
-            &Announcement {
-                action,
-                incident_number: &incident.number,
-                incident_url: &incident_url,
-                conference_url: bridge_cfg.conference_url.as_deref(),
-            },
-        );
-        let key = format!("{}:bridge", action.idempotency_key);
-        let (posted, bridge_attempts) = self
-            .call(mode, &key, || {
-                bridge::post(&self.client, bridge_cfg, &self.redact, &body)
-            })
-            .await;
-        let attempts = match mode {
-            Mode::Retry => snow_attempts.saturating_add(bridge_attempts),
+        let announcement = Announcement {
+            action,
+            incident_number: &incident.number,
+            incident_sys_id: &incident.sys_id,
+            incident_url: &incident_url,
+            conference_url: bridge_cfg.conference_url.as_deref(),
+        };
+        let mut attempts = snow_attempts;
+        let add = |attempts: u32, more: u32| match mode {
+            Mode::Retry => attempts.saturating_add(more),
             Mode::Once => 1,
         };
-        match posted {
-            Ok(()) => {
-                result.external_ids.insert("bridge".into(), "posted".into());
-                (delivered(result, attempts), None)
+        if let Some(url) = &bridge_cfg.webhook_url {
+            let body = bridge::payload(bridge_cfg.format, &announcement);
+            let key = format!("{}:bridge", action.idempotency_key);
+            let (posted, bridge_attempts) = self
+                .call(mode, &key, || {
+                    bridge::post(
+                        &self.client,
+                        url,
+                        bridge_cfg.format,
+                        bridge_cfg.timeout_ms,
+                        &self.redact,
+                        &body,
+                    )
+                })
+                .await;
+            attempts = add(attempts, bridge_attempts);
+            if let Err(e) = posted {
+                return self.failed_with(result, e, attempts);
             }
-            Err(e) => self.failed_with(result, e, attempts),
+            result.external_ids.insert("bridge".into(), "posted".into());
         }
+        // One delivery ID per (action, receiver), the same on every retry, so a
+        // receiver can drop a repeat; the body is the same too, only the
+        // signature's timestamp changes.
+        for hook in &bridge_cfg.webhooks {
+            let delivery_id = format!("{}:{}", action.idempotency_key, hook.name);
+            let body = bridge::signed_payload(&announcement, &delivery_id).to_string();
+            let (posted, hook_attempts) = self
+                .call(mode, &delivery_id, || {
+                    let now = chrono::Utc::now().timestamp();
+                    bridge::post_signed(
+                        &self.client,
+                        hook,
+                        bridge_cfg.timeout_ms,
+                        &self.redact,
+                        &body,
+                        &delivery_id,
+                        now,
+                    )
+                })
+                .await;
+            attempts = add(attempts, hook_attempts);
+            if let Err(e) = posted {
+                return self.failed_with(result, e, attempts);
+            }
+            result
+                .external_ids
+                .insert(format!("webhook:{}", hook.name), "posted".into());
+        }
+        (delivered(result, attempts), None)
     }
 
     async fn incident(
@@ -432,6 +787,21 @@ fn with_incident(mut result: ActionResult, incident: &Incident) -> ActionResult 
     result
         .external_ids
         .insert("servicenow_number".into(), incident.number.clone());
+    result
+}
+
+fn with_rest_incident(mut result: ActionResult, incident: &RestIncident) -> ActionResult {
+    result
+        .external_ids
+        .insert("pagerduty_incident_id".into(), incident.id.clone());
+    if !incident.number.is_empty() {
+        result
+            .external_ids
+            .insert("pagerduty_incident_number".into(), incident.number.clone());
+    }
+    result
+        .external_ids
+        .insert("pagerduty_status".into(), incident.status.clone());
     result
 }
 

@@ -15,6 +15,8 @@ pub(crate) struct Reply {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
     pub body: String,
+    /// The body was longer than the cap and was cut.
+    pub truncated: bool,
 }
 
 /// Sends `req` and reads at most [`RESPONSE_BODY_BYTES_MAX`] of the reply.
@@ -24,6 +26,17 @@ pub(crate) async fn send(
     req: RequestBuilder,
     timeout_ms: u64,
     redact: &Redactor,
+) -> Result<Reply, TargetError> {
+    send_capped(target, req, timeout_ms, redact, RESPONSE_BODY_BYTES_MAX).await
+}
+
+/// [`send`], reading at most `body_bytes_max` of the reply.
+pub(crate) async fn send_capped(
+    target: &'static str,
+    req: RequestBuilder,
+    timeout_ms: u64,
+    redact: &Redactor,
+    body_bytes_max: usize,
 ) -> Result<Reply, TargetError> {
     let mut resp = req
         .timeout(Duration::from_millis(timeout_ms))
@@ -38,12 +51,16 @@ pub(crate) async fn send(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let mut bytes = Vec::new();
+    let mut truncated = false;
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                let room = RESPONSE_BODY_BYTES_MAX.saturating_sub(bytes.len());
+                let room = body_bytes_max.saturating_sub(bytes.len());
+                if chunk.len() > room {
+                    truncated = true;
+                }
                 bytes.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
-                if bytes.len() >= RESPONSE_BODY_BYTES_MAX {
+                if truncated {
                     break;
                 }
             }
@@ -55,6 +72,7 @@ pub(crate) async fn send(
         status,
         retry_after,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        truncated,
     })
 }
 

@@ -15,6 +15,52 @@ pub const DEDUP_KEY_BYTES_MAX: usize = 255;
 
 const T: &str = TARGET_PAGERDUTY;
 
+/// The PagerDuty service region of an account: it picks the API hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PagerDutyRegion {
+    /// `events.pagerduty.com`, `api.pagerduty.com`.
+    #[default]
+    Us,
+    /// `events.eu.pagerduty.com`, `api.eu.pagerduty.com`.
+    Eu,
+}
+
+impl PagerDutyRegion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PagerDutyRegion::Us => "us",
+            PagerDutyRegion::Eu => "eu",
+        }
+    }
+
+    /// The Events API v2 base URL of the region.
+    pub fn events_base_url(self) -> &'static str {
+        match self {
+            PagerDutyRegion::Us => "https://events.pagerduty.com",
+            PagerDutyRegion::Eu => "https://events.eu.pagerduty.com",
+        }
+    }
+
+    /// The REST API v2 base URL of the region.
+    pub fn api_base_url(self) -> &'static str {
+        match self {
+            PagerDutyRegion::Us => "https://api.pagerduty.com",
+            PagerDutyRegion::Eu => "https://api.eu.pagerduty.com",
+        }
+    }
+
+    /// The Events API base URL to use: an explicit one (a proxy, the sandbox)
+    /// wins over the region's.
+    pub fn events_url(self, explicit: Option<&str>) -> String {
+        explicit.map_or_else(|| self.events_base_url().to_owned(), str::to_owned)
+    }
+
+    /// The REST API base URL to use: an explicit one wins over the region's.
+    pub fn api_url(self, explicit: Option<&str>) -> String {
+        explicit.map_or_else(|| self.api_base_url().to_owned(), str::to_owned)
+    }
+}
+
 /// Events v2 severity for ours.
 pub(crate) fn severity(s: Severity) -> &'static str {
     match s {
@@ -148,4 +194,39 @@ fn error_of(reply: &Reply, redact: &Redactor) -> TargetError {
         _ => reply.body.clone(),
     };
     status_error(T, reply, &what, redact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_picks_the_hosts_and_an_explicit_url_wins() {
+        assert_eq!(PagerDutyRegion::default(), PagerDutyRegion::Us);
+        assert_eq!(
+            PagerDutyRegion::Us.events_url(None),
+            "https://events.pagerduty.com"
+        );
+        assert_eq!(
+            PagerDutyRegion::Eu.events_url(None),
+            "https://events.eu.pagerduty.com"
+        );
+        assert_eq!(
+            PagerDutyRegion::Us.api_url(None),
+            "https://api.pagerduty.com"
+        );
+        assert_eq!(
+            PagerDutyRegion::Eu.api_url(None),
+            "https://api.eu.pagerduty.com"
+        );
+        assert_eq!(
+            PagerDutyRegion::Eu.events_url(Some("http://127.0.0.1:9/pagerduty")),
+            "http://127.0.0.1:9/pagerduty"
+        );
+        assert_eq!(
+            PagerDutyRegion::Eu.api_url(Some("http://127.0.0.1:9/pd-api")),
+            "http://127.0.0.1:9/pd-api"
+        );
+        assert_eq!(PagerDutyRegion::Eu.as_str(), "eu");
+    }
 }

@@ -19,6 +19,13 @@ impl Redactor {
         }
     }
 
+    /// This redactor plus one more secret (a short-lived token).
+    pub(crate) fn with(&self, secret: &Secret) -> Redactor {
+        let mut r = self.clone();
+        r.add(secret);
+        r
+    }
+
     pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for s in &self.secrets {

@@ -1,15 +1,26 @@
-//! ServiceNow Table API: find an incident by `correlation_id`, create it if absent.
+//! ServiceNow Table API: find an incident by `correlation_id`, create it if
+//! absent; add a work note to it (exactly once, by a marker line); resolve it.
 
 use serde_json::{Value, json};
 use tg_model::{CorrelationId, PlannedAction, Severity};
 
 use crate::error::TargetError;
 use crate::executor::{ServiceNowConfig, TARGET_SERVICENOW};
-use crate::http::{self, Reply, is_web_url, send, status_error};
+use crate::http::{self, Reply, is_web_url, send, send_capped, status_error};
 use crate::secret::Redactor;
 
 /// Characters of `short_description` (the column's default length).
 pub const SHORT_DESCRIPTION_CHARS_MAX: usize = 160;
+/// Characters of a work note's text (before its marker line); longer evidence is cut.
+pub const WORK_NOTE_CHARS_MAX: usize = 4_000;
+/// Characters of `close_notes` on a resolve.
+pub const CLOSE_NOTES_CHARS_MAX: usize = 4_000;
+/// Bytes of an incident's work-note display text read to look for a note's
+/// marker. Beyond it the check cannot be made, and the update fails
+/// permanently rather than risk a second copy of the note.
+pub const WORK_NOTES_READ_BYTES_MAX: usize = 1024 * 1024;
+/// The close code of a resolve when none is configured.
+pub const DEFAULT_CLOSE_CODE: &str = "Solved (Permanently)";
 
 const T: &str = TARGET_SERVICENOW;
 
@@ -20,6 +31,29 @@ pub(crate) struct Incident {
     pub number: String,
     /// Whether this call created it (false: found by correlation_id).
     pub created: bool,
+    /// `state` as read ("" when the reply had none).
+    pub state: String,
+}
+
+/// What a work-note update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NoteOutcome {
+    /// The note was added.
+    Added(Incident),
+    /// An earlier attempt added it (its marker is in the work notes).
+    AlreadyPresent(Incident),
+    /// No active incident has the parent's correlation_id (people closed it):
+    /// nothing to do, and retrying cannot change that.
+    NoParent(String),
+}
+
+/// What a resolve did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResolveOutcome {
+    Resolved(Incident),
+    /// Already Resolved (6) or Closed (7).
+    AlreadyResolved(Incident),
+    NoParent(String),
 }
 
 fn table_url(cfg: &ServiceNowConfig) -> String {
@@ -220,6 +254,217 @@ async fn create(
     incident_of(row, true)
 }
 
+/// The parent's key (the create's idempotency key = its `correlation_id`),
+/// checked usable in a query. Missing is a planning error: permanent.
+pub(crate) fn checked_parent(action: &PlannedAction) -> Result<&str, TargetError> {
+    let Some(key) = action.parent_key.as_deref() else {
+        return Err(TargetError::permanent(
+            T,
+            format!(
+                "{} {} has no parent_key: there is no incident to act on",
+                action.kind,
+                action.op.as_str()
+            ),
+        ));
+    };
+    if CorrelationId::is_valid(key) {
+        Ok(key)
+    } else {
+        Err(TargetError::permanent(
+            T,
+            format!(
+                "parent_key {:?} is not a valid correlation_id",
+                http::take_chars(key, 120)
+            ),
+        ))
+    }
+}
+
+/// The line that marks a note as this action's, so a repeat can see it is there.
+/// The key is a checked correlation_id: no `]` or newline can end it early.
+pub(crate) fn note_marker(idempotency_key: &str) -> String {
+    format!("[triage-gate {idempotency_key}]")
+}
+
+/// The work note: the evidence (cut), then the marker line.
+pub(crate) fn note_text(action: &PlannedAction) -> Result<String, TargetError> {
+    let key = checked_key(action)?;
+    let evidence = http::take_chars(action.details.trim(), WORK_NOTE_CHARS_MAX);
+    let evidence = if evidence.is_empty() {
+        format!("triage-gate: new evidence for run {}", action.run_id)
+    } else {
+        evidence
+    };
+    Ok(format!("{evidence}\n{}", note_marker(key)))
+}
+
+fn no_parent(key: &str) -> String {
+    format!("no active incident has correlation_id {key:?}; it was closed or never created")
+}
+
+/// Adds the action's work note to the parent incident, exactly once: the
+/// incident's work notes are read first and the note is skipped when its
+/// marker is already there (an earlier attempt's PATCH landed but its reply
+/// was lost, or the process died before recording it).
+pub(crate) async fn add_note(
+    client: &reqwest::Client,
+    cfg: &ServiceNowConfig,
+    redact: &Redactor,
+    action: &PlannedAction,
+) -> Result<NoteOutcome, TargetError> {
+    let parent = checked_parent(action)?;
+    let text = note_text(action)?;
+    let marker = note_marker(checked_key(action)?);
+    let Some(incident) = lookup(client, cfg, redact, parent).await? else {
+        return Ok(NoteOutcome::NoParent(no_parent(parent)));
+    };
+    let notes = read_work_notes(client, cfg, redact, &incident).await?;
+    if notes.contains(&marker) {
+        return Ok(NoteOutcome::AlreadyPresent(incident));
+    }
+    patch(
+        client,
+        cfg,
+        redact,
+        &incident.sys_id,
+        &json!({ "work_notes": text }),
+        "work note",
+    )
+    .await?;
+    Ok(NoteOutcome::Added(incident))
+}
+
+/// Sets the parent incident Resolved (6) with the configured close code; an
+/// incident already Resolved or Closed is left alone.
+pub(crate) async fn resolve(
+    client: &reqwest::Client,
+    cfg: &ServiceNowConfig,
+    redact: &Redactor,
+    action: &PlannedAction,
+) -> Result<ResolveOutcome, TargetError> {
+    let parent = checked_parent(action)?;
+    let Some(incident) = lookup(client, cfg, redact, parent).await? else {
+        return Ok(ResolveOutcome::NoParent(no_parent(parent)));
+    };
+    if matches!(incident.state.as_str(), "6" | "7") {
+        return Ok(ResolveOutcome::AlreadyResolved(incident));
+    }
+    let notes = http::take_chars(action.details.trim(), CLOSE_NOTES_CHARS_MAX);
+    let notes = if notes.is_empty() {
+        format!(
+            "Resolved by triage-gate: the alert source reported it resolved (run {}).",
+            action.run_id
+        )
+    } else {
+        notes
+    };
+    let mut resolved = incident;
+    let state = patch(
+        client,
+        cfg,
+        redact,
+        &resolved.sys_id,
+        &json!({ "state": "6", "close_code": cfg.close_code, "close_notes": notes }),
+        "resolve",
+    )
+    .await?;
+    resolved.state = if state.is_empty() {
+        "6".to_owned()
+    } else {
+        state
+    };
+    Ok(ResolveOutcome::Resolved(resolved))
+}
+
+fn record_url(cfg: &ServiceNowConfig, sys_id: &str) -> String {
+    format!("{}/{sys_id}", table_url(cfg))
+}
+
+/// The incident's work notes as display text (every entry; journal fields
+/// read back empty without `sysparm_display_value`).
+async fn read_work_notes(
+    client: &reqwest::Client,
+    cfg: &ServiceNowConfig,
+    redact: &Redactor,
+    incident: &Incident,
+) -> Result<String, TargetError> {
+    let req = client
+        .get(record_url(cfg, &incident.sys_id))
+        .query(&[
+            ("sysparm_fields", "work_notes"),
+            ("sysparm_display_value", "true"),
+        ])
+        .header(reqwest::header::ACCEPT, "application/json")
+        .bearer_auth(cfg.token.expose());
+    let reply = send_capped(T, req, cfg.timeout_ms, redact, WORK_NOTES_READ_BYTES_MAX).await?;
+    if !reply.status.is_success() {
+        return Err(error_of(&reply, "work notes read", redact));
+    }
+    if reply.truncated {
+        return Err(TargetError::permanent(
+            T,
+            format!(
+                "work notes of {} exceed {WORK_NOTES_READ_BYTES_MAX} bytes: cannot check whether this note was already added",
+                incident.number
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_str(&reply.body)
+        .map_err(|e| TargetError::retryable(T, format!("work notes reply is not json: {e}")))?;
+    match value.get("result").and_then(|r| r.get("work_notes")) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        // A reference-style rendering: {display_value, value}.
+        Some(v) => Ok(v
+            .get("display_value")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()),
+        None => Err(TargetError::permanent(
+            T,
+            format!(
+                "the record of {} has no work_notes field: the integration user may not read journal fields",
+                incident.number
+            ),
+        )),
+    }
+}
+
+/// One PATCH of a record; the state it reports back.
+async fn patch(
+    client: &reqwest::Client,
+    cfg: &ServiceNowConfig,
+    redact: &Redactor,
+    sys_id: &str,
+    body: &Value,
+    op: &str,
+) -> Result<String, TargetError> {
+    let req = client
+        .patch(record_url(cfg, sys_id))
+        .query(&[
+            ("sysparm_fields", "sys_id,number,state"),
+            ("sysparm_exclude_reference_link", "true"),
+        ])
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .bearer_auth(cfg.token.expose())
+        .body(body.to_string());
+    let reply = send(T, req, cfg.timeout_ms, redact).await?;
+    if !reply.status.is_success() {
+        return Err(error_of(&reply, op, redact));
+    }
+    // The update is applied; an unreadable reply is not worth a retry (a note
+    // would be found by its marker, a resolve by its state, but why ask).
+    Ok(serde_json::from_str::<Value>(&reply.body)
+        .ok()
+        .and_then(|v| {
+            v.get("result")
+                .and_then(|r| r.get("state"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default())
+}
+
 fn incident_of(row: &Value, created: bool) -> Result<Incident, TargetError> {
     let field = |name: &str| {
         row.get(name)
@@ -232,6 +477,11 @@ fn incident_of(row: &Value, created: bool) -> Result<Incident, TargetError> {
         sys_id: field("sys_id")?,
         number: field("number")?,
         created,
+        state: row
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     })
 }
 

@@ -681,7 +681,7 @@ fn config_is_validated_without_echoing_secrets() {
     assert!(err.to_string().contains("timeout_ms 0"), "{err}");
 
     let mut bridge = bridge_config(addr, BridgeFormat::Slack);
-    bridge.webhook_url = Secret::new("hooks.slack.com/services/webhooksecret");
+    bridge.webhook_url = Some(Secret::new("hooks.slack.com/services/webhooksecret"));
     let err = Executor::new(None, None, Some(bridge), RetryPolicy::default()).unwrap_err();
     assert!(matches!(err, ConfigError::WebhookUrl { .. }));
     assert_no_secret(&err.to_string());

@@ -1481,6 +1481,12 @@ impl ActionsConfig {
             self.bridge.as_ref().map(|t| t.timeout_ms),
         ];
         let longest = timeouts.into_iter().flatten().max().unwrap_or(0);
+        if let Some(b) = &self.bridge {
+            out.extend(b.validate());
+        }
+        if let Some(pd) = &self.pagerduty {
+            out.extend(pd.validate());
+        }
         let o = &self.outbox;
         if o.lease_ms > OUTBOX_MS_MAX || o.lease_ms <= longest.saturating_mul(3) {
             out.push((
@@ -1515,18 +1521,154 @@ pub struct ServiceNowTarget {
     pub caller_id: Option<String>,
     #[serde(default = "default_action_timeout_ms")]
     pub timeout_ms: u64,
+    /// How a ticket op `resolve` closes the incident.
+    #[serde(default)]
+    pub resolve: ServiceNowResolve,
+}
+
+/// `actions.servicenow.resolve`: the values a resolve writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceNowResolve {
+    /// `close_code` (a choice value of the instance's incident table).
+    pub close_code: String,
+}
+
+impl Default for ServiceNowResolve {
+    fn default() -> Self {
+        ServiceNowResolve {
+            close_code: "Solved (Permanently)".into(),
+        }
+    }
+}
+
+/// `actions.pagerduty.region`: picks the API hosts of the account's region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PagerDutyRegionConfig {
+    /// `events.pagerduty.com`, `api.pagerduty.com`.
+    #[default]
+    Us,
+    /// `events.eu.pagerduty.com`, `api.eu.pagerduty.com`.
+    Eu,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutyTarget {
-    /// `https://events.pagerduty.com` (EU: `https://events.eu.pagerduty.com`).
-    #[serde(default = "default_pagerduty_url")]
-    pub base_url: String,
-    /// team -> Events API v2 integration (routing) key.
+    /// `us` (default) or `eu`: picks `https://events[.eu].pagerduty.com`.
+    #[serde(default)]
+    pub region: PagerDutyRegionConfig,
+    /// An explicit Events API base URL (a proxy, the sandbox); wins over `region`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// team -> Events API v2 integration (routing) key (with `api: events`).
+    #[serde(default)]
     pub routing_keys: BTreeMap<String, SecretRef>,
     #[serde(default = "default_action_timeout_ms")]
     pub timeout_ms: u64,
+    /// `events` (default: Events API v2 alerts) or `rest` (REST API incidents).
+    #[serde(default)]
+    pub api: PagerDutyApiConfig,
+    /// REST API access; required with `api: rest`.
+    #[serde(default)]
+    pub rest: Option<PagerDutyRestTarget>,
+}
+
+/// `actions.pagerduty.api`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PagerDutyApiConfig {
+    #[default]
+    Events,
+    Rest,
+}
+
+/// `actions.pagerduty.rest`: incidents through the REST API with a scoped OAuth token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyRestTarget {
+    /// An explicit REST base URL; wins over `region` (`https://api[.eu].pagerduty.com`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The `From` header: the email of a user on the account.
+    pub from: String,
+    /// team -> PagerDuty service ID.
+    pub service_ids: BTreeMap<String, String>,
+    pub oauth: PagerDutyOAuth,
+}
+
+/// `actions.pagerduty.rest.oauth`: the scoped app's client credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyOAuth {
+    #[serde(default = "default_pagerduty_token_url")]
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// The account subdomain (`acme` of acme.pagerduty.com): the token's scope
+    /// is `as_account-<region>.<subdomain> incidents.read incidents.write`.
+    pub subdomain: String,
+    #[serde(default = "default_action_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_pagerduty_token_url() -> String {
+    "https://identity.pagerduty.com/oauth/token".into()
+}
+
+impl PagerDutyTarget {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Some(rest) = &self.rest else {
+            if self.api == PagerDutyApiConfig::Rest {
+                out.push((
+                    "actions.pagerduty.api".into(),
+                    "rest needs an actions.pagerduty.rest section".into(),
+                ));
+            }
+            return out;
+        };
+        if !rest.from.contains('@') || rest.from.chars().any(char::is_whitespace) {
+            out.push((
+                "actions.pagerduty.rest.from".into(),
+                format!("{:?} is not an email address", rest.from),
+            ));
+        }
+        for (path, url) in [
+            ("actions.pagerduty.rest.base_url", rest.base_url.as_deref()),
+            (
+                "actions.pagerduty.rest.oauth.token_url",
+                Some(rest.oauth.token_url.as_str()),
+            ),
+        ] {
+            if let Some(u) = url
+                && !(u.starts_with("https://") || u.starts_with("http://"))
+            {
+                out.push((path.into(), format!("{u:?} is not an http(s) URL")));
+            }
+        }
+        let sub = &rest.oauth.subdomain;
+        if sub.is_empty() || !sub.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            out.push((
+                "actions.pagerduty.rest.oauth.subdomain".into(),
+                format!("{sub:?} is not an account subdomain ([A-Za-z0-9-])"),
+            ));
+        }
+        if rest.oauth.client_id.is_empty() {
+            out.push((
+                "actions.pagerduty.rest.oauth.client_id".into(),
+                "must not be empty".into(),
+            ));
+        }
+        if rest.oauth.timeout_ms == 0 || rest.oauth.timeout_ms > 60_000 {
+            out.push((
+                "actions.pagerduty.rest.oauth.timeout_ms".into(),
+                format!("{} is outside 1..=60000", rest.oauth.timeout_ms),
+            ));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1540,14 +1682,81 @@ pub enum BridgeFormatConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeTarget {
-    /// The incoming-webhook URL (a secret: anyone holding it can post).
-    pub webhook_url: SecretRef,
+    /// The chat incoming-webhook URL (a secret: anyone holding it can post).
+    /// Optional when `webhooks` names at least one receiver.
+    #[serde(default)]
+    pub webhook_url: Option<SecretRef>,
     #[serde(default)]
     pub format: BridgeFormatConfig,
     #[serde(default)]
     pub conference_url: Option<String>,
     #[serde(default = "default_action_timeout_ms")]
     pub timeout_ms: u64,
+    /// Generic receivers of the announcement, signed with HMAC-SHA256 (docs/webhooks.md).
+    #[serde(default)]
+    pub webhooks: Vec<SignedWebhookTarget>,
+}
+
+/// Most signed webhooks (`actions.bridge.webhooks`).
+pub const BRIDGE_WEBHOOKS_MAX: usize = 8;
+
+/// `actions.bridge.webhooks[]`: one signed-webhook receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedWebhookTarget {
+    /// Names it in results and errors: 1..=64 of `[A-Za-z0-9_-]`, unique.
+    pub name: String,
+    /// Where to POST (http(s)).
+    pub url: String,
+    /// The shared signing secret (at least 32 characters).
+    pub secret: SecretRef,
+}
+
+impl BridgeTarget {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.webhook_url.is_none() && self.webhooks.is_empty() {
+            out.push((
+                "actions.bridge".into(),
+                "needs a webhook_url, at least one entry in webhooks, or both".into(),
+            ));
+        }
+        if self.webhooks.len() > BRIDGE_WEBHOOKS_MAX {
+            out.push((
+                "actions.bridge.webhooks".into(),
+                format!(
+                    "{} webhooks; at most {BRIDGE_WEBHOOKS_MAX}",
+                    self.webhooks.len()
+                ),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let ok = !w.name.is_empty()
+                && w.name.len() <= 64
+                && w.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            if !ok {
+                out.push((
+                    format!("actions.bridge.webhooks[{i}].name"),
+                    format!("{:?} is not 1..=64 characters of [A-Za-z0-9_-]", w.name),
+                ));
+            } else if !names.insert(w.name.as_str()) {
+                out.push((
+                    format!("actions.bridge.webhooks[{i}].name"),
+                    format!("{:?} is used twice", w.name),
+                ));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                out.push((
+                    format!("actions.bridge.webhooks[{i}].url"),
+                    format!("{:?} is not an http(s) URL", w.url),
+                ));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1575,9 +1784,6 @@ impl Default for RetryConfig {
     }
 }
 
-fn default_pagerduty_url() -> String {
-    "https://events.pagerduty.com".into()
-}
 fn default_action_timeout_ms() -> u64 {
     10_000
 }
@@ -1707,6 +1913,15 @@ impl Config {
                 if !teams.contains(team) {
                     out.push((
                         format!("actions.pagerduty.routing_keys.{team}"),
+                        format!("team {team:?} is not in catalog.teams"),
+                    ));
+                }
+            }
+            let rest_teams = pd.rest.iter().flat_map(|r| r.service_ids.keys());
+            for team in rest_teams {
+                if !teams.contains(team) {
+                    out.push((
+                        format!("actions.pagerduty.rest.service_ids.{team}"),
                         format!("team {team:?} is not in catalog.teams"),
                     ));
                 }

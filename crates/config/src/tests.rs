@@ -91,3 +91,165 @@ actions:
         "gate.yaml:4: actions.pagerduty.routing_keys.ghosts: team \"ghosts\" is not in catalog.teams"
     );
 }
+
+// ---- actions: pagerduty region, servicenow resolve, bridge signed webhooks (helper A)
+
+#[test]
+fn pagerduty_region_servicenow_resolve_and_signed_webhooks_parse() {
+    let text = "\
+actions:
+  servicenow:
+    base_url: https://acme.service-now.com
+    token: { env: SN_TOKEN }
+    resolve: { close_code: Resolved by Caller }
+  pagerduty:
+    region: eu
+    routing_keys: {}
+  bridge:
+    webhooks:
+      - name: mim-bot
+        url: https://bot.example.com/triage-gate
+        secret: { file: /run/secrets/mim-bot }
+";
+    let c = Config::from_yaml(text, "gate.yaml").unwrap();
+    let pd = c.actions.pagerduty.unwrap();
+    assert_eq!(pd.region, PagerDutyRegionConfig::Eu);
+    assert_eq!(pd.base_url, None);
+    let sn = c.actions.servicenow.unwrap();
+    assert_eq!(sn.resolve.close_code, "Resolved by Caller");
+    let bridge = c.actions.bridge.unwrap();
+    assert!(bridge.webhook_url.is_none());
+    assert_eq!(bridge.webhooks[0].name, "mim-bot");
+    assert_eq!(
+        bridge.webhooks[0].secret,
+        SecretRef::File("/run/secrets/mim-bot".into())
+    );
+
+    // Defaults: region us, the documented close code.
+    let text = "\
+actions:
+  servicenow:
+    base_url: https://acme.service-now.com
+    token: { env: SN_TOKEN }
+  pagerduty:
+    routing_keys: {}
+";
+    let c = Config::from_yaml(text, "gate.yaml").unwrap();
+    assert_eq!(
+        c.actions.pagerduty.unwrap().region,
+        PagerDutyRegionConfig::Us
+    );
+    assert_eq!(
+        c.actions.servicenow.unwrap().resolve.close_code,
+        "Solved (Permanently)"
+    );
+}
+
+#[test]
+fn bridge_and_region_problems_are_located() {
+    let text = "\
+actions:
+  pagerduty:
+    region: ap
+    routing_keys: {}
+";
+    let err = Config::from_yaml(text, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("region") && err.contains("ap"), "{err}");
+
+    let text = "\
+actions:
+  bridge:
+    format: slack
+    webhooks:
+      - name: bot
+        url: ftp://bot.example.com
+        secret: { env: A }
+      - name: bot
+        url: https://bot.example.com
+        secret: { env: B }
+      - name: 'has space'
+        url: https://bot.example.com
+        secret: { env: C }
+";
+    let err = Config::from_yaml(text, "gate.yaml").unwrap_err();
+    let lines: Vec<String> = err.0.iter().map(|i| i.to_string()).collect();
+    for want in [
+        "actions.bridge.webhooks[0].url",
+        "actions.bridge.webhooks[1].name",
+        "actions.bridge.webhooks[2].name",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+
+    let text = "actions:\n  bridge:\n    format: teams\n";
+    let err = Config::from_yaml(text, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gate.yaml:2: actions.bridge: needs a webhook_url"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pagerduty_rest_parses_and_is_checked() {
+    let text = "\
+actions:
+  pagerduty:
+    api: rest
+    region: eu
+    rest:
+      from: mi-bot@example.com
+      service_ids: {}
+      oauth:
+        client_id: 0a1b2c
+        client_secret: { env: PD_CLIENT_SECRET }
+        subdomain: acme
+";
+    let c = Config::from_yaml(text, "gate.yaml").unwrap();
+    let pd = c.actions.pagerduty.unwrap();
+    assert_eq!(pd.api, PagerDutyApiConfig::Rest);
+    let rest = pd.rest.unwrap();
+    assert_eq!(
+        rest.oauth.token_url,
+        "https://identity.pagerduty.com/oauth/token"
+    );
+    assert_eq!(rest.oauth.subdomain, "acme");
+
+    let text = "\
+actions:
+  pagerduty:
+    api: rest
+";
+    let err = Config::from_yaml(text, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("actions.pagerduty.api: rest needs"), "{err}");
+
+    let text = "\
+actions:
+  pagerduty:
+    api: rest
+    rest:
+      from: not-an-email
+      service_ids: { nobody: PXXXXXX }
+      oauth:
+        token_url: identity.pagerduty.com
+        client_id: ''
+        client_secret: { env: S }
+        subdomain: 'a b'
+";
+    let err = Config::from_yaml(text, "gate.yaml").unwrap_err();
+    let lines: Vec<String> = err.0.iter().map(|i| i.to_string()).collect();
+    for want in [
+        "actions.pagerduty.rest.from",
+        "actions.pagerduty.rest.service_ids.nobody",
+        "actions.pagerduty.rest.oauth.token_url",
+        "actions.pagerduty.rest.oauth.client_id",
+        "actions.pagerduty.rest.oauth.subdomain",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+}

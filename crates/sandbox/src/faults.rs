@@ -256,7 +256,8 @@ impl Faults {
         *lock(&self.clock) = Some(clock);
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    /// The sandbox's clock (the injected one, else wall time).
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         match lock(&self.clock).as_ref() {
             Some(c) => c(),
             None => Utc::now(),

@@ -1,4 +1,6 @@
-//! Emulators of ServiceNow, PagerDuty, the chat bridge and the model APIs
+//! Emulators of ServiceNow, PagerDuty (Events v2, REST incidents and the
+//! scoped-OAuth token endpoint), the chat bridge (Slack, Teams, and a
+//! receiver of triage-gate's signed webhooks) and the model APIs
 //! (Anthropic Messages, Amazon Bedrock Converse with SigV4, OpenAI-compatible
 //! chat completions), recording what they receive.
 //!
@@ -20,10 +22,12 @@ mod control;
 pub mod faults;
 pub mod openai;
 pub mod pagerduty;
+pub mod pagerduty_rest;
 pub mod record;
 pub mod servicenow;
 pub mod sns;
 pub mod sts;
+pub mod webhook;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -45,10 +49,12 @@ pub use bedrock::{BedrockCredentials, ModelScript, ModelScriptError};
 pub use bridge::{BridgePost, Channel, DEFAULT_WEBHOOK_TOKEN, WebhookError};
 pub use faults::{ChaosKind, ChaosSpec, FaultError, FaultSpec, OutageSpec, SandboxClock};
 pub use pagerduty::{Alert, AlertStatus};
+pub use pagerduty_rest::RestIncident;
 pub use record::{RecordedRequest, Secret, Target};
-pub use servicenow::{Incident, ServiceNowRules};
+pub use servicenow::{Incident, IncidentUpdate, JournalEntry, ServiceNowRules};
 pub use sns::{Confirmation, SnsSignError};
 pub use sts::{DEFAULT_STS_ROLE_ARN, DEFAULT_WEB_IDENTITY_TOKEN, StsCall, StsControlError};
+pub use webhook::{ReceiverError, Refusal, SignedDelivery};
 
 /// Largest request body any emulator reads, in bytes (answered 413 in the
 /// target's error shape beyond it).
@@ -121,6 +127,7 @@ pub struct SandboxState {
     anthropic_api_key: String,
     servicenow: servicenow::ServiceNowState,
     pagerduty: pagerduty::PagerDutyState,
+    pagerduty_rest: pagerduty_rest::PagerDutyRestState,
     bridge: bridge::BridgeState,
     anthropic: anthropic::AnthropicState,
     brain: Arc<dyn ModelBrain>,
@@ -130,6 +137,7 @@ pub struct SandboxState {
     recorder: record::Recorder,
     sns: sns::SnsState,
     sts: sts::StsState,
+    webhooks: webhook::WebhookState,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -149,6 +157,7 @@ impl SandboxState {
             anthropic_api_key: cfg.anthropic_api_key.clone(),
             servicenow: servicenow::ServiceNowState::default(),
             pagerduty: pagerduty::PagerDutyState::default(),
+            pagerduty_rest: pagerduty_rest::PagerDutyRestState::default(),
             bridge: bridge::BridgeState::default(),
             anthropic: anthropic::AnthropicState::new(cfg.brain.clone()),
             brain: cfg.brain.clone().unwrap_or_else(|| Arc::new(DefaultBrain)),
@@ -164,12 +173,19 @@ impl SandboxState {
             recorder: record::Recorder::default(),
             sns: sns::SnsState::default(),
             sts: sts::StsState::default(),
+            webhooks: webhook::WebhookState::default(),
         }
     }
 
     /// ServiceNow incidents, in creation order.
     pub fn incidents(&self) -> Vec<Incident> {
         self.servicenow.incidents()
+    }
+
+    /// Accepted ServiceNow updates (`PATCH`/`PUT`), oldest first: count work
+    /// notes with [`IncidentUpdate::adds_work_note`], resolves with [`IncidentUpdate::resolves`].
+    pub fn servicenow_updates(&self) -> Vec<IncidentUpdate> {
+        self.servicenow.updates()
     }
 
     pub fn servicenow_rules(&self) -> ServiceNowRules {
@@ -184,6 +200,42 @@ impl SandboxState {
     /// PagerDuty alerts, open and closed, in the order they were opened.
     pub fn pagerduty_alerts(&self) -> Vec<Alert> {
         self.pagerduty.alerts()
+    }
+
+    /// Incidents created through the PagerDuty REST API, oldest first.
+    pub fn pagerduty_rest_incidents(&self) -> Vec<RestIncident> {
+        self.pagerduty_rest.incidents()
+    }
+
+    /// Register a PagerDuty OAuth app (client credentials) for account `subdomain`.
+    pub fn pagerduty_oauth_client(&self, client_id: &str, client_secret: &str, subdomain: &str) {
+        self.pagerduty_rest
+            .register_client(client_id, client_secret, subdomain);
+    }
+
+    /// Accept `Authorization: Token token=<key>` on the REST API.
+    pub fn pagerduty_api_key(&self, key: &str) {
+        self.pagerduty_rest.register_api_key(key);
+    }
+
+    /// Token requests received by the PagerDuty OAuth endpoint.
+    pub fn pagerduty_token_requests(&self) -> u64 {
+        self.pagerduty_rest.token_requests()
+    }
+
+    /// Answer the next `n` token requests 503 (the identity service is down).
+    pub fn pagerduty_fail_token_requests(&self, n: u32) {
+        self.pagerduty_rest.fail_token_requests(n);
+    }
+
+    /// Answer the next `n` REST incident lists empty (a list that lags a create).
+    pub fn pagerduty_stale_lists(&self, n: u32) {
+        self.pagerduty_rest.stale_lists(n);
+    }
+
+    /// Invalidate every issued PagerDuty token (the REST API then answers 401).
+    pub fn pagerduty_revoke_tokens(&self) {
+        self.pagerduty_rest.revoke_tokens();
     }
 
     /// Accepted Slack and Teams posts, oldest first.
@@ -204,6 +256,22 @@ impl SandboxState {
     /// Requests a target received, oldest first, secrets redacted.
     pub fn requests(&self, target: Target) -> Vec<RecordedRequest> {
         self.recorder.list(target)
+    }
+
+    /// Register a signed-webhook receiver `name` verifying with `secret`
+    /// (served at `/bridge/signed/{name}`; registering again replaces the secret).
+    pub fn register_signed_webhook(&self, name: &str, secret: &str) -> Result<(), ReceiverError> {
+        self.webhooks.register(name, secret)
+    }
+
+    /// Verified signed-webhook deliveries, oldest first.
+    pub fn signed_deliveries(&self) -> Vec<SignedDelivery> {
+        self.webhooks.deliveries()
+    }
+
+    /// Refused signed-webhook deliveries, counted by reason.
+    pub fn signed_refusals(&self) -> std::collections::BTreeMap<Refusal, u64> {
+        self.webhooks.refusals()
     }
 
     /// Queue a scripted model reply (first matching script wins).
@@ -323,6 +391,7 @@ impl SandboxState {
     pub fn reset(&self) {
         self.servicenow.reset();
         self.pagerduty.reset();
+        self.pagerduty_rest.reset();
         self.bridge.reset();
         self.anthropic.reset();
         self.bedrock.scripts.clear();
@@ -331,6 +400,7 @@ impl SandboxState {
         self.recorder.clear();
         self.sns.reset();
         self.sts.reset();
+        self.webhooks.reset();
     }
 }
 
@@ -346,9 +416,15 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         )
         .nest(
             "/pagerduty",
-            emulator(pagerduty::routes(), Target::Pagerduty),
+            emulator(
+                pagerduty::routes().merge(pagerduty_rest::routes()),
+                Target::Pagerduty,
+            ),
         )
-        .nest("/bridge", emulator(bridge::routes(), Target::Bridge))
+        .nest(
+            "/bridge",
+            emulator(bridge::routes().merge(webhook::routes()), Target::Bridge),
+        )
         .nest(
             "/anthropic",
             emulator(anthropic::routes(), Target::Anthropic),
@@ -484,6 +560,16 @@ impl Sandbox {
         format!("{}/pagerduty", self.base_url())
     }
 
+    /// Base URL of the PagerDuty REST API emulator (`/incidents` is appended).
+    pub fn pagerduty_api_url(&self) -> String {
+        format!("{}/pagerduty/rest", self.base_url())
+    }
+
+    /// The PagerDuty OAuth token endpoint emulator.
+    pub fn pagerduty_token_url(&self) -> String {
+        format!("{}/pagerduty/oauth/token", self.base_url())
+    }
+
     pub fn anthropic_url(&self) -> String {
         format!("{}/anthropic", self.base_url())
     }
@@ -530,6 +616,14 @@ impl Sandbox {
     pub fn teams_webhook_url(&self, token: &str) -> String {
         self.issue(token);
         format!("{}/bridge/teams/{token}", self.base_url())
+    }
+
+    /// The URL of signed-webhook receiver `name`, registering it with `secret`.
+    pub fn signed_webhook_url(&self, name: &str, secret: &str) -> String {
+        if let Err(e) = self.state.register_signed_webhook(name, secret) {
+            tracing::warn!(error = %e, "receiver not registered; its URL will answer 404");
+        }
+        format!("{}/bridge/signed/{name}", self.base_url())
     }
 
     fn issue(&self, token: &str) {

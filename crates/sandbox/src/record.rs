@@ -27,7 +27,7 @@ const SECRET_HEADERS: &[&str] = &[
 ];
 
 /// Top-level JSON body fields whose values are secrets.
-const SECRET_BODY_FIELDS: &[&str] = &["routing_key"];
+const SECRET_BODY_FIELDS: &[&str] = &["routing_key", "client_secret", "client_assertion"];
 
 pub use tg_model::Secret;
 
@@ -185,10 +185,27 @@ pub(crate) fn redact_body(bytes: &[u8]) -> Option<serde_json::Value> {
             }
             Some(v)
         }
-        Err(_) => Some(serde_json::Value::String(
-            String::from_utf8_lossy(bytes).into_owned(),
-        )),
+        Err(_) => Some(serde_json::Value::String(redact_form(
+            &String::from_utf8_lossy(bytes),
+        ))),
     }
+}
+
+/// Form fields whose values are secrets (an OAuth token request).
+const SECRET_FORM_FIELDS: &[&str] = &["client_secret", "client_assertion", "assertion"];
+
+/// A form-encoded body with secret fields' values redacted (other text unchanged).
+fn redact_form(text: &str) -> String {
+    if !text.contains('=') {
+        return text.to_owned();
+    }
+    text.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if SECRET_FORM_FIELDS.contains(&k) => format!("{k}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The path with webhook tokens (secrets embedded in bridge URLs) redacted.

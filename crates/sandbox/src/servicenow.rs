@@ -6,6 +6,13 @@
 //! where the real platform is lenient, because clients must cope with it:
 //! unknown columns are dropped silently, over-long strings are truncated, and an
 //! encoded query with an unknown column ignores that term (switchable).
+//!
+//! Journal columns (`work_notes`, `comments`) append an entry on every write
+//! and read back as `""`, except with `sysparm_display_value=true|all`, where
+//! they read back as the platform's display text: every entry, newest first,
+//! `"<yyyy-mm-dd hh:mm:ss> - <user> (Work notes)\n<text>\n\n"`. Every
+//! accepted update (`PATCH`/`PUT`) is also kept in a log
+//! ([`crate::SandboxState::servicenow_updates`]) so tests can count notes and resolves.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +41,8 @@ pub const CORRELATION_ID_CHARS_MAX: usize = 100;
 pub const WORK_NOTES_PER_INCIDENT_MAX: usize = 1_000;
 /// The first incident number handed out (`INC0010001`).
 pub const FIRST_INCIDENT_NUMBER: u64 = 10_001;
+/// Accepted updates kept in the update log; older ones are dropped first.
+pub const UPDATES_MAX: usize = 10_000;
 
 /// Columns of `incident` the emulator knows; other names in a body are dropped
 /// (custom `u_*` columns are kept).
@@ -104,6 +113,8 @@ const JOURNALS: &[&str] = &["work_notes", "comments"];
 
 /// The user the sandbox acts as in `sys_created_by` / `sys_updated_by`.
 const API_USER: &str = "triage.gate.integration";
+/// How that user is displayed in journal display text.
+const API_USER_DISPLAY: &str = "Triage Gate Integration";
 
 /// Instance behaviour that differs between ServiceNow instances; switch it per test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +152,42 @@ pub struct Incident {
     pub work_notes: Vec<String>,
     /// Additional comments in the order they were written.
     pub comments: Vec<String>,
+    /// Every journal entry (work notes and comments), oldest first.
+    pub journal: Vec<JournalEntry>,
+}
+
+/// One journal entry, as the platform's `sys_journal_field` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalEntry {
+    /// `work_notes` or `comments`.
+    pub column: String,
+    /// `yyyy-mm-dd hh:mm:ss` (UTC).
+    pub created_on: String,
+    pub value: String,
+}
+
+/// One accepted `PATCH`/`PUT` of an incident: what the request wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncidentUpdate {
+    pub sys_id: String,
+    pub number: String,
+    /// The columns written (after dropping unknown ones), journal entries included.
+    pub written: BTreeMap<String, String>,
+    pub at: String,
+}
+
+impl IncidentUpdate {
+    /// Whether this update added a work note.
+    pub fn adds_work_note(&self) -> bool {
+        self.written
+            .get("work_notes")
+            .is_some_and(|n| !n.is_empty())
+    }
+
+    /// Whether this update set the state to Resolved (6).
+    pub fn resolves(&self) -> bool {
+        self.written.get("state").map(String::as_str) == Some("6")
+    }
 }
 
 impl Incident {
@@ -162,6 +209,7 @@ pub(crate) struct ServiceNowState {
 #[derive(Debug)]
 struct Inner {
     incidents: Vec<Incident>,
+    updates: std::collections::VecDeque<IncidentUpdate>,
     next_number: u64,
     rules: ServiceNowRules,
 }
@@ -171,6 +219,7 @@ impl Default for ServiceNowState {
         ServiceNowState {
             inner: Mutex::new(Inner {
                 incidents: Vec::new(),
+                updates: std::collections::VecDeque::new(),
                 next_number: FIRST_INCIDENT_NUMBER,
                 rules: ServiceNowRules::default(),
             }),
@@ -181,6 +230,10 @@ impl Default for ServiceNowState {
 impl ServiceNowState {
     pub(crate) fn incidents(&self) -> Vec<Incident> {
         lock(&self.inner).incidents.clone()
+    }
+
+    pub(crate) fn updates(&self) -> Vec<IncidentUpdate> {
+        lock(&self.inner).updates.iter().cloned().collect()
     }
 
     pub(crate) fn rules(&self) -> ServiceNowRules {
@@ -194,6 +247,7 @@ impl ServiceNowState {
     pub(crate) fn reset(&self) {
         let mut inner = lock(&self.inner);
         inner.incidents.clear();
+        inner.updates.clear();
         inner.next_number = FIRST_INCIDENT_NUMBER;
         inner.rules = ServiceNowRules::default();
     }
@@ -395,7 +449,12 @@ fn apply(incident: &mut Incident, mut written: BTreeMap<String, String>, now: &s
                 &mut incident.comments
             };
             if list.len() < WORK_NOTES_PER_INCIDENT_MAX {
-                list.push(entry);
+                list.push(entry.clone());
+                incident.journal.push(JournalEntry {
+                    column: (*journal).to_owned(),
+                    created_on: now.to_owned(),
+                    value: entry,
+                });
             }
         }
     }
@@ -440,6 +499,8 @@ fn render(incident: &Incident, params: &[(String, String)], host: &str) -> Value
             .collect()
     });
     let exclude_links = is_true(params, "sysparm_exclude_reference_link");
+    let display = param(params, "sysparm_display_value")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("all"));
     let mut out = Map::new();
     let mut put = |name: &str, value: &str| {
         if wanted.as_ref().is_some_and(|w| !w.contains(&name)) {
@@ -459,9 +520,36 @@ fn render(incident: &Incident, params: &[(String, String)], host: &str) -> Value
         put(name, value);
     }
     for journal in JOURNALS {
-        put(journal, "");
+        let text = if display {
+            journal_display(incident, journal)
+        } else {
+            String::new()
+        };
+        put(journal, &text);
     }
     Value::Object(out)
+}
+
+/// A journal column's display text: every entry, newest first, as the platform
+/// renders it with `sysparm_display_value=true`.
+fn journal_display(incident: &Incident, column: &str) -> String {
+    let label = if column == "work_notes" {
+        "Work notes"
+    } else {
+        "Additional comments"
+    };
+    incident
+        .journal
+        .iter()
+        .rev()
+        .filter(|e| e.column == column)
+        .map(|e| {
+            format!(
+                "{} - {API_USER_DISPLAY} ({label})\n{}\n\n",
+                e.created_on, e.value
+            )
+        })
+        .collect()
 }
 
 fn host(headers: &HeaderMap) -> String {
@@ -552,6 +640,7 @@ async fn create(
         fields,
         work_notes: Vec::new(),
         comments: Vec::new(),
+        journal: Vec::new(),
     };
     apply(&mut incident, written, &now);
     let host = host(&headers);
@@ -637,8 +726,19 @@ async fn update(
     incident
         .fields
         .insert("sys_mod_count".into(), (mods + 1).to_string());
+    let update = IncidentUpdate {
+        sys_id: incident.sys_id.clone(),
+        number: incident.number.clone(),
+        written: written.clone(),
+        at: now.clone(),
+    };
     apply(incident, written, &now);
     let result = render(incident, &params, &host(&headers));
+    if inner.updates.len() >= UPDATES_MAX {
+        inner.updates.pop_front();
+    }
+    inner.updates.push_back(update);
+    drop(inner);
     with_body(StatusCode::OK, &headers, json!({"result": result}))
 }
 

@@ -321,3 +321,128 @@ async fn patch_appends_work_notes_and_resolving_needs_close_info() {
     assert_eq!(s, 404);
     assert_eq!(b["error"]["message"], "No Record found");
 }
+
+#[tokio::test]
+async fn journal_reads_back_as_display_text_and_updates_are_logged_and_faulted() {
+    let (sb, c) = start().await;
+    let base = sb.servicenow_url();
+    let (_, created) = create(
+        &c,
+        &base,
+        json!({"short_description": "x", "work_notes": "opened"}),
+    )
+    .await;
+    let sys_id = created["result"]["sys_id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/api/now/table/incident/{sys_id}");
+    for note in ["first note\n[triage-gate k1]", "second note"] {
+        let (s, _) = json(
+            sn(&c, reqwest::Method::PATCH, url.clone())
+                .json(&json!({ "work_notes": note }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let read = |display: Option<&'static str>| {
+        let mut q = vec![("sysparm_fields", "work_notes,number")];
+        if let Some(d) = display {
+            q.push(("sysparm_display_value", d));
+        }
+        sn(&c, reqwest::Method::GET, url.clone()).query(&q).send()
+    };
+    let (s, b) = json(read(Some("true")).await.unwrap()).await;
+    assert_eq!(s, 200);
+    let text = b["result"]["work_notes"].as_str().unwrap();
+    let (newest, oldest) = (
+        text.find("second note").unwrap(),
+        text.find("opened").unwrap(),
+    );
+    assert!(
+        newest < text.find("first note").unwrap() && text.find("first note").unwrap() < oldest,
+        "newest first: {text}"
+    );
+    assert!(text.contains("[triage-gate k1]"));
+    assert!(
+        text.contains(" - Triage Gate Integration (Work notes)\n"),
+        "{text}"
+    );
+    assert_eq!(
+        b["result"].as_object().unwrap().len(),
+        2,
+        "only sysparm_fields"
+    );
+    let (_, b) = json(read(None).await.unwrap()).await;
+    assert_eq!(
+        b["result"]["work_notes"], "",
+        "without display values a journal reads empty"
+    );
+
+    let updates = sb.state().servicenow_updates();
+    assert_eq!(updates.len(), 2);
+    assert!(updates.iter().all(|u| u.adds_work_note() && !u.resolves()));
+    assert_eq!(updates[0].number, "INC0010001");
+
+    // PATCH needs Content-Type like POST; an unknown sys_id is the platform's 404.
+    let (s, _) = json(
+        sn(&c, reqwest::Method::PATCH, url.clone())
+            .header("content-type", "text/plain")
+            .body(r#"{"work_notes":"x"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, b) = json(
+        sn(
+            &c,
+            reqwest::Method::GET,
+            format!("{base}/api/now/table/incident/{}", "f".repeat(32)),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["message"].as_str()),
+        (404, Some("No Record found"))
+    );
+
+    // Faults apply to PATCH and GET of a record, before any work is done.
+    for method in [reqwest::Method::PATCH, reqwest::Method::GET] {
+        assert_eq!(
+            control(
+                &c,
+                &sb,
+                "faults",
+                json!({"target": "servicenow", "status": 503, "count": 1})
+            )
+            .await,
+            204
+        );
+        let mut req = sn(&c, method.clone(), url.clone());
+        if method == reqwest::Method::PATCH {
+            req = req.json(&json!({"work_notes": "lost"}));
+        }
+        let (s, b) = json(req.send().await.unwrap()).await;
+        assert_eq!(s, 503, "{method}");
+        assert_eq!(b["status"], "failure");
+    }
+    assert_eq!(sb.state().incidents()[0].work_notes.len(), 3);
+    assert_eq!(sb.state().servicenow_updates().len(), 2);
+
+    // A resolve is logged as one.
+    let (s, _) = json(
+        sn(&c, reqwest::Method::PATCH, url.clone())
+            .json(&json!({"state": "6", "close_code": "Solved (Permanently)", "close_notes": "ok"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(sb.state().servicenow_updates()[2].resolves());
+}

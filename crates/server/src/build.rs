@@ -526,7 +526,8 @@ fn build_executor(
     secrets: &dyn SecretSource,
 ) -> anyhow::Result<tg_actions::Executor> {
     use tg_actions::{
-        BridgeConfig, BridgeFormat, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig,
+        BridgeConfig, BridgeFormat, PagerDutyConfig, PagerDutyRegion, RetryPolicy, Secret,
+        ServiceNowConfig, SignedWebhook,
     };
     let a = &config.actions;
     let servicenow = match &a.servicenow {
@@ -540,6 +541,7 @@ fn build_executor(
             ),
             assignment_groups: sn.assignment_groups.clone(),
             caller_id: sn.caller_id.clone(),
+            close_code: sn.resolve.close_code.clone(),
             timeout_ms: sn.timeout_ms,
         }),
         None => None,
@@ -553,8 +555,23 @@ fn build_executor(
                     .with_context(|| format!("actions.pagerduty.routing_keys.{team}"))?;
                 keys.insert(team.clone(), k);
             }
+            let region = match pd.region {
+                tg_config::PagerDutyRegionConfig::Us => PagerDutyRegion::Us,
+                tg_config::PagerDutyRegionConfig::Eu => PagerDutyRegion::Eu,
+            };
+            let rest = match (pd.api, &pd.rest) {
+                (tg_config::PagerDutyApiConfig::Rest, Some(r)) => {
+                    Some(build_pagerduty_rest(region, r, secrets)?)
+                }
+                (tg_config::PagerDutyApiConfig::Rest, None) => {
+                    return Err(anyhow!("actions.pagerduty.api: rest needs a rest section"));
+                }
+                (tg_config::PagerDutyApiConfig::Events, _) => None,
+            };
             Some(PagerDutyConfig {
-                base_url: pd.base_url.clone(),
+                rest,
+                // An explicit base URL (a proxy, the sandbox) wins over the region.
+                base_url: region.events_url(pd.base_url.as_deref()),
                 routing_keys: keys,
                 timeout_ms: pd.timeout_ms,
             })
@@ -563,12 +580,24 @@ fn build_executor(
     };
     let bridge = match &a.bridge {
         Some(b) => Some(BridgeConfig {
-            webhook_url: Secret::new(
-                secrets
-                    .read(&b.webhook_url)
-                    .context("actions.bridge.webhook_url")?
-                    .expose(),
-            ),
+            webhook_url: match &b.webhook_url {
+                Some(r) => Some(secrets.read(r).context("actions.bridge.webhook_url")?),
+                None => None,
+            },
+            webhooks: b
+                .webhooks
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    Ok(SignedWebhook {
+                        name: w.name.clone(),
+                        url: w.url.clone(),
+                        secret: secrets
+                            .read(&w.secret)
+                            .with_context(|| format!("actions.bridge.webhooks[{i}].secret"))?,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
             format: match b.format {
                 tg_config::BridgeFormatConfig::Slack => BridgeFormat::Slack,
                 tg_config::BridgeFormatConfig::Teams => BridgeFormat::Teams,
@@ -587,6 +616,38 @@ fn build_executor(
     };
     tg_actions::Executor::new(servicenow, pagerduty, bridge, retry)
         .map_err(|e| anyhow!("actions: {e}"))
+}
+
+/// `actions.pagerduty.rest`: the REST base URL and a client-credentials token
+/// source scoped to the account and to incidents only.
+fn build_pagerduty_rest(
+    region: tg_actions::PagerDutyRegion,
+    r: &tg_config::PagerDutyRestTarget,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<tg_actions::PagerDutyRest> {
+    let secret = secrets
+        .read(&r.oauth.client_secret)
+        .context("actions.pagerduty.rest.oauth.client_secret")?;
+    let tokens = tg_identity::TokenSource::new(tg_identity::ClientCredentials {
+        token_url: r.oauth.token_url.clone(),
+        client_id: r.oauth.client_id.clone(),
+        auth: tg_identity::ClientAuth::SecretPost { secret },
+        scopes: vec![
+            format!("as_account-{}.{}", region.as_str(), r.oauth.subdomain),
+            "incidents.read".into(),
+            "incidents.write".into(),
+        ],
+        extra: Vec::new(),
+        timeout_ms: r.oauth.timeout_ms,
+        refresh_margin_secs: 300,
+    })
+    .map_err(|e| anyhow!("actions.pagerduty.rest.oauth: {e}"))?;
+    Ok(tg_actions::PagerDutyRest {
+        base_url: region.api_url(r.base_url.as_deref()),
+        from: r.from.clone(),
+        service_ids: r.service_ids.clone(),
+        tokens: Arc::new(tokens),
+    })
 }
 
 fn bucket(b: tg_config::BucketSpec) -> BucketConfig {

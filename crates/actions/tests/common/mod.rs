@@ -22,7 +22,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tg_model::{
-    ActionKind, ActionOp, CorrelationId, Environment, Fingerprint, LogPointer, PlannedAction, RunId, Severity,
+    ActionKind, ActionOp, CorrelationId, Environment, Fingerprint, LogPointer, PlannedAction,
+    RunId, Severity,
 };
 use triage_gate_actions::{
     BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig,
@@ -403,6 +404,7 @@ pub fn snow_config(addr: SocketAddr) -> ServiceNowConfig {
         ]
         .into(),
         caller_id: Some("6816f79cc0a8016401c5a33be04be441".into()),
+        close_code: triage_gate_actions::DEFAULT_CLOSE_CODE.into(),
         timeout_ms: 2000,
     }
 }
@@ -416,6 +418,7 @@ pub fn pd_config(addr: SocketAddr) -> PagerDutyConfig {
         ]
         .into(),
         timeout_ms: 2000,
+        rest: None,
     }
 }
 
@@ -425,10 +428,11 @@ pub fn bridge_config(addr: SocketAddr, format: BridgeFormat) -> BridgeConfig {
         BridgeFormat::Teams => format!("/workflows{WEBHOOK_PATH}"),
     };
     BridgeConfig {
-        webhook_url: Secret::new(format!("http://{addr}{path}")),
+        webhook_url: Some(Secret::new(format!("http://{addr}{path}"))),
         format,
         conference_url: Some("https://meet.example.com/mi-bridge".into()),
         timeout_ms: 2000,
+        webhooks: vec![],
     }
 }
 
