@@ -51,7 +51,7 @@ pub struct Scenario {
     /// The simulated start time (default 2026-11-24T03:00:00Z).
     #[serde(default = "default_start")]
     pub start: DateTime<Utc>,
-    /// Top-level config sections replacing those of [`BASE_CONFIG`].
+    /// Config merged into [`BASE_CONFIG`] (mappings key by key, other values replaced).
     #[serde(default)]
     pub config: serde_yaml_ng::Mapping,
     pub streams: Vec<Stream>,
@@ -129,6 +129,15 @@ pub struct Expect {
     /// Exactly this many executed umbrella tickets (all environments).
     #[serde(default)]
     pub umbrella_tickets: Option<usize>,
+    /// Exactly this many tickets opened (work notes and resolutions not counted).
+    #[serde(default)]
+    pub tickets: Option<usize>,
+    /// Exactly this many work notes added to a group's ticket.
+    #[serde(default)]
+    pub notes: Option<usize>,
+    /// Exactly this many resolutions (pages and tickets) executed.
+    #[serde(default)]
+    pub resolves: Option<usize>,
 }
 
 impl Scenario {
@@ -144,10 +153,22 @@ impl Scenario {
     pub fn config_text(&self) -> anyhow::Result<String> {
         let mut base: serde_yaml_ng::Mapping =
             serde_yaml_ng::from_str(BASE_CONFIG).context("base config")?;
-        for (k, v) in &self.config {
-            base.insert(k.clone(), v.clone());
-        }
+        merge(&mut base, &self.config);
         Ok(serde_yaml_ng::to_string(&base)?)
+    }
+}
+
+/// Deep-merges `over` into `base`: mappings key by key, anything else replaced.
+fn merge(base: &mut serde_yaml_ng::Mapping, over: &serde_yaml_ng::Mapping) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(serde_yaml_ng::Value::Mapping(b)), serde_yaml_ng::Value::Mapping(o)) => {
+                merge(b, o);
+            }
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
     }
 }
 
@@ -311,7 +332,12 @@ pub struct Report {
     pub held: BTreeMap<String, usize>,
     pub totals: Minute,
     pub incidents: usize,
+    /// ServiceNow work notes and resolutions the emulator accepted.
+    pub work_notes: usize,
+    pub ticket_resolves: usize,
     pub pagerduty_triggers: usize,
+    /// PagerDuty alerts the emulator holds resolved.
+    pub pagerduty_resolved: usize,
     pub bridge_posts: usize,
     /// Calls to the action emulators that an injected fault (`chaos`) failed.
     pub faulted_action_calls: usize,
@@ -361,8 +387,13 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nemulators: {} ServiceNow incidents, {} PagerDuty triggers, {} bridge posts",
-            self.incidents, self.pagerduty_triggers, self.bridge_posts
+            "\nemulators: {} ServiceNow incidents ({} work notes, {} resolved), {} PagerDuty triggers ({} resolved), {} bridge posts",
+            self.incidents,
+            self.work_notes,
+            self.ticket_resolves,
+            self.pagerduty_triggers,
+            self.pagerduty_resolved,
+            self.bridge_posts
         );
         let _ = writeln!(
             s,
@@ -584,6 +615,9 @@ async fn run_inner(
             .map(|a| usize::try_from(a.trigger_count).unwrap_or(usize::MAX))
             .sum(),
         bridge_posts: sandbox.state().bridge_posts().len(),
+        work_notes: 0,
+        ticket_resolves: 0,
+        pagerduty_resolved: 0,
         faulted_action_calls: [
             tg_sandbox::Target::Servicenow,
             tg_sandbox::Target::Pagerduty,
@@ -612,6 +646,18 @@ async fn run_inner(
             .filter_map(|i| i.field("correlation_id").map(str::to_owned))
             .collect(),
         pagerduty_triggers: report.pagerduty_triggers,
+        work_notes: sandbox
+            .state()
+            .servicenow_updates()
+            .iter()
+            .filter(|u| u.adds_work_note())
+            .count(),
+        ticket_resolves: sandbox
+            .state()
+            .servicenow_updates()
+            .iter()
+            .filter(|u| u.resolves())
+            .count(),
         pagerduty_resolved: sandbox
             .state()
             .pagerduty_alerts()
@@ -621,6 +667,9 @@ async fn run_inner(
         bridge_posts: report.bridge_posts,
         transitions,
     };
+    report.work_notes = emulated.work_notes;
+    report.ticket_resolves = emulated.ticket_resolves;
+    report.pagerduty_resolved = emulated.pagerduty_resolved;
     report.breaker_transitions = emulated
         .transitions
         .iter()
@@ -754,6 +803,10 @@ pub struct Emulated {
     /// `correlation_id` of every ServiceNow incident (`tg:<run>:ticket`).
     pub incident_keys: Vec<String>,
     pub pagerduty_triggers: usize,
+    /// ServiceNow work notes the emulator accepted.
+    pub work_notes: usize,
+    /// ServiceNow updates that set an incident Resolved.
+    pub ticket_resolves: usize,
     /// PagerDuty alerts the emulator holds as resolved.
     pub pagerduty_resolved: usize,
     pub bridge_posts: usize,
@@ -960,6 +1013,28 @@ pub fn check(
             emulated.pagerduty_triggers
         ));
     }
+    // Each executed work note reached its ticket exactly once; each ticket
+    // resolution set one incident Resolved.
+    let notes = records
+        .iter()
+        .filter(|r| executed_op(r, ActionKind::Ticket, ActionOp::Update))
+        .count();
+    if emulated.work_notes != notes {
+        v.push(format!(
+            "{} ServiceNow work notes for {notes} executed work notes",
+            emulated.work_notes
+        ));
+    }
+    let ticket_resolves = records
+        .iter()
+        .filter(|r| executed_op(r, ActionKind::Ticket, ActionOp::Resolve))
+        .count();
+    if emulated.ticket_resolves != ticket_resolves {
+        v.push(format!(
+            "{} ServiceNow resolutions for {ticket_resolves} executed ticket resolutions",
+            emulated.ticket_resolves
+        ));
+    }
     // Each executed page resolution resolved exactly one open PagerDuty alert.
     let page_resolves = records
         .iter()
@@ -1042,6 +1117,22 @@ pub fn check(
         && want != umbrellas
     {
         v.push(format!("expected {want} umbrella tickets, got {umbrellas}"));
+    }
+    let tickets = records
+        .iter()
+        .filter(|r| executed(r, ActionKind::Ticket))
+        .count();
+    let resolves = ticket_resolves + page_resolves;
+    for (what, want, got) in [
+        ("tickets", e.tickets, tickets),
+        ("work notes", e.notes, notes),
+        ("resolutions", e.resolves, resolves),
+    ] {
+        if let Some(want) = want
+            && want != got
+        {
+            v.push(format!("expected {want} {what}, got {got}"));
+        }
     }
     if let Some(want) = e.mims
         && want != mims

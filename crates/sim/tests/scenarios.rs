@@ -95,3 +95,14 @@ async fn same_seed_same_decisions() {
     assert_eq!(a.minutes, b.minutes);
     assert_eq!(a.held, b.held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_alerts_share_one_incident_that_resolves_once() {
+    // `holds` checks the invariants and the scenario's expectations (1 ticket,
+    // 2 work notes, 1 page, 2 resolutions), emulator records included.
+    let r = holds("grouped-incident", 7).await;
+    assert_eq!(r.totals.tickets, 1);
+    assert_eq!(r.totals.notes, 2);
+    assert_eq!(r.totals.resolves, 2);
+    assert_eq!(r.incidents, 1, "one ServiceNow incident for the group");
+}
