@@ -67,7 +67,19 @@ const SERVICES: [(&str, &str); 4] = [
     ("orders-db", "dba"),
     ("search", "search"),
 ];
-const ALERTS: [&str; 3] = ["ErrorRate", "LatencyP99", "Saturation"];
+/// Alert names: with the services, 40 distinct faults (fingerprints).
+const ALERTS: [&str; 10] = [
+    "ErrorRate",
+    "LatencyHigh",
+    "Saturation",
+    "QueueBacklog",
+    "DiskFull",
+    "CertExpiry",
+    "PodRestarts",
+    "ConnectionsExhausted",
+    "ReplicationLag",
+    "Timeouts",
+];
 /// PagerDuty integration keys (32 characters) per team, by environment variable.
 const PD_KEYS: [(&str, &str); 3] = [
     ("TG_STORM_PD_KEY_PAYMENTS", "0123456789abcdef0123456789abcd01"),

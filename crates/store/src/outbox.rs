@@ -224,7 +224,8 @@ impl SqliteStore {
 
     /// Claims up to `free` due actions of `target` for `owner`, in decision
     /// order: stops at the first action not yet due (so later ones do not
-    /// overtake it), and a retried action is a probe that goes alone: it is
+    /// overtake it) and at an action whose parent (the create an update or
+    /// resolve acts on, `parent_key`) is still pending; a retried action is a probe that goes alone: it is
     /// claimed only when nothing else of the target is in flight, and while it
     /// is in flight nothing else of the target is claimed (a target that fails
     /// sees one request per backoff, never one per queued action).
@@ -277,6 +278,20 @@ impl SqliteStore {
             if retried && (in_flight > 0 || !out.is_empty()) {
                 // A probe waits until it can go alone; later actions wait behind it.
                 break;
+            }
+            if let Some(parent) = &action.planned.parent_key {
+                // INVARIANT: an update or resolve is not delivered while the
+                // create it acts on is pending (claimed together, it could
+                // overtake it); it and the actions after it wait.
+                let parent_pending: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM actions WHERE idempotency_key = ? AND status = 'pending'",
+                )
+                .bind(parent)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if parent_pending.is_some() {
+                    break;
+                }
             }
             sqlx::query(
                 "UPDATE actions SET claimed_by = ?, lease_until = ?, attempts = attempts + 1, \

@@ -353,3 +353,62 @@ async fn an_operator_retry_is_recorded_with_who_and_when() {
     );
     assert_eq!(retries[2].after_attempt, 3);
 }
+
+#[tokio::test]
+async fn an_update_waits_for_the_create_it_acts_on() {
+    let (_dir, store) = open().await;
+    decided_ticket(&store, "a", t0()).await;
+    // Run b's decision: a work note on a's incident (op update, parent a's ticket).
+    let run_id = RunId("b".into());
+    store
+        .accept(
+            &[NewRun {
+                run_id: run_id.clone(),
+                correlation_id: tg_model::CorrelationId("corr-b".into()),
+                event: event("fp-a"),
+                submitted_by: None,
+            }],
+            t0(),
+        )
+        .await
+        .unwrap();
+    store.claim_next().await.unwrap().unwrap();
+    let mut update = ticket("b");
+    update.op = tg_model::ActionOp::Update;
+    update.parent_key = Some("tg:a:ticket".into());
+    let keys = PrefetchKeys {
+        fingerprint: Fingerprint("fp-a".into()),
+        service: "checkout".into(),
+        signal_key: "checkout@production".into(),
+        team: Some("payments".into()),
+    };
+    store
+        .decide(&run_id, &keys, &json!({"test": true}), t0(), |_| StepOutput {
+            decision: Decision {
+                policy_version: "test".into(),
+                autonomy: AutonomyLevel::Paging,
+                actions: Vec::new(),
+                duplicate_of: None,
+                resolves: None,
+                errors: Vec::new(),
+            },
+            planned: vec![Planned {
+                outcome: Outcome::Execute,
+                action: update,
+            }],
+            effects: Vec::new(),
+        })
+        .await
+        .unwrap();
+    decided_ticket(&store, "c", t0()).await;
+
+    // Four free slots: the create goes; its update (and c, behind it) wait.
+    let first = claim(&store, 4, t0()).await;
+    assert_eq!(keys_of(&first), ["tg:a:ticket"]);
+    assert!(claim(&store, 4, t0()).await.is_empty());
+    deliver(&store, &first[0], t0()).await;
+    assert_eq!(
+        keys_of(&claim(&store, 4, t0()).await),
+        ["tg:b:ticket", "tg:c:ticket"]
+    );
+}
