@@ -59,7 +59,9 @@ pub async fn retry(server: &str, id: u64) -> anyhow::Result<ExitCode> {
         body.get("retried_by")
             .and_then(Value::as_str)
             .unwrap_or("an unauthenticated operator (identity disabled)"),
-        body.get("retried_at").and_then(Value::as_str).unwrap_or("?"),
+        body.get("retried_at")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -82,7 +82,10 @@ const ALERTS: [&str; 10] = [
 ];
 /// PagerDuty integration keys (32 characters) per team, by environment variable.
 const PD_KEYS: [(&str, &str); 3] = [
-    ("TG_STORM_PD_KEY_PAYMENTS", "0123456789abcdef0123456789abcd01"),
+    (
+        "TG_STORM_PD_KEY_PAYMENTS",
+        "0123456789abcdef0123456789abcd01",
+    ),
     ("TG_STORM_PD_KEY_DBA", "0123456789abcdef0123456789abcd02"),
     ("TG_STORM_PD_KEY_SEARCH", "0123456789abcdef0123456789abcd03"),
 ];
@@ -112,8 +115,8 @@ impl Rng {
         self.below(100) < percent
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[usize::try_from(self.below(items.len() as u64)).unwrap()]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[usize::try_from(self.below(items.len() as u64)).unwrap()]
     }
 }
 
@@ -224,13 +227,13 @@ fn storm(rng: &mut Rng, events: u64) -> Vec<(&'static str, Value)> {
             let a = firing.swap_remove(i);
             out.push((a.source, a.body(false, n)));
         } else {
-            let (service, _) = *rng.pick(&SERVICES);
+            let (service, _) = rng.pick(&SERVICES);
             let a = Alert {
-                source: *rng.pick(&["generic", "alertmanager", "datadog"]),
+                source: rng.pick(&["generic", "alertmanager", "datadog"]),
                 service,
-                alert: *rng.pick(&ALERTS),
-                severity: *rng.pick(&["warning", "high", "high", "critical"]),
-                origin: *rng.pick(&["cloudwatch", "apm"]),
+                alert: rng.pick(&ALERTS),
+                severity: rng.pick(&["warning", "high", "high", "critical"]),
+                origin: rng.pick(&["cloudwatch", "apm"]),
             };
             out.push((a.source, a.body(true, n)));
             firing.push(a);
@@ -304,10 +307,7 @@ struct Sent {
 
 /// Sends every event to whichever gate is up (`base`), one at a time, until
 /// each is answered `202`; counts only `202`s as accepted.
-async fn send_storm(
-    base: Arc<Mutex<Option<String>>>,
-    events: Vec<(&'static str, Value)>,
-) -> Sent {
+async fn send_storm(base: Arc<Mutex<Option<String>>>, events: Vec<(&'static str, Value)>) -> Sent {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -492,7 +492,11 @@ async fn sigkill_at_random_points_during_a_storm_loses_nothing_and_duplicates_no
     }
     assert_eq!(by_run.len(), records.len(), "a run audited twice");
     let accepted: BTreeSet<&String> = sent.accepted.iter().collect();
-    assert_eq!(accepted.len(), sent.accepted.len(), "a run id answered twice");
+    assert_eq!(
+        accepted.len(),
+        sent.accepted.len(),
+        "a run id answered twice"
+    );
     for id in &accepted {
         let run = store
             .get_run(&tg_model::RunId((*id).clone()))
@@ -542,7 +546,11 @@ async fn sigkill_at_random_points_during_a_storm_loses_nothing_and_duplicates_no
             i.number
         );
     }
-    assert_eq!(numbers.len(), incidents.len(), "an audited incident is missing");
+    assert_eq!(
+        numbers.len(),
+        incidents.len(),
+        "an audited incident is missing"
+    );
 
     // PagerDuty: triggers per dedup_key within what the audit says was attempted.
     let alerts = st.pagerduty_alerts();
@@ -558,7 +566,11 @@ async fn sigkill_at_random_points_during_a_storm_loses_nothing_and_duplicates_no
         );
         redelivered += u64::from(a.trigger_count).saturating_sub(delivered);
     }
-    assert_eq!(alerts.len(), page_attempts.len(), "an audited page is missing");
+    assert_eq!(
+        alerts.len(),
+        page_attempts.len(),
+        "an audited page is missing"
+    );
 
     // Deliveries a kill interrupted (recorded `interrupted`, delivered again).
     let mut interrupted = 0u64;

@@ -202,8 +202,7 @@ pub(crate) async fn retry(
     let id = parse_id(&id)?;
     let by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0));
     let now = state.clock.now();
-    match state.store.retry_dead(id, by.as_deref(), now).await
-    {
+    match state.store.retry_dead(id, by.as_deref(), now).await {
         Ok(action) => {
             tracing::info!(
                 action_id = id,

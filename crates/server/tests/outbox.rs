@@ -350,7 +350,10 @@ async fn servicenow_down_five_minutes_queues_loses_nothing_and_resumes_in_decisi
     let review = h.get_json("/v1/review").await;
     assert_eq!(review["outbox"]["pending"], 0, "{review}");
     assert_eq!(review["outbox"]["by_target"]["servicenow"]["pending"], 0);
-    assert_eq!(review["outbox"]["by_target"]["servicenow"]["next_due"], Value::Null);
+    assert_eq!(
+        review["outbox"]["by_target"]["servicenow"]["next_due"],
+        Value::Null
+    );
     assert_eq!(metric(&h, "triage_gate_outbox_pending").await, Some(0.0));
     assert_eq!(servicenow_backlog(&h, "pending").await, Some(0.0));
 
@@ -572,7 +575,10 @@ async fn an_operator_retry_is_recorded_with_the_verified_caller_and_the_time() {
             delay_ms: None,
         })
         .unwrap();
-    h.script_tool("who-1", answer("medium", 0.9, true, false, false, "payments"));
+    h.script_tool(
+        "who-1",
+        answer("medium", 0.9, true, false, false, "payments"),
+    );
     let resp = h
         .http
         .post(format!("{}/v1/events/generic", h.base))
@@ -619,7 +625,13 @@ async fn an_operator_retry_is_recorded_with_the_verified_caller_and_the_time() {
     assert_eq!(resp.status(), 401);
 
     h.advance_secs(90);
-    let resp = h.http.post(&url).bearer_auth(&operator).send().await.unwrap();
+    let resp = h
+        .http
+        .post(&url)
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["retried_by"], "alice@example.com (client 0oa-ops-cli)");
@@ -649,7 +661,10 @@ async fn an_operator_retry_is_recorded_with_the_verified_caller_and_the_time() {
     }
     assert_eq!(action["status"], "delivered", "{action}");
     let history = action["attempt_history"].as_array().unwrap();
-    let kinds: Vec<&str> = history.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = history
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["attempt", "operator_retry", "attempt"], "{action}");
     assert_eq!(history[0]["outcome"], "permanent");
     assert_eq!(history[1]["by"], "alice@example.com (client 0oa-ops-cli)");

@@ -457,7 +457,8 @@ impl SqliteStore {
         let now_ms = to_ms(now);
         let mut c = OutboxCounts::default();
         for t in OutboxTarget::ALL {
-            c.by_target.insert(t.as_str().to_owned(), TargetBacklog::default());
+            c.by_target
+                .insert(t.as_str().to_owned(), TargetBacklog::default());
         }
         let rows = sqlx::query(
             "SELECT target, status, COUNT(*) AS n, \

@@ -103,20 +103,22 @@ async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
         team: Some("payments".into()),
     };
     store
-        .decide(&run_id, &keys, &json!({"test": true}), now, |_| StepOutput {
-            decision: Decision {
-                policy_version: "test".into(),
-                autonomy: AutonomyLevel::Paging,
-                actions: Vec::new(),
-                duplicate_of: None,
-                resolves: None,
-                errors: Vec::new(),
-            },
-            planned: vec![Planned {
-                outcome: Outcome::Execute,
-                action: ticket(run),
-            }],
-            effects: Vec::new(),
+        .decide(&run_id, &keys, &json!({"test": true}), now, |_| {
+            StepOutput {
+                decision: Decision {
+                    policy_version: "test".into(),
+                    autonomy: AutonomyLevel::Paging,
+                    actions: Vec::new(),
+                    duplicate_of: None,
+                    resolves: None,
+                    errors: Vec::new(),
+                },
+                planned: vec![Planned {
+                    outcome: Outcome::Execute,
+                    action: ticket(run),
+                }],
+                effects: Vec::new(),
+            }
         })
         .await
         .unwrap();
@@ -231,7 +233,10 @@ async fn next_due_is_the_head_not_an_earlier_action_waiting_behind_it() {
     let c = store.outbox_counts(secs(31)).await.unwrap();
     assert_eq!(c.in_flight, 1);
     assert_eq!(c.by_target["servicenow"].in_flight, 1);
-    assert_eq!(c.by_target["servicenow"].next_due, None, "a probe is in flight");
+    assert_eq!(
+        c.by_target["servicenow"].next_due, None,
+        "a probe is in flight"
+    );
     assert_eq!(c.next_due, None);
 
     // The probe gets through: b (retried) goes alone, then c.
@@ -263,10 +268,7 @@ async fn a_retry_waits_for_first_attempts_in_flight_to_end() {
         "a retry goes alone: it waits for a"
     );
     deliver(&store, &first[0], secs(5)).await;
-    assert_eq!(
-        keys_of(&claim(&store, 2, secs(5)).await),
-        ["tg:b:ticket"]
-    );
+    assert_eq!(keys_of(&claim(&store, 2, secs(5)).await), ["tg:b:ticket"]);
 }
 
 #[tokio::test]
@@ -308,7 +310,10 @@ async fn an_operator_retry_is_recorded_with_who_and_when() {
     ));
     let retries = store.retries_of(id, 10).await.unwrap();
     assert_eq!(retries.len(), 1);
-    assert_eq!(retries[0].retried_by.as_deref(), Some("alice (client 0oa-ops)"));
+    assert_eq!(
+        retries[0].retried_by.as_deref(),
+        Some("alice (client 0oa-ops)")
+    );
     assert_eq!(retries[0].retried_at, secs(60));
     assert_eq!(retries[0].after_attempt, 1);
     assert_eq!(retries[0].budget_spent, 1);
@@ -383,20 +388,22 @@ async fn an_update_waits_for_the_create_it_acts_on() {
         team: Some("payments".into()),
     };
     store
-        .decide(&run_id, &keys, &json!({"test": true}), t0(), |_| StepOutput {
-            decision: Decision {
-                policy_version: "test".into(),
-                autonomy: AutonomyLevel::Paging,
-                actions: Vec::new(),
-                duplicate_of: None,
-                resolves: None,
-                errors: Vec::new(),
-            },
-            planned: vec![Planned {
-                outcome: Outcome::Execute,
-                action: update,
-            }],
-            effects: Vec::new(),
+        .decide(&run_id, &keys, &json!({"test": true}), t0(), |_| {
+            StepOutput {
+                decision: Decision {
+                    policy_version: "test".into(),
+                    autonomy: AutonomyLevel::Paging,
+                    actions: Vec::new(),
+                    duplicate_of: None,
+                    resolves: None,
+                    errors: Vec::new(),
+                },
+                planned: vec![Planned {
+                    outcome: Outcome::Execute,
+                    action: update,
+                }],
+                effects: Vec::new(),
+            }
         })
         .await
         .unwrap();
