@@ -10,6 +10,18 @@ use serde_json::Value;
 
 /// Timeout of one CLI call to the server.
 pub const CLI_HTTP_TIMEOUT_MS: u64 = 10_000;
+/// The environment variable holding the bearer token sent to a server with
+/// inbound identity on (`identity.inbound.mode: jwt`); never a flag, so it
+/// does not show in the process list or shell history.
+pub const TOKEN_ENV: &str = "TRIAGE_GATE_TOKEN";
+
+/// `Authorization: Bearer` from [`TOKEN_ENV`], when set and not empty.
+fn with_token(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) if !t.trim().is_empty() => req.bearer_auth(t.trim()),
+        _ => req,
+    }
+}
 
 fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -31,8 +43,7 @@ async fn failure(resp: reqwest::Response) -> String {
 /// `actions retry ID`: a dead letter goes back to the outbox.
 pub async fn retry(server: &str, id: u64) -> anyhow::Result<ExitCode> {
     let url = format!("{}/v1/actions/{id}/retry", server.trim_end_matches('/'));
-    let resp = client()?
-        .post(&url)
+    let resp = with_token(client()?.post(&url))
         .send()
         .await
         .with_context(|| format!("cannot reach the server at {server}"))?;
@@ -42,9 +53,15 @@ pub async fn retry(server: &str, id: u64) -> anyhow::Result<ExitCode> {
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
     println!(
-        "action {id} ({} of run {}) queued for delivery again",
+        "action {id} ({} of run {}) queued for delivery again by {} at {}",
         body.get("action").and_then(Value::as_str).unwrap_or("?"),
         body.get("run_id").and_then(Value::as_str).unwrap_or("?"),
+        body.get("retried_by")
+            .and_then(Value::as_str)
+            .unwrap_or("an unauthenticated operator (identity disabled)"),
+        body.get("retried_at")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -52,8 +69,7 @@ pub async fn retry(server: &str, id: u64) -> anyhow::Result<ExitCode> {
 /// `actions list --status dead|pending`: one line per action, decision order.
 pub async fn list(server: &str, status: &str) -> anyhow::Result<ExitCode> {
     let url = format!("{}/v1/actions", server.trim_end_matches('/'));
-    let resp = client()?
-        .get(&url)
+    let resp = with_token(client()?.get(&url))
         .query(&[("status", status)])
         .send()
         .await

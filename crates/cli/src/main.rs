@@ -75,6 +75,8 @@ enum Command {
         command: ConfigCommand,
     },
     /// Outbox tools: list pending actions and dead letters, retry a dead letter.
+    /// With the server's inbound identity on, the bearer token is read from
+    /// the TRIAGE_GATE_TOKEN environment variable.
     Actions {
         #[command(subcommand)]
         command: ActionsCommand,

@@ -15,50 +15,20 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{BIN, Gate};
 use serde_json::{Value, json};
 use tg_sandbox::{Sandbox, SandboxConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_triage-gate");
-/// How long a started gate may take to answer /healthz.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a run may take to complete after a restart.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A 32-character PagerDuty integration key.
 const PD_KEY: &str = "0123456789abcdef0123456789abcdef";
-
-/// A gate process that is SIGKILLed if the test fails before stopping it.
-struct Gate {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gate {
-    /// SIGKILL: no graceful shutdown, no flushing.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(!status.success(), "a SIGKILLed gate cannot exit cleanly");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_config(dir: &Path, sandbox: &str, workers: usize) -> PathBuf {
     let yaml = format!(
@@ -94,51 +64,18 @@ actions:
 }
 
 async fn start_gate(config: &Path, data_dir: &Path) -> Gate {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env(
-            "TG_CRASH_SERVICENOW_TOKEN",
-            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
-        )
-        .env("TG_CRASH_PD_KEY_PAYMENTS", PD_KEY)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut gate = Gate {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(status) = gate.child.try_wait().unwrap() {
-            panic!("the gate exited during startup: {status}");
-        }
-        let ok = http
-            .get(format!("{}/healthz", gate.base))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return gate;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gate did not become healthy within {START_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::start_gate(
+        config,
+        data_dir,
+        &[
+            (
+                "TG_CRASH_SERVICENOW_TOKEN",
+                tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
+            ),
+            ("TG_CRASH_PD_KEY_PAYMENTS", PD_KEY),
+        ],
+    )
+    .await
 }
 
 async fn get_run(base: &str, run_id: &str) -> Value {

@@ -148,25 +148,75 @@ pub(crate) async fn get(
         .attempts_of(id, ATTEMPTS_SHOWN_MAX)
         .await
         .map_err(|e| read_error(&e))?;
+    let retries = state
+        .store
+        .retries_of(id, ATTEMPTS_SHOWN_MAX)
+        .await
+        .map_err(|e| read_error(&e))?;
     let mut body = action_json(&action);
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("attempt_history".into(), json!(attempts));
+        obj.insert("attempt_history".into(), history(&attempts, &retries));
     }
     Ok(Json(body).into_response())
 }
 
+/// The attempts and the operator retries, in the order they happened: each
+/// retry right after the attempt it followed. Entries carry `kind`: `attempt`
+/// (an attempt row) or `operator_retry` (`by`: the verified caller, `null` with
+/// inbound identity disabled; `at`; `budget_spent`: the attempts it reset).
+fn history(attempts: &[tg_store::AttemptRow], retries: &[tg_store::RetryRow]) -> Value {
+    let retry_json = |r: &tg_store::RetryRow| {
+        json!({
+            "kind": "operator_retry",
+            "after_attempt": r.after_attempt,
+            "by": r.retried_by,
+            "at": r.retried_at,
+            "budget_spent": r.budget_spent,
+        })
+    };
+    let mut out = Vec::with_capacity(attempts.len().saturating_add(retries.len()));
+    let mut pending = retries.iter().peekable();
+    for a in attempts {
+        while let Some(r) = pending.next_if(|r| r.after_attempt < a.attempt) {
+            out.push(retry_json(r));
+        }
+        let mut entry = json!(a);
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert("kind".into(), json!("attempt"));
+        }
+        out.push(entry);
+    }
+    out.extend(pending.map(retry_json));
+    Value::Array(out)
+}
+
 /// `POST /v1/actions/{id}/retry`: a dead letter goes back to the outbox with a
 /// fresh attempt budget (202); anything else is refused (404, 409).
+/// The retry is recorded with the verified caller (with inbound identity on)
+/// and the time, and shows in the action's `attempt_history`.
 pub(crate) async fn retry(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<tg_identity::Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
-    match state.store.retry_dead(id, state.clock.now()).await {
+    let by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0));
+    let now = state.clock.now();
+    match state.store.retry_dead(id, by.as_deref(), now).await {
         Ok(action) => {
-            tracing::info!(action_id = id, run_id = %action.run_id, "dead letter retried by an operator");
+            tracing::info!(
+                action_id = id,
+                run_id = %action.run_id,
+                by = by.as_deref().unwrap_or("(identity disabled)"),
+                "dead letter retried by an operator"
+            );
             state.outbox.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(action_json(&action))).into_response())
+            let mut body = action_json(&action);
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("retried_by".into(), json!(by));
+                obj.insert("retried_at".into(), json!(now));
+            }
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
         }
         Err(RetryError::NotFound(_)) => Err(Problem::not_found("action")),
         Err(e @ RetryError::NotDead { .. }) => Err(Problem::new(

@@ -376,7 +376,7 @@ async fn review(
         .outbox_counts(state.clock.now())
         .await
         .map_err(|e| Problem::internal("the store cannot be read", &e))?;
-    m::outbox(outbox.pending, outbox.dead);
+    m::outbox(&outbox);
     Ok(Json(json!({ "items": items, "outbox": outbox })).into_response())
 }
 

@@ -114,12 +114,26 @@ pub fn backlog(n: i64) {
     metrics::gauge!("triage_gate_backlog_runs").set(n as f64);
 }
 
-/// The outbox backlog: actions waiting for delivery, and dead letters.
-pub fn outbox(pending: i64, dead: i64) {
+/// The outbox backlog: actions waiting for delivery, and dead letters; in
+/// total (`triage_gate_outbox_pending`, `triage_gate_outbox_dead`) and per
+/// target (`triage_gate_outbox_backlog{target, status}`, status `pending`,
+/// `in_flight` or `dead`; every target is always set, zeros included).
+pub fn outbox(c: &tg_store::OutboxCounts) {
     #[expect(clippy::cast_precision_loss, reason = "gauges of queue lengths")]
     {
-        metrics::gauge!("triage_gate_outbox_pending").set(pending as f64);
-        metrics::gauge!("triage_gate_outbox_dead").set(dead as f64);
+        metrics::gauge!("triage_gate_outbox_pending").set(c.pending as f64);
+        metrics::gauge!("triage_gate_outbox_dead").set(c.dead as f64);
+        for t in tg_store::OutboxTarget::ALL {
+            let b = c.by_target.get(t.as_str()).cloned().unwrap_or_default();
+            for (status, n) in [
+                ("pending", b.pending),
+                ("in_flight", b.in_flight),
+                ("dead", b.dead),
+            ] {
+                metrics::gauge!("triage_gate_outbox_backlog", "target" => t.as_str(), "status" => status)
+                    .set(n as f64);
+            }
+        }
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn run(state: AppState, token: CancellationToken) {
 /// Sets the backlog gauges from the store.
 pub(crate) async fn refresh_gauges(state: &AppState) {
     if let Ok(c) = state.store.outbox_counts(state.clock.now()).await {
-        m::outbox(c.pending, c.dead);
+        m::outbox(&c);
     }
 }
 

@@ -19,7 +19,7 @@ use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction
 
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
-    OutboxTarget, Progress, RetryError,
+    OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
 };
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};

@@ -127,11 +127,35 @@ pub struct OutboxCounts {
     pub dead: i64,
     /// Pending actions held by a live claim (being delivered).
     pub in_flight: i64,
-    /// Per target: (pending, dead).
-    pub by_target: BTreeMap<String, (i64, i64)>,
-    /// The earliest `next_attempt_at` of a pending action.
+    /// Per target, every target listed (zeros included).
+    pub by_target: BTreeMap<String, TargetBacklog>,
+    /// The earliest time at which the outbox can claim an action, over the
+    /// targets with no probe in flight: the minimum of [`TargetBacklog::next_due`].
     pub next_due: Option<DateTime<Utc>>,
     /// When the oldest pending action was decided.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// One target's share of the outbox backlog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetBacklog {
+    /// Actions waiting for delivery (in flight included).
+    pub pending: i64,
+    /// Dead letters waiting for an operator.
+    pub dead: i64,
+    /// Pending actions held by a live claim (being delivered).
+    pub in_flight: i64,
+    /// When the target's head (its first unclaimed pending action in decision
+    /// order) is due: the earliest time [`SqliteStore::claim_due`] claims
+    /// anything for this target. `None` when nothing waits, or while a retried
+    /// head is in flight (a probe goes alone; nothing is claimed until it ends).
+    pub next_due: Option<DateTime<Utc>>,
+    /// Attempts the head has made against its budget (0: not tried yet; above
+    /// 0 the target is being probed by the head alone).
+    pub head_attempts: u32,
+    /// The head's last error (bounded, scrubbed), if it failed before.
+    pub head_last_error: Option<String>,
+    /// When the target's oldest pending action was decided.
     pub oldest_pending_at: Option<DateTime<Utc>>,
 }
 
@@ -146,6 +170,21 @@ pub struct AttemptRow {
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub retry_after_ms: Option<i64>,
+}
+
+/// Characters of an operator's label kept on a recorded retry.
+pub const RETRIED_BY_CHARS_MAX: usize = 256;
+
+/// One recorded operator retry of a dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryRow {
+    /// Attempts recorded before the retry: it sits after attempt `after_attempt`.
+    pub after_attempt: i64,
+    /// The spent budget the retry reset to 0.
+    pub budget_spent: i64,
+    /// The verified caller's label; `None` when inbound identity is disabled.
+    pub retried_by: Option<String>,
+    pub retried_at: DateTime<Utc>,
 }
 
 /// Why an operator retry was refused.
@@ -185,8 +224,11 @@ impl SqliteStore {
 
     /// Claims up to `free` due actions of `target` for `owner`, in decision
     /// order: stops at the first action not yet due (so later ones do not
-    /// overtake it), and a retried action is claimed alone (a probe: a target
-    /// that fails sees one request per backoff).
+    /// overtake it) and at an action whose parent (the create an update or
+    /// resolve acts on, `parent_key`) is still pending; a retried action is a probe that goes alone: it is
+    /// claimed only when nothing else of the target is in flight, and while it
+    /// is in flight nothing else of the target is claimed (a target that fails
+    /// sees one request per backoff, never one per queued action).
     pub async fn claim_due(
         &self,
         owner: &str,
@@ -201,6 +243,21 @@ impl SqliteStore {
         let now_ms = to_ms(now);
         let lease_until = now_ms.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
         let mut tx = self.write.begin().await?;
+        // Live claims of this target; `attempts > 1` is a claimed retry: a probe.
+        let held = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(attempts > 1), 0) AS probes FROM actions \
+             WHERE status = 'pending' AND target = ? AND claimed_by IS NOT NULL AND lease_until > ?",
+        )
+        .bind(target.as_str())
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let in_flight: i64 = held.try_get("n")?;
+        let probes: i64 = held.try_get("probes")?;
+        if probes > 0 {
+            // INVARIANT: a probe goes alone.
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT * FROM actions WHERE status = 'pending' AND target = ? \
              AND NOT (claimed_by IS NOT NULL AND lease_until > ?) ORDER BY id LIMIT ?",
@@ -218,6 +275,24 @@ impl SqliteStore {
                 break;
             }
             let retried = action.attempts > 0;
+            if retried && (in_flight > 0 || !out.is_empty()) {
+                // A probe waits until it can go alone; later actions wait behind it.
+                break;
+            }
+            if let Some(parent) = &action.planned.parent_key {
+                // INVARIANT: an update or resolve is not delivered while the
+                // create it acts on is pending (claimed together, it could
+                // overtake it); it and the actions after it wait.
+                let parent_pending: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM actions WHERE idempotency_key = ? AND status = 'pending'",
+                )
+                .bind(parent)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if parent_pending.is_some() {
+                    break;
+                }
+            }
             sqlx::query(
                 "UPDATE actions SET claimed_by = ?, lease_until = ?, attempts = attempts + 1, \
                  updated_at = ? WHERE id = ?",
@@ -368,13 +443,30 @@ impl SqliteStore {
         .await?)
     }
 
-    /// The outbox backlog (for metrics, the review API and the simulator).
+    /// The outbox backlog (for metrics, the review API and the simulator),
+    /// totals and per target.
+    ///
+    /// `next_due` is when the outbox can next claim something: per target, the
+    /// due time of its first unclaimed pending action in decision order (the
+    /// actions behind it wait for it, whatever their own `next_attempt_at`),
+    /// and no time for a target whose probe is in flight. A driver of simulated
+    /// time (the simulator, the end-to-end harness) moves its clock there when
+    /// nothing is in flight; the earliest `next_attempt_at` of all pending
+    /// actions would name an action that cannot go, and the clock would stall.
     pub async fn outbox_counts(&self, now: DateTime<Utc>) -> Result<OutboxCounts, StoreError> {
+        let now_ms = to_ms(now);
         let mut c = OutboxCounts::default();
+        for t in OutboxTarget::ALL {
+            c.by_target
+                .insert(t.as_str().to_owned(), TargetBacklog::default());
+        }
         let rows = sqlx::query(
-            "SELECT target, status, COUNT(*) AS n FROM actions \
-             WHERE status IN ('pending', 'dead') GROUP BY target, status",
+            "SELECT target, status, COUNT(*) AS n, \
+             COALESCE(SUM(claimed_by IS NOT NULL AND lease_until > ?), 0) AS in_flight, \
+             MIN(created_at) AS oldest \
+             FROM actions WHERE status IN ('pending', 'dead') GROUP BY target, status",
         )
+        .bind(now_ms)
         .fetch_all(&self.read)
         .await?;
         for r in rows {
@@ -383,24 +475,59 @@ impl SqliteStore {
             let n: i64 = r.try_get("n")?;
             let e = c.by_target.entry(target).or_default();
             if status == "pending" {
-                e.0 += n;
+                let in_flight: i64 = r.try_get("in_flight")?;
+                let oldest = r.try_get::<Option<i64>, _>("oldest")?.map(from_ms);
+                e.pending += n;
+                e.in_flight += in_flight;
+                e.oldest_pending_at = oldest;
                 c.pending += n;
+                c.in_flight += in_flight;
+                c.oldest_pending_at = match (c.oldest_pending_at, oldest) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             } else {
-                e.1 += n;
+                e.dead += n;
                 c.dead += n;
             }
         }
-        let r = sqlx::query(
-            "SELECT COALESCE(SUM(claimed_by IS NOT NULL AND lease_until > ?), 0) AS in_flight, \
-             MIN(next_attempt_at) AS next_due, MIN(created_at) AS oldest \
-             FROM actions WHERE status = 'pending'",
+        // The head of each target (first pending action, claimed or not).
+        let heads = sqlx::query(
+            "SELECT target, attempts, last_error FROM actions WHERE id IN \
+             (SELECT MIN(id) FROM actions WHERE status = 'pending' GROUP BY target)",
         )
-        .bind(to_ms(now))
-        .fetch_one(&self.read)
+        .fetch_all(&self.read)
         .await?;
-        c.in_flight = r.try_get("in_flight")?;
-        c.next_due = r.try_get::<Option<i64>, _>("next_due")?.map(from_ms);
-        c.oldest_pending_at = r.try_get::<Option<i64>, _>("oldest")?.map(from_ms);
+        for r in heads {
+            let target: String = r.try_get("target")?;
+            let attempts: i64 = r.try_get("attempts")?;
+            let e = c.by_target.entry(target).or_default();
+            e.head_attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            e.head_last_error = r.try_get("last_error")?;
+        }
+        // The first unclaimed pending action of each target with no probe in
+        // flight: what `claim_due` would look at first.
+        let next = sqlx::query(
+            "SELECT a.target, a.next_attempt_at FROM actions a WHERE a.id IN \
+             (SELECT MIN(id) FROM actions WHERE status = 'pending' \
+              AND NOT (claimed_by IS NOT NULL AND lease_until > ?) GROUP BY target) \
+             AND NOT EXISTS (SELECT 1 FROM actions p WHERE p.status = 'pending' \
+              AND p.target = a.target AND p.claimed_by IS NOT NULL AND p.lease_until > ? \
+              AND p.attempts > 1)",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .fetch_all(&self.read)
+        .await?;
+        for r in next {
+            let target: String = r.try_get("target")?;
+            // A pending action always has a due time; none would mean "now".
+            let due = r
+                .try_get::<Option<i64>, _>("next_attempt_at")?
+                .map_or(now, from_ms);
+            c.by_target.entry(target).or_default().next_due = Some(due);
+            c.next_due = Some(c.next_due.map_or(due, |d| d.min(due)));
+        }
         Ok(c)
     }
 
@@ -457,35 +584,79 @@ impl SqliteStore {
     }
 
     /// An operator's retry of a dead letter: pending again, due now, with a
-    /// fresh attempt budget (the attempt history is kept).
+    /// fresh attempt budget. The attempt history is kept, and the retry itself
+    /// is recorded in the same transaction: who (`by`, the verified caller's
+    /// label; `None` when inbound identity is disabled) and when.
     pub async fn retry_dead(
         &self,
         id: i64,
+        by: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<StoredAction, RetryError> {
+        let now_ms = to_ms(now);
+        let by = by.map(|b| b.chars().take(RETRIED_BY_CHARS_MAX).collect::<String>());
+        let mut tx = self.write.begin().await.map_err(StoreError::from)?;
+        let before = sqlx::query("SELECT status, attempts FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        let Some(before) = before else {
+            return Err(RetryError::NotFound(id));
+        };
+        let status: String = before.try_get("status").map_err(StoreError::from)?;
+        if status != "dead" {
+            return Err(RetryError::NotDead { id, status });
+        }
+        let budget_spent: i64 = before.try_get("attempts").map_err(StoreError::from)?;
         let row = sqlx::query(
             "UPDATE actions SET status = 'pending', attempts = 0, next_attempt_at = ?, \
              claimed_by = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead' \
              RETURNING *",
         )
-        .bind(to_ms(now))
-        .bind(to_ms(now))
+        .bind(now_ms)
+        .bind(now_ms)
         .bind(id)
-        .fetch_optional(&self.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from)?;
-        if let Some(r) = row {
-            return Ok(action_from_row(&r)?);
-        }
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM actions WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.write)
-            .await
-            .map_err(StoreError::from)?;
-        match status {
-            None => Err(RetryError::NotFound(id)),
-            Some(status) => Err(RetryError::NotDead { id, status }),
-        }
+        let action = action_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO action_retries (action_id, after_attempt, budget_spent, retried_by, retried_at) \
+             VALUES (?, (SELECT COALESCE(MAX(attempt), 0) FROM action_attempts WHERE action_id = ?), ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(id)
+        .bind(budget_spent)
+        .bind(&by)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(action)
+    }
+
+    /// The operator retries of an action, oldest first (at most `limit`).
+    pub async fn retries_of(&self, id: i64, limit: i64) -> Result<Vec<RetryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM action_retries WHERE action_id = ? \
+             ORDER BY after_attempt, retried_at, rowid LIMIT ?",
+        )
+        .bind(id)
+        .bind(limit.clamp(1, crate::LIST_ROWS_MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RetryRow {
+                    after_attempt: r.try_get("after_attempt")?,
+                    budget_spent: r.try_get("budget_spent")?,
+                    retried_by: r.try_get("retried_by")?,
+                    retried_at: from_ms(r.try_get("retried_at")?),
+                })
+            })
+            .collect()
     }
 }
 
