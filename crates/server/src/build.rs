@@ -668,3 +668,99 @@ pub fn breaker_config(b: &tg_config::BreakerSpec) -> tg_storm::BreakerConfig {
         window: secs(b.window_secs),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "tests: a failed unwrap is a failed test"
+    )]
+
+    use super::*;
+    use tg_config::{MapSecrets, SecretRef};
+
+    const YAML: &str = "\
+actions:
+  servicenow:
+    base_url: https://acme.service-now.com
+    token: { env: SN_TOKEN }
+    resolve: { close_code: Resolved by Caller }
+  pagerduty:
+    region: eu
+    api: rest
+    rest:
+      from: mi-bot@example.com
+      service_ids: {}
+      oauth:
+        client_id: app-1
+        client_secret: { env: PD_CLIENT_SECRET }
+        subdomain: acme
+  bridge:
+    webhooks:
+      - name: mim-bot
+        url: https://bot.example.com/hook
+        secret: { env: MIM_BOT_SECRET }
+";
+
+    fn secrets() -> MapSecrets {
+        MapSecrets::default()
+            .with(&SecretRef::Env("SN_TOKEN".into()), "sn-token-0123456789")
+            .with(
+                &SecretRef::Env("PD_CLIENT_SECRET".into()),
+                "pd-client-secret-0123456789",
+            )
+            .with(
+                &SecretRef::Env("MIM_BOT_SECRET".into()),
+                "whsec-0123456789abcdef0123456789abcdef",
+            )
+    }
+
+    #[test]
+    fn targets_are_built_from_the_actions_section() {
+        let config = Config::from_yaml(YAML, "gate.yaml").unwrap();
+        let exec = build_executor(&config, &secrets()).unwrap();
+        let shown = format!("{exec:?}");
+        for want in [
+            "https://events.eu.pagerduty.com",
+            "https://api.eu.pagerduty.com",
+            "as_account-eu.acme",
+            "incidents.write",
+            "https://identity.pagerduty.com/oauth/token",
+            "Resolved by Caller",
+            "mim-bot",
+        ] {
+            assert!(shown.contains(want), "{want} missing from {shown}");
+        }
+        for secret in [
+            "sn-token-0123456789",
+            "pd-client-secret-0123456789",
+            "whsec-0123456789abcdef",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_base_url_wins_and_a_missing_secret_is_named() {
+        let yaml = YAML.replace(
+            "    region: eu\n",
+            "    region: eu\n    base_url: http://127.0.0.1:9/pagerduty\n",
+        );
+        let config = Config::from_yaml(&yaml, "gate.yaml").unwrap();
+        let shown = format!("{:?}", build_executor(&config, &secrets()).unwrap());
+        assert!(shown.contains("http://127.0.0.1:9/pagerduty"), "{shown}");
+        assert!(
+            !shown.contains("https://events.eu.pagerduty.com"),
+            "{shown}"
+        );
+
+        let partial = MapSecrets::default()
+            .with(&SecretRef::Env("SN_TOKEN".into()), "sn-token-0123456789")
+            .with(
+                &SecretRef::Env("PD_CLIENT_SECRET".into()),
+                "pd-client-secret-0123456789",
+            );
+        let err = format!("{:#}", build_executor(&config, &partial).unwrap_err());
+        assert!(err.contains("actions.bridge.webhooks[0].secret"), "{err}");
+    }
+}
