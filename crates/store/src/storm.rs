@@ -1,6 +1,6 @@
 //! Storm-control tables (migration 0004): the breaker per environment, service
 //! sightings, breaker transitions, held-back pages and summary bookkeeping;
-//! groups (migration 0006).
+//! groups (migration 0007).
 //!
 //! The decide transaction reads them in [`prefetch`] and writes them through
 //! [`apply`]; everything else here is a read for `GET /v1/storm` or the
