@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use tg_model::AuditRecord;
+use tg_model::Chained;
 
 use crate::verify::{VerifyReport, verify_records};
 
@@ -65,7 +65,7 @@ pub fn verify_file(path: impl AsRef<Path>) -> io::Result<VerifyReport> {
     }
 }
 
-/// Append-only JSON Lines sink: one [`AuditRecord`] per line, synced after each batch.
+/// Append-only JSON Lines sink: one chain record (a run's or a step's) per line, synced after each batch.
 #[derive(Debug)]
 pub struct JsonlSink {
     path: PathBuf,
@@ -157,16 +157,16 @@ impl JsonlSink {
     /// Refuses (with `InvalidInput`, writing nothing) a batch whose seqs do not
     /// continue the file by exactly one each, so the file never gets a gap or a
     /// duplicate.
-    pub fn append(&mut self, records: &[AuditRecord]) -> io::Result<()> {
+    pub fn append<R: Chained>(&mut self, records: &[R]) -> io::Result<()> {
         let mut expected = self.last_seq.map_or(1, |s| s.saturating_add(1));
         let mut out = Vec::new();
         for record in records {
-            if record.seq != expected {
+            if record.chain_seq() != expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
                         "audit record seq {} does not continue {} (expected {expected})",
-                        record.seq,
+                        record.chain_seq(),
                         self.path.display()
                     ),
                 ));
@@ -181,7 +181,7 @@ impl JsonlSink {
         // One write for the whole batch: a crash leaves at most one torn line.
         self.file.write_all(&out)?;
         self.file.sync_data()?;
-        self.last_seq = records.last().map(|r| r.seq).or(self.last_seq);
+        self.last_seq = records.last().map(Chained::chain_seq).or(self.last_seq);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::iter::Peekable;
 
 use serde_json::Value;
 use tg_model::hash::canonical_json;
-use tg_model::{AuditRecord, Sha256Hex, sha256_hex};
+use tg_model::{AuditRecord, Sha256Hex, StepRecord, sha256_hex};
 
 /// The first record that breaks the chain, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +143,14 @@ where
             format!("edited: contents hash to {actual}, record says {hash}"),
         ));
     }
-    // A field added with a recomputed hash still has to be an audit record.
-    if let Err(e) = serde_json::from_value::<AuditRecord>(value.clone()) {
+    // A field added with a recomputed hash still has to be a run's or a step's record.
+    // (Parsed as the kind it claims to be, so the error names the field.)
+    let parsed = if obj.contains_key("kind") {
+        serde_json::from_value::<StepRecord>(value.clone()).map(|_| ())
+    } else {
+        serde_json::from_value::<AuditRecord>(value.clone()).map(|_| ())
+    };
+    if let Err(e) = parsed {
         return Err(bad(
             Some(seq),
             format!("malformed: not an audit record: {e}"),

@@ -282,7 +282,7 @@ fn sink_append_and_last_seq_round_trip_and_verify() {
         assert_eq!(sink.last_seq().unwrap(), None);
         sink.append(&records[..2]).unwrap();
         assert_eq!(sink.last_seq().unwrap(), Some(2));
-        sink.append(&[]).unwrap();
+        sink.append::<AuditRecord>(&[]).unwrap();
         assert_eq!(sink.last_seq().unwrap(), Some(2));
     }
     // Reopened, it carries on where it stopped.

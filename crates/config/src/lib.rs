@@ -1269,7 +1269,10 @@ impl StormConfig {
         for (service, v) in &o.services {
             let path = format!("storm.dedup_overrides.services.{service}");
             if !catalog.services.contains_key(service) {
-                out.push((path.clone(), format!("service {service:?} is not in catalog.services")));
+                out.push((
+                    path.clone(),
+                    format!("service {service:?} is not in catalog.services"),
+                ));
             }
             if *v == 0 || *v > 7 * 24 * 3600 {
                 out.push((path, format!("{v} is outside 1..=604800 seconds")));

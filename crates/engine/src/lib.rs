@@ -23,8 +23,7 @@ use tg_policy::catalog::Catalog;
 use tg_policy::{Facts, GateInput, Gates};
 use tg_storm::{
     BreakerConfig, BreakerState, BucketConfig, BucketState, DedupEntry, GroupEntry, GroupField,
-    GroupPage,
-    Sighting, Signal, Transition, independent_origins,
+    GroupPage, Sighting, Signal, Transition, independent_origins,
 };
 
 /// Storm-control settings the step needs (from configuration).
@@ -114,7 +113,10 @@ pub fn group_key(settings: &GroupSettings, event: &NormalizedEvent) -> Option<St
         key.push_str(f.value(event));
     }
     if key.len() > tg_storm::group::GROUP_KEY_BYTES_MAX {
-        key = format!("sha256:{}", tg_model::hash::sha256_hex(key.as_bytes()).as_str());
+        key = format!(
+            "sha256:{}",
+            tg_model::hash::sha256_hex(key.as_bytes()).as_str()
+        );
     }
     Some(key)
 }
@@ -379,7 +381,15 @@ pub fn step(
         let mut decision = uniform(gates, autonomy, Outcome::Skip, &reason, &cond, None);
         decision.resolves = resolves;
         let paused = catalog.service(&event.service).is_some_and(|s| s.paused);
-        let planned = resolve_group(settings, state, input, autonomy, paused, &mut decision, &mut effects);
+        let planned = resolve_group(
+            settings,
+            state,
+            input,
+            autonomy,
+            paused,
+            &mut decision,
+            &mut effects,
+        );
         return StepOutput {
             decision,
             planned,
@@ -567,12 +577,8 @@ pub fn step(
                 g
             }
             None => {
-                let mut g = GroupEntry::open(
-                    key,
-                    event.fingerprint.clone(),
-                    now,
-                    settings.group.window,
-                );
+                let mut g =
+                    GroupEntry::open(key, event.fingerprint.clone(), now, settings.group.window);
                 // A ticket still open for this fingerprint carries the new group too.
                 g.ticket_run = open_ticket.clone();
                 g
@@ -1116,13 +1122,14 @@ fn resolve_group(
         a.gate_outcome = Outcome::Execute;
         if let Some(why) = held {
             a.capped_by = Some(why.to_owned());
-            a.reason = format!("the group's last alert resolved; not resolving the {kind} of run {parent_run}: {why}");
+            a.reason = format!(
+                "the group's last alert resolved; not resolving the {kind} of run {parent_run}: {why}"
+            );
             continue;
         }
         a.outcome = Outcome::Execute;
-        a.reason = format!(
-            "the group's last alert resolved: resolving the {kind} of run {parent_run}"
-        );
+        a.reason =
+            format!("the group's last alert resolved: resolving the {kind} of run {parent_run}");
         let mut action = resolution_plan(kind, input, &group.key, &parent_run);
         action.parent_key = Some(parent_key);
         action.dedup_key = dedup_key;
@@ -1173,7 +1180,10 @@ fn resolution_plan(
         severity: tg_model::Severity::Low,
         confidence: 1.0,
         fingerprint: e.fingerprint.clone(),
-        title: truncate(&format!("Resolved: {}: {}", e.service, e.summary), TITLE_BYTES_MAX),
+        title: truncate(
+            &format!("Resolved: {}: {}", e.service, e.summary),
+            TITLE_BYTES_MAX,
+        ),
         details: truncate(&details, DETAILS_BYTES_MAX),
         links: e.log_pointers.clone(),
     }

@@ -1401,7 +1401,10 @@ fn a_related_alert_adds_a_work_note_to_the_groups_ticket_instead_of_a_second_tic
         .find(|p| p.action.kind == ActionKind::Ticket)
         .unwrap();
     assert_eq!(planned.action.op, ActionOp::Update);
-    assert_eq!(planned.action.parent_key.as_deref(), Some("tg:run_a:ticket"));
+    assert_eq!(
+        planned.action.parent_key.as_deref(),
+        Some("tg:run_a:ticket")
+    );
     assert_eq!(planned.action.idempotency_key, "tg:run_b:ticket");
     assert!(planned.action.details.contains("New alert in"));
 
@@ -1432,8 +1435,14 @@ fn the_group_resolves_its_page_once_when_its_last_alert_resolves() {
     assert_eq!(last.planned.len(), 1, "{:?}", last.planned);
     let page = &last.planned[0].action;
     assert_eq!((page.kind, page.op), (ActionKind::Page, ActionOp::Resolve));
-    assert_eq!(page.dedup_key, "tg:fp-a", "the dedup key the page was sent with");
-    assert_eq!(page.team, "payments", "the routing key the page went through");
+    assert_eq!(
+        page.dedup_key, "tg:fp-a",
+        "the dedup key the page was sent with"
+    );
+    assert_eq!(
+        page.team, "payments",
+        "the routing key the page went through"
+    );
     assert_eq!(page.parent_key.as_deref(), Some("tg:run_a:page"));
     assert_eq!(page.idempotency_key, "tg:run_rb:page");
     assert!(condition(last, ActionKind::Page, "group.resolved").passed);
@@ -1466,8 +1475,16 @@ fn with_resolve_ticket_on_the_ticket_is_resolved_and_a_refire_opens_a_new_one() 
     assert_eq!(
         kinds,
         vec![
-            (ActionKind::Ticket, ActionOp::Resolve, Some("tg:run_a:ticket".into())),
-            (ActionKind::Page, ActionOp::Resolve, Some("tg:run_a:page".into())),
+            (
+                ActionKind::Ticket,
+                ActionOp::Resolve,
+                Some("tg:run_a:ticket".into())
+            ),
+            (
+                ActionKind::Page,
+                ActionOp::Resolve,
+                Some("tg:run_a:page".into())
+            ),
         ]
     );
     // The ticket was resolved remotely, so the re-fire gets a new one (the page stays damped).
@@ -1494,7 +1511,12 @@ fn a_group_takes_at_most_notes_max_work_notes() {
     let c = outs[2].decision.get(ActionKind::Ticket).unwrap();
     assert_eq!(c.outcome, Outcome::Suppressed);
     assert!(!condition(&outs[2], ActionKind::Ticket, "ticket.group").passed);
-    assert!(outs[2].planned.iter().all(|p| p.action.kind != ActionKind::Ticket));
+    assert!(
+        outs[2]
+            .planned
+            .iter()
+            .all(|p| p.action.kind != ActionKind::Ticket)
+    );
 }
 
 #[test]
@@ -1524,7 +1546,12 @@ fn without_group_by_each_fingerprint_is_its_own_incident() {
     );
     assert!(outs[1].decision.creates(ActionKind::Ticket));
     assert_eq!(outs[1].decision.group, None);
-    assert!(outs[1].effects.iter().all(|e| !matches!(e, Effect::PutGroup(_))));
+    assert!(
+        outs[1]
+            .effects
+            .iter()
+            .all(|e| !matches!(e, Effect::PutGroup(_)))
+    );
 }
 
 #[test]
@@ -1566,9 +1593,19 @@ fn a_service_or_source_window_overrides_the_default_suppression_window() {
 
     let mut sim = Sim::default();
     let answer = page_worthy("payments");
-    let first = run_as(&f, &sim.state_for(&ev, "payments"), "run_a", &ev, Some(&answer), t0());
+    let first = run_as(
+        &f,
+        &sim.state_for(&ev, "payments"),
+        "run_a",
+        &ev,
+        Some(&answer),
+        t0(),
+    );
     sim.apply(&first.effects);
-    assert_eq!(opened_window(&first).expires_at, t0() + Duration::seconds(60));
+    assert_eq!(
+        opened_window(&first).expires_at,
+        t0() + Duration::seconds(60)
+    );
     // Two minutes later the checkout window (60 s) is over: not a duplicate.
     let later = t0() + Duration::minutes(2);
     let state = sim.state_for(&ev, "payments");

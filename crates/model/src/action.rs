@@ -47,9 +47,7 @@ impl std::fmt::Display for ActionKind {
 }
 
 /// What an action does to its target's incident.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionOp {
     /// Open the incident (ServiceNow create, PagerDuty trigger, MIM bridge).

@@ -112,3 +112,124 @@ impl AuditRecord {
         self.hash = self.compute_hash();
     }
 }
+
+/// What a step record on the audit chain records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// A storm breaker opened or closed.
+    BreakerTransition,
+}
+
+/// A storm breaker transition, as the audit chain keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerStep {
+    pub environment: String,
+    /// `open` or `closed`.
+    pub to: String,
+    /// Distinct services alerting in the window when it moved.
+    pub services: u32,
+    /// The threshold it crossed (`open_services` opening, `close_services` closing).
+    pub threshold: u32,
+    pub storm_id: String,
+    pub reason: String,
+}
+
+/// Something recorded on the chain beside the runs' own records: one record
+/// per step (now breaker transitions). Hashed and chained like [`AuditRecord`];
+/// told apart from it by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepRecord {
+    pub schema_version: u32,
+    pub kind: StepKind,
+    /// Position in the chain, from 1 (shared with run records).
+    pub seq: u64,
+    /// Unique per step (`breaker:<environment>:<storm_id>:<to>`).
+    pub record_id: String,
+    pub at: DateTime<Utc>,
+    /// What caused it: the run whose event moved the breaker, or
+    /// `none:breaker-tick` for the timer.
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerStep>,
+    pub prev_hash: Sha256Hex,
+    pub hash: Sha256Hex,
+}
+
+impl StepRecord {
+    /// The hash this record should carry: over everything but `hash` itself.
+    pub fn compute_hash(&self) -> Sha256Hex {
+        let mut value = match serde_json::to_value(self) {
+            Ok(v) => v,
+            Err(_) => return sha256_hex(format!("{self:?}").as_bytes()),
+        };
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("hash");
+        }
+        sha256_hex(&canonical_json(&value))
+    }
+
+    /// Sets `seq`, `prev_hash` and `hash` so the record extends a chain.
+    pub fn seal(&mut self, seq: u64, prev_hash: Sha256Hex) {
+        self.seq = seq;
+        self.prev_hash = prev_hash;
+        self.hash = self.compute_hash();
+    }
+}
+
+/// Any record of the audit chain: a run's, or a step's (it has a `kind`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChainRecord {
+    Step(StepRecord),
+    Run(Box<AuditRecord>),
+}
+
+impl ChainRecord {
+    pub fn seq(&self) -> u64 {
+        match self {
+            ChainRecord::Step(s) => s.seq,
+            ChainRecord::Run(r) => r.seq,
+        }
+    }
+
+    pub fn hash(&self) -> &Sha256Hex {
+        match self {
+            ChainRecord::Step(s) => &s.hash,
+            ChainRecord::Run(r) => &r.hash,
+        }
+    }
+
+    /// The run's record, if this is one.
+    pub fn run(&self) -> Option<&AuditRecord> {
+        match self {
+            ChainRecord::Run(r) => Some(r),
+            ChainRecord::Step(_) => None,
+        }
+    }
+}
+
+/// A record with a place in the audit chain.
+pub trait Chained: Serialize {
+    fn chain_seq(&self) -> u64;
+}
+
+impl Chained for AuditRecord {
+    fn chain_seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Chained for StepRecord {
+    fn chain_seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Chained for ChainRecord {
+    fn chain_seq(&self) -> u64 {
+        self.seq()
+    }
+}

@@ -19,7 +19,9 @@ pub mod schema;
 pub mod secret;
 
 pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
-pub use audit::{AuditRecord, EventMeta, RunTimestamps};
+pub use audit::{
+    AuditRecord, BreakerStep, ChainRecord, Chained, EventMeta, RunTimestamps, StepKind, StepRecord,
+};
 pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};
 pub use event::{

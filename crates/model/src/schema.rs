@@ -17,6 +17,7 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         ),
         ("decision.schema.json", schema::<crate::Decision>()),
         ("audit-record.schema.json", schema::<crate::AuditRecord>()),
+        ("audit-step.schema.json", schema::<crate::StepRecord>()),
     ]
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use tg_engine::{Precheck, StepInput};
 use tg_model::{
-    ActionKind, ActionResult, ActionStatus, AuditRecord, Classification, ClassifierInfo, EventMeta,
-    Rejection, RunTimestamps, Sha256Hex, sha256_hex,
+    ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Classification,
+    ClassifierInfo, EventMeta, Rejection, RunTimestamps, Sha256Hex, sha256_hex,
 };
 use tg_store::{PrefetchKeys, StoredRun};
 use tokio_util::sync::CancellationToken;
@@ -327,7 +327,7 @@ pub async fn audit_file_writer(state: AppState, token: CancellationToken) {
     loop {
         match state.store.audit_after(last, AUDIT_FILE_BATCH_MAX).await {
             Ok(records) if !records.is_empty() => {
-                let next = records.last().map(|r| r.seq).unwrap_or(last);
+                let next = records.last().map(ChainRecord::seq).unwrap_or(last);
                 match sink.append(&records) {
                     Ok(()) => last = next,
                     Err(e) => {

@@ -588,11 +588,13 @@ async fn run_inner(
         .storm_transitions(tg_store::TRANSITIONS_LIST_MAX)
         .await?;
     let lines = store.audit_lines().await?;
-    let records: Vec<AuditRecord> = lines
+    let chain: Vec<tg_model::ChainRecord> = lines
         .iter()
         .map(|l| serde_json::from_str(l))
         .collect::<Result<_, _>>()
         .context("stored audit record")?;
+    let records: Vec<AuditRecord> = chain.iter().filter_map(|r| r.run().cloned()).collect();
+    let audit_steps = chain.len() - records.len();
     gate.shutdown(SHUTDOWN_GRACE).await;
     let file = tg_audit::verify_file(data.path().join("audit.jsonl"))?;
 
@@ -666,6 +668,7 @@ async fn run_inner(
             .count(),
         bridge_posts: report.bridge_posts,
         transitions,
+        audit_steps,
     };
     report.work_notes = emulated.work_notes;
     report.ticket_resolves = emulated.ticket_resolves;
@@ -810,6 +813,8 @@ pub struct Emulated {
     /// PagerDuty alerts the emulator holds as resolved.
     pub pagerduty_resolved: usize,
     pub bridge_posts: usize,
+    /// Step records on the audit chain (breaker transitions).
+    pub audit_steps: usize,
     /// The store's breaker transitions (read after the run).
     pub transitions: Vec<tg_store::TransitionRow>,
 }
@@ -863,9 +868,18 @@ pub fn check(
             ids.len()
         ));
     }
-    if !file.ok || usize::try_from(file.records).unwrap_or(0) != accepted {
+    // ... and every breaker transition one step record on the same chain.
+    if emulated.audit_steps != emulated.transitions.len() {
         v.push(format!(
-            "audit.jsonl: {} records, ok={} (expected {accepted})",
+            "audit: {} step records for {} breaker transitions",
+            emulated.audit_steps,
+            emulated.transitions.len()
+        ));
+    }
+    let chained = accepted + emulated.audit_steps;
+    if !file.ok || usize::try_from(file.records).unwrap_or(0) != chained {
+        v.push(format!(
+            "audit.jsonl: {} records, ok={} (expected {chained})",
             file.records, file.ok
         ));
     }
@@ -910,9 +924,8 @@ pub fn check(
     }
 
     // One page per fingerprint per dedup window; one open ticket per fingerprint.
-    let window_of = |r: &AuditRecord| {
-        config.dedup_window_for(&r.event.service, r.event.source.as_str())
-    };
+    let window_of =
+        |r: &AuditRecord| config.dedup_window_for(&r.event.service, r.event.source.as_str());
     let mut last_page: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
     let mut open_ticket: BTreeMap<&str, &str> = BTreeMap::new();
     for r in records {

@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tg_engine::{Effect, GLOBAL_BUCKET, StepOutput, StepState, team_bucket_key};
-use tg_model::{ActionKind, ActionResult, ActionStatus, AuditRecord, Outcome, RunId, Sha256Hex};
+use tg_model::{
+    ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId, Sha256Hex,
+    StepRecord,
+};
 use tg_storm::{BucketState, DedupEntry, Signal};
 
 use crate::{
@@ -362,16 +365,7 @@ impl SqliteStore {
                 expected: "decided with every action delivered or dead",
             });
         }
-        let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (seq, prev) = match last {
-            Some(r) => {
-                let s: i64 = r.try_get("seq")?;
-                (s + 1, Sha256Hex(r.try_get("hash")?))
-            }
-            None => (1, Sha256Hex::zero()),
-        };
+        let (seq, prev) = chain_next(&mut tx).await?;
         record.seal(u64::try_from(seq).unwrap_or(0), prev);
         sqlx::query("INSERT INTO audit (seq, run_id, hash, record_json) VALUES (?, ?, ?, ?)")
             .bind(seq)
@@ -394,12 +388,13 @@ impl SqliteStore {
         Ok(record)
     }
 
-    /// Audit records with `seq` greater than `after`, in chain order (at most `limit`).
+    /// Chain records (runs' and steps') with `seq` greater than `after`, in
+    /// chain order (at most `limit`).
     pub async fn audit_after(
         &self,
         after: u64,
         limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<Vec<ChainRecord>, StoreError> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT record_json FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
                 .bind(i64::try_from(after).unwrap_or(i64::MAX))
@@ -431,7 +426,7 @@ impl SqliteStore {
     /// The audit record of a run, once completed.
     pub async fn audit_of(&self, run_id: &RunId) -> Result<Option<AuditRecord>, StoreError> {
         let s: Option<String> =
-            sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = ?")
+            sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = ? AND kind = 'run'")
                 .bind(run_id.as_str())
                 .fetch_optional(&self.read)
                 .await?;
@@ -506,6 +501,41 @@ impl SqliteStore {
                 .await?;
         rows.iter().map(run_from_row).collect()
     }
+}
+
+/// The next chain position and the hash it must link to (inside the writer's transaction).
+pub(crate) async fn chain_next(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> Result<(i64, Sha256Hex), StoreError> {
+    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match last {
+        Some(r) => {
+            let s: i64 = r.try_get("seq")?;
+            (s + 1, Sha256Hex(r.try_get("hash")?))
+        }
+        None => (1, Sha256Hex::zero()),
+    })
+}
+
+/// Seals a step record onto the chain (inside the caller's transaction).
+pub(crate) async fn append_step(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    mut record: StepRecord,
+) -> Result<(), StoreError> {
+    let (seq, prev) = chain_next(tx).await?;
+    record.seal(u64::try_from(seq).unwrap_or(0), prev);
+    // `run_id` holds the step's record id (unique, never a run's id).
+    sqlx::query("INSERT INTO audit (seq, run_id, hash, record_json, kind) VALUES (?, ?, ?, ?, ?)")
+        .bind(seq)
+        .bind(&record.record_id)
+        .bind(record.hash.as_str())
+        .bind(json(&record)?)
+        .bind("step")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn dedup_from_row(

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 use tg_engine::{Effect, StepState};
-use tg_model::RunId;
+use tg_model::{BreakerStep, RunId, StepKind, StepRecord};
 use tg_storm::{BreakerState, BucketState, GroupEntry, Sighting};
 
 use crate::sqlite::{corrupt, json};
@@ -99,11 +99,15 @@ async fn load_bucket(tx: &mut Tx<'_>, key: &str) -> Result<Option<BucketState>, 
 }
 
 /// The stored group of `key`, if any.
-pub(crate) async fn load_group(tx: &mut Tx<'_>, key: &str) -> Result<Option<GroupEntry>, StoreError> {
-    let row: Option<String> = sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = ?")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+pub(crate) async fn load_group(
+    tx: &mut Tx<'_>,
+    key: &str,
+) -> Result<Option<GroupEntry>, StoreError> {
+    let row: Option<String> =
+        sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
     row.map(|s| serde_json::from_str(&s).map_err(corrupt("storm group")))
         .transpose()
 }
@@ -180,6 +184,30 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             .bind(run_id.as_str())
             .bind(&t.reason)
             .execute(&mut **tx)
+            .await?;
+            // Every transition is also a record on the audit chain, sealed in the
+            // same transaction as the decision (or tick) that caused it.
+            crate::sqlite::append_step(
+                tx,
+                StepRecord {
+                    schema_version: tg_model::audit::AUDIT_SCHEMA_VERSION,
+                    kind: StepKind::BreakerTransition,
+                    seq: 0,
+                    record_id: format!("breaker:{environment}:{}:{}", t.storm_id, t.to.as_str()),
+                    at: t.at,
+                    actor: run_id.to_string(),
+                    breaker: Some(BreakerStep {
+                        environment: environment.clone(),
+                        to: t.to.as_str().to_owned(),
+                        services: t.services,
+                        threshold: t.threshold,
+                        storm_id: t.storm_id.clone(),
+                        reason: t.reason.clone(),
+                    }),
+                    prev_hash: tg_model::Sha256Hex::zero(),
+                    hash: tg_model::Sha256Hex::zero(),
+                },
+            )
             .await?;
         }
         Effect::HoldPage(h) => {

@@ -101,6 +101,7 @@ async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
         service: "checkout".into(),
         signal_key: "checkout@production".into(),
         team: Some("payments".into()),
+        group_key: None,
     };
     store
         .decide(&run_id, &keys, &json!({"test": true}), now, |_| {
@@ -111,6 +112,7 @@ async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
                     actions: Vec::new(),
                     duplicate_of: None,
                     resolves: None,
+                    group: None,
                     errors: Vec::new(),
                 },
                 planned: vec![Planned {
@@ -386,6 +388,7 @@ async fn an_update_waits_for_the_create_it_acts_on() {
         service: "checkout".into(),
         signal_key: "checkout@production".into(),
         team: Some("payments".into()),
+        group_key: None,
     };
     store
         .decide(&run_id, &keys, &json!({"test": true}), t0(), |_| {
@@ -396,6 +399,7 @@ async fn an_update_waits_for_the_create_it_acts_on() {
                     actions: Vec::new(),
                     duplicate_of: None,
                     resolves: None,
+                    group: None,
                     errors: Vec::new(),
                 },
                 planned: vec![Planned {
