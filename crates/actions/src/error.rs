@@ -75,6 +75,8 @@ pub enum ConfigError {
     PagerDutyFrom,
     #[error("bridge has neither a chat webhook_url nor signed webhooks")]
     NoBridgeDestination,
+    #[error("bridge has {count} signed webhooks; at most {max}")]
+    TooManyWebhooks { count: usize, max: usize },
     #[error("bridge signed webhook {name:?}: {reason}")]
     SignedWebhook { name: String, reason: String },
     #[error("{which} timeout_ms {value} is outside 1..={max}")]

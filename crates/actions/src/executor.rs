@@ -165,12 +165,9 @@ fn check_secret(which: &'static str, name: &str, secret: &Secret) -> Result<(), 
 
 fn check_signed_webhooks(hooks: &[SignedWebhook]) -> Result<(), ConfigError> {
     if hooks.len() > BRIDGE_WEBHOOKS_MAX {
-        return Err(ConfigError::SignedWebhook {
-            name: String::new(),
-            reason: format!(
-                "{} webhooks configured; at most {BRIDGE_WEBHOOKS_MAX}",
-                hooks.len()
-            ),
+        return Err(ConfigError::TooManyWebhooks {
+            count: hooks.len(),
+            max: BRIDGE_WEBHOOKS_MAX,
         });
     }
     let mut names = std::collections::BTreeSet::new();

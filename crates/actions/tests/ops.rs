@@ -523,6 +523,17 @@ async fn bridge_config_is_checked() {
         .to_string();
     assert!(err.contains("used twice"), "{err}");
     let mut b = bridge(&sb, HOOK_SECRET);
+    b.webhooks = (0..9)
+        .map(|i| SignedWebhook {
+            name: format!("hook-{i}"),
+            ..b.webhooks[0].clone()
+        })
+        .collect();
+    let err = Executor::new(None, None, Some(b), once())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("9 signed webhooks; at most 8"), "{err}");
+    let mut b = bridge(&sb, HOOK_SECRET);
     b.webhook_url = None;
     b.webhooks.clear();
     let err = Executor::new(None, None, Some(b), once())
