@@ -20,7 +20,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
 use serde_json::Value;
 use tg_config::Config;
-use tg_model::{ActionKind, ActionStatus, Decision, Outcome};
+use tg_model::{ActionKind, ActionOp, ActionStatus, Decision, Outcome};
 
 use crate::brain::RulesBrain;
 
@@ -174,19 +174,24 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     gate.shutdown(Duration::from_secs(5)).await;
 
     // Cross-check: what the emulators received must be exactly what was executed.
-    let executed = |kind: ActionKind| {
+    let executed = |kind: ActionKind, op: ActionOp| {
         rows.iter()
             .filter(|r| {
-                decision(r).and_then(|d| d.outcome(kind)) == Some(Outcome::Execute)
-                    && delivered(r, kind)
+                decision(r).is_some_and(|d| {
+                    d.get(kind)
+                        .is_some_and(|a| a.outcome == Outcome::Execute && a.op == op)
+                }) && delivered(r, kind)
             })
             .count()
     };
     let (tickets, pages, mims) = (
-        executed(ActionKind::Ticket),
-        executed(ActionKind::Page),
-        executed(ActionKind::Mim),
+        executed(ActionKind::Ticket, ActionOp::Create),
+        executed(ActionKind::Page, ActionOp::Create),
+        executed(ActionKind::Mim, ActionOp::Create),
     );
+    let notes = executed(ActionKind::Ticket, ActionOp::Update);
+    let resolves = executed(ActionKind::Page, ActionOp::Resolve)
+        + executed(ActionKind::Ticket, ActionOp::Resolve);
     let suppressed = rows
         .iter()
         .filter(|r| decision(r).is_some_and(|d| d.duplicate_of.is_some()))
@@ -195,12 +200,25 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let sn_incidents = st.incidents().len();
     let pd_alerts = st.pagerduty_alerts().len();
     let bridge_posts = st.bridge_posts().len();
+    let sn_updates = st.servicenow_updates();
+    let sn_notes = sn_updates.iter().filter(|u| u.adds_work_note()).count();
+    let resolved = sn_updates.iter().filter(|u| u.resolves()).count()
+        + st.pagerduty_alerts()
+            .iter()
+            .filter(|a| a.status == tg_sandbox::AlertStatus::Resolved)
+            .count();
 
     println!("\nTotals over {} runs:", rows.len());
     println!(
         "  tickets created      {tickets:>3}   (ServiceNow emulator holds {sn_incidents} incidents: tickets + MIM proposals)"
     );
+    println!(
+        "  work notes (grouped) {notes:>3}   (ServiceNow emulator received {sn_notes} work notes)"
+    );
     println!("  pages sent           {pages:>3}   (PagerDuty emulator holds {pd_alerts} alerts)");
+    println!(
+        "  incidents resolved   {resolves:>3}   (emulators hold {resolved} resolved by the gate)"
+    );
     println!(
         "  MIM bridges opened   {mims:>3}   (chat bridge received {bridge_posts} announcements)"
     );
@@ -212,11 +230,17 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", audit_path.display()))?;
     println!("\nAudit chain {}: {report}", audit_path.display());
 
+    // The chain also holds a step record per storm breaker transition.
+    let steps = std::fs::read_to_string(&audit_path)
+        .map(|t| t.lines().filter(|l| l.contains("\"kind\":")).count())
+        .unwrap_or(0);
     let consistent = sn_incidents == tickets + mims
+        && sn_notes == notes
+        && resolved == resolves
         && pd_alerts == pages
         && bridge_posts == mims
         && report.ok
-        && usize::try_from(report.records).unwrap_or(0) == rows.len();
+        && usize::try_from(report.records).unwrap_or(0) == rows.len() + steps;
     sandbox.shutdown().await;
     if consistent {
         println!("Emulators match the decisions one for one; every run is audited once.");
@@ -274,10 +298,15 @@ fn external_id(row: &Row, kind: ActionKind) -> Option<String> {
 }
 
 fn cell(row: &Row, d: &Decision, kind: ActionKind) -> String {
+    let verb = match d.get(kind).map(|a| a.op) {
+        Some(ActionOp::Update) => "NOTE",
+        Some(ActionOp::Resolve) => "RESOLVE",
+        _ => "EXECUTE",
+    };
     match d.outcome(kind) {
         Some(Outcome::Execute) => match external_id(row, kind) {
-            Some(id) if kind != ActionKind::Page => format!("EXECUTE {id}"),
-            _ => "EXECUTE".into(),
+            Some(id) if kind != ActionKind::Page => format!("{verb} {id}"),
+            _ => verb.into(),
         },
         Some(o) => o.as_str().into(),
         None => "-".into(),

@@ -186,7 +186,11 @@ async fn bedrock_answers_and_the_cache_holds_after_the_dedup_window_expired() {
         1,
         "one model call for both runs"
     );
-    assert_eq!(h.state().incidents().len(), 2);
+    // The service's group is still open: the second run adds a work note to
+    // the first run's ticket instead of opening a second one.
+    assert_eq!(h.state().incidents().len(), 1);
+    let notes = h.state().servicenow_updates();
+    assert_eq!(notes.iter().filter(|u| u.adds_work_note()).count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

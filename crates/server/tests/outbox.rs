@@ -40,7 +40,10 @@ fn config(retry: &str) -> String {
         common::CONFIG.contains(RETRY_BLOCK),
         "the harness config changed"
     );
-    common::CONFIG.replace(RETRY_BLOCK, retry)
+    // Each fault its own incident: these tests count deliveries, not groups.
+    common::CONFIG
+        .replace(RETRY_BLOCK, retry)
+        .replace("storm:\n", "storm:\n  group: { by: [] }\n")
 }
 
 async fn start(retry: &str) -> Harness {
