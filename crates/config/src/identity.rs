@@ -16,6 +16,25 @@ pub const ALGORITHMS_ALLOWED: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 
+/// Signed inbound webhooks at most (`identity.inbound.webhooks`).
+pub const INBOUND_WEBHOOKS_MAX: usize = 16;
+/// Longest replay window of signed inbound webhooks.
+pub const REPLAY_WINDOW_SECS_MAX: u64 = 900;
+
+/// A sender that cannot present a bearer JWT signs its deliveries instead:
+/// `X-TriageGate-Timestamp` and `X-TriageGate-Signature: v1=<hex HMAC-SHA256
+/// of "<timestamp>.<body>">` with a shared secret (at least 32 bytes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundWebhook {
+    /// Names the sender; its runs record `webhook:<name>` as the caller.
+    pub name: String,
+    pub secret: crate::SecretRef,
+    /// The sources (`/v1/events/<source>`) it may deliver to; for these a
+    /// valid signature is required unless a valid bearer JWT is presented.
+    pub sources: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -53,6 +72,11 @@ pub struct InboundConfig {
     pub jwks_max_age_secs: u64,
     pub jwks_refresh_min_interval_secs: u64,
     pub jwks_stale_max_secs: u64,
+    /// Senders that sign their deliveries (HMAC-SHA256) instead of a JWT.
+    pub webhooks: Vec<InboundWebhook>,
+    /// A signed delivery older or newer than this is refused, and a
+    /// signature is accepted once within it (replay protection).
+    pub replay_window_secs: u64,
 }
 
 impl Default for InboundConfig {
@@ -69,6 +93,8 @@ impl Default for InboundConfig {
             jwks_max_age_secs: 3_600,
             jwks_refresh_min_interval_secs: 30,
             jwks_stale_max_secs: 86_400,
+            webhooks: Vec::new(),
+            replay_window_secs: 300,
         }
     }
 }
@@ -78,10 +104,48 @@ impl IdentityConfig {
     pub fn check(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let i = &self.inbound;
+        let p = |k: &str| format!("identity.inbound.{k}");
+        // Signed webhooks are enforced in either mode, so checked in either.
+        if i.webhooks.len() > INBOUND_WEBHOOKS_MAX {
+            out.push((
+                p("webhooks"),
+                format!(
+                    "{} webhooks, at most {INBOUND_WEBHOOKS_MAX}",
+                    i.webhooks.len()
+                ),
+            ));
+        }
+        if i.replay_window_secs == 0 || i.replay_window_secs > REPLAY_WINDOW_SECS_MAX {
+            out.push((
+                p("replay_window_secs"),
+                format!(
+                    "{} is outside 1..={REPLAY_WINDOW_SECS_MAX}",
+                    i.replay_window_secs
+                ),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (n, w) in i.webhooks.iter().enumerate() {
+            let wp = |k: &str| format!("identity.inbound.webhooks.{n}.{k}");
+            if w.name.trim().is_empty() || !names.insert(w.name.as_str()) {
+                out.push((wp("name"), format!("{:?} is empty or repeated", w.name)));
+            }
+            if w.sources.is_empty() {
+                out.push((wp("sources"), "needs at least one source".into()));
+            }
+            for s in &w.sources {
+                let known = tg_model::Source::ALL.iter().any(|k| k.as_str() == s);
+                if !known || s == "cloudwatch-sns" {
+                    out.push((
+                        wp("sources"),
+                        format!("{s:?} is not a source that can be signed (cloudwatch-sns has its own signatures)"),
+                    ));
+                }
+            }
+        }
         if i.mode == InboundMode::None {
             return out;
         }
-        let p = |k: &str| format!("identity.inbound.{k}");
         match i.issuer.as_deref() {
             Some(s) if !s.trim().is_empty() => {}
             _ => out.push((p("issuer"), "is required when mode is jwt".into())),

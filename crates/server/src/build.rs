@@ -32,6 +32,8 @@ pub struct Pipeline {
     pub outbox: crate::outbox::OutboxSettings,
     /// Who may call the API (`identity.inbound`).
     pub inbound: crate::auth::Inbound,
+    /// Senders that sign their deliveries instead of a JWT (`identity.inbound.webhooks`).
+    pub signed: Arc<crate::signed::SignedSources>,
     /// How often open storm breakers are checked without an event (`storm.breaker.tick_ms`; `None`: never).
     pub breaker_tick: Option<std::time::Duration>,
 }
@@ -192,6 +194,7 @@ pub fn build_pipeline_with_clock(
         summary: build_summary(&config.storm.summary, secrets)?,
         outbox: crate::outbox::OutboxSettings::from_config(&config.actions),
         inbound: build_inbound(&config.identity.inbound)?,
+        signed: Arc::new(build_signed(&config.identity.inbound, secrets)?),
         breaker_tick: (config.storm.breaker.tick_ms > 0)
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
     })
@@ -239,6 +242,29 @@ fn build_inbound(c: &tg_config::InboundConfig) -> anyhow::Result<crate::auth::In
 }
 
 /// `storm.summary`, with each team's webhook URL read from its secret.
+/// `identity.inbound.webhooks`: each sender's secret, read once (at least 32 bytes).
+fn build_signed(
+    c: &tg_config::InboundConfig,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<crate::signed::SignedSources> {
+    let mut senders = Vec::new();
+    for (i, w) in c.webhooks.iter().enumerate() {
+        let secret = secrets
+            .read(&w.secret)
+            .with_context(|| format!("identity.inbound.webhooks.{i}.secret"))?;
+        if secret.expose().len() < 32 {
+            anyhow::bail!(
+                "identity.inbound.webhooks.{i}.secret: shorter than 32 bytes (use a random 32-byte value or longer)"
+            );
+        }
+        senders.push((w.name.clone(), secret, w.sources.clone()));
+    }
+    Ok(crate::signed::SignedSources::new(
+        senders,
+        c.replay_window_secs,
+    ))
+}
+
 fn build_summary(
     c: &tg_config::SummarySpec,
     secrets: &dyn SecretSource,

@@ -16,6 +16,7 @@ mod http;
 mod metrics;
 pub mod outbox;
 mod problem;
+pub mod signed;
 pub mod sns;
 pub mod storm;
 pub mod worker;

@@ -103,6 +103,10 @@ pub struct Harness {
     pub base: String,
 }
 
+/// The value of `{ env: INBOUND_WEBHOOK_SECRET }` (a signed sender's secret).
+#[allow(dead_code)]
+pub const INBOUND_WEBHOOK_SECRET: &str = "inbound-webhook-secret-0123456789abcdef";
+
 /// The clock's starting point: fixed, so runs are reproducible.
 pub fn t0() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc
@@ -134,7 +138,11 @@ impl Harness {
                 &SecretRef::Env("SERVICENOW_TOKEN".into()),
                 tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
             )
-            .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
+            .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook)
+            .with(
+                &SecretRef::Env("INBOUND_WEBHOOK_SECRET".into()),
+                INBOUND_WEBHOOK_SECRET,
+            );
         for (i, name) in [
             "PD_KEY_PLATFORM_OPS",
             "PD_KEY_DBA",
