@@ -380,18 +380,57 @@ async fn review(
     Ok(Json(json!({ "items": items, "outbox": outbox })).into_response())
 }
 
+/// Readiness per capability. The instance is ready (200) when it can accept
+/// without losing anything: the store answers and, with JWT identity, the
+/// issuer's keys are usable; otherwise 503 with Retry-After. Action targets are
+/// reported per target (`ready: false` while the target's head action is being
+/// retried, e.g. the tool or its token endpoint is down): the gate still
+/// accepts and queues, so they do not make the instance unready.
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.store.ping().await {
-        Json(json!({"status": "ready"})).into_response()
+    let now = state.clock.now();
+    let store_ok = state.store.ping().await;
+    let identity = match &state.pipeline.inbound {
+        crate::auth::Inbound::Disabled => json!({"ready": true, "mode": "none"}),
+        crate::auth::Inbound::Jwt(a) => {
+            let t = now.timestamp();
+            // `refresh` is the authenticator's own (bounded) warm-up path.
+            let ok = a.ready(t).await || a.refresh(t).await.is_ok();
+            json!({"ready": ok, "mode": "jwt"})
+        }
+    };
+    let mut actions = serde_json::Map::new();
+    if store_ok && let Ok(c) = state.store.outbox_counts(now).await {
+        for (target, b) in &c.by_target {
+            actions.insert(
+                target.clone(),
+                json!({
+                    "ready": b.head_attempts == 0,
+                    "pending": b.pending,
+                    "dead": b.dead,
+                    "head_attempts": b.head_attempts,
+                    "oldest_pending_at": b.oldest_pending_at,
+                }),
+            );
+        }
+    }
+    let ready = store_ok && identity["ready"] == true;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "capabilities": {
+            "store": {"ready": store_ok},
+            "identity": identity,
+            "actions": actions,
+        },
+    });
+    if ready {
+        Json(body).into_response()
     } else {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Not ready",
-            "the store does not answer",
-        )
-        .retry_after(RETRY_AFTER_SECS)
-        .into_response()
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&RETRY_AFTER_SECS.to_string()) {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        resp
     }
 }
 

@@ -130,6 +130,15 @@ async fn health_ready_and_metrics_answer_and_count_traffic() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
     }
+    let ready = h.get_json("/readyz").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["capabilities"]["identity"]["mode"], "none");
+    for target in ["servicenow", "pagerduty", "bridge"] {
+        assert_eq!(
+            ready["capabilities"]["actions"][target]["ready"], true,
+            "{target}: {ready}"
+        );
+    }
     h.script_tool(
         "scn-metrics",
         answer("low", 0.9, false, false, false, "payments"),

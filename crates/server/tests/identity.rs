@@ -362,6 +362,17 @@ async fn an_unreachable_issuer_fails_closed_with_503_and_recovers() {
     let resp = post(&h, Some(&auth), &ev).await;
     assert_eq!(resp.status().as_u16(), 503);
     assert!(resp.headers().get("retry-after").is_some());
+    // Readiness names the capability that is down.
+    let ready = h
+        .http
+        .get(format!("{}/readyz", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["capabilities"]["identity"]["ready"], false, "{body}");
+    assert_eq!(body["capabilities"]["store"]["ready"], true, "{body}");
     jwks.down.store(false, Ordering::SeqCst);
     let resp = post(&h, Some(&auth), &ev).await;
     assert_eq!(
@@ -369,4 +380,11 @@ async fn an_unreachable_issuer_fails_closed_with_503_and_recovers() {
         202,
         "accepted once the issuer is back"
     );
+    let ready = h
+        .http
+        .get(format!("{}/readyz", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
 }

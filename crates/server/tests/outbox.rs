@@ -290,6 +290,13 @@ async fn servicenow_down_five_minutes_queues_loses_nothing_and_resumes_in_decisi
     }
     let (_, _, dead) = get(&h, "/v1/actions?status=dead").await;
     assert_eq!(dead["actions"].as_array().unwrap().len(), 0, "{dead}");
+    // Readiness: the gate still accepts (200), the ServiceNow capability is down.
+    let ready = h.get_json("/readyz").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let sn_ready = &ready["capabilities"]["actions"]["servicenow"];
+    assert_eq!(sn_ready["ready"], false, "{ready}");
+    assert_eq!(sn_ready["pending"], 6, "{ready}");
+    assert_eq!(ready["capabilities"]["actions"]["pagerduty"]["ready"], true);
     let (_, _, still) = get(&h, "/v1/actions?status=pending").await;
     assert_eq!(still["actions"].as_array().unwrap().len(), 6);
     assert!(
