@@ -54,8 +54,9 @@ const TARGET_DELAY_MS: u64 = 120;
 const KILL_AFTER_MS: std::ops::Range<u64> = 50..1_500;
 /// A kill inside a delivery waits at most this long for one to be in flight.
 const DELIVERY_WAIT: Duration = Duration::from_secs(3);
-/// Pause between two events sent by the storm client.
-const SEND_PAUSE_MS: u64 = 15;
+/// Pause between two events sent by the storm client: the storm spans the
+/// kill schedule (about a second per kill point for 8 events).
+const SEND_PAUSE_MS: u64 = 120;
 /// How long the whole storm may take to be accepted.
 const STORM_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long every run may take to complete after the last restart.

@@ -225,10 +225,15 @@ impl SqliteStore {
     /// Claims up to `free` due actions of `target` for `owner`, in decision
     /// order: stops at the first action not yet due (so later ones do not
     /// overtake it) and at an action whose parent (the create an update or
-    /// resolve acts on, `parent_key`) is still pending; a retried action is a probe that goes alone: it is
-    /// claimed only when nothing else of the target is in flight, and while it
-    /// is in flight nothing else of the target is claimed (a target that fails
-    /// sees one request per backoff, never one per queued action).
+    /// resolve acts on, `parent_key`) is still pending. A retried action is a
+    /// probe that goes alone: it is claimed only when nothing else of the
+    /// target is in flight, and while it is in flight nothing else of the
+    /// target is claimed (a target that fails sees one request per backoff,
+    /// never one per queued action).
+    ///
+    /// A parent is on the same target and earlier in decision order, so while
+    /// it waits it is this target's head (what `outbox_counts` reports as due)
+    /// or in flight.
     pub async fn claim_due(
         &self,
         owner: &str,
