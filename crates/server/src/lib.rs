@@ -109,7 +109,10 @@ pub async fn start(
     metrics::handle();
     let requeued = store.requeue_interrupted().await?;
     // Deliveries the previous process had in flight are claimed again.
-    let released = store.release_claims(clock.now()).await?;
+    let grace = chrono::Duration::milliseconds(
+        i64::try_from(pipeline.outbox.restart_grace_ms).unwrap_or(i64::MAX / 2),
+    );
+    let released = store.release_claims(clock.now(), grace).await?;
     if released > 0 {
         tracing::warn!(
             released,

@@ -31,6 +31,11 @@ pub struct OutboxSettings {
     pub concurrency: [usize; 3],
     pub lease_ms: u64,
     pub idle_poll_ms: u64,
+    /// After a restart, an interrupted delivery waits this long (the longest
+    /// target timeout) before it is tried again: a request the dead process
+    /// still had in flight has then landed or failed at the target, so the
+    /// ServiceNow look-up before create sees it instead of racing it.
+    pub restart_grace_ms: u64,
 }
 
 impl OutboxSettings {
@@ -50,6 +55,15 @@ impl OutboxSettings {
             ],
             lease_ms: a.outbox.lease_ms,
             idle_poll_ms: a.outbox.idle_poll_ms,
+            restart_grace_ms: [
+                a.servicenow.as_ref().map(|t| t.timeout_ms),
+                a.pagerduty.as_ref().map(|t| t.timeout_ms),
+                a.bridge.as_ref().map(|t| t.timeout_ms),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0),
         }
     }
 }

@@ -204,12 +204,21 @@ fn cut(text: &str) -> String {
 
 impl SqliteStore {
     /// After a restart: claims of the previous process are released (its
-    /// deliveries died with it) and its unfinished attempts marked `interrupted`.
-    pub async fn release_claims(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// deliveries died with it) and its unfinished attempts marked
+    /// `interrupted`. A released action is due again no earlier than `now +
+    /// grace`, so a request the dead process had in flight lands (or fails)
+    /// at the target before the idempotent retry looks it up.
+    pub async fn release_claims(
+        &self,
+        now: DateTime<Utc>,
+        grace: chrono::Duration,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.write.begin().await?;
         let r = sqlx::query(
-            "UPDATE actions SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL",
+            "UPDATE actions SET claimed_by = NULL, lease_until = NULL, \
+             next_attempt_at = MAX(COALESCE(next_attempt_at, 0), ?) WHERE claimed_by IS NOT NULL",
         )
+        .bind(to_ms(now + grace))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
