@@ -126,7 +126,11 @@ async fn a_token_is_fetched_once_and_reused_across_actions() {
     delivered(&exec.attempt(&ticket(1)).await);
     delivered(&exec.attempt(&ticket(2)).await);
     assert_eq!(sb.state().incidents().len(), 2);
-    assert_eq!(sb.state().servicenow_tokens_issued(), 1, "cached, not refetched");
+    assert_eq!(
+        sb.state().servicenow_tokens_issued(),
+        1,
+        "cached, not refetched"
+    );
     // The token request is form encoded and its secret never recorded.
     let reqs = sb.state().requests(Target::ServicenowOauth);
     assert_eq!(reqs.len(), 1);
@@ -138,7 +142,12 @@ async fn a_token_is_fetched_once_and_reused_across_actions() {
     assert!(!recorded.contains(CLIENT_SECRET), "{recorded}");
     // The Table API saw the issued token, not a static one (the header is redacted
     // in recordings; the emulator accepted it, which it does only for issued tokens).
-    assert!(sb.state().requests(Target::Servicenow).iter().all(|r| r.status < 400));
+    assert!(
+        sb.state()
+            .requests(Target::Servicenow)
+            .iter()
+            .all(|r| r.status < 400)
+    );
 }
 
 #[tokio::test]
@@ -157,8 +166,16 @@ async fn a_refused_token_is_dropped_and_refetched_once_within_the_attempt() {
         .iter()
         .map(|r| r.status)
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 1, "{statuses:?}");
-    assert_eq!(sb.state().incidents().len(), 2, "no duplicate from the repeat");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        sb.state().incidents().len(),
+        2,
+        "no duplicate from the repeat"
+    );
 }
 
 #[tokio::test]
@@ -189,7 +206,10 @@ async fn without_a_token_no_table_api_request_is_made() {
     let a = exec.attempt(&ticket(1)).await;
     assert_eq!(a.result.status, ActionStatus::Failed);
     let err = a.error.unwrap();
-    assert!(!err.is_permanent(), "fail closed, and try again later: {err}");
+    assert!(
+        !err.is_permanent(),
+        "fail closed, and try again later: {err}"
+    );
     assert!(err.to_string().contains("unauthorized_client"), "{err}");
     assert_eq!(table_requests(&sb), 0, "nothing reached the Table API");
 
@@ -226,7 +246,10 @@ async fn private_key_jwt_client_authentication_is_verified() {
     delivered(&exec.attempt(&ticket(1)).await);
     assert_eq!(sb.state().servicenow_tokens_issued(), 1);
     let recorded = serde_json::to_string(&sb.state().requests(Target::ServicenowOauth)).unwrap();
-    assert!(recorded.contains("client_assertion=[redacted]"), "{recorded}");
+    assert!(
+        recorded.contains("client_assertion=[redacted]"),
+        "{recorded}"
+    );
 
     // A key the client does not hold is refused (the emulator checks the signature).
     let other = Secret::new(include_str!("../../identity/tests/keys/rsa2.pem"));
