@@ -246,6 +246,12 @@ impl SandboxState {
         self.servicenow_oauth.tokens_issued()
     }
 
+    /// The tokens `/oauth_token.do` issued and still remembers (for leak
+    /// tests that search every output for them; never served over HTTP).
+    pub fn servicenow_issued_tokens(&self) -> Vec<Secret> {
+        self.servicenow_oauth.issued_tokens()
+    }
+
     /// Invalidate every issued ServiceNow token (the Table API then answers 401).
     pub fn servicenow_revoke_tokens(&self) {
         self.servicenow_oauth.revoke_tokens();

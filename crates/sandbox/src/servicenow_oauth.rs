@@ -58,8 +58,9 @@ enum Credential {
 struct Inner {
     enabled: bool,
     clients: BTreeMap<String, Credential>,
-    /// Token -> expiry (Unix seconds on the sandbox clock), in issue order.
+    /// Valid token -> expiry (Unix seconds on the sandbox clock).
     tokens: BTreeMap<String, i64>,
+    /// Every token issued (revoked ones too), oldest first, at most [`TOKENS_MAX`].
     issued: VecDeque<String>,
     jtis: VecDeque<String>,
     lifetime_secs: Option<i64>,
@@ -140,10 +141,17 @@ impl ServiceNowOAuthState {
         lock(&self.inner).tokens_issued
     }
 
+    pub(crate) fn issued_tokens(&self) -> Vec<Secret> {
+        lock(&self.inner)
+            .issued
+            .iter()
+            .map(|t| Secret::new(t.as_str()))
+            .collect()
+    }
+
+    /// Every token stops working (the issue log stays: tests search outputs for it).
     pub(crate) fn revoke_tokens(&self) {
-        let mut inner = lock(&self.inner);
-        inner.tokens.clear();
-        inner.issued.clear();
+        lock(&self.inner).tokens.clear();
     }
 
     /// Whether OAuth is configured (a client is registered): the Table API
