@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
+
+use tg_identity::TokenSource;
 
 use tg_model::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 
@@ -53,8 +56,8 @@ pub const TARGET_SERVICENOW_BRIDGE: &str = "servicenow+bridge";
 pub struct ServiceNowConfig {
     /// `https://<instance>.service-now.com`, no path.
     pub base_url: String,
-    /// Bearer token (OAuth client credentials come later).
-    pub token: Secret,
+    /// How the Table API is authenticated.
+    pub auth: ServiceNowAuth,
     /// Team name -> assignment group (sys_id, or name when the instance accepts it).
     pub assignment_groups: BTreeMap<String, String>,
     pub caller_id: Option<String>,
@@ -63,6 +66,17 @@ pub struct ServiceNowConfig {
     pub close_code: String,
     /// Per request.
     pub timeout_ms: u64,
+}
+
+/// The credential of the ServiceNow Table API.
+#[derive(Debug, Clone)]
+pub enum ServiceNowAuth {
+    /// A static bearer token.
+    Token(Secret),
+    /// OAuth 2.0 client credentials (`/oauth_token.do`): short-lived tokens,
+    /// cached and fetched single-flight; a 401 drops the token and refetches
+    /// once. Fail closed: without a token no Table API request is made.
+    OAuth(Arc<TokenSource>),
 }
 
 /// PagerDuty access: Events API v2 (routing keys), or the REST API when `rest` is set.
@@ -214,8 +228,10 @@ impl Executor {
         if let Some(c) = &servicenow {
             check_base_url("servicenow", &c.base_url)?;
             check_timeout("servicenow", c.timeout_ms)?;
-            check_secret("servicenow", "token", &c.token)?;
-            redact.add(&c.token);
+            if let ServiceNowAuth::Token(token) = &c.auth {
+                check_secret("servicenow", "token", token)?;
+                redact.add(token);
+            }
         }
         if let Some(c) = &pagerduty {
             check_base_url("pagerduty", &c.base_url)?;

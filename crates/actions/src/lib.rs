@@ -35,8 +35,9 @@ pub use bridge::{
 pub use error::{ConfigError, TargetError};
 pub use executor::{
     Attempt, BRIDGE_WEBHOOKS_MAX, BridgeConfig, BridgeFormat, Executor, PagerDutyConfig,
-    ServiceNowConfig, SignedWebhook, TARGET_BRIDGE, TARGET_PAGERDUTY, TARGET_SERVICENOW,
-    TARGET_SERVICENOW_BRIDGE, TIMEOUT_MS_MAX, WEBHOOK_NAME_CHARS_MAX, WEBHOOK_SECRET_CHARS_MIN,
+    ServiceNowAuth, ServiceNowConfig, SignedWebhook, TARGET_BRIDGE, TARGET_PAGERDUTY,
+    TARGET_SERVICENOW, TARGET_SERVICENOW_BRIDGE, TIMEOUT_MS_MAX, WEBHOOK_NAME_CHARS_MAX,
+    WEBHOOK_SECRET_CHARS_MIN,
 };
 pub use pagerduty::{DEDUP_KEY_BYTES_MAX, PagerDutyRegion, SUMMARY_CHARS_MAX};
 pub use pagerduty_rest::{

@@ -1,13 +1,17 @@
 //! ServiceNow Table API: find an incident by `correlation_id`, create it if
 //! absent; add a work note to it (exactly once, by a marker line); resolve it.
+//! Authenticated with a static bearer token or with OAuth 2.0 client
+//! credentials (`/oauth_token.do`, see [`ServiceNowAuth`]).
+
+use std::future::Future;
 
 use serde_json::{Value, json};
 use tg_model::{CorrelationId, PlannedAction, Severity};
 
 use crate::error::TargetError;
-use crate::executor::{ServiceNowConfig, TARGET_SERVICENOW};
+use crate::executor::{ServiceNowAuth, ServiceNowConfig, TARGET_SERVICENOW};
 use crate::http::{self, Reply, is_web_url, send, send_capped, status_error};
-use crate::secret::Redactor;
+use crate::secret::{Redactor, Secret};
 
 /// Characters of `short_description` (the column's default length).
 pub const SHORT_DESCRIPTION_CHARS_MAX: usize = 160;
@@ -54,6 +58,78 @@ pub(crate) enum ResolveOutcome {
     /// Already Resolved (6) or Closed (7).
     AlreadyResolved(Incident),
     NoParent(String),
+}
+
+/// The credential of one try: the bearer token, and the redactor that also
+/// scrubs it (an OAuth token is a secret the executor did not know at start).
+pub(crate) struct Bearer {
+    token: Secret,
+    redact: Redactor,
+}
+
+/// The bearer for the next request. With OAuth, no token means no request:
+/// the attempt fails retryable (fail closed; the outbox tries again later).
+async fn bearer(cfg: &ServiceNowConfig, redact: &Redactor) -> Result<Bearer, TargetError> {
+    match &cfg.auth {
+        ServiceNowAuth::Token(token) => Ok(Bearer {
+            token: token.clone(),
+            redact: redact.clone(),
+        }),
+        ServiceNowAuth::OAuth(source) => {
+            let token = source
+                .token(chrono::Utc::now().timestamp())
+                .await
+                .map_err(|e| {
+                    TargetError::retryable(T, format!("no ServiceNow OAuth token: {e}"))
+                })?;
+            Ok(Bearer {
+                redact: redact.with(&token),
+                token,
+            })
+        }
+    }
+}
+
+/// Runs `op` with a bearer. With OAuth, a 401 from the Table API drops the
+/// cached token, a new one is fetched and `op` runs once more (every op looks
+/// up before it writes, so running it again is safe); a second 401 is
+/// retryable, never permanent: the instance may not know the new token yet.
+async fn authed<R, F, Fut>(
+    cfg: &ServiceNowConfig,
+    redact: &Redactor,
+    op: F,
+) -> Result<R, TargetError>
+where
+    F: Fn(Bearer) -> Fut,
+    Fut: Future<Output = Result<R, TargetError>>,
+{
+    let first = bearer(cfg, redact).await?;
+    let ServiceNowAuth::OAuth(source) = &cfg.auth else {
+        return op(first).await;
+    };
+    match op(first).await {
+        Err(e) if e.http_status() == Some(401) => {
+            tracing::info!(
+                target_system = T,
+                "the Table API refused the OAuth token; fetching a new one"
+            );
+            source.invalidate().await;
+            let second = bearer(cfg, redact).await?;
+            match op(second).await {
+                Err(TargetError::Permanent { target, detail })
+                    if detail.starts_with("http 401") =>
+                {
+                    source.invalidate().await;
+                    Err(TargetError::Retryable {
+                        target,
+                        detail: format!("{detail} (a freshly fetched OAuth token was refused too)"),
+                    })
+                }
+                other => other,
+            }
+        }
+        other => other,
+    }
 }
 
 fn table_url(cfg: &ServiceNowConfig) -> String {
@@ -170,16 +246,22 @@ pub(crate) async fn ensure_incident(
 ) -> Result<Incident, TargetError> {
     let body = incident_body(cfg, action, major)?;
     let key = checked_key(action)?;
-    if let Some(found) = lookup(client, cfg, redact, key).await? {
-        return Ok(found);
-    }
-    create(client, cfg, redact, &body).await
+    authed(cfg, redact, |auth| {
+        let body = &body;
+        async move {
+            if let Some(found) = lookup(client, cfg, &auth, key).await? {
+                return Ok(found);
+            }
+            create(client, cfg, &auth, body).await
+        }
+    })
+    .await
 }
 
 async fn lookup(
     client: &reqwest::Client,
     cfg: &ServiceNowConfig,
-    redact: &Redactor,
+    auth: &Bearer,
     key: &str,
 ) -> Result<Option<Incident>, TargetError> {
     let req = client
@@ -193,10 +275,10 @@ async fn lookup(
             ("sysparm_limit", "1".into()),
         ])
         .header(reqwest::header::ACCEPT, "application/json")
-        .bearer_auth(cfg.token.expose());
-    let reply = send(T, req, cfg.timeout_ms, redact).await?;
+        .bearer_auth(auth.token.expose());
+    let reply = send(T, req, cfg.timeout_ms, &auth.redact).await?;
     if !reply.status.is_success() {
-        return Err(error_of(&reply, "lookup", redact));
+        return Err(error_of(&reply, "lookup", &auth.redact));
     }
     let value: Value = serde_json::from_str(&reply.body)
         .map_err(|e| TargetError::retryable(T, format!("lookup reply is not json: {e}")))?;
@@ -227,7 +309,7 @@ async fn lookup(
 async fn create(
     client: &reqwest::Client,
     cfg: &ServiceNowConfig,
-    redact: &Redactor,
+    auth: &Bearer,
     body: &Value,
 ) -> Result<Incident, TargetError> {
     let req = client
@@ -238,11 +320,11 @@ async fn create(
         ])
         .header(reqwest::header::ACCEPT, "application/json")
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .bearer_auth(cfg.token.expose())
+        .bearer_auth(auth.token.expose())
         .body(body.to_string());
-    let reply = send(T, req, cfg.timeout_ms, redact).await?;
+    let reply = send(T, req, cfg.timeout_ms, &auth.redact).await?;
     if !reply.status.is_success() {
-        return Err(error_of(&reply, "create", redact));
+        return Err(error_of(&reply, "create", &auth.redact));
     }
     // A success we cannot read may still have created the incident: retrying is
     // safe because the next attempt looks it up first.
@@ -315,23 +397,29 @@ pub(crate) async fn add_note(
     let parent = checked_parent(action)?;
     let text = note_text(action)?;
     let marker = note_marker(checked_key(action)?);
-    let Some(incident) = lookup(client, cfg, redact, parent).await? else {
-        return Ok(NoteOutcome::NoParent(no_parent(parent)));
-    };
-    let notes = read_work_notes(client, cfg, redact, &incident).await?;
-    if notes.contains(&marker) {
-        return Ok(NoteOutcome::AlreadyPresent(incident));
-    }
-    patch(
-        client,
-        cfg,
-        redact,
-        &incident.sys_id,
-        &json!({ "work_notes": text }),
-        "work note",
-    )
-    .await?;
-    Ok(NoteOutcome::Added(incident))
+    authed(cfg, redact, |auth| {
+        let (text, marker) = (&text, &marker);
+        async move {
+            let Some(incident) = lookup(client, cfg, &auth, parent).await? else {
+                return Ok(NoteOutcome::NoParent(no_parent(parent)));
+            };
+            let notes = read_work_notes(client, cfg, &auth, &incident).await?;
+            if notes.contains(marker.as_str()) {
+                return Ok(NoteOutcome::AlreadyPresent(incident));
+            }
+            patch(
+                client,
+                cfg,
+                &auth,
+                &incident.sys_id,
+                &json!({ "work_notes": text }),
+                "work note",
+            )
+            .await?;
+            Ok(NoteOutcome::Added(incident))
+        }
+    })
+    .await
 }
 
 /// Sets the parent incident Resolved (6) with the configured close code; an
@@ -343,12 +431,6 @@ pub(crate) async fn resolve(
     action: &PlannedAction,
 ) -> Result<ResolveOutcome, TargetError> {
     let parent = checked_parent(action)?;
-    let Some(incident) = lookup(client, cfg, redact, parent).await? else {
-        return Ok(ResolveOutcome::NoParent(no_parent(parent)));
-    };
-    if matches!(incident.state.as_str(), "6" | "7") {
-        return Ok(ResolveOutcome::AlreadyResolved(incident));
-    }
     let notes = http::take_chars(action.details.trim(), CLOSE_NOTES_CHARS_MAX);
     let notes = if notes.is_empty() {
         format!(
@@ -358,22 +440,34 @@ pub(crate) async fn resolve(
     } else {
         notes
     };
-    let mut resolved = incident;
-    let state = patch(
-        client,
-        cfg,
-        redact,
-        &resolved.sys_id,
-        &json!({ "state": "6", "close_code": cfg.close_code, "close_notes": notes }),
-        "resolve",
-    )
-    .await?;
-    resolved.state = if state.is_empty() {
-        "6".to_owned()
-    } else {
-        state
-    };
-    Ok(ResolveOutcome::Resolved(resolved))
+    authed(cfg, redact, |auth| {
+        let notes = &notes;
+        async move {
+            let Some(incident) = lookup(client, cfg, &auth, parent).await? else {
+                return Ok(ResolveOutcome::NoParent(no_parent(parent)));
+            };
+            if matches!(incident.state.as_str(), "6" | "7") {
+                return Ok(ResolveOutcome::AlreadyResolved(incident));
+            }
+            let mut resolved = incident;
+            let state = patch(
+                client,
+                cfg,
+                &auth,
+                &resolved.sys_id,
+                &json!({ "state": "6", "close_code": cfg.close_code, "close_notes": notes }),
+                "resolve",
+            )
+            .await?;
+            resolved.state = if state.is_empty() {
+                "6".to_owned()
+            } else {
+                state
+            };
+            Ok(ResolveOutcome::Resolved(resolved))
+        }
+    })
+    .await
 }
 
 fn record_url(cfg: &ServiceNowConfig, sys_id: &str) -> String {
@@ -385,7 +479,7 @@ fn record_url(cfg: &ServiceNowConfig, sys_id: &str) -> String {
 async fn read_work_notes(
     client: &reqwest::Client,
     cfg: &ServiceNowConfig,
-    redact: &Redactor,
+    auth: &Bearer,
     incident: &Incident,
 ) -> Result<String, TargetError> {
     let req = client
@@ -395,10 +489,17 @@ async fn read_work_notes(
             ("sysparm_display_value", "true"),
         ])
         .header(reqwest::header::ACCEPT, "application/json")
-        .bearer_auth(cfg.token.expose());
-    let reply = send_capped(T, req, cfg.timeout_ms, redact, WORK_NOTES_READ_BYTES_MAX).await?;
+        .bearer_auth(auth.token.expose());
+    let reply = send_capped(
+        T,
+        req,
+        cfg.timeout_ms,
+        &auth.redact,
+        WORK_NOTES_READ_BYTES_MAX,
+    )
+    .await?;
     if !reply.status.is_success() {
-        return Err(error_of(&reply, "work notes read", redact));
+        return Err(error_of(&reply, "work notes read", &auth.redact));
     }
     if reply.truncated {
         return Err(TargetError::permanent(
@@ -433,7 +534,7 @@ async fn read_work_notes(
 async fn patch(
     client: &reqwest::Client,
     cfg: &ServiceNowConfig,
-    redact: &Redactor,
+    auth: &Bearer,
     sys_id: &str,
     body: &Value,
     op: &str,
@@ -446,11 +547,11 @@ async fn patch(
         ])
         .header(reqwest::header::ACCEPT, "application/json")
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .bearer_auth(cfg.token.expose())
+        .bearer_auth(auth.token.expose())
         .body(body.to_string());
-    let reply = send(T, req, cfg.timeout_ms, redact).await?;
+    let reply = send(T, req, cfg.timeout_ms, &auth.redact).await?;
     if !reply.status.is_success() {
-        return Err(error_of(&reply, op, redact));
+        return Err(error_of(&reply, op, &auth.redact));
     }
     // The update is applied; an unreadable reply is not worth a retry (a note
     // would be found by its marker, a resolve by its state, but why ask).

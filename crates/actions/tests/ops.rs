@@ -18,7 +18,7 @@ use tg_model::{
 use tg_sandbox::{AlertStatus, FaultSpec, Sandbox, SandboxConfig, Target};
 use triage_gate_actions::{
     Attempt, BridgeConfig, BridgeFormat, DEFAULT_CLOSE_CODE, Executor, PagerDutyConfig,
-    RetryPolicy, Secret, ServiceNowConfig, SignedWebhook, TargetError,
+    RetryPolicy, Secret, ServiceNowAuth, ServiceNowConfig, SignedWebhook, TargetError,
 };
 
 const SN_TOKEN: &str = "sn-ops-token-4b1d9e";
@@ -48,7 +48,7 @@ fn once() -> RetryPolicy {
 fn snow(sb: &Sandbox) -> ServiceNowConfig {
     ServiceNowConfig {
         base_url: sb.servicenow_url(),
-        token: Secret::new(SN_TOKEN),
+        auth: ServiceNowAuth::Token(Secret::new(SN_TOKEN)),
         assignment_groups: [(
             "payments".to_owned(),
             "a715cd759f2002002920bde8132e7018".to_owned(),

@@ -9,7 +9,8 @@ use common::*;
 use serde_json::Value;
 use tg_model::{ActionKind, ActionStatus, Severity};
 use triage_gate_actions::{
-    BridgeFormat, ConfigError, Executor, RetryPolicy, Secret, ServiceNowConfig, TargetError,
+    BridgeFormat, ConfigError, Executor, RetryPolicy, Secret, ServiceNowAuth, ServiceNowConfig,
+    TargetError,
 };
 
 const INCIDENT: &str = "/api/now/table/incident";
@@ -280,7 +281,7 @@ async fn a_400_fails_at_once_with_the_servicenow_message() {
 async fn a_wrong_token_fails_without_the_token_in_the_error() {
     let (emu, addr) = start().await;
     let mut cfg = snow_config(addr);
-    cfg.token = Secret::new("wrong-token-123456");
+    cfg.auth = ServiceNowAuth::Token(Secret::new("wrong-token-123456"));
     let exec = Executor::new(Some(cfg), None, None, fast_retry(3)).unwrap();
     // The instance echoes what it got (some proxies do).
     emu.fault("snow_get", Fault::status(401, r#"{"error":{"message":"User Not Authenticated","detail":"bad token wrong-token-123456"},"status":"failure"}"#));

@@ -1515,8 +1515,12 @@ impl ActionsConfig {
 pub struct ServiceNowTarget {
     /// `https://<instance>.service-now.com`
     pub base_url: String,
-    /// Bearer token (OAuth access token).
-    pub token: SecretRef,
+    /// A static bearer token; or use `auth.oauth` (exactly one of the two).
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// OAuth 2.0 client credentials instead of a static token.
+    #[serde(default)]
+    pub auth: Option<ServiceNowAuthConfig>,
     /// team -> assignment group (sys_id or name).
     #[serde(default)]
     pub assignment_groups: BTreeMap<String, String>,
@@ -1527,6 +1531,143 @@ pub struct ServiceNowTarget {
     /// How a ticket op `resolve` closes the incident.
     #[serde(default)]
     pub resolve: ServiceNowResolve,
+}
+
+/// `actions.servicenow.auth`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNowAuthConfig {
+    pub oauth: ServiceNowOAuth,
+}
+
+/// Longest `timeout_ms` of a token request.
+pub const OAUTH_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Largest `refresh_margin_secs` (a token is refreshed this long before it expires).
+pub const OAUTH_REFRESH_MARGIN_SECS_MAX: u64 = 3_600;
+/// Algorithms a `private_key` may sign client assertions with.
+pub const CLIENT_ASSERTION_ALGORITHMS: &[&str] = &["RS256", "ES256"];
+
+/// How the client secret is sent to the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSecretMethod {
+    /// `client_id` and `client_secret` in the form body (what ServiceNow documents).
+    #[default]
+    Post,
+    /// HTTP Basic.
+    Basic,
+}
+
+/// `actions.servicenow.auth.oauth`: client credentials against `/oauth_token.do`
+/// (the instance must enable the client_credentials grant).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNowOAuth {
+    /// Default `<base_url>/oauth_token.do`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    pub client_id: String,
+    /// The client secret; or `private_key` (exactly one).
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// `client_secret_post` (default) or `client_secret_basic`.
+    #[serde(default)]
+    pub client_secret_method: ClientSecretMethod,
+    /// A PEM private key signing `private_key_jwt` client assertions (RFC 7523).
+    #[serde(default)]
+    pub private_key: Option<SecretRef>,
+    /// `RS256` (default) or `ES256`.
+    #[serde(default = "default_assertion_alg")]
+    pub private_key_alg: String,
+    /// `kid` of the assertion header, when the IdP holds several keys.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Requested scope (space-separated); none by default (the OAuth
+    /// application user's rights apply).
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default = "default_action_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_refresh_margin_secs")]
+    pub refresh_margin_secs: u64,
+}
+
+fn default_assertion_alg() -> String {
+    "RS256".into()
+}
+
+fn default_refresh_margin_secs() -> u64 {
+    60
+}
+
+impl ServiceNowOAuth {
+    /// The token endpoint: configured, or `<base_url>/oauth_token.do`.
+    pub fn token_url(&self, base_url: &str) -> String {
+        self.token_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/oauth_token.do", base_url.trim_end_matches('/')))
+    }
+}
+
+impl ServiceNowTarget {
+    fn validate_auth(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let p = |k: &str| format!("actions.servicenow.{k}");
+        let oauth = match (&self.token, &self.auth) {
+            (Some(_), None) => return out,
+            (None, Some(a)) => &a.oauth,
+            (Some(_), Some(_)) => {
+                out.push((p("auth"), "set either token or auth.oauth, not both".into()));
+                return out;
+            }
+            (None, None) => {
+                out.push((p("token"), "set token or auth.oauth".into()));
+                return out;
+            }
+        };
+        let p = |k: &str| format!("actions.servicenow.auth.oauth.{k}");
+        if oauth.client_id.trim().is_empty() {
+            out.push((p("client_id"), "must not be empty".into()));
+        }
+        match (&oauth.client_secret, &oauth.private_key) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => out.push((
+                p("client_secret"),
+                "set exactly one of client_secret or private_key".into(),
+            )),
+        }
+        if !CLIENT_ASSERTION_ALGORITHMS.contains(&oauth.private_key_alg.as_str()) {
+            out.push((
+                p("private_key_alg"),
+                format!(
+                    "{:?} is not one of {}",
+                    oauth.private_key_alg,
+                    CLIENT_ASSERTION_ALGORITHMS.join(", ")
+                ),
+            ));
+        }
+        if let Some(u) = &oauth.token_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            out.push((p("token_url"), format!("{u:?} is not an http(s) URL")));
+        }
+        if oauth.timeout_ms == 0 || oauth.timeout_ms > OAUTH_TIMEOUT_MS_MAX {
+            out.push((
+                p("timeout_ms"),
+                format!("{} is outside 1..={OAUTH_TIMEOUT_MS_MAX}", oauth.timeout_ms),
+            ));
+        }
+        if oauth.refresh_margin_secs > OAUTH_REFRESH_MARGIN_SECS_MAX {
+            out.push((
+                p("refresh_margin_secs"),
+                format!(
+                    "{} exceeds {OAUTH_REFRESH_MARGIN_SECS_MAX}",
+                    oauth.refresh_margin_secs
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// `actions.servicenow.resolve`: the values a resolve writes.
@@ -1945,6 +2086,7 @@ impl Config {
                     format!("{:?} is not an http(s) URL", sn.base_url),
                 ));
             }
+            out.extend(sn.validate_auth());
         }
         let sns = &self.sources.sns;
         if let Err(e) = regex::Regex::new(&sns.cert_host_pattern) {

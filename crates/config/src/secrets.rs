@@ -84,10 +84,11 @@ pub struct EnvAndFiles;
 
 impl SecretSource for EnvAndFiles {
     fn read(&self, reference: &SecretRef) -> Result<Secret, SecretError> {
-        let value = match reference {
-            SecretRef::Env(name) => {
-                std::env::var(name).map_err(|_| SecretError::Missing(reference.to_string()))?
-            }
+        // The raw value is wiped when dropped, like the `Secret` made from it.
+        let value: zeroize::Zeroizing<String> = match reference {
+            SecretRef::Env(name) => std::env::var(name)
+                .map_err(|_| SecretError::Missing(reference.to_string()))?
+                .into(),
             SecretRef::File(path) => {
                 let meta = std::fs::metadata(path).map_err(|e| SecretError::Unreadable {
                     reference: reference.to_string(),
@@ -99,17 +100,19 @@ impl SecretSource for EnvAndFiles {
                         reason: format!("larger than {SECRET_FILE_BYTES_MAX} bytes"),
                     });
                 }
-                std::fs::read_to_string(path).map_err(|e| SecretError::Unreadable {
-                    reference: reference.to_string(),
-                    reason: e.kind().to_string(),
-                })?
+                std::fs::read_to_string(path)
+                    .map_err(|e| SecretError::Unreadable {
+                        reference: reference.to_string(),
+                        reason: e.kind().to_string(),
+                    })?
+                    .into()
             }
         };
-        let value = value.trim_end_matches(['\n', '\r']).to_owned();
-        if value.is_empty() {
+        let trimmed = value.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
             return Err(SecretError::Empty(reference.to_string()));
         }
-        Ok(Secret::new(value))
+        Ok(Secret::new(trimmed))
     }
 }
 

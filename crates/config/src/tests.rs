@@ -68,9 +68,10 @@ actions:
 ";
     let c = Config::from_yaml(text, "gate.yaml").unwrap();
     let sn = c.actions.servicenow.as_ref().unwrap();
-    assert_eq!(sn.token, SecretRef::Env("SN_TOKEN".into()));
-    let secrets = MapSecrets::default().with(&sn.token, "s3cr3t-value");
-    let s = secrets.read(&sn.token).unwrap();
+    let token = sn.token.as_ref().unwrap();
+    assert_eq!(token, &SecretRef::Env("SN_TOKEN".into()));
+    let secrets = MapSecrets::default().with(token, "s3cr3t-value");
+    let s = secrets.read(token).unwrap();
     assert_eq!(s.expose(), "s3cr3t-value");
     assert_eq!(format!("{s:?}"), "[redacted]");
     let missing = secrets.read(&SecretRef::Env("OTHER".into())).unwrap_err();
@@ -252,4 +253,56 @@ actions:
     ] {
         assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
     }
+}
+
+#[test]
+fn servicenow_oauth_is_an_alternative_to_the_static_token() {
+    let base = "\
+catalog:
+  teams:
+    payments: {}
+actions:
+  servicenow:
+    base_url: https://example.service-now.com/
+";
+    let oauth = format!(
+        "{base}    auth:\n      oauth:\n        client_id: tg-client\n        client_secret: {{ file: /run/secrets/sn-oauth }}\n        scope: useraccount\n"
+    );
+    let c = Config::from_yaml(&oauth, "gate.yaml").unwrap();
+    let sn = c.actions.servicenow.as_ref().unwrap();
+    let o = &sn.auth.as_ref().unwrap().oauth;
+    assert!(sn.token.is_none());
+    assert_eq!(
+        o.token_url(&sn.base_url),
+        "https://example.service-now.com/oauth_token.do"
+    );
+    assert_eq!(o.client_secret_method, crate::ClientSecretMethod::Post);
+    assert_eq!(o.private_key_alg, "RS256");
+
+    let neither = Config::from_yaml(base, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(neither.contains("actions.servicenow.token"), "{neither}");
+
+    let both = format!("{oauth}    token: {{ env: SN_TOKEN }}\n");
+    let err = Config::from_yaml(&both, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not both"), "{err}");
+
+    let two_creds = format!("{oauth}        private_key: {{ file: /run/secrets/sn-key.pem }}\n");
+    let err = Config::from_yaml(&two_creds, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exactly one of client_secret or private_key"),
+        "{err}"
+    );
+
+    let hmac = format!("{oauth}        private_key_alg: HS256\n        timeout_ms: 0\n");
+    let err = Config::from_yaml(&hmac, "gate.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("private_key_alg"), "{err}");
+    assert!(err.contains("timeout_ms"), "{err}");
 }

@@ -4,7 +4,10 @@
 //! One source per target and scope set: tokens are short-lived and narrow.
 //! A token is cached until `refresh_margin_secs` before it expires; concurrent
 //! callers wait on one fetch (single-flight). Errors never carry the secret,
-//! the assertion or the token; an IdP's error description is bounded.
+//! the assertion or the token; an IdP's error description is bounded. Client
+//! secrets and tokens are [`Secret`]s (wiped on drop), and so are the Basic
+//! credentials and the token answer built here; a private key is held as
+//! `jsonwebtoken`'s parsed `EncodingKey`, which does not wipe itself.
 
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use tg_model::Secret;
 use tokio::sync::Mutex;
+use zeroize::Zeroizing;
 
 /// Largest token response read, in bytes.
 pub const TOKEN_RESPONSE_BYTES_MAX: usize = 64 * 1024;
@@ -42,6 +46,25 @@ pub enum ClientAuth {
         alg: Algorithm,
         kid: Option<String>,
     },
+}
+
+impl ClientAuth {
+    /// `private_key_jwt` with a PEM private key: RSA for `RS256`, EC P-256 for
+    /// `ES256`. The error names neither the key nor its parse failure (which
+    /// could quote it).
+    pub fn private_key_jwt(
+        pem: &Secret,
+        alg: Algorithm,
+        kid: Option<String>,
+    ) -> Result<ClientAuth, String> {
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.expose().as_bytes()),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.expose().as_bytes()),
+            other => return Err(format!("{other:?} is not RS256 or ES256")),
+        }
+        .map_err(|_| format!("not a PEM private key for {alg:?}"))?;
+        Ok(ClientAuth::PrivateKeyJwt { key, alg, kid })
+    }
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -201,11 +224,13 @@ impl TokenSource {
             ClientAuth::SecretBasic { secret } => {
                 let enc =
                     |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", enc(&self.cfg.client_id), enc(secret.expose()));
-                req = req.header(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Basic {}", STANDARD.encode(pair)),
-                );
+                let pair = Zeroizing::new(format!(
+                    "{}:{}",
+                    enc(&self.cfg.client_id),
+                    enc(secret.expose())
+                ));
+                let header = Zeroizing::new(format!("Basic {}", STANDARD.encode(pair.as_bytes())));
+                req = req.header(reqwest::header::AUTHORIZATION, header.as_str());
             }
             ClientAuth::SecretPost { secret } => {
                 form.push(("client_id".to_owned(), self.cfg.client_id.clone()));
@@ -237,7 +262,8 @@ impl TokenSource {
                 OAuthError::Transport(if e.is_timeout() { "timeout" } else { "connect" })
             })?;
         let status = resp.status().as_u16();
-        let mut bytes = Vec::new();
+        // The answer holds the access token: wiped when dropped.
+        let mut bytes = Zeroizing::new(Vec::new());
         while let Some(chunk) = resp
             .chunk()
             .await

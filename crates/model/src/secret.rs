@@ -1,12 +1,19 @@
-//! A secret value (token, API key, routing key, webhook URL) that never shows itself.
+//! A secret value (token, API key, routing key, webhook URL, client secret,
+//! private key) that never shows itself and is wiped from memory when dropped.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 /// What a secret prints as, everywhere.
 pub const REDACTED: &str = "[redacted]";
 
 /// A credential. `Debug`, `Display` and `Serialize` all give `[redacted]`; only
 /// [`Secret::expose`] yields the value, at the one place that puts it on the wire.
+///
+/// INVARIANT: the bytes are overwritten with zeros when the value is dropped
+/// (`zeroize`, which the optimizer cannot remove), so a freed secret does not
+/// linger in the heap. Copies made with `expose().to_owned()` are not covered:
+/// keep them in [`zeroize::Zeroizing`] or do not make them.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -33,6 +40,21 @@ impl From<&str> for Secret {
         Secret(value.to_owned())
     }
 }
+
+impl Zeroize for Secret {
+    /// Overwrites the value with zeros and leaves it empty.
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,5 +88,16 @@ mod tests {
         assert_eq!(s.expose(), "sk-very-secret");
         let back: Secret = serde_json::from_str("\"abc\"").unwrap();
         assert_eq!(back.expose(), "abc");
+    }
+
+    #[test]
+    fn a_secret_is_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let mut s = Secret::new("client-secret-value");
+        wiped_on_drop(&s);
+        // What `Drop` runs: the bytes are overwritten, then the value is empty.
+        s.zeroize();
+        assert_eq!(s.expose(), "");
+        assert_eq!(format!("{s:?}"), REDACTED);
     }
 }

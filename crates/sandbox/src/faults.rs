@@ -178,9 +178,9 @@ struct Chaos {
 /// The injected faults, per target.
 #[derive(Default)]
 pub(crate) struct Faults {
-    queues: Mutex<[VecDeque<(Fault, u32)>; 6]>,
-    outages: Mutex<[Option<Outage>; 6]>,
-    chaos: Mutex<[Option<Chaos>; 6]>,
+    queues: Mutex<[VecDeque<(Fault, u32)>; Target::COUNT]>,
+    outages: Mutex<[Option<Outage>; Target::COUNT]>,
+    chaos: Mutex<[Option<Chaos>; Target::COUNT]>,
     clock: Mutex<Option<SandboxClock>>,
 }
 
@@ -206,6 +206,7 @@ fn slot(target: Target) -> usize {
         Target::Anthropic => 3,
         Target::Bedrock => 4,
         Target::Openai => 5,
+        Target::ServicenowOauth => 6,
     }
 }
 
@@ -435,6 +436,7 @@ pub(crate) fn target_error(
         ),
         Target::Bedrock => crate::bedrock::fault_response(status),
         Target::Openai => crate::openai::fault_response(status),
+        Target::ServicenowOauth => crate::servicenow_oauth::fault_response(status),
     };
     let announces_retry = target != Target::Pagerduty
         && (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE);

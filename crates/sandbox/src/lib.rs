@@ -1,4 +1,4 @@
-//! Emulators of ServiceNow, PagerDuty (Events v2, REST incidents and the
+//! Emulators of ServiceNow (Table API and `/oauth_token.do`), PagerDuty (Events v2, REST incidents and the
 //! scoped-OAuth token endpoint), the chat bridge (Slack, Teams, and a
 //! receiver of triage-gate's signed webhooks) and the model APIs
 //! (Anthropic Messages, Amazon Bedrock Converse with SigV4, OpenAI-compatible
@@ -25,6 +25,7 @@ pub mod pagerduty;
 pub mod pagerduty_rest;
 pub mod record;
 pub mod servicenow;
+pub mod servicenow_oauth;
 pub mod sns;
 pub mod sts;
 pub mod webhook;
@@ -52,6 +53,7 @@ pub use pagerduty::{Alert, AlertStatus};
 pub use pagerduty_rest::RestIncident;
 pub use record::{RecordedRequest, Secret, Target};
 pub use servicenow::{Incident, IncidentUpdate, JournalEntry, ServiceNowRules};
+pub use servicenow_oauth::OAuthClientError;
 pub use sns::{Confirmation, SnsSignError};
 pub use sts::{DEFAULT_STS_ROLE_ARN, DEFAULT_WEB_IDENTITY_TOKEN, StsCall, StsControlError};
 pub use webhook::{ReceiverError, Refusal, SignedDelivery};
@@ -126,6 +128,7 @@ pub struct SandboxState {
     servicenow_token: String,
     anthropic_api_key: String,
     servicenow: servicenow::ServiceNowState,
+    servicenow_oauth: servicenow_oauth::ServiceNowOAuthState,
     pagerduty: pagerduty::PagerDutyState,
     pagerduty_rest: pagerduty_rest::PagerDutyRestState,
     bridge: bridge::BridgeState,
@@ -156,6 +159,7 @@ impl SandboxState {
             servicenow_token: cfg.servicenow_token.clone(),
             anthropic_api_key: cfg.anthropic_api_key.clone(),
             servicenow: servicenow::ServiceNowState::default(),
+            servicenow_oauth: servicenow_oauth::ServiceNowOAuthState::default(),
             pagerduty: pagerduty::PagerDutyState::default(),
             pagerduty_rest: pagerduty_rest::PagerDutyRestState::default(),
             bridge: bridge::BridgeState::default(),
@@ -195,6 +199,76 @@ impl SandboxState {
     /// Switch instance behaviour (business rules, data policies, query leniency).
     pub fn set_servicenow_rules(&self, rules: ServiceNowRules) {
         self.servicenow.set_rules(rules);
+    }
+
+    /// Set the instance property
+    /// `glide.oauth.inbound.client.credential.grant_type.enabled` (off by
+    /// default: `/oauth_token.do` then refuses client_credentials).
+    pub fn servicenow_oauth_enable_client_credentials(&self, enabled: bool) {
+        self.servicenow_oauth.set_enabled(enabled);
+    }
+
+    /// Register a ServiceNow OAuth client authenticating with a secret
+    /// (`client_secret_post` or `client_secret_basic`). From then on the Table
+    /// API accepts only tokens `/oauth_token.do` issued.
+    pub fn servicenow_oauth_client(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<(), OAuthClientError> {
+        self.servicenow_oauth
+            .register_secret(client_id, client_secret)
+    }
+
+    /// Register a ServiceNow OAuth client authenticating with `private_key_jwt`
+    /// (RS256), verified with this RSA public key (PEM).
+    pub fn servicenow_oauth_client_key(
+        &self,
+        client_id: &str,
+        public_key_pem: &str,
+    ) -> Result<(), OAuthClientError> {
+        self.servicenow_oauth
+            .register_public_key(client_id, public_key_pem)
+    }
+
+    /// Issue tokens living `secs` instead of the default; `None` restores it.
+    pub fn servicenow_oauth_token_lifetime(&self, secs: Option<i64>) {
+        self.servicenow_oauth.set_lifetime(secs);
+    }
+
+    /// Requests received by `/oauth_token.do` (faulted ones excluded).
+    pub fn servicenow_token_requests(&self) -> u64 {
+        self.servicenow_oauth.token_requests()
+    }
+
+    /// Tokens `/oauth_token.do` issued.
+    pub fn servicenow_tokens_issued(&self) -> u64 {
+        self.servicenow_oauth.tokens_issued()
+    }
+
+    /// The tokens `/oauth_token.do` issued and still remembers (for leak
+    /// tests that search every output for them; never served over HTTP).
+    pub fn servicenow_issued_tokens(&self) -> Vec<Secret> {
+        self.servicenow_oauth.issued_tokens()
+    }
+
+    /// Invalidate every issued ServiceNow token (the Table API then answers 401).
+    pub fn servicenow_revoke_tokens(&self) {
+        self.servicenow_oauth.revoke_tokens();
+    }
+
+    /// Whether `Authorization` carries a credential the Table API accepts:
+    /// an unexpired issued token once OAuth is configured, else the static token.
+    pub(crate) fn servicenow_authorized(&self, authorization: Option<&str>) -> bool {
+        let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        if self.servicenow_oauth.required() {
+            self.servicenow_oauth
+                .valid(token, self.faults.now().timestamp())
+        } else {
+            token == self.servicenow_token
+        }
     }
 
     /// PagerDuty alerts, open and closed, in the order they were opened.
@@ -390,6 +464,7 @@ impl SandboxState {
     /// restore default ServiceNow rules. Issued webhooks stay valid.
     pub fn reset(&self) {
         self.servicenow.reset();
+        self.servicenow_oauth.reset();
         self.pagerduty.reset();
         self.pagerduty_rest.reset();
         self.bridge.reset();
@@ -412,7 +487,10 @@ pub fn router(state: Arc<SandboxState>) -> Router {
     Router::new()
         .nest(
             "/servicenow",
-            emulator(servicenow::routes(), Target::Servicenow),
+            emulator(servicenow::routes(), Target::Servicenow).merge(emulator(
+                servicenow_oauth::routes(),
+                Target::ServicenowOauth,
+            )),
         )
         .nest(
             "/pagerduty",
@@ -554,6 +632,11 @@ impl Sandbox {
 
     pub fn servicenow_url(&self) -> String {
         format!("{}/servicenow", self.base_url())
+    }
+
+    /// ServiceNow's OAuth token endpoint (`<servicenow_url>/oauth_token.do`).
+    pub fn servicenow_token_url(&self) -> String {
+        format!("{}/servicenow/oauth_token.do", self.base_url())
     }
 
     pub fn pagerduty_url(&self) -> String {

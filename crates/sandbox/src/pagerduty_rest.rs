@@ -189,7 +189,7 @@ fn rest_error(status: StatusCode, message: &str, code: u32, errors: &[String]) -
         .into_response()
 }
 
-fn form(body: &[u8]) -> BTreeMap<String, String> {
+pub(crate) fn form(body: &[u8]) -> BTreeMap<String, String> {
     String::from_utf8_lossy(body)
         .split('&')
         .filter(|p| !p.is_empty())
@@ -201,7 +201,7 @@ fn form(body: &[u8]) -> BTreeMap<String, String> {
 }
 
 /// application/x-www-form-urlencoded decoding (`+` is a space).
-fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

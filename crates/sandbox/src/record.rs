@@ -41,16 +41,23 @@ pub enum Target {
     Anthropic,
     Bedrock,
     Openai,
+    /// ServiceNow's `/oauth_token.do` (its own target, so it can be down
+    /// while the Table API is up).
+    ServicenowOauth,
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [
+    /// How many targets there are.
+    pub const COUNT: usize = 7;
+
+    pub const ALL: [Target; Target::COUNT] = [
         Target::Servicenow,
         Target::Pagerduty,
         Target::Bridge,
         Target::Anthropic,
         Target::Bedrock,
         Target::Openai,
+        Target::ServicenowOauth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +68,7 @@ impl Target {
             Target::Anthropic => "anthropic",
             Target::Bedrock => "bedrock",
             Target::Openai => "openai",
+            Target::ServicenowOauth => "servicenow_oauth",
         }
     }
 
@@ -76,6 +84,7 @@ impl Target {
             Target::Anthropic => 3,
             Target::Bedrock => 4,
             Target::Openai => 5,
+            Target::ServicenowOauth => 6,
         }
     }
 }
@@ -123,7 +132,7 @@ pub(crate) struct Recorder {
 #[derive(Debug, Default)]
 struct RecorderInner {
     next_seq: u64,
-    rings: [VecDeque<RecordedRequest>; 6],
+    rings: [VecDeque<RecordedRequest>; Target::COUNT],
 }
 
 impl Recorder {

@@ -1,7 +1,8 @@
 //! ServiceNow Table API emulator (`incident` table only), under `/servicenow`.
 //!
 //! Strict where the real platform is strict: `Accept`/`Content-Type` must be
-//! JSON, the bearer token must match, field values must be strings, error
+//! JSON, the bearer token must match (an issued OAuth token once OAuth is
+//! configured, see [`crate::servicenow_oauth`]), field values must be strings, error
 //! bodies are `{"error":{"message","detail"},"status":"failure"}`. Lenient
 //! where the real platform is lenient, because clients must cope with it:
 //! unknown columns are dropped silently, over-long strings are truncated, and an
@@ -328,11 +329,11 @@ fn check_request(
     table: &str,
     has_body: bool,
 ) -> Result<(), SnError> {
-    let expected = format!("Bearer {}", state.servicenow_token);
-    let authed = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
+    let authed = state.servicenow_authorized(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     if !authed {
         return Err(SnError::new(
             StatusCode::UNAUTHORIZED,

@@ -552,19 +552,14 @@ fn build_executor(
     secrets: &dyn SecretSource,
 ) -> anyhow::Result<tg_actions::Executor> {
     use tg_actions::{
-        BridgeConfig, BridgeFormat, PagerDutyConfig, PagerDutyRegion, RetryPolicy, Secret,
+        BridgeConfig, BridgeFormat, PagerDutyConfig, PagerDutyRegion, RetryPolicy,
         ServiceNowConfig, SignedWebhook,
     };
     let a = &config.actions;
     let servicenow = match &a.servicenow {
         Some(sn) => Some(ServiceNowConfig {
             base_url: sn.base_url.clone(),
-            token: Secret::new(
-                secrets
-                    .read(&sn.token)
-                    .context("actions.servicenow.token")?
-                    .expose(),
-            ),
+            auth: servicenow_auth(sn, secrets)?,
             assignment_groups: sn.assignment_groups.clone(),
             caller_id: sn.caller_id.clone(),
             close_code: sn.resolve.close_code.clone(),
@@ -646,6 +641,76 @@ fn build_executor(
 
 /// `actions.pagerduty.rest`: the REST base URL and a client-credentials token
 /// source scoped to the account and to incidents only.
+/// The ServiceNow credential: a static token, or an OAuth client-credentials
+/// token source (secret or private key read once, here; both wiped on drop).
+fn servicenow_auth(
+    sn: &tg_config::ServiceNowTarget,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<tg_actions::ServiceNowAuth> {
+    let oauth = match (&sn.token, &sn.auth) {
+        (Some(token), None) => {
+            return Ok(tg_actions::ServiceNowAuth::Token(
+                secrets.read(token).context("actions.servicenow.token")?,
+            ));
+        }
+        (None, Some(auth)) => &auth.oauth,
+        _ => {
+            return Err(anyhow!(
+                "actions.servicenow: set exactly one of token or auth.oauth"
+            ));
+        }
+    };
+    let auth = match (&oauth.client_secret, &oauth.private_key) {
+        (Some(r), None) => {
+            let secret = secrets
+                .read(r)
+                .context("actions.servicenow.auth.oauth.client_secret")?;
+            match oauth.client_secret_method {
+                tg_config::ClientSecretMethod::Post => {
+                    tg_identity::ClientAuth::SecretPost { secret }
+                }
+                tg_config::ClientSecretMethod::Basic => {
+                    tg_identity::ClientAuth::SecretBasic { secret }
+                }
+            }
+        }
+        (None, Some(r)) => {
+            let pem = secrets
+                .read(r)
+                .context("actions.servicenow.auth.oauth.private_key")?;
+            let alg = match oauth.private_key_alg.as_str() {
+                "ES256" => tg_identity::Algorithm::ES256,
+                _ => tg_identity::Algorithm::RS256,
+            };
+            tg_identity::ClientAuth::private_key_jwt(&pem, alg, oauth.key_id.clone())
+                .map_err(|e| anyhow!("actions.servicenow.auth.oauth.private_key: {e}"))?
+        }
+        _ => {
+            return Err(anyhow!(
+                "actions.servicenow.auth.oauth: set exactly one of client_secret or private_key"
+            ));
+        }
+    };
+    let tokens = tg_identity::TokenSource::new(tg_identity::ClientCredentials {
+        token_url: oauth.token_url(&sn.base_url),
+        client_id: oauth.client_id.clone(),
+        auth,
+        scopes: oauth
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        extra: Vec::new(),
+        timeout_ms: oauth.timeout_ms,
+        refresh_margin_secs: i64::try_from(oauth.refresh_margin_secs).unwrap_or(i64::MAX),
+    })
+    .map_err(|e| anyhow!("actions.servicenow.auth.oauth: {e}"))?;
+    Ok(tg_actions::ServiceNowAuth::OAuth(Arc::new(tokens)))
+}
+
 fn build_pagerduty_rest(
     region: tg_actions::PagerDutyRegion,
     r: &tg_config::PagerDutyRestTarget,

@@ -26,7 +26,8 @@ use tg_model::{
     RunId, Severity,
 };
 use triage_gate_actions::{
-    BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, RetryPolicy, Secret, ServiceNowConfig,
+    BridgeConfig, BridgeFormat, Executor, PagerDutyConfig, RetryPolicy, Secret, ServiceNowAuth,
+    ServiceNowConfig,
 };
 
 pub const SNOW_TOKEN: &str = "snow-token-7f3a9c1e-SECRET";
@@ -394,7 +395,7 @@ pub fn fast_retry(attempts_max: u32) -> RetryPolicy {
 pub fn snow_config(addr: SocketAddr) -> ServiceNowConfig {
     ServiceNowConfig {
         base_url: format!("http://{addr}"),
-        token: Secret::new(SNOW_TOKEN),
+        auth: ServiceNowAuth::Token(Secret::new(SNOW_TOKEN)),
         assignment_groups: [
             (
                 "payments".to_owned(),
