@@ -183,7 +183,7 @@ impl StepRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ChainRecord {
-    Step(StepRecord),
+    Step(Box<StepRecord>),
     Run(Box<AuditRecord>),
 }
 

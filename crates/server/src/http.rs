@@ -389,15 +389,15 @@ async fn review(
 async fn ready(State(state): State<AppState>) -> Response {
     let now = state.clock.now();
     let store_ok = state.store.ping().await;
-    let identity = match &state.pipeline.inbound {
-        crate::auth::Inbound::Disabled => json!({"ready": true, "mode": "none"}),
+    let (identity_ok, mode) = match &state.pipeline.inbound {
+        crate::auth::Inbound::Disabled => (true, "none"),
         crate::auth::Inbound::Jwt(a) => {
             let t = now.timestamp();
             // `refresh` is the authenticator's own (bounded) warm-up path.
-            let ok = a.ready(t).await || a.refresh(t).await.is_ok();
-            json!({"ready": ok, "mode": "jwt"})
+            (a.ready(t).await || a.refresh(t).await.is_ok(), "jwt")
         }
     };
+    let identity = json!({"ready": identity_ok, "mode": mode});
     let mut actions = serde_json::Map::new();
     if store_ok && let Ok(c) = state.store.outbox_counts(now).await {
         for (target, b) in &c.by_target {
@@ -413,7 +413,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             );
         }
     }
-    let ready = store_ok && identity["ready"] == true;
+    let ready = store_ok && identity_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "capabilities": {
