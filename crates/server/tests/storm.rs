@@ -22,7 +22,7 @@ fn strs(a: [&str; 3]) -> [String; 3] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_inside_window_is_suppressed_without_model_call_then_acts_after_expiry() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
     h.script_tool(
         "scn-dup",
         answer("high", 0.95, true, true, false, "payments"),
@@ -77,7 +77,7 @@ async fn duplicate_inside_window_is_suppressed_without_model_call_then_acts_afte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_beyond_team_burst_goes_to_review_with_page_rate_then_refills() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
     // Team burst is 2, refilled at 6 an hour: one token per 600 s.
     h.script_tool(
         "scn-rate",
@@ -126,7 +126,7 @@ async fn page_beyond_team_burst_goes_to_review_with_page_rate_then_refills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolved_alert_skips_everything_and_a_refire_reuses_the_open_ticket() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
     h.script_tool(
         "scn-resolve",
         answer("medium", 0.9, true, false, false, "payments"),
@@ -179,7 +179,7 @@ async fn resolved_alert_skips_everything_and_a_refire_reuses_the_open_ticket() {
 /// Injects `fault` for ServiceNow, sends a ticket-worthy event, and checks one
 /// incident exists for the run and the result counts more than one attempt.
 async fn ticket_survives(fault: FaultSpec, marker: &str) {
-    let h = Harness::start().await;
+    let h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
     h.script_tool(
         marker,
         answer("medium", 0.9, true, false, false, "payments"),

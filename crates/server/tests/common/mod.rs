@@ -107,6 +107,14 @@ pub struct Harness {
 #[allow(dead_code)]
 pub const INBOUND_WEBHOOK_SECRET: &str = "inbound-webhook-secret-0123456789abcdef";
 
+/// `yaml` with grouping off (`storm.group.by: []`): each fingerprint its own
+/// incident, for tests of dedup windows, buckets and the breaker alone.
+#[allow(dead_code)]
+pub fn ungrouped(yaml: &str) -> String {
+    assert!(yaml.contains("storm:\n"), "the config has a storm section");
+    yaml.replacen("storm:\n", "storm:\n  group: { by: [] }\n", 1)
+}
+
 /// The clock's starting point: fixed, so runs are reproducible.
 pub fn t0() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc
