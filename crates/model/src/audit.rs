@@ -91,18 +91,24 @@ pub struct AuditRecord {
     pub hash: Sha256Hex,
 }
 
+/// The hash a chain record should carry: SHA-256 of the canonical JSON of
+/// every field but `hash` itself.
+fn chain_hash<T: Serialize + std::fmt::Debug>(record: &T) -> Sha256Hex {
+    let mut value = match serde_json::to_value(record) {
+        Ok(v) => v,
+        // A struct of plain data always serializes; hash the debug form rather than panic.
+        Err(_) => return sha256_hex(format!("{record:?}").as_bytes()),
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("hash");
+    }
+    sha256_hex(&canonical_json(&value))
+}
+
 impl AuditRecord {
     /// The hash this record should carry: over everything but `hash` itself.
     pub fn compute_hash(&self) -> Sha256Hex {
-        let mut value = match serde_json::to_value(self) {
-            Ok(v) => v,
-            // A struct of plain data always serializes; hash the debug form rather than panic.
-            Err(_) => return sha256_hex(format!("{self:?}").as_bytes()),
-        };
-        if let Some(obj) = value.as_object_mut() {
-            obj.remove("hash");
-        }
-        sha256_hex(&canonical_json(&value))
+        chain_hash(self)
     }
 
     /// Sets `seq`, `prev_hash` and `hash` so the record extends a chain.
@@ -161,14 +167,7 @@ pub struct StepRecord {
 impl StepRecord {
     /// The hash this record should carry: over everything but `hash` itself.
     pub fn compute_hash(&self) -> Sha256Hex {
-        let mut value = match serde_json::to_value(self) {
-            Ok(v) => v,
-            Err(_) => return sha256_hex(format!("{self:?}").as_bytes()),
-        };
-        if let Some(obj) = value.as_object_mut() {
-            obj.remove("hash");
-        }
-        sha256_hex(&canonical_json(&value))
+        chain_hash(self)
     }
 
     /// Sets `seq`, `prev_hash` and `hash` so the record extends a chain.
