@@ -12,12 +12,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use common::{CONFIG, Harness, answer, event, outcome, t0, tg_server};
+use common::{CONFIG, Harness, answer, event, outcome};
 use serde_json::json;
-use tg_config::{Config, MapSecrets, SecretRef};
+use tg_config::{Config, SecretRef};
 use tg_sandbox::{FaultSpec, ModelScript, Sandbox, SandboxConfig, ScriptReply, Target};
 
 const ANTHROPIC_BLOCK: &str = "  provider: anthropic
@@ -65,63 +62,13 @@ async fn start(block: &str, aws_secret: &str) -> Harness {
         .replace(ANTHROPIC_BLOCK, block)
         .replace("${SANDBOX}", &sandbox.base_url());
     let config = Config::from_yaml(&yaml, "test").unwrap_or_else(|e| panic!("{e}"));
-    let webhook = sandbox.slack_webhook_url("test-mim-channel");
-    let mut secrets = MapSecrets::default()
+    let secrets = common::test_secrets(&sandbox)
         .with(
             &SecretRef::Env("AWS_ACCESS_KEY_ID".into()),
             tg_sandbox::DEFAULT_BEDROCK_ACCESS_KEY_ID,
         )
-        .with(&SecretRef::Env("AWS_SECRET_ACCESS_KEY".into()), aws_secret)
-        .with(
-            &SecretRef::Env("OPENAI_API_KEY".into()),
-            tg_sandbox::DEFAULT_OPENAI_API_KEY,
-        )
-        .with(
-            &SecretRef::Env("SERVICENOW_TOKEN".into()),
-            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
-        )
-        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
-    for (i, name) in [
-        "PD_KEY_PLATFORM_OPS",
-        "PD_KEY_DBA",
-        "PD_KEY_PAYMENTS",
-        "PD_KEY_SEARCH",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
-        secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
-    }
-    let clock = Arc::new(tg_server::ManualClock::new(t0()));
-    let pipeline = tg_server::build_pipeline_with_clock(&config, None, &secrets, clock.clone())
-        .expect("pipeline builds");
-    let data = tempfile::Builder::new()
-        .prefix("tg-classify-e2e-")
-        .tempdir()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gate = tg_server::start(
-        listener,
-        data.path(),
-        pipeline,
-        clock.clone(),
-        &config.server,
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", gate.addr);
-    Harness {
-        sandbox,
-        gate: Some(gate),
-        clock,
-        data,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        base,
-    }
+        .with(&SecretRef::Env("AWS_SECRET_ACCESS_KEY".into()), aws_secret);
+    Harness::launch(sandbox, &config, &secrets).await
 }
 
 fn bedrock(fallback: &str) -> String {

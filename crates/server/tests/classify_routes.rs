@@ -13,11 +13,8 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use common::{CONFIG, Harness, answer, event, outcome, t0, tg_server};
-use tg_config::{Config, MapSecrets, SecretRef};
+use common::{CONFIG, Harness, answer, event, outcome};
+use tg_config::Config;
 use tg_sandbox::{ModelScript, Sandbox, SandboxConfig, ScriptReply, Target};
 
 const ANTHROPIC_BLOCK: &str = "  provider: anthropic
@@ -81,62 +78,8 @@ async fn start(block: &str, token_file: &str) -> Harness {
         .replace("${SANDBOX}", &sandbox.base_url())
         .replace("${TOKEN_FILE}", token_file);
     let config = Config::from_yaml(&yaml, "test").unwrap_or_else(|e| panic!("{e}"));
-    let webhook = sandbox.slack_webhook_url("test-mim-channel");
-    let mut secrets = MapSecrets::default()
-        .with(
-            &SecretRef::Env("ANTHROPIC_API_KEY".into()),
-            tg_sandbox::DEFAULT_ANTHROPIC_API_KEY,
-        )
-        .with(
-            &SecretRef::Env("OPENAI_API_KEY".into()),
-            tg_sandbox::DEFAULT_OPENAI_API_KEY,
-        )
-        .with(
-            &SecretRef::Env("SERVICENOW_TOKEN".into()),
-            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
-        )
-        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
-    for (i, name) in [
-        "PD_KEY_PLATFORM_OPS",
-        "PD_KEY_DBA",
-        "PD_KEY_PAYMENTS",
-        "PD_KEY_SEARCH",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
-        secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
-    }
-    let clock = Arc::new(tg_server::ManualClock::new(t0()));
-    let pipeline = tg_server::build_pipeline_with_clock(&config, None, &secrets, clock.clone())
-        .expect("pipeline builds");
-    let data = tempfile::Builder::new()
-        .prefix("tg-classify-routes-")
-        .tempdir()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gate = tg_server::start(
-        listener,
-        data.path(),
-        pipeline,
-        clock.clone(),
-        &config.server,
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", gate.addr);
-    Harness {
-        sandbox,
-        gate: Some(gate),
-        clock,
-        data,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        base,
-    }
+    let secrets = common::test_secrets(&sandbox);
+    Harness::launch(sandbox, &config, &secrets).await
 }
 
 fn tool(v: serde_json::Value) -> ScriptReply {

@@ -103,6 +103,43 @@ pub struct Harness {
     pub base: String,
 }
 
+/// The secrets every test config references, with the sandbox's default values.
+#[allow(dead_code)]
+pub fn test_secrets(sandbox: &Sandbox) -> MapSecrets {
+    let webhook = sandbox.slack_webhook_url("test-mim-channel");
+    let mut secrets = MapSecrets::default()
+        .with(
+            &SecretRef::Env("ANTHROPIC_API_KEY".into()),
+            tg_sandbox::DEFAULT_ANTHROPIC_API_KEY,
+        )
+        .with(
+            &SecretRef::Env("SERVICENOW_TOKEN".into()),
+            tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
+        )
+        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook)
+        .with(
+            &SecretRef::Env("INBOUND_WEBHOOK_SECRET".into()),
+            INBOUND_WEBHOOK_SECRET,
+        );
+    for (i, name) in [
+        "PD_KEY_PLATFORM_OPS",
+        "PD_KEY_DBA",
+        "PD_KEY_PAYMENTS",
+        "PD_KEY_SEARCH",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // PagerDuty integration keys are 32 characters.
+        let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
+        secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
+    }
+    secrets.with(
+        &SecretRef::Env("OPENAI_API_KEY".into()),
+        tg_sandbox::DEFAULT_OPENAI_API_KEY,
+    )
+}
+
 /// The value of `{ env: INBOUND_WEBHOOK_SECRET }` (a signed sender's secret).
 #[allow(dead_code)]
 pub const INBOUND_WEBHOOK_SECRET: &str = "inbound-webhook-secret-0123456789abcdef";
@@ -136,36 +173,15 @@ impl Harness {
             .expect("sandbox starts");
         let config = Config::from_yaml(&yaml.replace("${SANDBOX}", &sandbox.base_url()), "test")
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-        let webhook = sandbox.slack_webhook_url("test-mim-channel");
-        let mut secrets = MapSecrets::default()
-            .with(
-                &SecretRef::Env("ANTHROPIC_API_KEY".into()),
-                tg_sandbox::DEFAULT_ANTHROPIC_API_KEY,
-            )
-            .with(
-                &SecretRef::Env("SERVICENOW_TOKEN".into()),
-                tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
-            )
-            .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook)
-            .with(
-                &SecretRef::Env("INBOUND_WEBHOOK_SECRET".into()),
-                INBOUND_WEBHOOK_SECRET,
-            );
-        for (i, name) in [
-            "PD_KEY_PLATFORM_OPS",
-            "PD_KEY_DBA",
-            "PD_KEY_PAYMENTS",
-            "PD_KEY_SEARCH",
-        ]
-        .iter()
-        .enumerate()
-        {
-            // PagerDuty integration keys are 32 characters.
-            let key = format!("{i:0>2}{}", "t3stk3y0".repeat(4));
-            secrets = secrets.with(&SecretRef::Env((*name).into()), &key[..32]);
-        }
+        let secrets = test_secrets(&sandbox);
+        Harness::launch(sandbox, &config, &secrets).await
+    }
+
+    /// Starts a gate for `config` (already resolved against `sandbox`) with `secrets`.
+    #[allow(dead_code)]
+    pub async fn launch(sandbox: Sandbox, config: &Config, secrets: &MapSecrets) -> Harness {
         let clock = Arc::new(tg_server::ManualClock::new(t0()));
-        let pipeline = tg_server::build_pipeline_with_clock(&config, None, &secrets, clock.clone())
+        let pipeline = tg_server::build_pipeline_with_clock(config, None, secrets, clock.clone())
             .expect("pipeline builds");
         let data = tempfile::Builder::new()
             .prefix("tg-server-e2e-")
