@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use tg_model::Chained;
 
-use crate::verify::{VerifyReport, verify_records};
+use ed25519_dalek::VerifyingKey;
+
+use crate::verify::{VerifyReport, verify_chain};
 
 /// Bytes of one audit line, newline excluded. A longer line is reported as bad
 /// rather than read into memory without bound.
@@ -20,6 +22,27 @@ const TAIL_CHUNK_BYTES: u64 = 64 * 1024;
 /// A last line with no newline (a write torn by a crash) is reported as `torn`;
 /// [`JsonlSink::open`] repairs that by cutting it.
 pub fn verify_file(path: impl AsRef<Path>) -> io::Result<VerifyReport> {
+    verify_file_with(path, None)
+}
+
+/// Verifies stored lines (as the store keeps them, in chain order); `key` checks checkpoint signatures.
+pub fn verify_lines(lines: &[String], key: Option<&VerifyingKey>) -> VerifyReport {
+    verify_chain(
+        lines.iter().enumerate().map(|(i, l)| {
+            (
+                i.saturating_add(1),
+                serde_json::from_str(l).map_err(|e| format!("bad json: {e}")),
+            )
+        }),
+        key,
+    )
+}
+
+/// [`verify_file`], and with `key` every checkpoint's signature must verify with it.
+pub fn verify_file_with(
+    path: impl AsRef<Path>,
+    key: Option<&VerifyingKey>,
+) -> io::Result<VerifyReport> {
     let file = File::open(path.as_ref())?;
     let mut reader = BufReader::new(file);
     let mut line_no = 0usize;
@@ -58,7 +81,7 @@ pub fn verify_file(path: impl AsRef<Path>) -> io::Result<VerifyReport> {
         stopped = item.is_err();
         Some((line_no, item))
     });
-    let report = verify_records(lines);
+    let report = verify_chain(lines, key);
     match read_error {
         Some(e) => Err(e),
         None => Ok(report),

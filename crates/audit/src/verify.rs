@@ -1,7 +1,10 @@
 //! Pure verification of a hash chain of audit records given as parsed JSON values.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::iter::Peekable;
+
+use ed25519_dalek::VerifyingKey;
 
 use serde_json::Value;
 use tg_model::hash::canonical_json;
@@ -29,7 +32,18 @@ pub struct VerifyReport {
     /// The hash of the last valid record: compare it with the store's to detect a
     /// chain cut short at the end, which the chain alone cannot show.
     pub last_hash: Option<Sha256Hex>,
+    /// Checkpoint records read (and found consistent with the chain).
+    pub checkpoints: u64,
+    /// Of those, how many had their signature checked against a public key.
+    pub checkpoints_verified: u64,
+    /// The last record a valid checkpoint covers: everything up to it is
+    /// proven by a signature, when `checkpoints_verified > 0`.
+    pub signed_upto: Option<u64>,
 }
+
+/// Records back a checkpoint may reach: the verifier keeps this many recent
+/// hashes to check what a checkpoint signed (the gate checkpoints far more often).
+pub const CHECKPOINT_REACH_MAX: usize = 100_000;
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -38,6 +52,18 @@ impl fmt::Display for VerifyReport {
                 write!(f, "ok: {} records", self.records)?;
                 if let Some(h) = &self.last_hash {
                     write!(f, ", last hash {h}")?;
+                }
+                if self.checkpoints > 0 {
+                    write!(
+                        f,
+                        "; {} checkpoints, {} signatures verified",
+                        self.checkpoints, self.checkpoints_verified
+                    )?;
+                    if let Some(upto) = self.signed_upto
+                        && self.checkpoints_verified > 0
+                    {
+                        write!(f, ", signed up to seq {upto}")?;
+                    }
                 }
                 Ok(())
             }
@@ -70,23 +96,46 @@ struct Parsed {
     seq: u64,
     hash: Sha256Hex,
     prev_hash: Sha256Hex,
+    /// A checkpoint record's time and content.
+    checkpoint: Option<(chrono::DateTime<chrono::Utc>, tg_model::CheckpointStep)>,
 }
 
 /// Verifies a chain of audit records, given as `(line number, parsed JSON or
-/// parse error)` in file order. Stops at the first broken record.
+/// parse error)` in file order. Stops at the first broken record. Checkpoints
+/// are checked against the chain; their signatures only by [`verify_chain`]
+/// with a public key.
 ///
 /// Each record's hash is recomputed over the parsed value minus its `hash` key
 /// (not over a re-serialized `AuditRecord`), so added or edited fields are caught.
 pub fn verify_records(
     records: impl Iterator<Item = (usize, Result<Value, String>)>,
 ) -> VerifyReport {
+    verify_chain(records, None)
+}
+
+/// [`verify_records`], and with `key` every checkpoint's signature must verify
+/// with it (a checkpoint signed by another key is a bad record).
+pub fn verify_chain(
+    records: impl Iterator<Item = (usize, Result<Value, String>)>,
+    key: Option<&VerifyingKey>,
+) -> VerifyReport {
     let mut iter = records.peekable();
     let mut count: u64 = 0;
     let mut prev: Option<Link> = None;
+    let mut marks = Checkpoints {
+        key,
+        recent: VecDeque::new(),
+        seen: 0,
+        verified: 0,
+        signed_upto: None,
+    };
     while let Some((line, item)) = iter.next() {
-        match check_one(line, item, prev.as_ref(), &mut iter) {
+        let checked = check_one(line, item, prev.as_ref(), &mut iter)
+            .and_then(|parsed| marks.check(line, &parsed).map(|()| parsed));
+        match checked {
             Ok(parsed) => {
                 count = count.saturating_add(1);
+                marks.remember(parsed.seq, &parsed.hash);
                 prev = Some(Link {
                     line,
                     seq: parsed.seq,
@@ -100,6 +149,9 @@ pub fn verify_records(
                     ok: false,
                     first_bad: Some(bad),
                     last_hash: prev.map(|p| p.hash),
+                    checkpoints: marks.seen,
+                    checkpoints_verified: marks.verified,
+                    signed_upto: marks.signed_upto,
                 };
             }
         }
@@ -109,6 +161,77 @@ pub fn verify_records(
         ok: true,
         first_bad: None,
         last_hash: prev.map(|p| p.hash),
+        checkpoints: marks.seen,
+        checkpoints_verified: marks.verified,
+        signed_upto: marks.signed_upto,
+    }
+}
+
+/// Checkpoint state while walking the chain.
+struct Checkpoints<'k> {
+    key: Option<&'k VerifyingKey>,
+    /// `(seq, hash)` of the records since the last checkpoint's `upto_seq`, at most [`CHECKPOINT_REACH_MAX`].
+    recent: VecDeque<(u64, Sha256Hex)>,
+    seen: u64,
+    verified: u64,
+    signed_upto: Option<u64>,
+}
+
+impl Checkpoints<'_> {
+    fn remember(&mut self, seq: u64, hash: &Sha256Hex) {
+        if self.recent.len() >= CHECKPOINT_REACH_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, hash.clone()));
+    }
+
+    /// A checkpoint record must name a record behind it (and not behind the
+    /// previous checkpoint) whose hash it repeats, and with a key its signature must verify.
+    fn check(&mut self, line: usize, parsed: &Parsed) -> Result<(), BadRecord> {
+        let Some(cp) = &parsed.checkpoint else {
+            return Ok(());
+        };
+        let bad = |reason: String| BadRecord {
+            line,
+            seq: Some(parsed.seq),
+            reason: format!("bad checkpoint: {reason}"),
+        };
+        let (step_at, step) = cp;
+        if step.upto_seq >= parsed.seq {
+            return Err(bad(format!(
+                "covers seq {}, not a record before it",
+                step.upto_seq
+            )));
+        }
+        if let Some(last) = self.signed_upto
+            && step.upto_seq < last
+        {
+            return Err(bad(format!(
+                "covers seq {}, behind the previous checkpoint's seq {last}",
+                step.upto_seq
+            )));
+        }
+        let Some((_, hash)) = self.recent.iter().find(|(s, _)| *s == step.upto_seq) else {
+            return Err(bad(format!(
+                "covers seq {}, more than {CHECKPOINT_REACH_MAX} records back",
+                step.upto_seq
+            )));
+        };
+        if *hash != step.upto_hash {
+            return Err(bad(format!(
+                "says seq {} hashes to {}, the chain has {hash}",
+                step.upto_seq, step.upto_hash
+            )));
+        }
+        if let Some(key) = self.key {
+            crate::checkpoint::verify_checkpoint(key, step, step_at).map_err(bad)?;
+            self.verified = self.verified.saturating_add(1);
+        }
+        self.seen = self.seen.saturating_add(1);
+        self.signed_upto = Some(step.upto_seq);
+        let upto = step.upto_seq;
+        self.recent.retain(|(s, _)| *s >= upto);
+        Ok(())
     }
 }
 
@@ -146,16 +269,20 @@ where
     // A field added with a recomputed hash still has to be a run's or a step's record.
     // (Parsed as the kind it claims to be, so the error names the field.)
     let parsed = if obj.contains_key("kind") {
-        serde_json::from_value::<StepRecord>(value.clone()).map(|_| ())
+        serde_json::from_value::<StepRecord>(value.clone())
+            .map(|s| s.checkpoint.clone().map(|c| (s.at, c)))
     } else {
-        serde_json::from_value::<AuditRecord>(value.clone()).map(|_| ())
+        serde_json::from_value::<AuditRecord>(value.clone()).map(|_| None)
     };
-    if let Err(e) = parsed {
-        return Err(bad(
-            Some(seq),
-            format!("malformed: not an audit record: {e}"),
-        ));
-    }
+    let checkpoint = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(bad(
+                Some(seq),
+                format!("malformed: not an audit record: {e}"),
+            ));
+        }
+    };
 
     let expected = prev.map_or(1, |p| p.seq.saturating_add(1));
     if seq > expected {
@@ -206,6 +333,7 @@ where
         seq,
         hash,
         prev_hash,
+        checkpoint,
     })
 }
 

@@ -4,6 +4,7 @@
 //! `actions list|retry`.
 
 mod actions;
+mod audit;
 mod brain;
 mod demo;
 mod simulate;
@@ -107,8 +108,42 @@ enum ActionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of a JSON Lines audit file; names the first broken record.
-    Verify { file: PathBuf },
+    /// Check the hash chain (and, with --public-key, every checkpoint's
+    /// signature) of an exported JSON Lines file or of the store; names the
+    /// first bad record.
+    Verify {
+        /// An exported audit file (`audit.jsonl` or a sink's file).
+        #[arg(conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        file: Option<PathBuf>,
+        /// Verify the store in this data directory instead.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Ed25519 public key (SPKI PEM) the checkpoints must be signed with.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// The story of an incident from the store, in time order: events,
+    /// classifications, decisions with their conditions, actions, attempts.
+    Show {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        run_id: Option<String>,
+        #[arg(long)]
+        correlation_id: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// RFC 3339 lower bound of when records happened.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print the story as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an Ed25519 key pair for signed checkpoints (OUT and OUT.pub).
+    Keygen { out: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,18 +206,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tg_sandbox::serve_forever(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => {
-            let report = tg_audit::verify_file(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            println!("{}: {report}", file.display());
-            Ok(if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Audit { command } => match command {
+            AuditCommand::Verify {
+                file,
+                data_dir,
+                public_key,
+            } => audit::verify(file.as_deref(), data_dir.as_deref(), public_key.as_deref()).await,
+            AuditCommand::Show {
+                data_dir,
+                run_id,
+                correlation_id,
+                service,
+                from,
+                to,
+                json,
+            } => {
+                audit::show(
+                    &data_dir,
+                    audit::ShowArgs {
+                        run_id,
+                        correlation_id,
+                        service,
+                        from,
+                        to,
+                        json,
+                    },
+                )
+                .await
+            }
+            AuditCommand::Keygen { out } => audit::keygen(&out),
+        },
         Command::Actions {
             command: ActionsCommand::Retry { id, server },
         } => actions::retry(&server, id).await,

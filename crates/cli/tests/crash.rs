@@ -101,13 +101,13 @@ async fn wait_completed(base: &str, run_id: &str) -> Value {
     }
 }
 
-/// Audit lines that belong to `run_id`.
+/// The audit record of `run_id` (the step records of its attempts left out).
 fn audit_lines_for(data_dir: &Path, run_id: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(data_dir.join("audit.jsonl")).unwrap_or_default();
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["run_id"] == run_id)
+        .filter(|r| r["run_id"] == run_id && r.get("kind").is_none())
         .collect()
 }
 

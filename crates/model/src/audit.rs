@@ -125,6 +125,105 @@ impl AuditRecord {
 pub enum StepKind {
     /// A storm breaker opened or closed.
     BreakerTransition,
+    /// One delivery attempt of an action ended (delivered, retry, dead, interrupted).
+    ActionAttempt,
+    /// An operator sent a dead-lettered action back to the outbox.
+    ActionReplay,
+    /// A signed checkpoint over the chain up to a record (Ed25519).
+    Checkpoint,
+    /// The gate started with a configuration or policy version other than the last one recorded.
+    ConfigLoaded,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::BreakerTransition => "breaker_transition",
+            StepKind::ActionAttempt => "action_attempt",
+            StepKind::ActionReplay => "action_replay",
+            StepKind::Checkpoint => "checkpoint",
+            StepKind::ConfigLoaded => "config_loaded",
+        }
+    }
+}
+
+/// One delivery attempt of an action, as the audit chain keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptStep {
+    /// The action's idempotency key (`tg:<run>:<kind>` and the like).
+    pub action_key: String,
+    /// `ticket`, `page` or `mim`.
+    pub action: String,
+    /// `create`, `update` or `resolve`.
+    pub op: String,
+    /// `servicenow`, `pagerduty`, `bridge`.
+    pub target: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// `delivered`, `failed` (will retry), `dead`, `interrupted`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// External IDs once delivered (`servicenow_number`, `pagerduty_dedup_key`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub external_ids: std::collections::BTreeMap<String, String>,
+    /// Bounded, secret-free error text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the next attempt is due (a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// An operator's replay of a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayStep {
+    pub action_key: String,
+    /// The outbox row id the operator named.
+    pub action_id: i64,
+    /// Attempts made before the replay.
+    pub attempts_before: u32,
+}
+
+/// A signed checkpoint: `signature` is Ed25519 over
+/// [`checkpoint_message`]`(upto_seq, upto_hash, at)`, verifiable with the public key alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointStep {
+    /// The last record the checkpoint covers; its hash covers every record before it.
+    pub upto_seq: u64,
+    pub upto_hash: Sha256Hex,
+    /// First 16 hex digits of SHA-256 over the raw 32-byte public key.
+    pub key_id: String,
+    /// Always `ed25519`.
+    pub alg: String,
+    /// Hex of the 64-byte signature.
+    pub signature: String,
+}
+
+/// The exact bytes a checkpoint signs.
+pub fn checkpoint_message(upto_seq: u64, upto_hash: &Sha256Hex, at: &DateTime<Utc>) -> String {
+    format!(
+        "triage-gate-audit-checkpoint/v1\n{upto_seq}\n{}\n{}\n",
+        upto_hash.as_str(),
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+}
+
+/// What a start-up loaded: recorded when it differs from the last record of this kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigStep {
+    pub policy_version: String,
+    /// SHA-256 of the effective configuration's canonical JSON (secret values are never in it: only references).
+    pub config_sha256: Sha256Hex,
+    /// The previous values, when there was a previous record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_policy_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_config_sha256: Option<Sha256Hex>,
 }
 
 /// A storm breaker transition, as the audit chain keeps it.
@@ -143,7 +242,8 @@ pub struct BreakerStep {
 }
 
 /// Something recorded on the chain beside the runs' own records: one record
-/// per step (now breaker transitions). Hashed and chained like [`AuditRecord`];
+/// per later step (breaker transitions, action attempts, replays, checkpoints,
+/// configuration loads). Hashed and chained like [`AuditRecord`];
 /// told apart from it by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,19 +252,61 @@ pub struct StepRecord {
     pub kind: StepKind,
     /// Position in the chain, from 1 (shared with run records).
     pub seq: u64,
-    /// Unique per step (`breaker:<environment>:<storm_id>:<to>`).
+    /// Unique per step (`breaker:<environment>:<storm_id>:<to>`,
+    /// `attempt:<action key>:<n>`, `replay:<action id>:<n>`, `checkpoint:<upto seq>`,
+    /// `config:<sha256>`).
     pub record_id: String,
     pub at: DateTime<Utc>,
-    /// What caused it: the run whose event moved the breaker, or
-    /// `none:breaker-tick` for the timer.
+    /// Who or what caused it: the run whose event moved the breaker,
+    /// `none:breaker-tick` for the timer, `outbox` for an attempt, the
+    /// operator's identity for a replay, `gate` for checkpoints and start-up.
     pub actor: String,
+    /// The run the step belongs to (attempts, replays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<CorrelationId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<AttemptStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigStep>,
     pub prev_hash: Sha256Hex,
     pub hash: Sha256Hex,
 }
 
 impl StepRecord {
+    /// An unsealed step record with no detail yet: set the field that matches `kind`.
+    pub fn new(
+        kind: StepKind,
+        record_id: impl Into<String>,
+        at: DateTime<Utc>,
+        actor: impl Into<String>,
+    ) -> StepRecord {
+        StepRecord {
+            schema_version: AUDIT_SCHEMA_VERSION,
+            kind,
+            seq: 0,
+            record_id: record_id.into(),
+            at,
+            actor: actor.into(),
+            run_id: None,
+            correlation_id: None,
+            breaker: None,
+            attempt: None,
+            replay: None,
+            checkpoint: None,
+            config: None,
+            prev_hash: Sha256Hex::zero(),
+            hash: Sha256Hex::zero(),
+        }
+    }
+
     /// The hash this record should carry: over everything but `hash` itself.
     pub fn compute_hash(&self) -> Sha256Hex {
         chain_hash(self)

@@ -20,7 +20,8 @@ pub mod secret;
 
 pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{
-    AuditRecord, BreakerStep, ChainRecord, Chained, EventMeta, RunTimestamps, StepKind, StepRecord,
+    AttemptStep, AuditRecord, BreakerStep, ChainRecord, Chained, CheckpointStep, ConfigStep,
+    EventMeta, ReplayStep, RunTimestamps, StepKind, StepRecord, checkpoint_message,
 };
 pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};

@@ -36,6 +36,8 @@ pub struct Pipeline {
     pub signed: Arc<crate::signed::SignedSources>,
     /// How often open storm breakers are checked without an event (`storm.breaker.tick_ms`; `None`: never).
     pub breaker_tick: Option<std::time::Duration>,
+    /// Checkpoint key and cadence, the configuration's hash (`audit`).
+    pub audit: crate::audit::AuditSettings,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -197,6 +199,7 @@ pub fn build_pipeline_with_clock(
         signed: Arc::new(build_signed(&config.identity.inbound, secrets)?),
         breaker_tick: (config.storm.breaker.tick_ms > 0)
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
+        audit: crate::audit::settings(config, secrets)?,
     })
 }
 

@@ -9,6 +9,7 @@
 //!   the JSON Lines file is written from the store in chain order.
 
 mod actions_api;
+pub mod audit;
 pub mod auth;
 pub mod build;
 pub mod clock;
@@ -137,6 +138,8 @@ pub async fn start(
             concurrency_max: server.concurrency_max,
         },
     };
+    // A policy or configuration change is on the chain from the moment it took effect.
+    audit::record_config_loaded(&state).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -155,6 +158,11 @@ pub async fn start(
         let st = state.clone();
         let token = shutdown.clone();
         tasks.spawn(async move { worker::audit_file_writer(st, token).await });
+    }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { audit::checkpoint_task(st, token).await });
     }
     // Actions are delivered by the outbox, never by the processing workers.
     {

@@ -147,3 +147,8 @@ pub fn attempt(target: &'static str, outcome: &'static str) {
 pub fn auth_refused(reason: &'static str) {
     metrics::counter!("triage_gate_auth_refused_total", "reason" => reason).increment(1);
 }
+
+/// A signed checkpoint sealed onto the audit chain.
+pub fn audit_checkpoint() {
+    metrics::counter!("triage_gate_audit_checkpoints_total").increment(1);
+}

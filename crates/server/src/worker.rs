@@ -342,7 +342,13 @@ pub async fn audit_file_writer(state: AppState, token: CancellationToken) {
         }
         tokio::select! {
             _ = token.cancelled() => {
-                // One last catch-up so a clean shutdown leaves the file complete.
+                // The last checkpoint signs the end of the chain, then one last
+                // catch-up leaves the file complete (checkpoint included).
+                if let Some(cp) = state.pipeline.audit.checkpoint.as_ref()
+                    && let Err(e) = crate::audit::checkpoint_if_due(&state, cp, true).await
+                {
+                    tracing::error!(error = %e, "final audit checkpoint failed");
+                }
                 if let Ok(records) = state.store.audit_after(last, AUDIT_FILE_BATCH_MAX).await {
                     let _ = sink.append(&records);
                 }

@@ -9,6 +9,7 @@
 //!
 //! This crate must never decide anything: it stores what the engine decided.
 
+mod audit;
 mod outbox;
 mod sqlite;
 mod storm;
@@ -17,6 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction, RunId};
 
+pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,

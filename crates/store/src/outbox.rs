@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
-use tg_model::{ActionKind, ActionResult, RunId};
+use tg_model::{
+    ActionKind, ActionResult, AttemptStep, PlannedAction, ReplayStep, RunId, StepKind, StepRecord,
+};
 
 use crate::sqlite::action_from_row;
 use crate::{SqliteStore, StoreError, StoredAction, from_ms, to_ms};
@@ -214,6 +216,45 @@ impl SqliteStore {
         grace: chrono::Duration,
     ) -> Result<u64, StoreError> {
         let mut tx = self.write.begin().await?;
+        // The attempts a crash cut short are recorded on the chain as interrupted.
+        let cut_short = sqlx::query(
+            "SELECT a.action_id, a.attempt, x.planned_json, x.kind FROM action_attempts a \
+             JOIN actions x ON x.id = a.action_id WHERE a.finished_at IS NULL ORDER BY a.rowid",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &cut_short {
+            let planned: PlannedAction =
+                serde_json::from_str(&row.try_get::<String, _>("planned_json")?)
+                    .map_err(crate::sqlite::corrupt("planned action"))?;
+            let attempt_no: i64 = row.try_get("attempt")?;
+            let step = StepRecord {
+                run_id: Some(planned.run_id.clone()),
+                correlation_id: Some(planned.correlation_id.clone()),
+                attempt: Some(AttemptStep {
+                    action_key: planned.idempotency_key.clone(),
+                    action: planned.kind.as_str().to_owned(),
+                    op: planned.op.as_str().to_owned(),
+                    target: target_of(planned.kind).to_owned(),
+                    attempt: u32::try_from(attempt_no).unwrap_or(u32::MAX),
+                    outcome: "interrupted".to_owned(),
+                    http_status: None,
+                    external_ids: Default::default(),
+                    error: Some(
+                        "the gate stopped during the attempt; delivered again idempotently"
+                            .to_owned(),
+                    ),
+                    next_attempt_at: Some(now + grace),
+                }),
+                ..StepRecord::new(
+                    StepKind::ActionAttempt,
+                    format!("attempt:{}:{attempt_no}", planned.idempotency_key),
+                    now,
+                    "outbox",
+                )
+            };
+            crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
+        }
         let r = sqlx::query(
             "UPDATE actions SET claimed_by = NULL, lease_until = NULL, \
              next_attempt_at = MAX(COALESCE(next_attempt_at, 0), ?) WHERE claimed_by IS NOT NULL",
@@ -427,6 +468,38 @@ impl SqliteStore {
             .await?
             .rows_affected()
             == 1;
+        if applied {
+            // Every attempt that counted is a record on the chain, sealed with it.
+            let planned = &claimed.action.planned;
+            let (outcome_text, external_ids, next_at) = match end {
+                DeliveryEnd::Delivered(r) => ("delivered", r.external_ids.clone(), None),
+                DeliveryEnd::Retry { at, .. } => ("failed", Default::default(), Some(*at)),
+                DeliveryEnd::Dead(r) => ("dead", r.external_ids.clone(), None),
+            };
+            let step = StepRecord {
+                run_id: Some(planned.run_id.clone()),
+                correlation_id: Some(planned.correlation_id.clone()),
+                attempt: Some(AttemptStep {
+                    action_key: planned.idempotency_key.clone(),
+                    action: planned.kind.as_str().to_owned(),
+                    op: planned.op.as_str().to_owned(),
+                    target: target_of(claimed.action.kind).to_owned(),
+                    attempt: u32::try_from(claimed.attempt_no).unwrap_or(u32::MAX),
+                    outcome: outcome_text.to_owned(),
+                    http_status,
+                    external_ids,
+                    error: error.clone(),
+                    next_attempt_at: next_at,
+                }),
+                ..StepRecord::new(
+                    StepKind::ActionAttempt,
+                    format!("attempt:{}:{}", planned.idempotency_key, claimed.attempt_no),
+                    now,
+                    "outbox",
+                )
+            };
+            crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
+        }
         let run_id = claimed.action.run_id.as_str();
         let pending_left: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
@@ -647,6 +720,31 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+        // The replay is on the chain, so the redelivery's attempts (which follow
+        // it) are explained even when the run was audited long before.
+        let replays: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM action_retries WHERE action_id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        let planned = &action.planned;
+        let step = StepRecord {
+            run_id: Some(planned.run_id.clone()),
+            correlation_id: Some(planned.correlation_id.clone()),
+            replay: Some(ReplayStep {
+                action_key: planned.idempotency_key.clone(),
+                action_id: id,
+                attempts_before: u32::try_from(budget_spent).unwrap_or(u32::MAX),
+            }),
+            ..StepRecord::new(
+                StepKind::ActionReplay,
+                format!("replay:{id}:{replays}"),
+                now,
+                by.clone().unwrap_or_else(|| "anonymous".to_owned()),
+            )
+        };
+        crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(action)
     }

@@ -9,12 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tg_engine::{Effect, GLOBAL_BUCKET, StepOutput, StepState, team_bucket_key};
-use tg_model::{
-    ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId, Sha256Hex,
-    StepRecord,
-};
+use tg_model::{ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId};
 use tg_storm::{BucketState, DedupEntry, Signal};
 
+use crate::audit::{RowMeta, chain_next, insert_row};
 use crate::{
     NewRun, PrefetchKeys, ReviewItem, RunStatus, StoreError, StoredAction, StoredRun, from_ms,
     outcome_str, parse_kind, to_ms,
@@ -367,13 +365,16 @@ impl SqliteStore {
         }
         let (seq, prev) = chain_next(&mut tx).await?;
         record.seal(u64::try_from(seq).unwrap_or(0), prev);
-        sqlx::query("INSERT INTO audit (seq, run_id, hash, record_json) VALUES (?, ?, ?, ?)")
-            .bind(seq)
-            .bind(record.run_id.as_str())
-            .bind(record.hash.as_str())
-            .bind(json(&record)?)
-            .execute(&mut *tx)
-            .await?;
+        insert_row(
+            &mut tx,
+            seq,
+            record.run_id.as_str(),
+            &record.hash,
+            &json(&record)?,
+            "run",
+            &RowMeta::of_run(&record),
+        )
+        .await?;
         sqlx::query(
             "UPDATE runs SET status = 'completed', completed_at = ?, audit_seq = ?, audit_hash = ? \
              WHERE run_id = ?",
@@ -501,41 +502,6 @@ impl SqliteStore {
                 .await?;
         rows.iter().map(run_from_row).collect()
     }
-}
-
-/// The next chain position and the hash it must link to (inside the writer's transaction).
-pub(crate) async fn chain_next(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-) -> Result<(i64, Sha256Hex), StoreError> {
-    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(match last {
-        Some(r) => {
-            let s: i64 = r.try_get("seq")?;
-            (s + 1, Sha256Hex(r.try_get("hash")?))
-        }
-        None => (1, Sha256Hex::zero()),
-    })
-}
-
-/// Seals a step record onto the chain (inside the caller's transaction).
-pub(crate) async fn append_step(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    mut record: StepRecord,
-) -> Result<(), StoreError> {
-    let (seq, prev) = chain_next(tx).await?;
-    record.seal(u64::try_from(seq).unwrap_or(0), prev);
-    // `run_id` holds the step's record id (unique, never a run's id).
-    sqlx::query("INSERT INTO audit (seq, run_id, hash, record_json, kind) VALUES (?, ?, ?, ?, ?)")
-        .bind(seq)
-        .bind(&record.record_id)
-        .bind(record.hash.as_str())
-        .bind(json(&record)?)
-        .bind("step")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 fn dedup_from_row(

@@ -187,15 +187,9 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             .await?;
             // Every transition is also a record on the audit chain, sealed in the
             // same transaction as the decision (or tick) that caused it.
-            crate::sqlite::append_step(
+            crate::audit::append_step(
                 tx,
                 StepRecord {
-                    schema_version: tg_model::audit::AUDIT_SCHEMA_VERSION,
-                    kind: StepKind::BreakerTransition,
-                    seq: 0,
-                    record_id: format!("breaker:{environment}:{}:{}", t.storm_id, t.to.as_str()),
-                    at: t.at,
-                    actor: run_id.to_string(),
                     breaker: Some(BreakerStep {
                         environment: environment.clone(),
                         to: t.to.as_str().to_owned(),
@@ -204,9 +198,14 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
                         storm_id: t.storm_id.clone(),
                         reason: t.reason.clone(),
                     }),
-                    prev_hash: tg_model::Sha256Hex::zero(),
-                    hash: tg_model::Sha256Hex::zero(),
+                    ..StepRecord::new(
+                        StepKind::BreakerTransition,
+                        format!("breaker:{environment}:{}:{}", t.storm_id, t.to.as_str()),
+                        t.at,
+                        run_id.to_string(),
+                    )
                 },
+                None,
             )
             .await?;
         }

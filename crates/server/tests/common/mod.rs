@@ -385,6 +385,17 @@ impl Harness {
     pub fn audit_path(&self) -> std::path::PathBuf {
         self.data.path().join("audit.jsonl")
     }
+
+    /// The runs' records in the audit file (step records, which have a `kind`, left out).
+    pub fn run_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r.get("kind").is_none())
+            .collect()
+    }
 }
 
 /// A generic event. `marker` goes into the summary so model scripts can match it.
