@@ -88,9 +88,6 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         "demo/config.yaml",
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let secrets = tg_sim::sandbox_secrets(&sandbox, "demo-mim-channel");
-    let pipeline = tg_server::build_pipeline(&config, None, &secrets)?;
-
     let data_dir = match data_dir {
         Some(d) => d,
         None => tempfile::Builder::new()
@@ -99,6 +96,16 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .context("cannot create a temporary data dir")?
             .keep(),
     };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // A checkpoint key for this run only: the private half stays in memory.
+    let (private_pem, public_path) = demo_checkpoint_key(&data_dir)?;
+    let secrets = tg_sim::sandbox_secrets(&sandbox, "demo-mim-channel").with(
+        &tg_config::SecretRef::Env("AUDIT_CHECKPOINT_KEY".into()),
+        private_pem.as_str(),
+    );
+    drop(private_pem);
+    let pipeline = tg_server::build_pipeline(&config, None, &secrets)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gate = tg_server::start(
         listener,
@@ -226,11 +233,34 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     println!("  waiting for a human  {review_items:>3}   (GET /v1/review)");
 
     let audit_path = data_dir.join("audit.jsonl");
-    let report = tg_audit::verify_file(&audit_path)
+    let public = tg_audit::verifying_key_from_pem(
+        &std::fs::read_to_string(&public_path)
+            .with_context(|| format!("cannot read {}", public_path.display()))?,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let report = tg_audit::verify_file_with(&audit_path, Some(&public))
         .with_context(|| format!("cannot read {}", audit_path.display()))?;
     println!("\nAudit chain {}: {report}", audit_path.display());
+    println!(
+        "  verify it yourself:  triage-gate audit verify {} --public-key {}",
+        audit_path.display(),
+        public_path.display()
+    );
+    let paged = rows.iter().find(|r| {
+        r.run["decision"]["actions"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["action"] == "page" && x["outcome"] == "execute")
+        })
+    });
+    if let Some(run_id) = paged.and_then(|r| r.run["run_id"].as_str()) {
+        println!(
+            "  the story of a page: triage-gate audit show --data-dir {} --run-id {run_id}",
+            data_dir.display()
+        );
+    }
 
-    // The chain also holds a step record per storm breaker transition.
+    // Besides one record per run, the chain holds step records (kind): the
+    // configuration loaded, each delivery attempt, breaker moves, checkpoints.
     let steps = std::fs::read_to_string(&audit_path)
         .map(|t| t.lines().filter(|l| l.contains("\"kind\":")).count())
         .unwrap_or(0);
@@ -240,6 +270,7 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         && pd_alerts == pages
         && bridge_posts == mims
         && report.ok
+        && report.checkpoints_verified > 0
         && usize::try_from(report.records).unwrap_or(0) == rows.len() + steps;
     sandbox.shutdown().await;
     if consistent {
@@ -249,6 +280,26 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         println!("MISMATCH between decisions, emulators and audit trail (see above)");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// A fresh Ed25519 key: the private PEM (wiped on drop) and where its public half was written.
+fn demo_checkpoint_key(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(zeroize::Zeroizing<String>, PathBuf)> {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let signing = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let public_path = data_dir.join("audit-checkpoint.pub.pem");
+    let public = signing
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| anyhow!("cannot encode the demo's public key: {e}"))?;
+    std::fs::write(&public_path, public)
+        .with_context(|| format!("cannot write {}", public_path.display()))?;
+    let private = signing
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| anyhow!("cannot encode the demo's key: {e}"))?;
+    Ok((zeroize::Zeroizing::new(private.to_string()), public_path))
 }
 
 async fn wait_completed(http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<Value> {

@@ -315,4 +315,138 @@ fn demo_exits_zero_and_its_audit_trail_detects_tampering() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "tampering must fail: {stdout}");
     assert!(stdout.contains("line 2"), "names the line: {stdout}");
+
+    store_audit_tools(&data, tmp.path());
+}
+
+fn stdout_of(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `audit verify --data-dir` over the store with the demo's public key,
+/// `audit show`, another key, and edits made to the store itself.
+fn store_audit_tools(data: &Path, tmp: &Path) {
+    let public = data.join("audit-checkpoint.pub.pem");
+    let d = data.to_str().unwrap();
+    let out = run_bin(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        d,
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("signatures verified"), "{text}");
+
+    let out = run_bin(&["audit", "show", "--data-dir", d, "--service", "orders-db"]);
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}");
+    for what in [
+        "event",
+        "classification",
+        "decision",
+        "attempt",
+        "completed",
+        "FAIL mim.signals",
+    ] {
+        assert!(text.contains(what), "no {what:?} in the story:\n{text}");
+    }
+    let out = run_bin(&[
+        "audit",
+        "show",
+        "--data-dir",
+        d,
+        "--service",
+        "no-such-service",
+    ]);
+    assert!(!out.status.success(), "nothing matched is a failure");
+
+    // A key pair the gate never used: its checkpoints do not verify.
+    let other = tmp.join("other.pem");
+    let out = run_bin(&["audit", "keygen", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout_of(&out));
+    let out = run_bin(&["audit", "keygen", other.to_str().unwrap()]);
+    assert!(!out.status.success(), "keygen never overwrites a key");
+    let other_pub = tmp.join("other.pem.pub");
+    let out = run_bin(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        d,
+        "--public-key",
+        other_pub.to_str().unwrap(),
+    ]);
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("another key"), "{text}");
+
+    // Edits to the store: each is found, and the position named.
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "edit",
+            "UPDATE audit SET record_json = json_set(record_json, '$.schema_version', 2) WHERE seq = 3",
+            "seq 3) : edited",
+        ),
+        (
+            "delete",
+            "DELETE FROM audit WHERE seq = 3",
+            "seq 4): deleted",
+        ),
+        (
+            "reorder",
+            "UPDATE audit SET seq = -4 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = 3; \
+             UPDATE audit SET seq = 3 WHERE seq = -4",
+            "reordered",
+        ),
+        (
+            "insert",
+            "INSERT INTO audit (seq, run_id, hash, record_json, kind) SELECT 1000, 'x', hash, record_json, kind FROM audit WHERE seq = 3",
+            "seq 3",
+        ),
+    ];
+    for (name, sql, expect) in cases {
+        let copy = tmp.join(format!("store-{name}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in [
+            "triage-gate.sqlite",
+            "triage-gate.sqlite-wal",
+            "triage-gate.sqlite-shm",
+        ] {
+            if data.join(f).exists() {
+                std::fs::copy(data.join(f), copy.join(f)).unwrap();
+            }
+        }
+        tamper(&copy.join("triage-gate.sqlite"), sql);
+        let out = run_bin(&["audit", "verify", "--data-dir", copy.to_str().unwrap()]);
+        let text = stdout_of(&out);
+        assert!(!out.status.success(), "{name} must fail: {text}");
+        assert!(text.contains("broken at line"), "{name}: {text}");
+        let expect = expect.replace(") : ", "): ");
+        assert!(
+            text.contains(&expect),
+            "{name}: expected {expect:?} in {text}"
+        );
+    }
+}
+
+fn tamper(db: &Path, sql: &str) {
+    use sqlx::ConnectOptions as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    });
 }
