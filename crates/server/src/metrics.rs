@@ -152,3 +152,21 @@ pub fn auth_refused(reason: &'static str) {
 pub fn audit_checkpoint() {
     metrics::counter!("triage_gate_audit_checkpoints_total").increment(1);
 }
+
+/// Records a sink has not shipped yet (the chain's head minus its cursor).
+pub fn sink_lag(sink: &str, records: u64) {
+    metrics::gauge!("triage_gate_audit_sink_lag_records", "sink" => sink.to_owned())
+        .set(records as f64);
+}
+
+/// Records a sink accepted.
+pub fn sink_shipped(sink: &str, n: usize) {
+    metrics::counter!("triage_gate_audit_sink_shipped_total", "sink" => sink.to_owned())
+        .increment(u64::try_from(n).unwrap_or(u64::MAX));
+}
+
+/// A batch a sink did not accept, by kind (`retryable`, `refused`).
+pub fn sink_failed(sink: &str, kind: &'static str) {
+    metrics::counter!("triage_gate_audit_sink_failures_total", "sink" => sink.to_owned(), "kind" => kind)
+        .increment(1);
+}

@@ -345,7 +345,18 @@ pub struct Report {
     pub breaker_transitions: Vec<String>,
     /// Executed umbrella tickets (storm mode).
     pub umbrella_tickets: usize,
+    /// The postmortem query for the busiest service (`GET /v1/audit?service=`).
+    pub postmortem: Option<Postmortem>,
     pub violations: Vec<String>,
+}
+
+/// How long the postmortem query took, over HTTP, on the scenario's store.
+#[derive(Debug, Clone)]
+pub struct Postmortem {
+    pub service: String,
+    pub records: usize,
+    pub story_lines: usize,
+    pub took: Duration,
 }
 
 impl Report {
@@ -409,6 +420,16 @@ impl Report {
             "audit: {} records for {} events",
             self.audit_records, self.events
         );
+        if let Some(p) = &self.postmortem {
+            let _ = writeln!(
+                s,
+                "postmortem: GET /v1/audit?service={} -> {} records, {} story lines in {:.1} ms",
+                p.service,
+                p.records,
+                p.story_lines,
+                p.took.as_secs_f64() * 1000.0
+            );
+        }
         let _ = writeln!(
             s,
             "time: {} s simulated in {:.2} s (x{:.0})",
@@ -595,6 +616,22 @@ async fn run_inner(
         .context("stored audit record")?;
     let records: Vec<AuditRecord> = chain.iter().filter_map(|r| r.run().cloned()).collect();
     let audit_steps = chain.len() - records.len();
+    let step_kinds = |kind: tg_model::StepKind, outcome: Option<&str>| {
+        chain
+            .iter()
+            .filter(|r| match r {
+                tg_model::ChainRecord::Step(s) => {
+                    s.kind == kind
+                        && outcome
+                            .is_none_or(|o| s.attempt.as_ref().is_some_and(|a| a.outcome == o))
+                }
+                tg_model::ChainRecord::Run(_) => false,
+            })
+            .count()
+    };
+    let breaker_steps = step_kinds(tg_model::StepKind::BreakerTransition, None);
+    let delivered_steps = step_kinds(tg_model::StepKind::ActionAttempt, Some("delivered"));
+    let postmortem = postmortem_query(&http, &base, &records).await?;
     gate.shutdown(SHUTDOWN_GRACE).await;
     let file = tg_audit::verify_file(data.path().join("audit.jsonl"))?;
 
@@ -637,6 +674,7 @@ async fn run_inner(
         .sum(),
         breaker_transitions: Vec::new(),
         umbrella_tickets: records.iter().filter(|r| umbrella_ticket(r)).count(),
+        postmortem,
         violations: Vec::new(),
     };
     tally(&mut report, &records, scenario.start);
@@ -669,6 +707,8 @@ async fn run_inner(
         bridge_posts: report.bridge_posts,
         transitions,
         audit_steps,
+        breaker_steps,
+        delivered_steps,
     };
     report.work_notes = emulated.work_notes;
     report.ticket_resolves = emulated.ticket_resolves;
@@ -689,6 +729,49 @@ async fn run_inner(
     report.violations = check(&config, scenario, &records, &emulated, accepted, &file);
     sandbox.shutdown().await;
     Ok(report)
+}
+
+/// Asks the gate for the whole story of the service with the most runs, as a
+/// postmortem would, and times it.
+async fn postmortem_query(
+    http: &reqwest::Client,
+    base: &str,
+    records: &[AuditRecord],
+) -> anyhow::Result<Option<Postmortem>> {
+    let mut by_service: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in records {
+        *by_service.entry(r.event.service.as_str()).or_default() += 1;
+    }
+    let Some((service, _)) = by_service.into_iter().max_by_key(|(_, n)| *n) else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let resp = http
+        .get(format!("{base}/v1/audit"))
+        .query(&[("service", service), ("limit", "20000")])
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let took = started.elapsed();
+    if !status.is_success() {
+        bail!("GET /v1/audit?service={service}: {status} {body}");
+    }
+    if body.get("hashes_ok") != Some(&Value::Bool(true)) {
+        bail!("GET /v1/audit?service={service}: a record does not match its hash");
+    }
+    Ok(Some(Postmortem {
+        service: service.to_owned(),
+        records: body
+            .get("records")
+            .and_then(Value::as_u64)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        story_lines: body
+            .get("story")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
+        took,
+    }))
 }
 
 /// Waits until every accepted run is completed (audited). When processing is
@@ -813,8 +896,12 @@ pub struct Emulated {
     /// PagerDuty alerts the emulator holds as resolved.
     pub pagerduty_resolved: usize,
     pub bridge_posts: usize,
-    /// Step records on the audit chain (breaker transitions).
+    /// Step records on the audit chain (every kind).
     pub audit_steps: usize,
+    /// Of those, breaker transitions.
+    pub breaker_steps: usize,
+    /// Of those, attempts that delivered an action.
+    pub delivered_steps: usize,
     /// The store's breaker transitions (read after the run).
     pub transitions: Vec<tg_store::TransitionRow>,
 }
@@ -869,11 +956,23 @@ pub fn check(
         ));
     }
     // ... and every breaker transition one step record on the same chain.
-    if emulated.audit_steps != emulated.transitions.len() {
+    if emulated.breaker_steps != emulated.transitions.len() {
         v.push(format!(
-            "audit: {} step records for {} breaker transitions",
-            emulated.audit_steps,
+            "audit: {} breaker step records for {} breaker transitions",
+            emulated.breaker_steps,
             emulated.transitions.len()
+        ));
+    }
+    // ... and every delivered action one attempt record that says so.
+    let delivered = records
+        .iter()
+        .flat_map(|r| r.actions.iter())
+        .filter(|a| a.status == tg_model::ActionStatus::Delivered)
+        .count();
+    if emulated.delivered_steps != delivered {
+        v.push(format!(
+            "audit: {} delivered-attempt records for {delivered} delivered actions",
+            emulated.delivered_steps
         ));
     }
     let chained = accepted + emulated.audit_steps;
