@@ -5,6 +5,7 @@
 //! ([`SecretRef`]), read through a [`SecretSource`] that tests replace with a map.
 //! This crate must never print a secret value, even in errors.
 
+pub mod audit;
 mod identity;
 mod locate;
 mod secrets;
@@ -15,6 +16,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tg_policy::catalog::Catalog;
 
+pub use audit::{
+    AuditConfig, AuditSinkConfig, CloudWatchSinkConfig, FileSinkConfig, OtlpSinkConfig,
+    SplunkHecSinkConfig, StdoutSinkConfig,
+};
 pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
 
@@ -42,6 +47,9 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// External audit sinks (issue 8); none by default (`audit.jsonl` is always written).
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// Per-source settings (issue 3): `sources.sns` and `sources.aws`.
@@ -2051,6 +2059,7 @@ impl Config {
         out.extend(self.identity.check());
         out.extend(self.storm.validate(&self.catalog));
         out.extend(self.actions.validate());
+        out.extend(self.audit.validate());
         let teams = self.catalog.known_teams();
         if let Some(pd) = &self.actions.pagerduty {
             for team in pd.routing_keys.keys() {
