@@ -261,8 +261,7 @@ fn http_url(v: &str) -> bool {
 
 fn log_group_ok(v: &str) -> bool {
     (1..=512).contains(&v.len())
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || ".-_/#".contains(c))
 }
 
@@ -377,10 +376,7 @@ impl AuditConfig {
                     if !log_group_ok(&c.log_group_name) {
                         out.push((
                             p("log_group_name"),
-                            format!(
-                                "{:?} is not 1..=512 of [.-_/#A-Za-z0-9]",
-                                c.log_group_name
-                            ),
+                            format!("{:?} is not 1..=512 of [.-_/#A-Za-z0-9]", c.log_group_name),
                         ));
                     }
                     if !log_stream_ok(&c.log_stream_name) {

@@ -1,4 +1,4 @@
-//! CloudWatch Logs emulator, under `/cloudwatch` (`POST /` with
+//! CloudWatch Logs emulator, at `POST /cloudwatch/` (and `POST /`), with
 //! `X-Amz-Target: Logs_20140328.PutLogEvents` or `.CreateLogStream`; awsJson 1.1).
 //!
 //! Authenticates first (SigV4, service `logs`, the sandbox's AWS credentials),
@@ -97,8 +97,11 @@ impl CloudWatchState {
 }
 
 pub(crate) fn routes() -> Router<Arc<SandboxState>> {
+    // Served at the root (`POST /`, as AWS) and under `/cloudwatch/`; merged,
+    // not nested, because a nested `/` would not match the trailing slash.
     Router::new()
         .route("/", post(dispatch))
+        .route("/cloudwatch/", post(dispatch))
         .layer(DefaultBodyLimit::max(crate::AUDIT_BODY_BYTES_MAX))
 }
 

@@ -595,10 +595,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .nest("/bedrock", emulator(bedrock::routes(), Target::Bedrock))
         .nest("/openai", emulator(openai::routes(), Target::Openai))
         .nest("/splunk", emulator(splunk::routes(), Target::Splunk))
-        .nest(
-            "/cloudwatch",
-            emulator(cloudwatch::routes(), Target::Cloudwatch),
-        )
+        .merge(emulator(cloudwatch::routes(), Target::Cloudwatch))
         .nest("/otlp", emulator(otlp::routes(), Target::Otlp))
         .nest("/sns", sns::routes())
         // STS is served at its root path; with and without the trailing slash.
