@@ -67,7 +67,7 @@ async fn rotates_by_size_keeps_the_newest_and_never_loses_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ship").join("audit.jsonl");
     let s = file_sink(&path, "      keep: 100\n");
-    for start in (1..=60).step_by(10) {
+    for start in (1..=150).step_by(10) {
         s.send(&recs(start..=start + 9)).await.unwrap();
     }
     let (rotated, seqs) = all_seqs(&path);
@@ -75,19 +75,19 @@ async fn rotates_by_size_keeps_the_newest_and_never_loses_a_line() {
     assert_eq!(rotated, (1..=rotated.len() as u64).collect::<Vec<_>>());
     assert_eq!(
         seqs,
-        (1..=60).collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>(),
         "every record once, in order"
     );
 
     let dir2 = tempfile::tempdir().unwrap();
     let path2 = dir2.path().join("audit.jsonl");
     let kept = file_sink(&path2, "      keep: 2\n");
-    for start in (1..=60).step_by(10) {
+    for start in (1..=150).step_by(10) {
         kept.send(&recs(start..=start + 9)).await.unwrap();
     }
     let (rotated, seqs) = all_seqs(&path2);
     assert_eq!(rotated.len(), 2, "{rotated:?}");
-    assert_eq!(seqs.last(), Some(&60));
+    assert_eq!(seqs.last(), Some(&150));
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
 
