@@ -534,20 +534,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn authorization_header_parses() {
-        let a = parse_authorization(
-            "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=abc",
-        )
-        .unwrap();
-        assert_eq!(a.access_key_id, "AKID");
-        assert_eq!(a.region, "us-east-1");
-        assert_eq!(a.signed_headers, ["content-type", "host", "x-amz-date"]);
-        assert_eq!(a.signature, "abc");
-        assert!(parse_authorization("Bearer x").is_none());
-        assert!(parse_authorization("AWS4-HMAC-SHA256 Credential=A/B/C, Signature=x").is_none());
-    }
-
-    #[test]
     fn scripts_validate_stop_reasons_and_are_consumed() {
         let q = ScriptQueue::default();
         let s = |stop: Option<&str>, times| ModelScript {

@@ -210,27 +210,27 @@ async fn dispatch(
 }
 
 /// `logGroupName` and `logStreamName`, checked against the model's constraints.
-fn names(req: &serde_json::Map<String, Value>) -> Result<(String, String), Response> {
+fn names(req: &serde_json::Map<String, Value>) -> Result<(String, String), Box<Response>> {
     let group = req.get("logGroupName").and_then(Value::as_str);
     let stream = req.get("logStreamName").and_then(Value::as_str);
     let (Some(group), Some(stream)) = (group, stream) else {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             "1 validation error detected: logGroupName and logStreamName must not be null",
-        ));
+        )));
     };
     let group_ok = (1..=512).contains(&group.len())
         && group
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ".-_/#".contains(c));
     if !group_ok {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             "1 validation error detected: Value at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+",
-        ));
+        )));
     }
     if !(1..=512).contains(&stream.len()) || stream.contains([':', '*']) {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             "1 validation error detected: Value at 'logStreamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [^:*]*",
-        ));
+        )));
     }
     Ok((group.to_owned(), stream.to_owned()))
 }
@@ -238,7 +238,7 @@ fn names(req: &serde_json::Map<String, Value>) -> Result<(String, String), Respo
 fn create_log_stream(cw: &CloudWatchState, req: &serde_json::Map<String, Value>) -> Response {
     let (group, stream) = match names(req) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut g = lock(&cw.inner);
     let Some(streams) = g.groups.get_mut(&group) else {
@@ -273,7 +273,7 @@ fn put_log_events(
 ) -> Response {
     let (group, stream) = match names(req) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(Value::Array(items)) = req.get("logEvents") else {
         return invalid(

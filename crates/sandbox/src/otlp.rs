@@ -242,7 +242,7 @@ fn parse(req: &Value) -> Result<Vec<OtlpLogRecord>, String> {
                     ));
                 }
                 if let Some(n) = lr.get("severityNumber")
-                    && !n.as_u64().is_some_and(|n| n <= 24)
+                    && n.as_u64().is_none_or(|n| n > 24)
                 {
                     return Err(format!("{lp}.severityNumber: expected 0..=24"));
                 }

@@ -229,3 +229,24 @@ pub(crate) fn verify(
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn authorization_header_parses() {
+        let a = parse_authorization(
+            "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=abc",
+        )
+        .unwrap();
+        assert_eq!(a.access_key_id, "AKID");
+        assert_eq!(a.region, "us-east-1");
+        assert_eq!(a.signed_headers, ["content-type", "host", "x-amz-date"]);
+        assert_eq!(a.signature, "abc");
+        assert!(parse_authorization("Bearer x").is_none());
+        assert!(parse_authorization("AWS4-HMAC-SHA256 Credential=A/B/C, Signature=x").is_none());
+    }
+}
