@@ -121,7 +121,7 @@ impl SplunkState {
         lock(&self.inner).drop_after_index = n;
     }
 
-    /// Events are kept; token and settings go back to their start values.
+    /// Drops events, channels and settings; the token stays.
     pub(crate) fn reset(&self) {
         let mut g = lock(&self.inner);
         let token = g.token.take();
