@@ -5,7 +5,7 @@
 //! ([`SecretRef`]), read through a [`SecretSource`] that tests replace with a map.
 //! This crate must never print a secret value, even in errors.
 
-mod audit;
+pub mod audit;
 mod identity;
 mod locate;
 mod secrets;
@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use tg_policy::catalog::Catalog;
 
 pub use audit::{
-    AuditConfig, CHECKPOINT_EVERY_RECORDS_MAX, CHECKPOINT_EVERY_SECS_MAX, CheckpointConfig,
+    AuditConfig, AuditSinkConfig, CHECKPOINT_EVERY_RECORDS_MAX, CHECKPOINT_EVERY_SECS_MAX,
+    CheckpointConfig, CloudWatchSinkConfig, FileSinkConfig, OtlpSinkConfig, SplunkHecSinkConfig,
+    StdoutSinkConfig,
 };
 pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
@@ -46,6 +48,7 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Signed checkpoints and external audit sinks (issue 8); `audit.jsonl` is always written.
     #[serde(default)]
     pub audit: AuditConfig,
 }

@@ -33,6 +33,12 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
         .route("/anthropic/script", post(script))
         .route("/bedrock/script", post(bedrock_script))
         .route("/openai/script", post(openai_script))
+        .route("/splunk/events", get(splunk_events))
+        .route("/splunk/settings", post(splunk_settings))
+        .route("/cloudwatch/events", get(cloudwatch_events))
+        .route("/cloudwatch/streams", post(cloudwatch_stream))
+        .route("/otlp/logs", get(otlp_logs))
+        .route("/otlp/settings", post(otlp_settings))
         .route("/faults", post(fault).delete(clear_faults))
         .route("/faults/outage", post(outage))
         .route("/faults/chaos", post(chaos))
@@ -77,7 +83,7 @@ async fn requests(State(state): State<Arc<SandboxState>>, Path(target): Path<Str
         None => problem(
             StatusCode::NOT_FOUND,
             &format!(
-                "unknown target {target:?} (expected servicenow, pagerduty, bridge, anthropic, bedrock or openai)"
+                "unknown target {target:?} (expected servicenow, servicenow_oauth, pagerduty, bridge, anthropic, bedrock, openai, splunk, cloudwatch or otlp)"
             ),
         ),
     }
@@ -195,5 +201,114 @@ async fn clear_faults(State(state): State<Arc<SandboxState>>) -> Response {
 
 async fn reset(State(state): State<Arc<SandboxState>>) -> Response {
     state.reset();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn splunk_events(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.splunk_events())
+}
+
+/// `POST /_sandbox/splunk/settings`: each present key changes that setting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplunkSettings {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    ack: Option<bool>,
+    #[serde(default)]
+    hold_acks: Option<bool>,
+    /// `[]` or a list restricts the indexes; `null` is "unchanged".
+    #[serde(default)]
+    indexes: Option<Vec<String>>,
+    #[serde(default)]
+    any_index: Option<bool>,
+    #[serde(default)]
+    drop_after_index: Option<u32>,
+}
+
+async fn splunk_settings(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    let s = match parse::<SplunkSettings>(&body) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Some(t) = &s.token {
+        if t.trim().is_empty() {
+            return problem(StatusCode::BAD_REQUEST, "token must not be empty");
+        }
+        state.splunk_set_token(t);
+    }
+    if let Some(a) = s.ack {
+        state.splunk_set_ack(a);
+    }
+    if let Some(h) = s.hold_acks {
+        state.splunk_hold_acks(h);
+    }
+    if let Some(ix) = s.indexes {
+        state.splunk_allow_indexes(Some(ix));
+    }
+    if s.any_index == Some(true) {
+        state.splunk_allow_indexes(None);
+    }
+    if let Some(n) = s.drop_after_index {
+        state.splunk_drop_after_index(n.min(crate::faults::FAULT_COUNT_MAX));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn cloudwatch_events(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.cloudwatch_events())
+}
+
+/// `POST /_sandbox/cloudwatch/streams`: create a group, and a stream in it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamBody {
+    log_group_name: String,
+    #[serde(default)]
+    log_stream_name: Option<String>,
+}
+
+async fn cloudwatch_stream(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    let b = match parse::<StreamBody>(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if b.log_group_name.is_empty() || b.log_stream_name.as_deref() == Some("") {
+        return problem(StatusCode::BAD_REQUEST, "names must not be empty");
+    }
+    match &b.log_stream_name {
+        Some(stream) => state.cloudwatch_create_log_stream(&b.log_group_name, stream),
+        None => state.cloudwatch_create_log_group(&b.log_group_name),
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn otlp_logs(State(state): State<Arc<SandboxState>>) -> Response {
+    ok_json(&state.otlp_records())
+}
+
+/// `POST /_sandbox/otlp/settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtlpSettings {
+    /// Required bearer token; `""` removes the requirement.
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    reject_next: Option<u64>,
+}
+
+async fn otlp_settings(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+    let s = match parse::<OtlpSettings>(&body) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Some(t) = &s.token {
+        state.otlp_require_token((!t.is_empty()).then_some(t.as_str()));
+    }
+    if let Some(n) = s.reject_next {
+        state.otlp_reject_next(n);
+    }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -110,7 +110,8 @@ fn default_retry_after() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// `servicenow`, `pagerduty`, `bridge`, `anthropic`, `bedrock` or `openai`.
+    /// `servicenow`, `servicenow_oauth`, `pagerduty`, `bridge`, `anthropic`,
+    /// `bedrock`, `openai`, `splunk`, `cloudwatch` or `otlp`.
     pub target: String,
     /// HTTP status to answer (400..=599), e.g. 500, 429, 503, 529. `None` with
     /// `delay_ms` set delays the request and then serves it normally.
@@ -130,7 +131,7 @@ pub struct FaultSpec {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FaultError {
     #[error(
-        "unknown fault target {0:?} (expected servicenow, pagerduty, bridge, anthropic, bedrock or openai)"
+        "unknown fault target {0:?} (expected servicenow, servicenow_oauth, pagerduty, bridge, anthropic, bedrock, openai, splunk, cloudwatch or otlp)"
     )]
     UnknownTarget(String),
     #[error("fault status {0} is not an error status (expected 400..=599)")]
@@ -207,6 +208,9 @@ fn slot(target: Target) -> usize {
         Target::Bedrock => 4,
         Target::Openai => 5,
         Target::ServicenowOauth => 6,
+        Target::Splunk => 7,
+        Target::Cloudwatch => 8,
+        Target::Otlp => 9,
     }
 }
 
@@ -437,6 +441,9 @@ pub(crate) fn target_error(
         Target::Bedrock => crate::bedrock::fault_response(status),
         Target::Openai => crate::openai::fault_response(status),
         Target::ServicenowOauth => crate::servicenow_oauth::fault_response(status),
+        Target::Splunk => crate::splunk::fault_response(status),
+        Target::Cloudwatch => crate::cloudwatch::fault_response(status),
+        Target::Otlp => crate::otlp::fault_response(status),
     };
     let announces_retry = target != Target::Pagerduty
         && (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE);

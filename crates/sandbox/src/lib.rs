@@ -2,10 +2,12 @@
 //! scoped-OAuth token endpoint), the chat bridge (Slack, Teams, and a
 //! receiver of triage-gate's signed webhooks) and the model APIs
 //! (Anthropic Messages, Amazon Bedrock Converse with SigV4, OpenAI-compatible
-//! chat completions), recording what they receive.
+//! chat completions) and the audit sinks (Splunk HEC, CloudWatch Logs with
+//! SigV4, an OTLP/HTTP logs receiver), recording what they receive.
 //!
 //! One axum server, one port, each emulator under a path prefix
-//! (`/servicenow`, `/pagerduty`, `/bridge`, `/anthropic`, `/bedrock`, `/openai`) and a control API
+//! (`/servicenow`, `/pagerduty`, `/bridge`, `/anthropic`, `/bedrock`, `/openai`,
+//! `/splunk`, `/cloudwatch`, `/otlp`) and a control API
 //! under `/_sandbox` (recordings, state, scripted model replies, fault
 //! injection, reset). The emulators are as strict as the real services: they
 //! reject what the service rejects and answer with its shapes and status codes,
@@ -18,15 +20,19 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod bridge;
+pub mod cloudwatch;
 mod control;
 pub mod faults;
 pub mod openai;
+pub mod otlp;
 pub mod pagerduty;
 pub mod pagerduty_rest;
 pub mod record;
 pub mod servicenow;
 pub mod servicenow_oauth;
+mod sigv4;
 pub mod sns;
+pub mod splunk;
 pub mod sts;
 pub mod webhook;
 
@@ -48,19 +54,27 @@ pub use anthropic::{
 };
 pub use bedrock::{BedrockCredentials, ModelScript, ModelScriptError};
 pub use bridge::{BridgePost, Channel, DEFAULT_WEBHOOK_TOKEN, WebhookError};
+pub use cloudwatch::LogEvent;
 pub use faults::{ChaosKind, ChaosSpec, FaultError, FaultSpec, OutageSpec, SandboxClock};
+pub use otlp::OtlpLogRecord;
 pub use pagerduty::{Alert, AlertStatus};
 pub use pagerduty_rest::RestIncident;
 pub use record::{RecordedRequest, Secret, Target};
 pub use servicenow::{Incident, IncidentUpdate, JournalEntry, ServiceNowRules};
 pub use servicenow_oauth::OAuthClientError;
 pub use sns::{Confirmation, SnsSignError};
+pub use splunk::SplunkEvent;
 pub use sts::{DEFAULT_STS_ROLE_ARN, DEFAULT_WEB_IDENTITY_TOKEN, StsCall, StsControlError};
 pub use webhook::{ReceiverError, Refusal, SignedDelivery};
 
 /// Largest request body any emulator reads, in bytes (answered 413 in the
 /// target's error shape beyond it).
 pub const BODY_BYTES_MAX: usize = 1_048_576;
+/// Largest request body of the audit-sink emulators (Splunk HEC, CloudWatch
+/// Logs, OTLP): a full CloudWatch batch is 1 MiB of messages before JSON escaping.
+pub const AUDIT_BODY_BYTES_MAX: usize = 8 * 1_048_576;
+/// The HEC token the Splunk emulator accepts until [`SandboxState::splunk_set_token`].
+pub const DEFAULT_SPLUNK_HEC_TOKEN: &str = "sandbox-splunk-hec-token-0000";
 /// Default ServiceNow bearer token of [`SandboxConfig::default`].
 pub const DEFAULT_SERVICENOW_TOKEN: &str = "sandbox-servicenow-token";
 /// Default Anthropic API key of [`SandboxConfig::default`].
@@ -141,6 +155,9 @@ pub struct SandboxState {
     sns: sns::SnsState,
     sts: sts::StsState,
     webhooks: webhook::WebhookState,
+    splunk: splunk::SplunkState,
+    cloudwatch: cloudwatch::CloudWatchState,
+    otlp: otlp::OtlpState,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -178,6 +195,9 @@ impl SandboxState {
             sns: sns::SnsState::default(),
             sts: sts::StsState::default(),
             webhooks: webhook::WebhookState::default(),
+            splunk: splunk::SplunkState::new(DEFAULT_SPLUNK_HEC_TOKEN),
+            cloudwatch: cloudwatch::CloudWatchState::default(),
+            otlp: otlp::OtlpState::default(),
         }
     }
 
@@ -460,6 +480,68 @@ impl SandboxState {
         }
     }
 
+    /// Events the Splunk HEC emulator indexed, in order.
+    pub fn splunk_events(&self) -> Vec<SplunkEvent> {
+        self.splunk.events()
+    }
+
+    /// The HEC token the Splunk emulator accepts from now on.
+    pub fn splunk_set_token(&self, token: &str) {
+        self.splunk.set_token(token);
+    }
+
+    /// Indexer acknowledgement on or off (off by default). When on, every
+    /// request needs a channel GUID and gets an `ackId`.
+    pub fn splunk_set_ack(&self, on: bool) {
+        self.splunk.set_ack(on);
+    }
+
+    /// While held, new ack ids stay unacknowledged; releasing acknowledges them all.
+    pub fn splunk_hold_acks(&self, hold: bool) {
+        self.splunk.hold_acks(hold);
+    }
+
+    /// The indexes the token may write to (`None`: any, the default).
+    pub fn splunk_allow_indexes(&self, indexes: Option<Vec<String>>) {
+        self.splunk.allow_indexes(indexes);
+    }
+
+    /// Index the next `n` accepted batches, then drop the connection unanswered
+    /// (the client cannot know the batch arrived: an in-doubt failure).
+    pub fn splunk_drop_after_index(&self, n: u32) {
+        self.splunk.drop_after_index(n);
+    }
+
+    /// Create a CloudWatch log group (idempotent).
+    pub fn cloudwatch_create_log_group(&self, group: &str) {
+        self.cloudwatch.create_group(group);
+    }
+
+    /// Create a CloudWatch log stream, and its group if needed (idempotent).
+    pub fn cloudwatch_create_log_stream(&self, group: &str, stream: &str) {
+        self.cloudwatch.create_stream(group, stream);
+    }
+
+    /// Log events CloudWatch stored, in arrival order.
+    pub fn cloudwatch_events(&self) -> Vec<LogEvent> {
+        self.cloudwatch.events()
+    }
+
+    /// Log records the OTLP receiver accepted, in arrival order.
+    pub fn otlp_records(&self) -> Vec<OtlpLogRecord> {
+        self.otlp.records()
+    }
+
+    /// Require `Authorization: Bearer <token>` on the OTLP receiver (`None`: no check).
+    pub fn otlp_require_token(&self, token: Option<&str>) {
+        self.otlp.require_token(token);
+    }
+
+    /// Answer the next OTLP export with a `partialSuccess` rejecting its last `n` records.
+    pub fn otlp_reject_next(&self, n: u64) {
+        self.otlp.reject_next(n);
+    }
+
     /// Forget incidents, alerts, posts, scripts, faults and recordings, and
     /// restore default ServiceNow rules. Issued webhooks stay valid.
     pub fn reset(&self) {
@@ -476,6 +558,9 @@ impl SandboxState {
         self.sns.reset();
         self.sts.reset();
         self.webhooks.reset();
+        self.splunk.reset();
+        self.cloudwatch.reset();
+        self.otlp.reset();
     }
 }
 
@@ -509,6 +594,9 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         )
         .nest("/bedrock", emulator(bedrock::routes(), Target::Bedrock))
         .nest("/openai", emulator(openai::routes(), Target::Openai))
+        .nest("/splunk", emulator(splunk::routes(), Target::Splunk))
+        .merge(emulator(cloudwatch::routes(), Target::Cloudwatch))
+        .nest("/otlp", emulator(otlp::routes(), Target::Otlp))
         .nest("/sns", sns::routes())
         // STS is served at its root path; with and without the trailing slash.
         .route("/sts", axum::routing::post(sts::assume))
@@ -543,7 +631,7 @@ async fn intercept(
         status: 0,
         faulted: false,
     };
-    let bytes = match axum::body::to_bytes(body, BODY_BYTES_MAX).await {
+    let bytes = match axum::body::to_bytes(body, target.body_bytes_max()).await {
         Ok(b) => b,
         Err(_) => {
             let resp = faults::target_error(target, &path, StatusCode::PAYLOAD_TOO_LARGE, None);
@@ -665,6 +753,21 @@ impl Sandbox {
     /// Base URL for the OpenAI-compatible client (`/v1/chat/completions` is appended).
     pub fn openai_url(&self) -> String {
         format!("{}/openai", self.base_url())
+    }
+
+    /// Base URL of the Splunk HEC emulator (`/services/collector/event` is appended).
+    pub fn splunk_url(&self) -> String {
+        format!("{}/splunk", self.base_url())
+    }
+
+    /// The CloudWatch Logs endpoint (`POST <endpoint>/`).
+    pub fn cloudwatch_url(&self) -> String {
+        format!("{}/cloudwatch", self.base_url())
+    }
+
+    /// Base URL of the OTLP/HTTP receiver (`/v1/logs` is appended).
+    pub fn otlp_url(&self) -> String {
+        format!("{}/otlp", self.base_url())
     }
 
     /// The STS endpoint (`sts_base_url`) of the `AssumeRoleWithWebIdentity` emulator.

@@ -44,11 +44,17 @@ pub enum Target {
     /// ServiceNow's `/oauth_token.do` (its own target, so it can be down
     /// while the Table API is up).
     ServicenowOauth,
+    /// Splunk HTTP Event Collector (audit sink).
+    Splunk,
+    /// CloudWatch Logs (audit sink).
+    Cloudwatch,
+    /// OTLP/HTTP logs receiver (audit sink).
+    Otlp,
 }
 
 impl Target {
     /// How many targets there are.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 10;
 
     pub const ALL: [Target; Target::COUNT] = [
         Target::Servicenow,
@@ -58,6 +64,9 @@ impl Target {
         Target::Bedrock,
         Target::Openai,
         Target::ServicenowOauth,
+        Target::Splunk,
+        Target::Cloudwatch,
+        Target::Otlp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +78,9 @@ impl Target {
             Target::Bedrock => "bedrock",
             Target::Openai => "openai",
             Target::ServicenowOauth => "servicenow_oauth",
+            Target::Splunk => "splunk",
+            Target::Cloudwatch => "cloudwatch",
+            Target::Otlp => "otlp",
         }
     }
 
@@ -85,6 +97,17 @@ impl Target {
             Target::Bedrock => 4,
             Target::Openai => 5,
             Target::ServicenowOauth => 6,
+            Target::Splunk => 7,
+            Target::Cloudwatch => 8,
+            Target::Otlp => 9,
+        }
+    }
+
+    /// Largest request body the target reads: audit sinks take bigger batches.
+    pub fn body_bytes_max(self) -> usize {
+        match self {
+            Target::Splunk | Target::Cloudwatch | Target::Otlp => crate::AUDIT_BODY_BYTES_MAX,
+            _ => crate::BODY_BYTES_MAX,
         }
     }
 }
