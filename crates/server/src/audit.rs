@@ -275,3 +275,32 @@ pub(crate) async fn get_audit(
         "chain": records,
     })))
 }
+
+/// `GET /v1/audit/sinks`: each audit sink's cursor, lag and last error.
+pub(crate) async fn get_sinks(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    let read = |e: tg_store::StoreError| Problem::internal("the audit trail cannot be read", &e);
+    let head = state
+        .store
+        .audit_head()
+        .await
+        .map_err(read)?
+        .map_or(0, |(s, _)| s);
+    let cursors = state.store.sink_cursors().await.map_err(read)?;
+    let sinks: Vec<Value> = state
+        .pipeline
+        .sinks
+        .iter()
+        .map(|sink| {
+            let c = cursors.iter().find(|c| c.sink == sink.name());
+            let seq = c.map_or(0, |c| c.seq);
+            json!({
+                "sink": sink.name(),
+                "shipped_upto": seq,
+                "lag_records": head.saturating_sub(seq),
+                "updated_at": c.map(|c| c.updated_at),
+                "last_error": c.and_then(|c| c.last_error.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "head": head, "sinks": sinks })))
+}

@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub breaker_tick: Option<std::time::Duration>,
     /// Checkpoint key and cadence, the configuration's hash (`audit`).
     pub audit: crate::audit::AuditSettings,
+    /// Where the audit chain is shipped (`audit.sinks`), each from its own cursor.
+    pub sinks: Vec<Arc<dyn tg_ship::Sink>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -200,7 +202,25 @@ pub fn build_pipeline_with_clock(
         breaker_tick: (config.storm.breaker.tick_ms > 0)
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
         audit: crate::audit::settings(config, secrets)?,
+        sinks: build_sinks(config, secrets)?,
     })
+}
+
+/// `audit.sinks`: one client each (secrets resolved here, never logged).
+fn build_sinks(
+    config: &Config,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<Vec<Arc<dyn tg_ship::Sink>>> {
+    if config.audit.sinks.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each sink bounds its own requests (`timeout_ms`); this client only pools connections.
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| anyhow::anyhow!("audit sinks: cannot build the HTTP client: {e}"))?;
+    let sinks =
+        tg_ship::build(&config.audit.sinks, secrets, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(sinks.into_iter().map(Arc::from).collect())
 }
 
 /// `identity.inbound`: the JWT authenticator (its key set is fetched on first use

@@ -17,6 +17,7 @@ mod http;
 mod metrics;
 pub mod outbox;
 mod problem;
+pub mod ship;
 pub mod signed;
 pub mod sns;
 pub mod storm;
@@ -164,6 +165,8 @@ pub async fn start(
         let token = shutdown.clone();
         tasks.spawn(async move { audit::checkpoint_task(st, token).await });
     }
+    // The store is the sinks' spool: each ships from its own cursor.
+    ship::spawn_all(&state, &shutdown, &mut tasks);
     // Actions are delivered by the outbox, never by the processing workers.
     {
         let st = state.clone();

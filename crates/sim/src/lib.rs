@@ -62,7 +62,27 @@ pub struct Scenario {
     /// outbox must still deliver every executed action exactly once.
     #[serde(default)]
     pub chaos: Vec<tg_sandbox::ChaosSpec>,
+    /// Emulators taken down at a simulated moment for a simulated while (an
+    /// audit sink, an incident tool). Nothing may be lost or duplicated.
+    #[serde(default)]
+    pub outages: Vec<ScenarioOutage>,
 }
+
+/// One emulator down from `at_secs` for `for_secs` of simulated time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioOutage {
+    /// A sandbox fault target: `splunk`, `cloudwatch`, `otlp`, `servicenow`, ...
+    pub target: String,
+    pub at_secs: u64,
+    pub for_secs: u64,
+    /// Drop connections instead of answering 503.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// How long, in wall time, the end of a run waits for the audit sinks to catch up.
+pub const SINK_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn default_start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0)
@@ -347,6 +367,10 @@ pub struct Report {
     pub umbrella_tickets: usize,
     /// The postmortem query for the busiest service (`GET /v1/audit?service=`).
     pub postmortem: Option<Postmortem>,
+    /// Records each audit sink's emulator holds at the end (by sink name).
+    pub shipped: BTreeMap<String, usize>,
+    /// Calls to the audit-sink emulators refused by a scenario outage.
+    pub sink_calls_refused: usize,
     pub violations: Vec<String>,
 }
 
@@ -420,6 +444,16 @@ impl Report {
             "audit: {} records for {} events",
             self.audit_records, self.events
         );
+        for (sink, n) in &self.shipped {
+            let _ = writeln!(s, "audit sink {sink}: {n} records shipped");
+        }
+        if self.sink_calls_refused > 0 {
+            let _ = writeln!(
+                s,
+                "audit sinks: {} calls refused during outages, nothing lost",
+                self.sink_calls_refused
+            );
+        }
         if let Some(p) = &self.postmortem {
             let _ = writeln!(
                 s,
@@ -467,7 +501,19 @@ pub fn sandbox_secrets(sandbox: &tg_sandbox::Sandbox, mim_channel: &str) -> MapS
             &SecretRef::Env("SERVICENOW_TOKEN".into()),
             tg_sandbox::DEFAULT_SERVICENOW_TOKEN,
         )
-        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook);
+        .with(&SecretRef::Env("MIM_BRIDGE_WEBHOOK".into()), &webhook)
+        .with(
+            &SecretRef::Env("SPLUNK_HEC_TOKEN".into()),
+            tg_sandbox::DEFAULT_SPLUNK_HEC_TOKEN,
+        )
+        .with(
+            &SecretRef::Env("AWS_ACCESS_KEY_ID".into()),
+            tg_sandbox::DEFAULT_BEDROCK_ACCESS_KEY_ID,
+        )
+        .with(
+            &SecretRef::Env("AWS_SECRET_ACCESS_KEY".into()),
+            tg_sandbox::DEFAULT_BEDROCK_SECRET_ACCESS_KEY,
+        );
     for (i, name) in [
         "PD_KEY_PLATFORM_OPS",
         "PD_KEY_DBA",
@@ -545,6 +591,23 @@ async fn run_inner(
     config.storm.breaker.tick_ms = 0;
     let data = tempfile::Builder::new().prefix("tg-sim-").tempdir()?;
     let clock = Arc::new(tg_server::ManualClock::new(scenario.start));
+    {
+        // Outages last simulated time.
+        use tg_server::Clock as _;
+        let c = clock.clone();
+        sandbox.state().set_clock(Arc::new(move || c.now()));
+    }
+    // The log groups and streams an operator would have created for the CloudWatch sinks.
+    for sink in &config.audit.sinks {
+        if let tg_config::AuditSinkConfig::Cloudwatch(c) = sink {
+            sandbox
+                .state()
+                .cloudwatch_create_log_stream(&c.log_group_name, &c.log_stream_name);
+        }
+    }
+    let mut outages: Vec<&ScenarioOutage> = scenario.outages.iter().collect();
+    outages.sort_by_key(|o| o.at_secs);
+    let mut next_outage = 0usize;
     let mut gate = start_gate(&config, &sandbox, data.path(), clock.clone()).await?;
     let mut base = format!("http://{}", gate.addr);
     let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
@@ -566,6 +629,27 @@ async fn run_inner(
             store = gate.state.store.clone();
         }
         let at = events.get(i).map(|e| e.at_secs).unwrap_or(now_secs);
+        // An outage starts at its moment (events at the same second see it).
+        while let Some(o) = outages.get(next_outage).filter(|o| o.at_secs <= at) {
+            if o.at_secs > now_secs {
+                clock.advance(chrono::Duration::seconds(
+                    i64::try_from(o.at_secs - now_secs).unwrap_or(i64::MAX),
+                ));
+                now_secs = o.at_secs;
+                tg_server::storm::tick_breakers(&gate.state).await?;
+            }
+            sandbox
+                .state()
+                .inject_outage(tg_sandbox::OutageSpec {
+                    target: o.target.clone(),
+                    down_for_ms: o.for_secs.saturating_mul(1000),
+                    status: None,
+                    reset: o.reset,
+                    retry_after_secs: None,
+                })
+                .map_err(|e| anyhow!("scenario outage: {e}"))?;
+            next_outage += 1;
+        }
         if at > now_secs {
             clock.advance(chrono::Duration::seconds(
                 i64::try_from(at - now_secs).unwrap_or(i64::MAX),
@@ -632,6 +716,7 @@ async fn run_inner(
     let breaker_steps = step_kinds(tg_model::StepKind::BreakerTransition, None);
     let delivered_steps = step_kinds(tg_model::StepKind::ActionAttempt, Some("delivered"));
     let postmortem = postmortem_query(&http, &base, &records).await?;
+    let sinks_behind = sinks_catch_up(&gate.state, &config).await?;
     gate.shutdown(SHUTDOWN_GRACE).await;
     let file = tg_audit::verify_file(data.path().join("audit.jsonl"))?;
 
@@ -675,6 +760,22 @@ async fn run_inner(
         breaker_transitions: Vec::new(),
         umbrella_tickets: records.iter().filter(|r| umbrella_ticket(r)).count(),
         postmortem,
+        shipped: BTreeMap::new(),
+        sink_calls_refused: [
+            tg_sandbox::Target::Splunk,
+            tg_sandbox::Target::Cloudwatch,
+            tg_sandbox::Target::Otlp,
+        ]
+        .into_iter()
+        .map(|t| {
+            sandbox
+                .state()
+                .requests(t)
+                .iter()
+                .filter(|r| r.faulted)
+                .count()
+        })
+        .sum(),
         violations: Vec::new(),
     };
     tally(&mut report, &records, scenario.start);
@@ -727,8 +828,126 @@ async fn run_inner(
         })
         .collect();
     report.violations = check(&config, scenario, &records, &emulated, accepted, &file);
+    report
+        .violations
+        .extend(check_sinks(&config, &sandbox, &sinks_behind, chain.len()));
+    report.shipped = config
+        .audit
+        .sinks
+        .iter()
+        .map(|s| {
+            (
+                s.name().to_owned(),
+                shipped_seqs(s, &sandbox).map_or(0, |v| v.len()),
+            )
+        })
+        .collect();
     sandbox.shutdown().await;
     Ok(report)
+}
+
+/// The chain positions an audit sink's emulator holds, in arrival order
+/// (`None` for a sink without an emulator to read back: file, stdout).
+fn shipped_seqs(
+    sink: &tg_config::AuditSinkConfig,
+    sandbox: &tg_sandbox::Sandbox,
+) -> Option<Vec<u64>> {
+    use tg_config::AuditSinkConfig as S;
+    let seq_of = |v: &Value| v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    match sink {
+        S::SplunkHec(_) => Some(
+            sandbox
+                .state()
+                .splunk_events()
+                .iter()
+                .map(|e| seq_of(&e.event))
+                .collect(),
+        ),
+        S::Cloudwatch(_) => Some(
+            sandbox
+                .state()
+                .cloudwatch_events()
+                .iter()
+                .map(|e| serde_json::from_str::<Value>(&e.message).map_or(0, |v| seq_of(&v)))
+                .collect(),
+        ),
+        S::Otlp(_) => Some(
+            sandbox
+                .state()
+                .otlp_records()
+                .iter()
+                .map(|r| {
+                    r.body
+                        .get("stringValue")
+                        .and_then(Value::as_str)
+                        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                        .map_or(0, |v| seq_of(&v))
+                })
+                .collect(),
+        ),
+        S::File(_) | S::Stdout(_) => None,
+    }
+}
+
+/// Every audit sink caught up, and each emulator holds the chain exactly once, in order.
+fn check_sinks(
+    config: &Config,
+    sandbox: &tg_sandbox::Sandbox,
+    behind: &[(String, u64, u64)],
+    chain_len: usize,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    for (name, cursor, head) in behind {
+        v.push(format!(
+            "audit sink {name}: shipped up to seq {cursor} of {head} after {SINK_CATCH_UP_TIMEOUT:?}"
+        ));
+    }
+    let want: Vec<u64> = (1..=u64::try_from(chain_len).unwrap_or(0)).collect();
+    for sink in &config.audit.sinks {
+        let Some(got) = shipped_seqs(sink, sandbox) else {
+            continue;
+        };
+        if got != want {
+            let dups = got.len() - got.iter().collect::<std::collections::BTreeSet<_>>().len();
+            let first_off = got
+                .iter()
+                .zip(&want)
+                .position(|(g, w)| g != w)
+                .unwrap_or(got.len().min(want.len()));
+            v.push(format!(
+                "audit sink {}: the emulator holds {} records ({dups} repeated) for a chain of {}; first difference at position {}",
+                sink.name(),
+                got.len(),
+                want.len(),
+                first_off + 1
+            ));
+        }
+    }
+    v
+}
+
+/// Waits (wall time, bounded) until every audit sink has shipped the whole
+/// chain; returns the sinks still behind, with their cursor and the head.
+async fn sinks_catch_up(
+    state: &tg_server::AppState,
+    config: &Config,
+) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let deadline = Instant::now() + SINK_CATCH_UP_TIMEOUT;
+    loop {
+        let head = state.store.audit_head().await?.map_or(0, |(s, _)| s);
+        let mut behind = Vec::new();
+        for sink in &config.audit.sinks {
+            let cursor = state.store.sink_cursor(sink.name()).await?;
+            if cursor < head {
+                behind.push((sink.name().to_owned(), cursor, head));
+            }
+        }
+        if behind.is_empty() || Instant::now() >= deadline {
+            return Ok(behind);
+        }
+        state.audited.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Asks the gate for the whole story of the service with the most runs, as a

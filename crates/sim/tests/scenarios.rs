@@ -36,6 +36,11 @@ async fn holds(name: &str, seed: u64) -> triage_gate_sim::Report {
 async fn database_outage_ci_pages_within_budget_and_declares_one_mim() {
     let r = holds("database-outage-ci", 1).await;
     assert_eq!(r.totals.mims, 1);
+    // Splunk was down for 10 simulated minutes, and still holds the whole chain
+    // exactly once, in order (a broken invariant otherwise), as does CloudWatch.
+    assert!(r.sink_calls_refused > 0, "the Splunk outage happened");
+    assert!(r.shipped["splunk"] > r.audit_records, "{:?}", r.shipped);
+    assert_eq!(r.shipped["splunk"], r.shipped["cloudwatch"]);
     assert!(
         r.totals.suppressed > r.totals.tickets,
         "the storm is mostly suppressed"
