@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tg_policy::catalog::Catalog;
 
-pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook};
+pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook, OutboundConfig};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
 
 /// The whole configuration file. Every section is optional: an empty file (or
