@@ -122,7 +122,7 @@ pub(crate) fn create_body(
 /// A bearer token, or a retryable error: nothing is sent without one.
 async fn bearer(cfg: &PagerDutyRest) -> Result<Secret, TargetError> {
     cfg.tokens
-        .token(chrono::Utc::now().timestamp())
+        .token()
         .await
         .map_err(|e| TargetError::retryable(T, format!("no PagerDuty API token: {e}")))
 }

@@ -76,12 +76,9 @@ async fn bearer(cfg: &ServiceNowConfig, redact: &Redactor) -> Result<Bearer, Tar
             redact: redact.clone(),
         }),
         ServiceNowAuth::OAuth(source) => {
-            let token = source
-                .token(chrono::Utc::now().timestamp())
-                .await
-                .map_err(|e| {
-                    TargetError::retryable(T, format!("no ServiceNow OAuth token: {e}"))
-                })?;
+            let token = source.token().await.map_err(|e| {
+                TargetError::retryable(T, format!("no ServiceNow OAuth token: {e}"))
+            })?;
             Ok(Bearer {
                 redact: redact.with(&token),
                 token,

@@ -33,7 +33,8 @@ struct Cli {
 enum Command {
     /// Run the gate: HTTP API, workers, audit log.
     Serve {
-        /// YAML configuration; without it, built-in defaults (every service in shadow mode).
+        /// YAML configuration; without it, built-in defaults (every service in
+        /// shadow mode), which `serve` refuses: they allow anonymous callers.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides server.listen.
@@ -246,7 +247,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check { file },
         } => {
             let (config, policy) = load_config(&file)?;
-            tg_server::build_pipeline(&config, policy.as_deref(), &CheckOnlySecrets)?;
+            // What `serve` would refuse, the check refuses too.
+            if let Some(why) = config.identity.anonymous_refusal() {
+                anyhow::bail!("{}: {why}", file.display());
+            }
+            tg_server::build::check_pipeline(&config, policy.as_deref(), &CheckOnlySecrets)?;
             println!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -301,6 +306,10 @@ async fn serve(
     }
     if let Some(d) = data_dir {
         config.server.data_dir = d;
+    }
+    // Fail closed: no anonymous API unless the operator said so in the config.
+    if let Some(why) = config.identity.anonymous_refusal() {
+        anyhow::bail!("refusing to serve: {why}");
     }
     let pipeline = tg_server::build_pipeline(&config, policy.as_deref(), &EnvAndFiles)?;
     let addr: SocketAddr = config.server.listen.parse().context("server.listen")?;

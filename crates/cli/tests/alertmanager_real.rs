@@ -162,6 +162,7 @@ async fn real_alertmanager_delivers_firing_and_resolved_alerts_as_runs() {
     std::fs::write(
         &gate_config,
         "server:\n  workers: 2\n  shutdown_grace_ms: 1000\nclassifier:\n  provider: rules\n\
+         identity:\n  inbound:\n    mode: none\n    insecure_allow_anonymous: true\n\
          catalog:\n  teams:\n    payments: {}\n  services:\n    checkout: { team: payments, autonomy: shadow }\n",
     )
     .unwrap();

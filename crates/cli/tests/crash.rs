@@ -35,6 +35,10 @@ fn write_config(dir: &Path, sandbox: &str, workers: usize) -> PathBuf {
         r#"server:
   workers: {workers}
   shutdown_grace_ms: 1000
+identity:
+  inbound:
+    mode: none
+    insecure_allow_anonymous: true
 classifier:
   provider: rules
 catalog:
@@ -235,13 +239,57 @@ fn run_bin(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A drill's explicit acknowledgement of anonymous API access.
+const ANONYMOUS_ACK: &str =
+    "identity:\n  inbound:\n    mode: none\n    insecure_allow_anonymous: true\n";
+
+#[test]
+fn serve_and_config_check_refuse_anonymous_access_unless_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No config at all, and a config without an identity section: refused
+    // before anything listens, naming the two ways out.
+    let out = run_bin(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        tmp.path().join("d").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("identity.inbound.mode: jwt")
+            && stderr.contains("insecure_allow_anonymous: true"),
+        "{stderr}"
+    );
+    let bare = tmp.path().join("bare.yaml");
+    std::fs::write(&bare, "server:\n  workers: 1\n").unwrap();
+    let out = run_bin(&["config", "check", bare.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_allow_anonymous"));
+    // The acknowledgement with jwt is a mistake, named with file and line.
+    let odd = tmp.path().join("odd.yaml");
+    std::fs::write(
+        &odd,
+        "identity:\n  inbound:\n    mode: jwt\n    issuer: https://idp.example\n    jwks_url: https://idp.example/keys\n    insecure_allow_anonymous: true\n",
+    )
+    .unwrap();
+    let out = run_bin(&["config", "check", odd.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("insecure_allow_anonymous"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn config_check_names_file_and_line_of_a_bad_value_and_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good.yaml");
     std::fs::write(
         &good,
-        "catalog:\n  teams:\n    payments: {}\n  services:\n    checkout: { team: payments, autonomy: paging }\n",
+        format!("{ANONYMOUS_ACK}catalog:\n  teams:\n    payments: {{}}\n  services:\n    checkout: {{ team: payments, autonomy: paging }}\n"),
     )
     .unwrap();
     let out = run_bin(&["config", "check", good.to_str().unwrap()]);

@@ -248,6 +248,10 @@ fn write_config(dir: &Path, sandbox: &str) -> PathBuf {
         r#"server:
   workers: 2
   shutdown_grace_ms: 1000
+identity:
+  inbound:
+    mode: none
+    insecure_allow_anonymous: true
 classifier:
   provider: rules
 catalog:

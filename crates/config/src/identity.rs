@@ -40,14 +40,40 @@ pub struct InboundWebhook {
 pub struct IdentityConfig {
     #[serde(default)]
     pub inbound: InboundConfig,
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+/// Default `identity.outbound.probe_interval_secs`.
+pub const PROBE_INTERVAL_SECS_DEFAULT: u64 = 30;
+/// Longest `identity.outbound.probe_interval_secs`.
+pub const PROBE_INTERVAL_SECS_MAX: u64 = 3_600;
+
+/// `identity.outbound`: the OAuth token sources of the action targets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// How often each token source is probed in the background, so readiness
+    /// reports a target that cannot get a token before an action needs one.
+    /// 0 turns the probes off (readiness then learns from the actions).
+    pub probe_interval_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            probe_interval_secs: PROBE_INTERVAL_SECS_DEFAULT,
+        }
+    }
 }
 
 /// `identity.inbound.mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InboundMode {
-    /// No caller authentication: local drills and tests only. The server logs
-    /// a warning at start and `submitted_by` stays empty.
+    /// No caller authentication: local drills and tests only. `serve` refuses
+    /// it unless `insecure_allow_anonymous` is also set; the server logs a
+    /// warning at start and `submitted_by` stays empty.
     #[default]
     None,
     /// Bearer JWTs validated against the issuer's JWKS, scopes per route.
@@ -58,6 +84,10 @@ pub enum InboundMode {
 #[serde(deny_unknown_fields, default)]
 pub struct InboundConfig {
     pub mode: InboundMode,
+    /// The operator's acknowledgement that `mode: none` lets anyone call the
+    /// API. Without it, `serve` refuses `mode: none` (the default), so a
+    /// forgotten identity section cannot open the gate to anonymous callers.
+    pub insecure_allow_anonymous: bool,
     /// Exact `iss` of accepted tokens.
     pub issuer: Option<String>,
     /// `aud` must contain one of these.
@@ -83,6 +113,7 @@ impl Default for InboundConfig {
     fn default() -> Self {
         InboundConfig {
             mode: InboundMode::None,
+            insecure_allow_anonymous: false,
             issuer: None,
             audiences: vec!["triage-gate".to_owned()],
             algorithms: vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()],
@@ -100,9 +131,29 @@ impl Default for InboundConfig {
 }
 
 impl IdentityConfig {
+    /// Why `serve` must not start with this identity section: anonymous API
+    /// callers without the operator's explicit acknowledgement.
+    pub fn anonymous_refusal(&self) -> Option<String> {
+        (self.inbound.mode == InboundMode::None && !self.inbound.insecure_allow_anonymous).then(|| {
+            "identity.inbound.mode is none (the default), so any caller could submit events and read runs; \
+             set identity.inbound.mode: jwt (see docs/configuration.md, identity), or acknowledge \
+             anonymous access for a drill with identity.inbound.insecure_allow_anonymous: true"
+                .to_owned()
+        })
+    }
+
     /// Every problem at once, as (path, message).
     pub fn check(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if self.outbound.probe_interval_secs > PROBE_INTERVAL_SECS_MAX {
+            out.push((
+                "identity.outbound.probe_interval_secs".to_owned(),
+                format!(
+                    "{} exceeds {PROBE_INTERVAL_SECS_MAX}",
+                    self.outbound.probe_interval_secs
+                ),
+            ));
+        }
         let i = &self.inbound;
         let p = |k: &str| format!("identity.inbound.{k}");
         // Signed webhooks are enforced in either mode, so checked in either.
@@ -145,6 +196,12 @@ impl IdentityConfig {
         }
         if i.mode == InboundMode::None {
             return out;
+        }
+        if i.insecure_allow_anonymous {
+            out.push((
+                p("insecure_allow_anonymous"),
+                "only applies to mode none; remove it with mode jwt".into(),
+            ));
         }
         match i.issuer.as_deref() {
             Some(s) if !s.trim().is_empty() => {}
@@ -236,5 +293,28 @@ mod tests {
         c.inbound.issuer = Some("https://idp.example".into());
         c.inbound.jwks_url = Some("http://127.0.0.1:9000/keys".into());
         assert!(c.check().is_empty(), "{:?}", c.check());
+    }
+
+    #[test]
+    fn anonymous_access_needs_the_operators_acknowledgement() {
+        let mut c = IdentityConfig::default();
+        assert!(
+            c.anonymous_refusal().is_some(),
+            "the default refuses to serve"
+        );
+        c.inbound.insecure_allow_anonymous = true;
+        assert!(c.anonymous_refusal().is_none());
+        assert!(c.check().is_empty());
+        // With jwt the acknowledgement means nothing: refused as a mistake.
+        c.inbound.mode = InboundMode::Jwt;
+        c.inbound.issuer = Some("https://idp.example".into());
+        c.inbound.jwks_url = Some("https://idp.example/keys".into());
+        assert!(c.anonymous_refusal().is_none());
+        let errs = c.check();
+        assert!(
+            errs.iter()
+                .any(|(p, _)| p == "identity.inbound.insecure_allow_anonymous"),
+            "{errs:?}"
+        );
     }
 }

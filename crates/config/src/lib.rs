@@ -21,7 +21,7 @@ pub use audit::{
     CheckpointConfig, CloudWatchSinkConfig, FileSinkConfig, OtlpSinkConfig, SplunkHecSinkConfig,
     StdoutSinkConfig,
 };
-pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook};
+pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook, OutboundConfig};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
 
 /// The whole configuration file. Every section is optional: an empty file (or

@@ -6,13 +6,20 @@
 //!   against an injected clock, and per-route [`Scope`]s. The verification
 //!   itself ([`jwt::verify`]) is pure.
 //! - Outbound: [`oauth::TokenSource`] obtains short-lived, narrowly scoped
-//!   client-credentials tokens, cached and refreshed single-flight.
+//!   client-credentials tokens, cached and refreshed single-flight, with a
+//!   secret-free [`oauth::TokenHealth`] kept current by [`probe`]s.
+//! - Time: the token cache reads an injected [`IdentityClock`]; the JWKS cache
+//!   takes `now` from its caller (the server's clock).
 
+pub mod clock;
 pub mod jwks;
 pub mod jwt;
 pub mod oauth;
+pub mod probe;
 
+pub use clock::{IdentityClock, ManualIdentityClock, SystemIdentityClock};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{Authenticator, JwksConfig};
 pub use jwt::{AuthError, Caller, JwtPolicy, KeySet, Scope};
-pub use oauth::{ClientAuth, ClientCredentials, OAuthError, TokenSource};
+pub use oauth::{ClientAuth, ClientCredentials, OAuthError, TokenHealth, TokenSource};
+pub use probe::{ProbeHandle, spawn_probes};

@@ -3,21 +3,37 @@
 //!
 //! One source per target and scope set: tokens are short-lived and narrow.
 //! A token is cached until `refresh_margin_secs` before it expires; concurrent
-//! callers wait on one fetch (single-flight). Errors never carry the secret,
-//! the assertion or the token; an IdP's error description is bounded. Client
-//! secrets and tokens are [`Secret`]s (wiped on drop), and so are the Basic
-//! credentials and the token answer built here; a private key is held as
-//! `jsonwebtoken`'s parsed `EncodingKey`, which does not wipe itself.
+//! callers wait on one fetch (single-flight). Time comes from an injected
+//! [`IdentityClock`], so expiry and the refresh margin are testable without
+//! waiting (a client assertion's `iat`/`exp` alone are wall time: the IdP
+//! checks them against its own clock). Errors never carry the secret, the assertion or the token; an
+//! IdP's error description is bounded.
+//!
+//! [`TokenSource::health`] is a secret-free view of the last fetch (when, the
+//! outcome, whether a usable token is cached): readiness reads it, and
+//! [`crate::probe`] keeps it current before any action needs a token.
+//!
+//! Key material: client secrets and tokens are [`Secret`]s (wiped on drop),
+//! and so are the Basic credentials and the token answer built here. A
+//! `private_key_jwt` key is kept as its PEM text in a [`Secret`];
+//! `jsonwebtoken`'s `EncodingKey` (and `ring`'s key pair under it) do not wipe
+//! themselves, so one is built for each assertion and dropped right after
+//! signing. Assertions are rare (one per token fetch), so the parse costs
+//! nothing that matters, and an unwiped copy of the key lives in freed memory
+//! only briefly instead of for the life of the process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tg_model::Secret;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
+
+use crate::clock::{IdentityClock, SystemIdentityClock};
 
 /// Largest token response read, in bytes.
 pub const TOKEN_RESPONSE_BYTES_MAX: usize = 64 * 1024;
@@ -33,6 +49,8 @@ pub const EXPIRES_IN_DEFAULT_SECS: i64 = 300;
 pub const EXPIRES_IN_MAX_SECS: i64 = 86_400;
 /// Longest error description kept from an IdP answer.
 pub const ERROR_TEXT_BYTES_MAX: usize = 200;
+/// Longest OAuth `error` code quoted in a readiness reason.
+pub const ERROR_CODE_BYTES_MAX: usize = 40;
 
 /// How the client proves who it is to the token endpoint.
 pub enum ClientAuth {
@@ -41,8 +59,10 @@ pub enum ClientAuth {
     /// `client_id` and `client_secret` in the form body.
     SecretPost { secret: Secret },
     /// A JWT signed with the client's private key (RFC 7523 section 2.2).
+    /// Built by [`ClientAuth::private_key_jwt`], which checks the key.
     PrivateKeyJwt {
-        key: EncodingKey,
+        /// The PEM text; parsed anew for each assertion (see the module comment).
+        pem: Secret,
         alg: Algorithm,
         kid: Option<String>,
     },
@@ -57,14 +77,27 @@ impl ClientAuth {
         alg: Algorithm,
         kid: Option<String>,
     ) -> Result<ClientAuth, String> {
-        let key = match alg {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.expose().as_bytes()),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.expose().as_bytes()),
-            other => return Err(format!("{other:?} is not RS256 or ES256")),
+        if !matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(format!("{alg:?} is not RS256 or ES256"));
         }
-        .map_err(|_| format!("not a PEM private key for {alg:?}"))?;
-        Ok(ClientAuth::PrivateKeyJwt { key, alg, kid })
+        // Parsed once here so a bad key fails at start-up; the parsed key is dropped.
+        signing_key(pem, alg).map_err(|_| format!("not a PEM private key for {alg:?}"))?;
+        Ok(ClientAuth::PrivateKeyJwt {
+            pem: pem.clone(),
+            alg,
+            kid,
+        })
     }
+}
+
+/// The parsed key, for one signature only (it does not wipe itself).
+fn signing_key(pem: &Secret, alg: Algorithm) -> Result<EncodingKey, OAuthError> {
+    match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.expose().as_bytes()),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.expose().as_bytes()),
+        _ => return Err(OAuthError::Assertion),
+    }
+    .map_err(|_| OAuthError::Assertion)
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -116,6 +149,29 @@ impl OAuthError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, OAuthError::Rejected { .. } | OAuthError::Assertion)
     }
+
+    /// A short reason fit for an unauthenticated readiness answer: no IdP
+    /// free text (an `error_description` could echo anything), only an OAuth
+    /// `error` code that looks like one.
+    pub fn reason(&self) -> String {
+        match self {
+            OAuthError::Transport(kind) => format!("token endpoint unreachable ({kind})"),
+            OAuthError::Rejected { status, error, .. } => {
+                let code = if !error.is_empty()
+                    && error.len() <= ERROR_CODE_BYTES_MAX
+                    && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    error.as_str()
+                } else {
+                    "error"
+                };
+                format!("token endpoint refused the client ({status} {code})")
+            }
+            OAuthError::Status(status) => format!("token endpoint answered {status}"),
+            OAuthError::Response(what) => format!("invalid token response ({what})"),
+            OAuthError::Assertion => "cannot sign the client assertion".to_owned(),
+        }
+    }
 }
 
 struct Cached {
@@ -123,11 +179,43 @@ struct Cached {
     refresh_at: i64,
 }
 
+/// The last fetch, kept apart from the token so that reading it never waits
+/// for a fetch in flight.
+#[derive(Default)]
+struct Outcome {
+    attempted_at: Option<i64>,
+    result: Option<Result<(), OAuthError>>,
+    failures: u32,
+    /// Expiry of the cached token (none after `invalidate`).
+    expires_at: Option<i64>,
+}
+
+/// What readiness may know about a token source: times, outcome, reason. No
+/// token, secret or IdP free text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenHealth {
+    /// A token can be had now: one is cached and unexpired, or the last fetch worked.
+    pub ready: bool,
+    /// A cached token is unexpired at the clock's now.
+    pub token_valid: bool,
+    /// When the cached token expires (Unix seconds).
+    pub valid_until: Option<i64>,
+    /// The last fetch attempt (Unix seconds), by an action or the probe.
+    pub last_fetch_at: Option<i64>,
+    pub last_fetch_ok: Option<bool>,
+    /// Failed fetches in a row.
+    pub consecutive_failures: u32,
+    /// Why not ready, or why the last fetch failed.
+    pub reason: Option<String>,
+}
+
 /// A cached, single-flight client-credentials token source.
 pub struct TokenSource {
     cfg: ClientCredentials,
     http: reqwest::Client,
+    clock: Arc<dyn IdentityClock>,
     cached: Mutex<Option<Cached>>,
+    outcome: std::sync::Mutex<Outcome>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -175,8 +263,17 @@ impl TokenSource {
         Ok(TokenSource {
             cfg,
             http,
+            clock: Arc::new(SystemIdentityClock),
             cached: Mutex::new(None),
+            outcome: std::sync::Mutex::new(Outcome::default()),
         })
+    }
+
+    /// Reads time from `clock` instead of the wall clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn IdentityClock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn client_id(&self) -> &str {
@@ -187,32 +284,90 @@ impl TokenSource {
         &self.cfg.scopes
     }
 
-    /// A valid access token at `now` (Unix seconds), fetched if needed.
-    pub async fn token(&self, now: i64) -> Result<Secret, OAuthError> {
-        // Held across the fetch: concurrent callers wait for one request.
+    /// A valid access token, fetched if none is cached or the cached one is
+    /// inside its refresh margin.
+    pub async fn token(&self) -> Result<Secret, OAuthError> {
+        // Held across the fetch: concurrent callers (and the probe) wait for one request.
         let mut cached = self.cached.lock().await;
+        // Read after the lock: a caller that waited on a fetch sees its result as fresh.
+        let now = self.clock.now_secs();
         if let Some(c) = cached.as_ref()
             && now < c.refresh_at
         {
             return Ok(c.token.clone());
         }
-        let (token, expires_in) = self.fetch(now).await?;
-        let lifetime = expires_in.clamp(1, EXPIRES_IN_MAX_SECS);
-        // A margin larger than half the life would refetch on every call.
-        let margin = self.cfg.refresh_margin_secs.clamp(0, lifetime / 2);
-        *cached = Some(Cached {
-            token: token.clone(),
-            refresh_at: now.saturating_add(lifetime - margin),
-        });
-        Ok(token)
+        let fetched = self.fetch().await;
+        let mut outcome = self.outcome();
+        outcome.attempted_at = Some(now);
+        match fetched {
+            Ok((token, expires_in)) => {
+                let lifetime = expires_in.clamp(1, EXPIRES_IN_MAX_SECS);
+                // A margin larger than half the life would refetch on every call.
+                let margin = self.cfg.refresh_margin_secs.clamp(0, lifetime / 2);
+                let expires_at = now.saturating_add(lifetime);
+                *cached = Some(Cached {
+                    token: token.clone(),
+                    refresh_at: now.saturating_add(lifetime - margin),
+                });
+                outcome.result = Some(Ok(()));
+                outcome.failures = 0;
+                outcome.expires_at = Some(expires_at);
+                Ok(token)
+            }
+            Err(e) => {
+                outcome.result = Some(Err(e.clone()));
+                outcome.failures = outcome.failures.saturating_add(1);
+                // A token inside its margin is still good until it expires: the
+                // next caller tries again, this one fails so the outbox retries.
+                Err(e)
+            }
+        }
+    }
+
+    /// Obtains a token if none is cached (or it is due for refresh) without
+    /// returning it: the background probe. Shares the fetch lock with
+    /// [`TokenSource::token`], so it never duplicates a fetch.
+    pub async fn probe(&self) -> Result<(), OAuthError> {
+        self.token().await.map(drop)
     }
 
     /// Forgets the cached token (after the target answered 401 with it).
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
+        self.outcome().expires_at = None;
     }
 
-    async fn fetch(&self, now: i64) -> Result<(Secret, i64), OAuthError> {
+    /// The secret-free state of this source at the clock's now.
+    pub fn health(&self) -> TokenHealth {
+        let now = self.clock.now_secs();
+        let o = self.outcome();
+        let token_valid = o.expires_at.is_some_and(|t| now < t);
+        let last_ok = o.result.as_ref().map(Result::is_ok);
+        let ready = token_valid || last_ok == Some(true);
+        let reason = match &o.result {
+            Some(Err(e)) => Some(e.reason()),
+            None if !token_valid => Some("no token obtained yet".to_owned()),
+            _ => None,
+        };
+        TokenHealth {
+            ready,
+            token_valid,
+            valid_until: o.expires_at,
+            last_fetch_at: o.attempted_at,
+            last_fetch_ok: last_ok,
+            consecutive_failures: o.failures,
+            reason,
+        }
+    }
+
+    fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {
+        // A panic while holding it cannot leave it half-written (plain fields).
+        self.outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn fetch(&self) -> Result<(Secret, i64), OAuthError> {
         let mut form: Vec<(String, String)> =
             vec![("grant_type".to_owned(), "client_credentials".to_owned())];
         if !self.cfg.scopes.is_empty() {
@@ -236,8 +391,11 @@ impl TokenSource {
                 form.push(("client_id".to_owned(), self.cfg.client_id.clone()));
                 form.push(("client_secret".to_owned(), secret.expose().to_owned()));
             }
-            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
-                let assertion = self.assertion(key, *alg, kid.clone(), now)?;
+            ClientAuth::PrivateKeyJwt { pem, alg, kid } => {
+                // `iat`/`exp` are read by the IdP against its own clock: wall
+                // time, not the injected one (which may be simulated).
+                let wall = SystemIdentityClock.now_secs();
+                let assertion = self.assertion(pem, *alg, kid.clone(), wall)?;
                 form.push(("client_id".to_owned(), self.cfg.client_id.clone()));
                 form.push((
                     "client_assertion_type".to_owned(),
@@ -309,7 +467,7 @@ impl TokenSource {
 
     fn assertion(
         &self,
-        key: &EncodingKey,
+        pem: &Secret,
         alg: Algorithm,
         kid: Option<String>,
         now: i64,
@@ -325,7 +483,9 @@ impl TokenSource {
             "iat": now,
             "exp": now.saturating_add(ASSERTION_LIFETIME_SECS),
         });
-        jsonwebtoken::encode(&header, &claims, key).map_err(|_| OAuthError::Assertion)
+        // Parsed for this signature only and dropped on return (module comment).
+        let key = signing_key(pem, alg)?;
+        jsonwebtoken::encode(&header, &claims, &key).map_err(|_| OAuthError::Assertion)
     }
 }
 

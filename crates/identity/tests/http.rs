@@ -23,7 +23,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 use tg_model::Secret;
 use triage_gate_identity::{
-    Authenticator, ClientAuth, ClientCredentials, JwksConfig, JwtPolicy, OAuthError, TokenSource,
+    Authenticator, ClientAuth, ClientCredentials, JwksConfig, JwtPolicy, ManualIdentityClock,
+    OAuthError, TokenSource,
 };
 
 const NOW: i64 = 1_764_000_000;
@@ -193,6 +194,10 @@ struct TokenEndpoint {
     last_form: Mutex<Vec<(String, String)>>,
     last_auth: Mutex<Option<String>>,
     refuse: AtomicBool,
+    /// Answer 503 (the IdP is down).
+    down: AtomicBool,
+    /// Hold each answer this long (so concurrent callers overlap a fetch).
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 async fn token_endpoint(
@@ -201,6 +206,13 @@ async fn token_endpoint(
     body: String,
 ) -> Response {
     ep.calls.fetch_add(1, Ordering::SeqCst);
+    let delay = ep.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if ep.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -234,6 +246,10 @@ async fn endpoint() -> (Arc<TokenEndpoint>, String) {
 }
 
 fn source(url: &str, auth: ClientAuth) -> TokenSource {
+    source_at(url, auth, Arc::new(ManualIdentityClock::new(NOW)))
+}
+
+fn source_at(url: &str, auth: ClientAuth, clock: Arc<ManualIdentityClock>) -> TokenSource {
     TokenSource::new(ClientCredentials {
         token_url: url.to_owned(),
         client_id: "gate client".to_owned(),
@@ -244,6 +260,7 @@ fn source(url: &str, auth: ClientAuth) -> TokenSource {
         refresh_margin_secs: 60,
     })
     .unwrap()
+    .with_clock(clock)
 }
 
 fn form_get(form: &[(String, String)], k: &str) -> Option<String> {
@@ -253,13 +270,15 @@ fn form_get(form: &[(String, String)], k: &str) -> Option<String> {
 #[tokio::test]
 async fn client_secret_basic_urlencodes_then_caches_until_the_margin() {
     let (ep, url) = endpoint().await;
-    let src = source(
+    let clock = Arc::new(ManualIdentityClock::new(NOW));
+    let src = source_at(
         &url,
         ClientAuth::SecretBasic {
             secret: Secret::new("s3cr:t&x"),
         },
+        clock.clone(),
     );
-    let t1 = src.token(NOW).await.unwrap();
+    let t1 = src.token().await.unwrap();
     assert_eq!(t1.expose(), "at-1");
     let auth = ep.last_auth.lock().unwrap().clone().unwrap();
     let decoded = base64::engine::general_purpose::STANDARD
@@ -277,8 +296,10 @@ async fn client_secret_basic_urlencodes_then_caches_until_the_margin() {
     assert_eq!(form_get(&form, "scope").as_deref(), Some("incident:write"));
     assert_eq!(form_get(&form, "client_secret"), None);
     // Cached until expires_in (600) minus the margin (60).
-    assert_eq!(src.token(NOW + 539).await.unwrap().expose(), "at-1");
-    assert_eq!(src.token(NOW + 540).await.unwrap().expose(), "at-2");
+    clock.set(NOW + 539);
+    assert_eq!(src.token().await.unwrap().expose(), "at-1");
+    clock.set(NOW + 540);
+    assert_eq!(src.token().await.unwrap().expose(), "at-2");
     assert_eq!(ep.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -291,7 +312,7 @@ async fn client_secret_post_sends_the_secret_in_the_body_only() {
             secret: Secret::new("pw"),
         },
     );
-    src.token(NOW).await.unwrap();
+    src.token().await.unwrap();
     let form = ep.last_form.lock().unwrap().clone();
     assert_eq!(form_get(&form, "client_id").as_deref(), Some("gate client"));
     assert_eq!(form_get(&form, "client_secret").as_deref(), Some("pw"));
@@ -303,13 +324,14 @@ async fn private_key_jwt_assertion_verifies_with_the_clients_public_key() {
     let (ep, url) = endpoint().await;
     let src = source(
         &url,
-        ClientAuth::PrivateKeyJwt {
-            key: EncodingKey::from_rsa_pem(&key_file("rsa2.pem")).unwrap(),
-            alg: Algorithm::RS256,
-            kid: Some("rsa2".to_owned()),
-        },
+        ClientAuth::private_key_jwt(
+            &Secret::new(String::from_utf8(key_file("rsa2.pem")).unwrap()),
+            Algorithm::RS256,
+            Some("rsa2".to_owned()),
+        )
+        .unwrap(),
     );
-    src.token(NOW).await.unwrap();
+    src.token().await.unwrap();
     let form = ep.last_form.lock().unwrap().clone();
     assert_eq!(
         form_get(&form, "client_assertion_type").as_deref(),
@@ -347,7 +369,7 @@ async fn concurrent_callers_share_one_fetch() {
     for _ in 0..20 {
         let s = src.clone();
         tasks.push(tokio::spawn(async move {
-            s.token(NOW).await.unwrap().expose().to_owned()
+            s.token().await.unwrap().expose().to_owned()
         }));
     }
     for t in tasks {
@@ -366,7 +388,7 @@ async fn a_refused_client_is_a_permanent_error_without_the_secret() {
             secret: Secret::new("do-not-leak-me"),
         },
     );
-    let err = src.token(NOW).await.unwrap_err();
+    let err = src.token().await.unwrap_err();
     assert!(err.is_permanent());
     assert!(matches!(err, OAuthError::Rejected { status: 401, .. }));
     let text = format!("{err} {err:?} {src:?}");
@@ -382,6 +404,161 @@ async fn an_unreachable_token_endpoint_is_retryable() {
             secret: Secret::new("pw"),
         },
     );
-    let err = src.token(NOW).await.unwrap_err();
+    let err = src.token().await.unwrap_err();
     assert!(!err.is_permanent(), "{err}");
+}
+
+// ---- the injected clock, health and the probe ----
+
+fn post_source(url: &str, clock: Arc<ManualIdentityClock>) -> TokenSource {
+    source_at(
+        url,
+        ClientAuth::SecretPost {
+            secret: Secret::new("probe-secret-never-shown"),
+        },
+        clock,
+    )
+}
+
+#[tokio::test]
+async fn the_token_is_refreshed_before_expiry_on_the_injected_clock() {
+    let (ep, url) = endpoint().await;
+    let clock = Arc::new(ManualIdentityClock::new(NOW));
+    let src = post_source(&url, clock.clone());
+    assert_eq!(src.token().await.unwrap().expose(), "at-1");
+    let h = src.health();
+    assert_eq!(h.valid_until, Some(NOW + 600));
+    assert!(h.ready && h.token_valid);
+    // expires_in 600, margin 60: cached up to 539 s, refetched from 540 s,
+    // i.e. a minute before the IdP would refuse it.
+    clock.set(NOW + 539);
+    assert_eq!(src.token().await.unwrap().expose(), "at-1");
+    assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+    clock.set(NOW + 540);
+    assert_eq!(src.token().await.unwrap().expose(), "at-2");
+    assert_eq!(src.health().valid_until, Some(NOW + 540 + 600));
+    assert_eq!(src.health().last_fetch_at, Some(NOW + 540));
+}
+
+#[tokio::test]
+async fn a_failed_refresh_inside_the_margin_keeps_the_source_ready_until_expiry() {
+    let (ep, url) = endpoint().await;
+    let clock = Arc::new(ManualIdentityClock::new(NOW));
+    let src = post_source(&url, clock.clone());
+    src.token().await.unwrap();
+    ep.down.store(true, Ordering::SeqCst);
+    clock.set(NOW + 550);
+    assert!(src.token().await.is_err());
+    let h = src.health();
+    assert!(h.ready, "the cached token is still valid: {h:?}");
+    assert_eq!(h.last_fetch_ok, Some(false));
+    assert_eq!(h.reason.as_deref(), Some("token endpoint answered 503"));
+    // Past expiry with the IdP still down: not ready, and the reason says why.
+    clock.set(NOW + 600);
+    let h = src.health();
+    assert!(!h.ready && !h.token_valid, "{h:?}");
+    assert_eq!(h.consecutive_failures, 1);
+    let text = serde_json::to_string(&h).unwrap();
+    assert!(
+        !text.contains("probe-secret-never-shown") && !text.contains("at-1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn health_is_not_ready_before_any_token_and_after_a_refused_client() {
+    let (ep, url) = endpoint().await;
+    let clock = Arc::new(ManualIdentityClock::new(NOW));
+    let src = post_source(&url, clock);
+    let h = src.health();
+    assert!(!h.ready);
+    assert_eq!(h.reason.as_deref(), Some("no token obtained yet"));
+    ep.refuse.store(true, Ordering::SeqCst);
+    assert!(src.probe().await.is_err());
+    let h = src.health();
+    assert!(!h.ready);
+    assert_eq!(
+        h.reason.as_deref(),
+        Some("token endpoint refused the client (401 invalid_client)")
+    );
+    // The IdP's free-text description is not repeated in readiness.
+    assert!(!format!("{h:?}").contains("client authentication failed"));
+    ep.refuse.store(false, Ordering::SeqCst);
+    src.probe().await.unwrap();
+    let h = src.health();
+    assert!(
+        h.ready && h.reason.is_none() && h.consecutive_failures == 0,
+        "{h:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_and_actions_share_one_fetch() {
+    let (ep, url) = endpoint().await;
+    ep.delay_ms.store(200, Ordering::SeqCst);
+    let clock = Arc::new(ManualIdentityClock::new(NOW));
+    let src = Arc::new(post_source(&url, clock.clone()));
+    let probe = {
+        let s = src.clone();
+        tokio::spawn(async move { s.probe().await })
+    };
+    // Let the probe start its (slow) fetch, then ask as the actions would.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut actions = Vec::new();
+    for _ in 0..5 {
+        let s = src.clone();
+        actions.push(tokio::spawn(async move {
+            s.token().await.unwrap().expose().to_owned()
+        }));
+    }
+    probe.await.unwrap().unwrap();
+    for a in actions {
+        assert_eq!(a.await.unwrap(), "at-1");
+    }
+    assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+    // A probe while a good token is cached asks nothing.
+    clock.advance(100);
+    src.probe().await.unwrap();
+    assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_background_probe_finds_a_down_idp_before_any_action() {
+    let (ep, url) = endpoint().await;
+    ep.down.store(true, Ordering::SeqCst);
+    let src = Arc::new(post_source(&url, Arc::new(ManualIdentityClock::new(NOW))));
+    let handle = triage_gate_identity::spawn_probes(
+        &[("servicenow".to_owned(), src.clone())],
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        triage_gate_identity::spawn_probes(&[], std::time::Duration::ZERO).is_none(),
+        "0 turns probes off"
+    );
+    // The first probe runs at once; the next waits the backoff (5 s, pure
+    // `next_probe_delay`, unit-tested), so this sees exactly one attempt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while src.health().last_fetch_at.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no probe");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let h = src.health();
+    assert!(!h.ready, "{h:?}");
+    assert_eq!(h.reason.as_deref(), Some("token endpoint answered 503"));
+    drop(handle);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_private_key_that_is_not_pem_is_refused_without_quoting_it() {
+    let err = ClientAuth::private_key_jwt(
+        &Secret::new("-----BEGIN PRIVATE KEY-----\nnot-a-key-XYZZY\n"),
+        Algorithm::RS256,
+        None,
+    )
+    .unwrap_err();
+    assert!(!err.contains("XYZZY"), "{err}");
+    assert!(ClientAuth::private_key_jwt(&Secret::new("x"), Algorithm::HS256, None).is_err());
 }

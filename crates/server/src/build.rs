@@ -16,6 +16,9 @@ use tg_storm::BucketConfig;
 /// The team that receives what no catalog entry owns.
 pub const DEFAULT_TEAM: &str = "platform-ops";
 
+/// The outbound OAuth token sources by action target.
+pub type TokenSources = Vec<(String, Arc<tg_identity::TokenSource>)>;
+
 /// Everything a run needs besides the store: built once from the configuration.
 pub struct Pipeline {
     pub normalize: NormalizeContext,
@@ -40,6 +43,22 @@ pub struct Pipeline {
     pub audit: crate::audit::AuditSettings,
     /// Where the audit chain is shipped (`audit.sinks`), each from its own cursor.
     pub sinks: Vec<Arc<dyn tg_ship::Sink>>,
+    /// The outbound OAuth token sources by action target (`servicenow`,
+    /// `pagerduty`): readiness reads their health.
+    pub token_sources: TokenSources,
+    /// Background probes of `token_sources` (stopped when the pipeline is
+    /// dropped); `None` when built outside a runtime or for a config check.
+    pub token_probes: Option<tg_identity::ProbeHandle>,
+}
+
+/// The server's [`crate::Clock`] as the identity caches' clock, so token
+/// lifetimes move with `ManualClock` under tests and simulation.
+struct IdentityClockAdapter(Arc<dyn crate::Clock>);
+
+impl tg_identity::IdentityClock for IdentityClockAdapter {
+    fn now_secs(&self) -> i64 {
+        self.0.now().timestamp()
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -81,6 +100,23 @@ pub fn build_pipeline(
     build_pipeline_with_clock(config, policy_text, secrets, Arc::new(crate::SystemClock))
 }
 
+/// Builds the pipeline to validate a configuration (`config check`): like
+/// [`build_pipeline`], but nothing is started, so no token is requested with
+/// placeholder secrets.
+pub fn check_pipeline(
+    config: &Config,
+    policy_text: Option<&str>,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<Pipeline> {
+    build(
+        config,
+        policy_text,
+        secrets,
+        Arc::new(crate::SystemClock),
+        false,
+    )
+}
+
 /// Builds the pipeline with the clock the server will run on: the classifier
 /// guard (cache TTL, breaker cooldown, budget) reads it, so a `ManualClock`
 /// makes them deterministic.
@@ -89,6 +125,16 @@ pub fn build_pipeline_with_clock(
     policy_text: Option<&str>,
     secrets: &dyn SecretSource,
     clock: Arc<dyn crate::Clock>,
+) -> anyhow::Result<Pipeline> {
+    build(config, policy_text, secrets, clock, true)
+}
+
+fn build(
+    config: &Config,
+    policy_text: Option<&str>,
+    secrets: &dyn SecretSource,
+    clock: Arc<dyn crate::Clock>,
+    probe_tokens: bool,
 ) -> anyhow::Result<Pipeline> {
     let text = policy_text.unwrap_or(Gates::default_policy_text());
     let gates = Gates::load(text, &config.catalog).map_err(|errs| {
@@ -134,11 +180,23 @@ pub fn build_pipeline_with_clock(
     };
     let sns = build_sns(&config.sources.sns)?;
 
+    let identity_clock: Arc<dyn tg_identity::IdentityClock> =
+        Arc::new(IdentityClockAdapter(clock.clone()));
     let guard_clock: Arc<dyn tg_classify::GuardClock> =
         Arc::new(crate::clock::GuardClockAdapter::new(clock));
     let classifier = build_classifier(&config.classifier, secrets, &guard_clock)?;
 
-    let executor = build_executor(config, secrets)?;
+    let mut token_sources = Vec::new();
+    let executor = build_executor(config, secrets, &identity_clock, &mut token_sources)?;
+    // Probed from now on, so readiness knows before the first action needs a token.
+    let token_probes = if probe_tokens {
+        tg_identity::spawn_probes(
+            &token_sources,
+            std::time::Duration::from_secs(config.identity.outbound.probe_interval_secs),
+        )
+    } else {
+        None
+    };
     let storm = StormSettings {
         dedup_window: config.dedup_window(),
         dedup_service_windows: config
@@ -203,6 +261,8 @@ pub fn build_pipeline_with_clock(
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
         audit: crate::audit::settings(config, secrets)?,
         sinks: build_sinks(config, secrets)?,
+        token_sources,
+        token_probes,
     })
 }
 
@@ -570,9 +630,12 @@ fn build_sns(c: &tg_config::SnsSourceConfig) -> anyhow::Result<crate::sns::SnsVe
     crate::sns::SnsVerifier::new(settings).context("sources.sns: http client")
 }
 
+/// `tokens` receives each OAuth token source built, by target.
 fn build_executor(
     config: &Config,
     secrets: &dyn SecretSource,
+    clock: &Arc<dyn tg_identity::IdentityClock>,
+    tokens: &mut TokenSources,
 ) -> anyhow::Result<tg_actions::Executor> {
     use tg_actions::{
         BridgeConfig, BridgeFormat, PagerDutyConfig, PagerDutyRegion, RetryPolicy,
@@ -582,7 +645,7 @@ fn build_executor(
     let servicenow = match &a.servicenow {
         Some(sn) => Some(ServiceNowConfig {
             base_url: sn.base_url.clone(),
-            auth: servicenow_auth(sn, secrets)?,
+            auth: servicenow_auth(sn, secrets, clock)?,
             assignment_groups: sn.assignment_groups.clone(),
             caller_id: sn.caller_id.clone(),
             close_code: sn.resolve.close_code.clone(),
@@ -605,7 +668,7 @@ fn build_executor(
             };
             let rest = match (pd.api, &pd.rest) {
                 (tg_config::PagerDutyApiConfig::Rest, Some(r)) => {
-                    Some(build_pagerduty_rest(region, r, secrets)?)
+                    Some(build_pagerduty_rest(region, r, secrets, clock)?)
                 }
                 (tg_config::PagerDutyApiConfig::Rest, None) => {
                     return Err(anyhow!("actions.pagerduty.api: rest needs a rest section"));
@@ -658,6 +721,16 @@ fn build_executor(
         retry_after_max_secs: a.retry.retry_after_max_secs,
         jitter_seed: a.retry.jitter_seed,
     };
+    if let Some(ServiceNowConfig {
+        auth: tg_actions::ServiceNowAuth::OAuth(source),
+        ..
+    }) = &servicenow
+    {
+        tokens.push((tg_actions::TARGET_SERVICENOW.to_owned(), source.clone()));
+    }
+    if let Some(rest) = pagerduty.as_ref().and_then(|p| p.rest.as_ref()) {
+        tokens.push((tg_actions::TARGET_PAGERDUTY.to_owned(), rest.tokens.clone()));
+    }
     tg_actions::Executor::new(servicenow, pagerduty, bridge, retry)
         .map_err(|e| anyhow!("actions: {e}"))
 }
@@ -669,6 +742,7 @@ fn build_executor(
 fn servicenow_auth(
     sn: &tg_config::ServiceNowTarget,
     secrets: &dyn SecretSource,
+    clock: &Arc<dyn tg_identity::IdentityClock>,
 ) -> anyhow::Result<tg_actions::ServiceNowAuth> {
     let oauth = match (&sn.token, &sn.auth) {
         (Some(token), None) => {
@@ -730,7 +804,8 @@ fn servicenow_auth(
         timeout_ms: oauth.timeout_ms,
         refresh_margin_secs: i64::try_from(oauth.refresh_margin_secs).unwrap_or(i64::MAX),
     })
-    .map_err(|e| anyhow!("actions.servicenow.auth.oauth: {e}"))?;
+    .map_err(|e| anyhow!("actions.servicenow.auth.oauth: {e}"))?
+    .with_clock(clock.clone());
     Ok(tg_actions::ServiceNowAuth::OAuth(Arc::new(tokens)))
 }
 
@@ -738,6 +813,7 @@ fn build_pagerduty_rest(
     region: tg_actions::PagerDutyRegion,
     r: &tg_config::PagerDutyRestTarget,
     secrets: &dyn SecretSource,
+    clock: &Arc<dyn tg_identity::IdentityClock>,
 ) -> anyhow::Result<tg_actions::PagerDutyRest> {
     let secret = secrets
         .read(&r.oauth.client_secret)
@@ -755,7 +831,8 @@ fn build_pagerduty_rest(
         timeout_ms: r.oauth.timeout_ms,
         refresh_margin_secs: 300,
     })
-    .map_err(|e| anyhow!("actions.pagerduty.rest.oauth: {e}"))?;
+    .map_err(|e| anyhow!("actions.pagerduty.rest.oauth: {e}"))?
+    .with_clock(clock.clone());
     Ok(tg_actions::PagerDutyRest {
         base_url: region.api_url(r.base_url.as_deref()),
         from: r.from.clone(),
@@ -829,10 +906,24 @@ actions:
             )
     }
 
+    /// `build_executor` with the wall clock, and the token sources it built.
+    fn executor(
+        config: &Config,
+        secrets: &MapSecrets,
+    ) -> anyhow::Result<(tg_actions::Executor, TokenSources)> {
+        let clock: Arc<dyn tg_identity::IdentityClock> = Arc::new(tg_identity::SystemIdentityClock);
+        let mut tokens = Vec::new();
+        let exec = build_executor(config, secrets, &clock, &mut tokens)?;
+        Ok((exec, tokens))
+    }
+
     #[test]
     fn targets_are_built_from_the_actions_section() {
         let config = Config::from_yaml(YAML, "gate.yaml").unwrap();
-        let exec = build_executor(&config, &secrets()).unwrap();
+        let (exec, tokens) = executor(&config, &secrets()).unwrap();
+        // PagerDuty REST's token source is known to readiness; ServiceNow uses a static token.
+        let targets: Vec<&str> = tokens.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(targets, ["pagerduty"]);
         let shown = format!("{exec:?}");
         for want in [
             "https://events.eu.pagerduty.com",
@@ -861,7 +952,7 @@ actions:
             "    region: eu\n    base_url: http://127.0.0.1:9/pagerduty\n",
         );
         let config = Config::from_yaml(&yaml, "gate.yaml").unwrap();
-        let shown = format!("{:?}", build_executor(&config, &secrets()).unwrap());
+        let shown = format!("{:?}", executor(&config, &secrets()).unwrap().0);
         assert!(shown.contains("http://127.0.0.1:9/pagerduty"), "{shown}");
         assert!(
             !shown.contains("https://events.eu.pagerduty.com"),
@@ -874,7 +965,7 @@ actions:
                 &SecretRef::Env("PD_CLIENT_SECRET".into()),
                 "pd-client-secret-0123456789",
             );
-        let err = format!("{:#}", build_executor(&config, &partial).unwrap_err());
+        let err = format!("{:#}", executor(&config, &partial).unwrap_err());
         assert!(err.contains("actions.bridge.webhooks[0].secret"), "{err}");
     }
 }

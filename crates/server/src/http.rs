@@ -415,6 +415,23 @@ async fn ready(State(state): State<AppState>) -> Response {
             );
         }
     }
+    // A target whose token source cannot get a token is not ready, known from
+    // the background probe before any action for it queues. Its reason is
+    // secret-free (`TokenHealth`). Like a stuck outbox head, it does not make
+    // the whole gate unready: events are still accepted and wait in the outbox.
+    for (target, source) in &state.pipeline.token_sources {
+        let health = source.health();
+        let entry = actions
+            .entry(target.clone())
+            .or_insert_with(|| json!({"ready": true, "pending": 0, "dead": 0}));
+        if let Some(obj) = entry.as_object_mut() {
+            if !health.ready {
+                obj.insert("ready".into(), json!(false));
+                obj.insert("reason".into(), json!(health.reason));
+            }
+            obj.insert("token".into(), json!(health));
+        }
+    }
     let ready = store_ok && identity_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },

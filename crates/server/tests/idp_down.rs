@@ -4,7 +4,9 @@
 //! endpoint (`/oauth_token.do`) is down while events arrive. Events are
 //! accepted (202) and decided, no action reaches the Table API (fail closed:
 //! no token, no request), nothing is lost or dead-lettered; once the token
-//! endpoint is back every action is delivered exactly once.
+//! endpoint is back every action is delivered exactly once. Readiness names
+//! the target whose token source cannot get a token before any action queues
+//! (the background probe).
 
 #![allow(
     clippy::unwrap_used,
@@ -35,8 +37,17 @@ const RETRY_BLOCK: &str = "  retry:
     retry_after_max_secs: 2
 ";
 
+/// Turns the background token probe off: the outage test drives every
+/// token request itself (a probe at build time would race its set-up).
+const PROBES_OFF: &str = "identity:\n  outbound:\n    probe_interval_secs: 0\n";
+
 fn config() -> String {
+    format!("{}{PROBES_OFF}", oauth_config())
+}
+
+fn oauth_config() -> String {
     assert!(common::CONFIG.contains(STATIC_TOKEN) && common::CONFIG.contains(RETRY_BLOCK));
+    assert!(!common::CONFIG.contains("\nidentity:"));
     common::CONFIG
         .replace(
             STATIC_TOKEN,
@@ -224,4 +235,72 @@ async fn token_endpoint_down_accepts_events_executes_nothing_then_delivers_each_
     // Deliveries shared one cached token (single-flight, not one per action).
     assert_eq!(h.state().servicenow_tokens_issued(), 1);
     assert!(actions(&h, "dead").await.is_empty());
+}
+
+async fn readyz(h: &Harness) -> (u16, Value) {
+    let resp = h
+        .http
+        .get(format!("{}/readyz", h.base))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Polls (wall time) until readiness says `servicenow` is `ready`.
+async fn wait_servicenow_ready(h: &Harness, ready: bool) -> (u16, Value) {
+    // The probe backs off 5 s after its first failure.
+    for _ in 0..1_000 {
+        let (status, body) = readyz(h).await;
+        let sn = &body["capabilities"]["actions"]["servicenow"];
+        if sn["ready"] == ready && sn["token"]["last_fetch_at"].is_i64() {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "servicenow never became ready={ready}: {:?}",
+        readyz(h).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_target_without_a_token_before_any_action_queues() {
+    // The instance does not know the client yet (bad credentials): the
+    // background probe learns it before a single event arrives.
+    let h = Harness::start_with(&oauth_config()).await;
+    let (status, body) = wait_servicenow_ready(&h, false).await;
+    let sn = &body["capabilities"]["actions"]["servicenow"];
+    assert_eq!(sn["pending"], 0, "no action queued: {body}");
+    assert!(
+        sn["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("token endpoint refused the client (")),
+        "{body}"
+    );
+    assert_eq!(sn["token"]["token_valid"], false, "{body}");
+    // The gate itself stays ready: events are accepted and wait in the outbox
+    // (503 is for the store and inbound identity only).
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains(tg_sandbox::DEFAULT_SERVICENOW_TOKEN),
+        "no secret in readiness: {text}"
+    );
+    assert_eq!(h.received(Target::Servicenow), 0);
+
+    // The client is registered: the next probe (after its backoff) gets a
+    // token, and readiness says so, still before any action.
+    h.state()
+        .servicenow_oauth_client(CLIENT_ID, tg_sandbox::DEFAULT_SERVICENOW_TOKEN)
+        .unwrap();
+    h.state().servicenow_oauth_enable_client_credentials(true);
+    let (_, body) = wait_servicenow_ready(&h, true).await;
+    let sn = &body["capabilities"]["actions"]["servicenow"];
+    assert_eq!(sn["token"]["token_valid"], true, "{body}");
+    assert!(sn.get("reason").is_none(), "{body}");
+    assert_eq!(h.state().servicenow_tokens_issued(), 1);
+    assert!(!body.to_string().contains("access_token"));
+    assert_eq!(h.received(Target::Servicenow), 0, "a probe sends no action");
 }

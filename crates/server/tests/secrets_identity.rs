@@ -3,7 +3,7 @@
 //! Basic, then a `private_key_jwt` private key), and the access tokens the
 //! sandbox issued, none of them appears in the logs (every line, TRACE for
 //! our crates), the data dir (SQLite database, WAL, audit.jsonl), the gate's
-//! answers (runs, actions, review, problem bodies) or `/metrics`. A 401 from
+//! answers (runs, actions, review, problem bodies) , `/metrics` or `/readyz`. A 401 from
 //! the Table API (tokens revoked) is part of the run, so error texts are covered.
 
 #![allow(
@@ -158,6 +158,7 @@ async fn exercise(h: &Harness, tag: &str) -> Vec<u8> {
     out.extend_from_slice(bad.text().await.unwrap().as_bytes());
     for path in [
         "/metrics",
+        "/readyz",
         "/v1/review",
         "/v1/actions?status=delivered",
         "/v1/actions?status=pending",
