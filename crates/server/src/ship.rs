@@ -184,6 +184,7 @@ async fn ship_once(state: &AppState, sink: &dyn Sink, name: &str, cursor: &mut u
                 ShipError::Refused { .. } => ("refused", None, true),
             };
             crate::metrics::sink_failed(name, kind);
+            report_lag(state, name, *cursor).await;
             let text = err.to_string();
             if let Err(e) = state
                 .store

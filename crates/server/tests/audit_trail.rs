@@ -284,3 +284,165 @@ async fn get(h: &Harness, path: &str) -> (u16, String, Value) {
     let body = resp.json().await.unwrap_or(Value::Null);
     (status, ct, body)
 }
+
+/// An OTLP collector that is down, then back: the records wait in the store
+/// (lag visible at `/v1/audit/sinks` and in `/metrics`), then arrive once, in
+/// order; a rotated file sink holds the same chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_ship_from_the_store_through_an_outage_in_order_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}\naudit:\n  sinks:\n    - name: otel\n      type: otlp\n      endpoint: {}\n    - name: archive\n      type: file\n      path: {}\n      rotate_bytes: 8192\n      keep: 100\n",
+        common::ungrouped(common::CONFIG),
+        sandbox.otlp_url(),
+        files.path().join("audit.jsonl").display()
+    );
+    let config = Config::from_yaml(&yaml.replace("${SANDBOX}", &sandbox.base_url()), "test")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let secrets = common::test_secrets(&sandbox);
+    sandbox
+        .state()
+        .inject_outage(tg_sandbox::OutageSpec {
+            target: "otlp".into(),
+            down_for_ms: 3_600_000,
+            status: Some(503),
+            reset: false,
+            retry_after_secs: None,
+        })
+        .unwrap();
+    let mut h = Harness::launch(sandbox, &config, &secrets).await;
+    for i in 0..6 {
+        let marker = format!("SINK-{i}");
+        h.script_tool(&marker, answer("low", 0.9, false, false, false, "search"));
+        let r = h
+            .run_generic(&event(
+                "search",
+                &format!("Slow{i}"),
+                "prod",
+                "prometheus",
+                &marker,
+            ))
+            .await;
+        assert_eq!(r["status"], "completed", "{r}");
+    }
+    // Down: the collector has nothing, the lag shows, the archive has everything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let sinks = loop {
+        let s = h.get_json("/v1/audit/sinks").await;
+        let archive = s["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["sink"] == "archive")
+            .unwrap()
+            .clone();
+        if archive["lag_records"] == 0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let head = sinks["head"].as_u64().unwrap();
+    assert!(head >= 7, "{sinks}");
+    let otel = sinks["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["sink"] == "otel")
+        .unwrap();
+    assert_eq!(otel["lag_records"].as_u64(), Some(head), "{sinks}");
+    assert!(
+        otel["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("503"),
+        "{sinks}"
+    );
+    assert!(h.state().otlp_records().is_empty());
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("triage_gate_audit_sink_lag_records{sink=\"otel\"}"),
+        "{metrics}"
+    );
+
+    // Back up: everything arrives, once, in chain order.
+    h.state().clear_faults();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    loop {
+        let s = h.get_json("/v1/audit/sinks").await;
+        let otel = s["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["sink"] == "otel")
+            .unwrap()
+            .clone();
+        if otel["lag_records"] == 0 {
+            assert!(otel["last_error"].is_null(), "{s}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector never caught up: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let seqs: Vec<u64> = h
+        .state()
+        .otlp_records()
+        .iter()
+        .map(|r| {
+            let text = r.body["stringValue"].as_str().unwrap();
+            serde_json::from_str::<Value>(text).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(seqs.len() as u64 >= head);
+    h.stop_gate().await;
+
+    // The archive (rotated files, oldest first) holds the same chain, and it verifies.
+    let mut parts: Vec<std::path::PathBuf> = std::fs::read_dir(files.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(parts.len() > 1, "the archive rotated: {parts:?}");
+    // Rotation renames the live file to the next number: `audit.jsonl.1` is the
+    // oldest, `audit.jsonl` the newest.
+    parts.sort_by_key(|p| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .and_then(|e| e.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    });
+    let mut all = String::new();
+    for p in &parts {
+        all.push_str(&std::fs::read_to_string(p).unwrap());
+    }
+    let joined = files.path().join("joined.jsonl");
+    std::fs::write(&joined, &all).unwrap();
+    let report = tg_audit::verify_file(&joined).unwrap();
+    let firsts: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let t = std::fs::read_to_string(p).unwrap();
+            let seqs: Vec<u64> = t
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+                .collect();
+            format!("{}: {seqs:?}", p.display())
+        })
+        .collect();
+    assert!(report.ok, "{report}\n{firsts:#?}");
+    assert!(report.records >= head, "{report}");
+}
