@@ -14,7 +14,7 @@ pub struct Entry {
     /// The chain record it comes from.
     pub seq: u64,
     /// `event`, `classification`, `rejection`, `decision`, `action`, `completed`,
-    /// `attempt`, `replay`, `breaker`, `checkpoint`, `config`.
+    /// `review`, `attempt`, `replay`, `breaker`, `checkpoint`, `config`.
     pub what: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
@@ -289,6 +289,31 @@ fn step_entries(s: &StepRecord, out: &mut Vec<Entry>) {
                     c.upto_seq, c.key_id
                 ),
                 None => "checkpoint".to_owned(),
+            },
+        ),
+        StepKind::ReviewDecision => (
+            "review",
+            match &s.review {
+                Some(r) => {
+                    let why = r
+                        .reason
+                        .as_deref()
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default();
+                    let failed: Vec<String> = r
+                        .conditions
+                        .iter()
+                        .filter(|c| !c.passed)
+                        .map(|c| format!("{} {} vs {}", c.id, c.actual, c.threshold))
+                        .collect();
+                    let refused = if failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (re-check failed: {})", failed.join("; "))
+                    };
+                    format!("{} {} by {}{why}{refused}", r.action, r.verdict, s.actor)
+                }
+                None => format!("review by {}", s.actor),
             },
         ),
         StepKind::ConfigLoaded => (

@@ -1459,3 +1459,111 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// What a human's approval of a drafted action is checked against, at approval
+/// time: a draft may be hours old, and since then another run may have opened
+/// the incident, or the paging budget may be spent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewState {
+    /// Another run's executed create of the same kind for the same fingerprint
+    /// within the dedup window (its run), if any.
+    pub open_create: Option<RunId>,
+    /// Whether the action's environment is in storm mode.
+    pub breaker_open: bool,
+    /// Stored paging buckets by key (`None`: never used, so full).
+    pub buckets: BTreeMap<String, Option<BucketState>>,
+}
+
+/// The outcome of [`review_recheck`]: every condition with its value, and the
+/// bucket states to store when the approval stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recheck {
+    pub allowed: bool,
+    pub conditions: Vec<tg_model::Condition>,
+    pub buckets_after: Vec<(String, BucketState)>,
+}
+
+/// The bucket keys (with their settings) a page by `planned` draws from.
+pub fn page_buckets(
+    settings: &StormSettings,
+    planned: &tg_model::PlannedAction,
+) -> Vec<(String, BucketConfig)> {
+    vec![
+        (
+            service_bucket_key(&planned.service),
+            settings
+                .service_buckets
+                .get(&planned.service)
+                .copied()
+                .unwrap_or(settings.service_bucket),
+        ),
+        (team_bucket_key(&planned.team), settings.team_bucket),
+        (GLOBAL_BUCKET.to_owned(), settings.global_bucket),
+    ]
+}
+
+/// Re-checks a drafted `create` at approval time: no duplicate incident, and a
+/// page only within the paging budgets and outside storm mode. Pure.
+pub fn review_recheck(
+    settings: &StormSettings,
+    kind: ActionKind,
+    planned: &tg_model::PlannedAction,
+    state: &ReviewState,
+    now: DateTime<Utc>,
+) -> Recheck {
+    let mut conditions = Vec::new();
+    let cond = |id: &str, description: &str, passed: bool, actual: String, threshold: &str| {
+        tg_model::Condition {
+            id: id.to_owned(),
+            description: description.to_owned(),
+            passed,
+            actual,
+            threshold: threshold.to_owned(),
+        }
+    };
+    conditions.push(cond(
+        "review.not_duplicate",
+        "no other run opened this incident since the draft",
+        state.open_create.is_none(),
+        state
+            .open_create
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |r| format!("opened by {r}")),
+        "none",
+    ));
+    let mut buckets_after = Vec::new();
+    if kind == ActionKind::Page {
+        conditions.push(cond(
+            "review.storm",
+            "no individual pages while the environment is in storm mode",
+            !state.breaker_open,
+            if state.breaker_open { "open" } else { "closed" }.to_owned(),
+            "closed",
+        ));
+        for (key, cfg) in page_buckets(settings, planned) {
+            let current = state
+                .buckets
+                .get(&key)
+                .copied()
+                .flatten()
+                .unwrap_or_else(|| BucketState::full(cfg, now));
+            let available = current.available(cfg, now);
+            let taken = current.take(cfg, now);
+            conditions.push(cond(
+                &format!("review.rate:{key}"),
+                "a paging token is available",
+                taken.is_some(),
+                format!("{available} tokens"),
+                ">= 1 token",
+            ));
+            if let Some(t) = taken {
+                buckets_after.push((key, t));
+            }
+        }
+    }
+    Recheck {
+        allowed: conditions.iter().all(|c| c.passed),
+        conditions,
+        buckets_after,
+    }
+}

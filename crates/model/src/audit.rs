@@ -133,6 +133,8 @@ pub enum StepKind {
     Checkpoint,
     /// The gate started with a configuration or policy version other than the last one recorded.
     ConfigLoaded,
+    /// A human approved or rejected a drafted action (or an approval the re-check refused).
+    ReviewDecision,
 }
 
 impl StepKind {
@@ -143,6 +145,7 @@ impl StepKind {
             StepKind::ActionReplay => "action_replay",
             StepKind::Checkpoint => "checkpoint",
             StepKind::ConfigLoaded => "config_loaded",
+            StepKind::ReviewDecision => "review_decision",
         }
     }
 }
@@ -212,6 +215,26 @@ pub fn checkpoint_message(upto_seq: u64, upto_hash: &Sha256Hex, at: &DateTime<Ut
     )
 }
 
+/// A human's decision on a review item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewStep {
+    pub action_key: String,
+    /// The outbox row id of the draft.
+    pub action_id: i64,
+    /// `ticket`, `page` or `mim`.
+    pub action: String,
+    /// `approved` (the action goes to the outbox), `rejected`, or `refused`
+    /// (approved, but the re-check at approval time failed; the item stays open).
+    pub verdict: String,
+    /// The reviewer's reason (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The re-check at approval time, condition by condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::decision::Condition>,
+}
+
 /// What a start-up loaded: recorded when it differs from the last record of this kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +299,8 @@ pub struct StepRecord {
     pub checkpoint: Option<CheckpointStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewStep>,
     pub prev_hash: Sha256Hex,
     pub hash: Sha256Hex,
 }
@@ -302,6 +327,7 @@ impl StepRecord {
             replay: None,
             checkpoint: None,
             config: None,
+            review: None,
             prev_hash: Sha256Hex::zero(),
             hash: Sha256Hex::zero(),
         }

@@ -21,7 +21,7 @@ pub mod secret;
 pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{
     AttemptStep, AuditRecord, BreakerStep, ChainRecord, Chained, CheckpointStep, ConfigStep,
-    EventMeta, ReplayStep, RunTimestamps, StepKind, StepRecord, checkpoint_message,
+    EventMeta, ReplayStep, ReviewStep, RunTimestamps, StepKind, StepRecord, checkpoint_message,
 };
 pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};

@@ -35,6 +35,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/{source}", post(ingest))
         .route("/v1/runs/{run_id}", get(get_run))
         .route("/v1/review", get(review))
+        .route("/v1/review/{id}/approve", post(crate::review::approve))
+        .route("/v1/review/{id}/reject", post(crate::review::reject))
         .route("/v1/actions", get(crate::actions_api::list))
         .route("/v1/actions/{id}", get(crate::actions_api::get))
         .route("/v1/actions/{id}/retry", post(crate::actions_api::retry))
@@ -344,6 +346,7 @@ async fn review(
         .map(|i| {
             json!({
                 "kind": "action",
+                "id": i.id,
                 "run_id": i.run_id,
                 "action": i.action,
                 "service": i.service,

@@ -17,6 +17,7 @@ mod http;
 mod metrics;
 pub mod outbox;
 mod problem;
+mod review;
 pub mod ship;
 pub mod signed;
 pub mod sns;

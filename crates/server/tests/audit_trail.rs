@@ -438,7 +438,11 @@ async fn sinks_ship_from_the_store_through_an_outage_in_order_exactly_once() {
             let t = std::fs::read_to_string(p).unwrap();
             let seqs: Vec<u64> = t
                 .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
                 .collect();
             format!("{}: {seqs:?}", p.display())
         })

@@ -11,6 +11,7 @@
 
 mod audit;
 mod outbox;
+mod review;
 mod sqlite;
 mod storm;
 
@@ -23,6 +24,7 @@ pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
 };
+pub use review::{REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict};
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};
 
@@ -135,6 +137,8 @@ pub struct StoredAction {
 /// An open review item: an action a human must approve or reject, with its run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewItem {
+    /// The draft's outbox id: `POST /v1/review/{id}/approve|reject`.
+    pub id: i64,
     pub run_id: RunId,
     pub action: ActionKind,
     pub service: String,

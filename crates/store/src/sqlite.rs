@@ -453,7 +453,7 @@ impl SqliteStore {
     /// Open review items, oldest first.
     pub async fn review_queue(&self, limit: i64) -> Result<Vec<ReviewItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT a.run_id, a.kind, a.planned_json, a.created_at, r.decision_json \
+            "SELECT a.id, a.run_id, a.kind, a.planned_json, a.created_at, r.decision_json \
              FROM actions a JOIN runs r ON r.run_id = a.run_id \
              WHERE a.review_state = 'open' ORDER BY a.created_at, a.run_id, a.kind LIMIT ?",
         )
@@ -479,6 +479,7 @@ impl SqliteStore {
                 .map(|a| a.reason.clone())
                 .unwrap_or_default();
             items.push(ReviewItem {
+                id: r.try_get("id")?,
                 run_id: planned.run_id.clone(),
                 action: kind,
                 service: planned.service.clone(),
@@ -525,7 +526,7 @@ fn dedup_from_row(
     })
 }
 
-async fn load_bucket(
+pub(crate) async fn load_bucket(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     key: &str,
 ) -> Result<Option<BucketState>, StoreError> {
@@ -542,7 +543,7 @@ async fn load_bucket(
     .transpose()
 }
 
-async fn apply_effect(
+pub(crate) async fn apply_effect(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     effect: &Effect,
 ) -> Result<(), StoreError> {

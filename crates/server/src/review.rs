@@ -1,0 +1,147 @@
+//! `POST /v1/review/{id}/approve` and `/reject`: a human decides a drafted
+//! action. An approval is re-checked at approval time (dedup, storm mode,
+//! paging budgets) and, when it holds, goes to the outbox like any executed
+//! action; every decision, and every refused approval, is an audit step record
+//! with the reviewer's identity.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tg_store::{ReviewError, Verdict};
+
+use crate::AppState;
+use crate::problem::Problem;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Body {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub(crate) async fn approve(
+    state: State<AppState>,
+    caller: Option<axum::Extension<tg_identity::Caller>>,
+    id: Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    decide(state, caller, id, body, Verdict::Approve).await
+}
+
+pub(crate) async fn reject(
+    state: State<AppState>,
+    caller: Option<axum::Extension<tg_identity::Caller>>,
+    id: Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    decide(state, caller, id, body, Verdict::Reject).await
+}
+
+fn bad(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-body",
+        "Invalid body",
+        detail,
+    )
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<tg_identity::Caller>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+    verdict: Verdict,
+) -> Result<Response, Problem> {
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| Problem::not_found("review item"))?;
+    // The body is optional for an approval: empty means no reason.
+    let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
+        Body::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a review body: {e}")))?
+    };
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > tg_store::REVIEW_REASON_CHARS_MAX)
+    {
+        return Err(bad(format!(
+            "reason is longer than {} characters",
+            tg_store::REVIEW_REASON_CHARS_MAX
+        ))
+        .field("reason")
+        .limit(tg_store::REVIEW_REASON_CHARS_MAX.to_string()));
+    }
+    if verdict == Verdict::Reject && reason.is_none() {
+        return Err(bad("a rejection needs a reason").field("reason"));
+    }
+    let by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0))
+        .unwrap_or_else(|| "anonymous (identity disabled)".to_owned());
+    let now = state.clock.now();
+    match state
+        .store
+        .review_decide(
+            id,
+            verdict,
+            &by,
+            reason.as_deref(),
+            &state.pipeline.storm,
+            now,
+        )
+        .await
+    {
+        Ok(done) => {
+            let verdict_text = match verdict {
+                Verdict::Approve => "approved",
+                Verdict::Reject => "rejected",
+            };
+            tracing::info!(action_id = id, run_id = %done.action.run_id, by = %by, verdict = verdict_text, "review decided");
+            state.audited.notify_waiters();
+            if verdict == Verdict::Approve {
+                state.outbox.notify_one();
+            }
+            let mut body = crate::actions_api::action_json(&done.action);
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("verdict".into(), json!(verdict_text));
+                obj.insert("by".into(), json!(by));
+                obj.insert("conditions".into(), json!(done.conditions));
+            }
+            Ok((StatusCode::OK, Json(body)).into_response())
+        }
+        Err(ReviewError::NotFound(_)) => Err(Problem::not_found("review item")),
+        Err(e @ ReviewError::NotOpen { .. }) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "review-closed",
+            "Review item is not open",
+            e.to_string(),
+        )),
+        Err(ReviewError::Refused { conditions }) => {
+            state.audited.notify_waiters();
+            let failed: Vec<String> = conditions
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("{}: {} (needs {})", c.id, c.actual, c.threshold))
+                .collect();
+            Err(Problem::new(
+                StatusCode::CONFLICT,
+                "approval-refused",
+                "The re-check at approval time failed",
+                format!(
+                    "not sent; the item stays open (reject it, or approve again later): {}",
+                    failed.join("; ")
+                ),
+            ))
+        }
+        Err(ReviewError::Store(e)) => Err(Problem::internal("the store cannot be written", &e)),
+    }
+}

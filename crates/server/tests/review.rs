@@ -1,0 +1,209 @@
+//! The review queue end to end, over real HTTP to the real gate and the
+//! sandbox emulators, real SQLite: an assist-mode service's drafts are approved
+//! (delivered through the outbox) or rejected (with a reason); an approval is
+//! re-checked at approval time (a spent paging budget refuses it, the item
+//! stays open); every decision is an audit record with the reviewer.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{Harness, answer, event, outcome};
+use serde_json::{Value, json};
+use tg_sandbox::Target;
+
+async fn post(h: &Harness, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = h.http.post(format!("{}{path}", h.base));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn item<'a>(items: &'a [Value], run_id: &str, action: &str) -> &'a Value {
+    items
+        .iter()
+        .find(|i| i["run_id"] == run_id && i["action"] == action)
+        .unwrap_or_else(|| panic!("no {action} item for {run_id}: {items:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
+    let mut h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
+    // legacy-billing is at `assist`: its ticket and page are drafted.
+    h.script_tool("REV-1", answer("high", 0.95, true, true, false, "payments"));
+    let draft = h
+        .run_generic(&event(
+            "legacy-billing",
+            "InvoiceErrors",
+            "prod",
+            "datadog",
+            "REV-1",
+        ))
+        .await;
+    assert_eq!(outcome(&draft, "ticket"), "review");
+    assert_eq!(outcome(&draft, "page"), "review");
+    let run_id = draft["run_id"].as_str().unwrap().to_owned();
+    let items = h.review().await;
+    let ticket_id = item(&items, &run_id, "ticket")["id"].as_i64().unwrap();
+    let page_id = item(&items, &run_id, "page")["id"].as_i64().unwrap();
+
+    // The payments team's paging budget (burst 2) is spent by checkout's pages.
+    for i in 0..2 {
+        let marker = format!("REV-CO-{i}");
+        h.script_tool(
+            &marker,
+            answer("high", 0.95, false, true, false, "payments"),
+        );
+        let r = h
+            .run_generic(&event(
+                "checkout",
+                &format!("CheckoutDown{i}"),
+                "prod",
+                "datadog",
+                &marker,
+            ))
+            .await;
+        assert_eq!(outcome(&r, "page"), "execute", "{r}");
+    }
+    let pages_before = h.state().pagerduty_alerts().len();
+
+    // Approving the page now: refused by the re-check, nothing sent, still open.
+    let (status, problem) = post(&h, &format!("/v1/review/{page_id}/approve"), None).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        problem["type"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next(),
+        Some("approval-refused"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("page:team:payments"),
+        "{problem}"
+    );
+    assert_eq!(h.state().pagerduty_alerts().len(), pages_before);
+    assert!(
+        h.review().await.iter().any(|i| i["id"] == page_id),
+        "still open"
+    );
+
+    // A rejection needs a reason; with one, the item closes and nothing is sent.
+    let (status, problem) = post(&h, &format!("/v1/review/{page_id}/reject"), None).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["field"], "reason");
+    let (status, body) = post(
+        &h,
+        &format!("/v1/review/{page_id}/reject"),
+        Some(json!({"reason": "billing is not worth a page at night"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["verdict"], "rejected");
+    let (status, _) = post(&h, &format!("/v1/review/{page_id}/approve"), None).await;
+    assert_eq!(status, 409, "a decided item cannot be decided again");
+
+    // Approving the ticket: re-checked (no duplicate), delivered by the outbox.
+    let (status, body) = post(
+        &h,
+        &format!("/v1/review/{ticket_id}/approve"),
+        Some(json!({"reason": "confirmed on the dashboard"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["verdict"], "approved");
+    assert!(
+        body["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["passed"] == true),
+        "{body}"
+    );
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    while h.state().incidents().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the approved ticket never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.state().incidents().len(), 1);
+    assert!(h.state().incidents()[0].field("correlation_id").is_some());
+    assert!(
+        h.review()
+            .await
+            .iter()
+            .all(|i| i["run_id"] != run_id.as_str()),
+        "both items closed"
+    );
+    // Unknown ids are 404s.
+    let (status, _) = post(&h, "/v1/review/999999/approve", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        h.received(Target::Pagerduty),
+        2,
+        "only checkout's two pages"
+    );
+
+    // The story of the run tells who decided what, and the delivery after it.
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    let story = loop {
+        let s = h.get_json(&format!("/v1/audit?run_id={run_id}")).await;
+        let lines: Vec<String> = s["story"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["what"].as_str().unwrap(),
+                    e["text"].as_str().unwrap()
+                )
+            })
+            .collect();
+        if lines
+            .iter()
+            .any(|l| l.starts_with("attempt ticket") && l.contains("delivered"))
+            || std::time::Instant::now() > deadline
+        {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let pos = |needle: &str| {
+        story
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {story:#?}"))
+    };
+    let refused = pos("page refused by");
+    let rejected = pos("page rejected by");
+    let approved = pos("ticket approved by");
+    let delivered = pos("attempt ticket create to servicenow attempt 1: delivered");
+    assert!(
+        refused < rejected && rejected < approved && approved < delivered,
+        "{story:#?}"
+    );
+    assert!(
+        story[refused].contains("review.rate:page:team:payments"),
+        "{}",
+        story[refused]
+    );
+    assert!(story[rejected].contains("billing is not worth a page at night"));
+    h.stop_gate().await;
+    let report = tg_audit::verify_file(h.audit_path()).unwrap();
+    assert!(report.ok, "{report}");
+}

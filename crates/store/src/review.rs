@@ -1,0 +1,177 @@
+//! A human's decision on a drafted action, in one transaction: the re-check at
+//! approval time (engine, pure), the draft's new state, the paging tokens an
+//! approved page takes, and the step record on the audit chain.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use tg_engine::{Effect, ReviewState, StormSettings};
+use tg_model::{ActionKind, ActionOp, Condition, ReviewStep, StepKind, StepRecord};
+
+use crate::sqlite::{action_from_row, apply_effect, load_bucket};
+use crate::{SqliteStore, StoreError, StoredAction, to_ms};
+
+/// Longest reviewer reason kept.
+pub const REVIEW_REASON_CHARS_MAX: usize = 1_000;
+
+/// What the reviewer decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+/// Why a review decision was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("no review item {0}")]
+    NotFound(i64),
+    #[error("review item {id} is {state}, not open")]
+    NotOpen { id: i64, state: String },
+    /// The approval's re-check failed (recorded on the chain; the item stays open).
+    #[error("the re-check at approval time failed")]
+    Refused { conditions: Vec<Condition> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ReviewError {
+    fn from(e: sqlx::Error) -> Self {
+        ReviewError::Store(StoreError::from(e))
+    }
+}
+
+/// An applied decision.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    pub action: StoredAction,
+    pub conditions: Vec<Condition>,
+}
+
+impl SqliteStore {
+    /// Approves or rejects the open draft `id` as `by`. An approval re-checks
+    /// (dedup and, for a page, storm mode and the paging budgets) and, if it
+    /// holds, turns the draft into an executed action in the outbox.
+    pub async fn review_decide(
+        &self,
+        id: i64,
+        verdict: Verdict,
+        by: &str,
+        reason: Option<&str>,
+        settings: &StormSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Reviewed, ReviewError> {
+        let reason = reason.map(|r| r.chars().take(REVIEW_REASON_CHARS_MAX).collect::<String>());
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(ReviewError::NotFound(id))?;
+        let state: Option<String> = row.try_get("review_state")?;
+        if state.as_deref() != Some("open") {
+            return Err(ReviewError::NotOpen {
+                id,
+                state: state.unwrap_or_else(|| "not a review item".to_owned()),
+            });
+        }
+        let action = action_from_row(&row)?;
+        let planned = action.planned.clone();
+        let (verdict_text, conditions) = match verdict {
+            Verdict::Reject => {
+                sqlx::query(
+                    "UPDATE actions SET review_state = 'rejected', updated_at = ? WHERE id = ?",
+                )
+                .bind(to_ms(now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                ("rejected", Vec::new())
+            }
+            Verdict::Approve => {
+                let mut review = ReviewState::default();
+                if planned.op == ActionOp::Create {
+                    let window = settings.dedup_window;
+                    review.open_create = sqlx::query_scalar::<_, String>(
+                        "SELECT run_id FROM actions WHERE kind = ? AND id <> ? AND outcome = 'execute' \
+                         AND status IN ('pending', 'delivered') \
+                         AND json_extract(planned_json, '$.fingerprint') = ? \
+                         AND json_extract(planned_json, '$.op') IS NULL AND created_at >= ? LIMIT 1",
+                    )
+                    .bind(action.kind.as_str())
+                    .bind(id)
+                    .bind(planned.fingerprint.as_str())
+                    .bind(to_ms(now - window))
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(tg_model::RunId);
+                }
+                if action.kind == ActionKind::Page {
+                    review.breaker_open = sqlx::query_scalar::<_, i64>(
+                        "SELECT open FROM storm_breaker WHERE environment = ?",
+                    )
+                    .bind(planned.environment.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some_and(|o| o != 0);
+                    for (key, _) in tg_engine::page_buckets(settings, &planned) {
+                        let b = load_bucket(&mut tx, &key).await?;
+                        review.buckets.insert(key, b);
+                    }
+                }
+                let check =
+                    tg_engine::review_recheck(settings, action.kind, &planned, &review, now);
+                if check.allowed {
+                    for (key, state) in check.buckets_after {
+                        apply_effect(&mut tx, &Effect::PutBucket { key, state }).await?;
+                    }
+                    sqlx::query(
+                        "UPDATE actions SET review_state = 'approved', outcome = 'execute', \
+                         status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(to_ms(now))
+                    .bind(to_ms(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    ("approved", check.conditions)
+                } else {
+                    ("refused", check.conditions)
+                }
+            }
+        };
+        let decisions: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE kind = 'step' AND run_id LIKE ?")
+                .bind(format!("review:{id}:%"))
+                .fetch_one(&mut *tx)
+                .await?;
+        let step = StepRecord {
+            run_id: Some(planned.run_id.clone()),
+            correlation_id: Some(planned.correlation_id.clone()),
+            review: Some(ReviewStep {
+                action_key: planned.idempotency_key.clone(),
+                action_id: id,
+                action: action.kind.as_str().to_owned(),
+                verdict: verdict_text.to_owned(),
+                reason,
+                conditions: conditions.clone(),
+            }),
+            ..StepRecord::new(
+                StepKind::ReviewDecision,
+                format!("review:{id}:{decisions}"),
+                now,
+                by,
+            )
+        };
+        crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
+        let after = sqlx::query("SELECT * FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let action = action_from_row(&after)?;
+        tx.commit().await?;
+        if verdict_text == "refused" {
+            return Err(ReviewError::Refused { conditions });
+        }
+        Ok(Reviewed { action, conditions })
+    }
+}
