@@ -316,6 +316,29 @@ fn step_entries(s: &StepRecord, out: &mut Vec<Entry>) {
                 None => format!("review by {}", s.actor),
             },
         ),
+        StepKind::AutonomyChange => (
+            "autonomy",
+            match &s.autonomy {
+                Some(a) => {
+                    let lvl = |l: Option<tg_model::AutonomyLevel>| {
+                        l.map_or_else(|| "no cap".to_owned(), |l| l.as_str().to_owned())
+                    };
+                    let why = a
+                        .reason
+                        .as_deref()
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default();
+                    format!(
+                        "autonomy cap of {} {} -> {} by {}{why}",
+                        a.scope,
+                        lvl(a.from),
+                        lvl(a.to),
+                        s.actor
+                    )
+                }
+                None => format!("autonomy changed by {}", s.actor),
+            },
+        ),
         StepKind::ConfigLoaded => (
             "config",
             match &s.config {

@@ -16,14 +16,14 @@ pub const CLI_HTTP_TIMEOUT_MS: u64 = 10_000;
 pub const TOKEN_ENV: &str = "TRIAGE_GATE_TOKEN";
 
 /// `Authorization: Bearer` from [`TOKEN_ENV`], when set and not empty.
-fn with_token(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+pub(crate) fn with_token(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     match std::env::var(TOKEN_ENV) {
         Ok(t) if !t.trim().is_empty() => req.bearer_auth(t.trim()),
         _ => req,
     }
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(Duration::from_millis(CLI_HTTP_TIMEOUT_MS))
         .build()
@@ -31,7 +31,7 @@ fn client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// The server's problem+json detail, or the status line.
-async fn failure(resp: reqwest::Response) -> String {
+pub(crate) async fn failure(resp: reqwest::Response) -> String {
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     match body.get("detail").and_then(Value::as_str) {

@@ -5,6 +5,7 @@
 
 mod actions;
 mod audit;
+mod autonomy;
 mod brain;
 mod demo;
 mod simulate;
@@ -76,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The kill switch: cap the autonomy of a service, a team or everything
+    /// (through the running server; bearer token from TRIAGE_GATE_TOKEN).
+    Autonomy {
+        #[command(subcommand)]
+        command: AutonomyCommand,
+    },
     /// Outbox tools: list pending actions and dead letters, retry a dead letter.
     /// With the server's inbound identity on, the bearer token is read from
     /// the TRIAGE_GATE_TOKEN environment variable.
@@ -105,6 +112,58 @@ enum ActionsCommand {
         #[arg(long, default_value = DEFAULT_SERVER)]
         server: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AutonomyCommand {
+    /// Cap a scope's autonomy (e.g. `--all --level shadow`): applies to the next decision.
+    Set {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// shadow, assist, limited, paging or mim.
+        #[arg(long)]
+        level: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Lift a scope's cap (back to the catalog's level).
+    Clear {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+    /// The caps in force and each service's effective level.
+    Show {
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+}
+
+/// Exactly one of `--all`, `--team T`, `--service S`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    team: Option<String>,
+    #[arg(long)]
+    service: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> String {
+        match (&self.team, &self.service) {
+            (Some(t), _) => format!("team:{t}"),
+            (None, Some(s)) => format!("service:{s}"),
+            (None, None) => "all".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +295,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
             }
             AuditCommand::Keygen { out } => audit::keygen(&out),
+        },
+        Command::Autonomy { command } => match command {
+            AutonomyCommand::Set {
+                scope,
+                level,
+                reason,
+                server,
+            } => autonomy::set(&server, &scope.scope(), Some(&level), reason.as_deref()).await,
+            AutonomyCommand::Clear {
+                scope,
+                reason,
+                server,
+            } => autonomy::set(&server, &scope.scope(), None, reason.as_deref()).await,
+            AutonomyCommand::Show { server } => autonomy::show(&server).await,
         },
         Command::Actions {
             command: ActionsCommand::Retry { id, server },

@@ -503,3 +503,76 @@ fn tamper(db: &Path, sql: &str) {
         sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
     });
 }
+
+/// `triage-gate autonomy set --all --level shadow` against a running gate: the
+/// next page-worthy event pages nobody; `clear` restores paging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_from_the_command_line() {
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &sandbox.base_url(), 2);
+    let gate = start_gate(&config, &tmp.path().join("data")).await;
+    let base = gate.base.clone();
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_bin(&args)
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let out = cli(args(&[
+        "autonomy", "set", "--all", "--level", "shadow", "--reason", "drill", "--server", &base,
+    ]))
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains("no cap -> shadow"),
+        "{}",
+        stdout_of(&out)
+    );
+    let out = cli(args(&["autonomy", "show", "--server", &base]))
+        .await
+        .unwrap();
+    let text = stdout_of(&out);
+    assert!(
+        out.status.success() && text.contains("cap all") && text.contains("shadow"),
+        "{text}"
+    );
+
+    let post = |body: Value| {
+        let base = base.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{base}/v1/events/generic"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+            let v: Value = resp.json().await.unwrap();
+            v["runs"][0]["run_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let run = wait_completed(&base, &post(page_worthy_event()).await).await;
+    assert_eq!(run["decision"]["autonomy"], "shadow", "{run}");
+    assert!(sandbox.state().pagerduty_alerts().is_empty());
+
+    let out = cli(args(&["autonomy", "clear", "--all", "--server", &base]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout_of(&out));
+    // Neither flag nor scope: clap refuses before any call.
+    let out = cli(args(&[
+        "autonomy", "set", "--level", "shadow", "--server", &base,
+    ]))
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let mut again = page_worthy_event();
+    again["alert_name"] = json!("CheckoutErrorRateAgain");
+    let run = wait_completed(&base, &post(again).await).await;
+    assert_ne!(run["decision"]["autonomy"], "shadow", "{run}");
+    gate.kill();
+}

@@ -195,6 +195,8 @@ pub fn umbrella_service(environment: tg_model::Environment) -> String {
 /// The state a decision reads, prefetched by the runtime for one event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepState {
+    /// The lowest runtime autonomy cap over `all`, the owning team and the service.
+    pub autonomy_cap: Option<AutonomyLevel>,
     /// The suppression window for the event's fingerprint, if one was stored.
     pub dedup: Option<DedupEntry>,
     /// Stored paging bucket of the recommended team, if any.
@@ -355,7 +357,12 @@ pub fn step(
     now: DateTime<Utc>,
 ) -> StepOutput {
     let event = input.event;
-    let autonomy = catalog.autonomy_for(&event.service);
+    // A runtime cap (the kill switch) lowers the catalog's level, never raises it.
+    let autonomy = state
+        .autonomy_cap
+        .map_or(catalog.autonomy_for(&event.service), |cap| {
+            catalog.autonomy_for(&event.service).min(cap)
+        });
     let dedup_window = settings.dedup_window_for(event);
     let mut effects = Vec::new();
 

@@ -635,6 +635,7 @@ struct Sim {
 impl Sim {
     fn state_for(&self, ev: &NormalizedEvent, team: &str) -> StepState {
         StepState {
+            autonomy_cap: None,
             dedup: self.dedup.get(&ev.fingerprint).cloned(),
             team_bucket: self.buckets.get(&team_bucket_key(team)).copied(),
             global_bucket: self.buckets.get(GLOBAL_BUCKET).copied(),

@@ -135,6 +135,8 @@ pub enum StepKind {
     ConfigLoaded,
     /// A human approved or rejected a drafted action (or an approval the re-check refused).
     ReviewDecision,
+    /// An operator capped (or uncapped) the autonomy of a service, a team or everything.
+    AutonomyChange,
 }
 
 impl StepKind {
@@ -146,6 +148,7 @@ impl StepKind {
             StepKind::Checkpoint => "checkpoint",
             StepKind::ConfigLoaded => "config_loaded",
             StepKind::ReviewDecision => "review_decision",
+            StepKind::AutonomyChange => "autonomy_change",
         }
     }
 }
@@ -235,6 +238,22 @@ pub struct ReviewStep {
     pub conditions: Vec<crate::decision::Condition>,
 }
 
+/// A runtime autonomy cap set or lifted (the kill switch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutonomyStep {
+    /// `all`, `team:<team>` or `service:<service>`.
+    pub scope: String,
+    /// The cap before (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::AutonomyLevel>,
+    /// The cap after (`None`: lifted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<crate::AutonomyLevel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// What a start-up loaded: recorded when it differs from the last record of this kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +320,8 @@ pub struct StepRecord {
     pub config: Option<ConfigStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autonomy: Option<AutonomyStep>,
     pub prev_hash: Sha256Hex,
     pub hash: Sha256Hex,
 }
@@ -328,6 +349,7 @@ impl StepRecord {
             checkpoint: None,
             config: None,
             review: None,
+            autonomy: None,
             prev_hash: Sha256Hex::zero(),
             hash: Sha256Hex::zero(),
         }

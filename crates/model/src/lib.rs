@@ -20,8 +20,9 @@ pub mod secret;
 
 pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{
-    AttemptStep, AuditRecord, BreakerStep, ChainRecord, Chained, CheckpointStep, ConfigStep,
-    EventMeta, ReplayStep, ReviewStep, RunTimestamps, StepKind, StepRecord, checkpoint_message,
+    AttemptStep, AuditRecord, AutonomyStep, BreakerStep, ChainRecord, Chained, CheckpointStep,
+    ConfigStep, EventMeta, ReplayStep, ReviewStep, RunTimestamps, StepKind, StepRecord,
+    checkpoint_message,
 };
 pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};

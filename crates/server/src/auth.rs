@@ -47,7 +47,8 @@ pub fn access(method: &Method, path: &str) -> Access {
             if p.starts_with("/v1/runs")
                 || p.starts_with("/v1/review")
                 || p.starts_with("/v1/actions")
-                || p.starts_with("/v1/storm") =>
+                || p.starts_with("/v1/storm")
+                || p == "/v1/autonomy" =>
         {
             Access::Scope(Scope::RunsRead)
         }

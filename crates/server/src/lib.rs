@@ -11,6 +11,7 @@
 mod actions_api;
 pub mod audit;
 pub mod auth;
+mod autonomy;
 pub mod build;
 pub mod clock;
 mod http;

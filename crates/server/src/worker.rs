@@ -151,6 +151,7 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
         service: event.service.clone(),
         signal_key: tg_engine::signal_key(event),
         group_key: tg_engine::group_key(&p.storm.group, event),
+        owner_team: p.catalog.team_for(&event.service).map(str::to_owned),
         team: record
             .classification
             .as_ref()

@@ -153,6 +153,7 @@ fn bench(c: &mut Criterion) {
                     service: ev.service.clone(),
                     signal_key: tg_engine::signal_key(&ev),
                     group_key: None,
+                    owner_team: None,
                     team: Some("payments".into()),
                 };
                 let out = rt

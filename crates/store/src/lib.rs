@@ -10,6 +10,7 @@
 //! This crate must never decide anything: it stores what the engine decided.
 
 mod audit;
+mod autonomy;
 mod outbox;
 mod review;
 mod sqlite;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction, RunId};
 
 pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
+pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
@@ -160,6 +162,8 @@ pub struct PrefetchKeys {
     pub team: Option<String>,
     /// The event's group (`tg_engine::group_key`), when grouping is on.
     pub group_key: Option<String>,
+    /// The service's owning team in the catalog (for a team's autonomy cap).
+    pub owner_team: Option<String>,
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

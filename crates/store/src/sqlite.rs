@@ -192,6 +192,8 @@ impl SqliteStore {
         }
 
         let mut state = StepState::default();
+        state.autonomy_cap =
+            crate::autonomy::cap_for(&mut tx, &keys.service, keys.owner_team.as_deref()).await?;
         if let Some(r) = sqlx::query(
             "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = ?",
         )

@@ -97,6 +97,7 @@ async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
     let claimed = store.claim_next().await.unwrap().unwrap();
     assert_eq!(claimed.run_id, run_id);
     let keys = PrefetchKeys {
+        owner_team: None,
         fingerprint: Fingerprint(format!("fp-{run}")),
         service: "checkout".into(),
         signal_key: "checkout@production".into(),
@@ -384,6 +385,7 @@ async fn an_update_waits_for_the_create_it_acts_on() {
     update.op = tg_model::ActionOp::Update;
     update.parent_key = Some("tg:a:ticket".into());
     let keys = PrefetchKeys {
+        owner_team: None,
         fingerprint: Fingerprint("fp-a".into()),
         service: "checkout".into(),
         signal_key: "checkout@production".into(),

@@ -60,6 +60,7 @@ fn new_run(id: &str, fp: &str) -> NewRun {
 
 fn keys(fp: &str) -> PrefetchKeys {
     PrefetchKeys {
+        owner_team: None,
         fingerprint: Fingerprint(fp.into()),
         service: "checkout".into(),
         signal_key: "checkout@production".into(),

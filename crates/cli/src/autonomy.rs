@@ -1,0 +1,82 @@
+//! `triage-gate autonomy set | clear | show`: the kill switch, through the
+//! running server's API (bearer token from `TRIAGE_GATE_TOKEN`, scope `admin`).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::actions::{client, failure, with_token};
+
+/// Sets (`level`) or lifts (`None`) the cap of `scope`.
+pub async fn set(
+    server: &str,
+    scope: &str,
+    level: Option<&str>,
+    reason: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/autonomy", server.trim_end_matches('/'));
+    let resp = with_token(client()?.post(&url))
+        .json(&json!({"scope": scope, "level": level, "reason": reason}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {server}"))?;
+    if !resp.status().is_success() {
+        eprintln!(
+            "error: autonomy of {scope} not changed: {}",
+            failure(resp).await
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let body: Value = resp.json().await.context("unreadable answer")?;
+    let show = |v: &Value| v.as_str().unwrap_or("no cap").to_owned();
+    println!(
+        "autonomy cap of {scope}: {} -> {} (by {}, audit seq {}); applies to the next decision",
+        show(&body["from"]),
+        show(&body["level"]),
+        body["by"].as_str().unwrap_or("?"),
+        body["audit_seq"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the caps in force and every catalog service's effective level.
+pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/autonomy", server.trim_end_matches('/'));
+    let resp = with_token(client()?.get(&url))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {server}"))?;
+    if !resp.status().is_success() {
+        eprintln!("error: {}", failure(resp).await);
+        return Ok(ExitCode::FAILURE);
+    }
+    let body: Value = resp.json().await.context("unreadable answer")?;
+    for c in body["caps"].as_array().into_iter().flatten() {
+        println!(
+            "cap {:<28} {:<8} by {} at {}{}",
+            c["scope"].as_str().unwrap_or("?"),
+            c["level"].as_str().unwrap_or("?"),
+            c["set_by"].as_str().unwrap_or("?"),
+            c["set_at"].as_str().unwrap_or("?"),
+            c["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "{:<24} {:<16} {:<10} effective",
+        "service", "team", "configured"
+    );
+    for s in body["services"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<16} {:<10} {}",
+            s["service"].as_str().unwrap_or("?"),
+            s["team"].as_str().unwrap_or("?"),
+            s["configured"].as_str().unwrap_or("?"),
+            s["effective"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

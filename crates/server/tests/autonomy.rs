@@ -1,0 +1,122 @@
+//! The kill switch over real HTTP: a cap on everything drops every service to
+//! shadow for the very next decision, a team cap drops one team, lifting a cap
+//! restores the catalog's level; each change is an audit record with the caller.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{Harness, answer, event, outcome, outcomes};
+use serde_json::{Value, json};
+
+async fn set(h: &Harness, body: Value) -> (u16, Value) {
+    let resp = h
+        .http
+        .post(format!("{}/v1/autonomy", h.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn page_worthy(h: &Harness, n: usize) -> Value {
+    let marker = format!("KS-{n}");
+    h.script_tool(&marker, answer("high", 0.95, true, true, false, "payments"));
+    h.run_generic(&event(
+        "checkout",
+        &format!("CheckoutDown{n}"),
+        "prod",
+        "datadog",
+        &marker,
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_caps_the_next_decision_and_is_audited() {
+    let mut h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
+    // checkout is at `paging`: ticket and page execute.
+    let before = page_worthy(&h, 0).await;
+    assert_eq!(outcome(&before, "page"), "execute", "{before}");
+
+    // Everything to shadow.
+    let (status, body) = set(
+        &h,
+        json!({"scope": "all", "level": "shadow", "reason": "AI paging suspended during INC-42"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["level"], "shadow");
+    let shadowed = page_worthy(&h, 1).await;
+    assert_eq!(
+        outcomes(&shadowed),
+        ["skip", "skip", "skip"].map(String::from),
+        "{shadowed}"
+    );
+    assert_eq!(shadowed["decision"]["autonomy"], "shadow");
+    assert_eq!(
+        h.state().pagerduty_alerts().len(),
+        1,
+        "no page while shadowed"
+    );
+    let view = h.get_json("/v1/autonomy").await;
+    let checkout = view["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "checkout")
+        .unwrap();
+    assert_eq!(checkout["configured"], "paging");
+    assert_eq!(checkout["effective"], "shadow", "{view}");
+
+    // Lift it, cap only the payments team at assist: the page becomes a draft.
+    let (status, body) = set(&h, json!({"scope": "all", "level": null})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["from"], "shadow");
+    let (status, _) = set(&h, json!({"scope": "team:payments", "level": "assist"})).await;
+    assert_eq!(status, 200);
+    let capped = page_worthy(&h, 2).await;
+    assert_eq!(outcome(&capped, "page"), "review", "{capped}");
+    assert_eq!(capped["decision"]["autonomy"], "assist");
+    let (status, _) = set(&h, json!({"scope": "team:payments", "level": null})).await;
+    assert_eq!(status, 200);
+    let after = page_worthy(&h, 3).await;
+    assert_eq!(outcome(&after, "page"), "execute", "{after}");
+
+    // Bad scopes are 400s naming the field.
+    for bad in [
+        json!({"scope": "everything", "level": "shadow"}),
+        json!({"scope": "team:nobody", "level": "shadow"}),
+        json!({"scope": "service:a b", "level": "shadow"}),
+        json!({"scope": "all", "level": "reckless"}),
+    ] {
+        let (status, body) = set(&h, bad.clone()).await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+    }
+
+    h.stop_gate().await;
+    let changes: Vec<Value> = std::fs::read_to_string(h.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "autonomy_change")
+        .collect();
+    assert_eq!(changes.len(), 4, "{changes:#?}");
+    assert_eq!(changes[0]["autonomy"]["scope"], "all");
+    assert_eq!(changes[0]["autonomy"]["to"], "shadow");
+    assert_eq!(
+        changes[0]["autonomy"]["reason"],
+        "AI paging suspended during INC-42"
+    );
+    assert!(changes[0]["actor"].is_string());
+    assert!(changes[1]["autonomy"].get("to").is_none(), "lifted");
+    let report = tg_audit::verify_file(h.audit_path()).unwrap();
+    assert!(report.ok, "{report}");
+}

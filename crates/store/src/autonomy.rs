@@ -1,0 +1,133 @@
+//! Runtime autonomy caps (the kill switch): read in every decision's
+//! transaction, so a change applies to the next decision, with no restart.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use tg_model::{AutonomyLevel, AutonomyStep, StepKind, StepRecord};
+
+use crate::{SqliteStore, StoreError, from_ms, to_ms};
+
+/// Longest reason kept with a cap.
+pub const CAP_REASON_CHARS_MAX: usize = 1_000;
+/// Caps listed at most.
+pub const CAPS_MAX: i64 = 10_000;
+
+/// One cap as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutonomyCap {
+    pub scope: String,
+    pub level: AutonomyLevel,
+    pub reason: Option<String>,
+    pub set_by: String,
+    pub set_at: DateTime<Utc>,
+}
+
+fn parse_level(s: &str) -> Option<AutonomyLevel> {
+    AutonomyLevel::ALL.into_iter().find(|l| l.as_str() == s)
+}
+
+/// The lowest cap over `all`, `team:<team>` and `service:<service>` (inside a transaction).
+pub(crate) async fn cap_for(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    service: &str,
+    team: Option<&str>,
+) -> Result<Option<AutonomyLevel>, StoreError> {
+    let levels: Vec<String> =
+        sqlx::query_scalar("SELECT level FROM autonomy_caps WHERE scope IN ('all', ?, ?)")
+            .bind(format!("service:{service}"))
+            .bind(team.map_or_else(String::new, |t| format!("team:{t}")))
+            .fetch_all(&mut **tx)
+            .await?;
+    // An unreadable level is the lowest (fail closed: shadow).
+    Ok(levels
+        .iter()
+        .map(|l| parse_level(l).unwrap_or(AutonomyLevel::Shadow))
+        .min())
+}
+
+impl SqliteStore {
+    /// Sets (`Some`) or lifts (`None`) the cap of `scope`, as `by`, and seals
+    /// the change on the audit chain, in one transaction.
+    pub async fn set_autonomy_cap(
+        &self,
+        scope: &str,
+        level: Option<AutonomyLevel>,
+        reason: Option<&str>,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StepRecord, StoreError> {
+        let reason = reason.map(|r| r.chars().take(CAP_REASON_CHARS_MAX).collect::<String>());
+        let mut tx = self.write.begin().await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT level FROM autonomy_caps WHERE scope = ?")
+                .bind(scope)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match level {
+            Some(l) => {
+                sqlx::query(
+                    "INSERT INTO autonomy_caps (scope, level, reason, set_by, set_at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (scope) DO UPDATE SET level = excluded.level, reason = excluded.reason, \
+                     set_by = excluded.set_by, set_at = excluded.set_at",
+                )
+                .bind(scope)
+                .bind(l.as_str())
+                .bind(&reason)
+                .bind(by)
+                .bind(to_ms(now))
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM autonomy_caps WHERE scope = ?")
+                    .bind(scope)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let changes: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE kind = 'step' AND run_id LIKE ?")
+                .bind(format!("autonomy:{scope}:%"))
+                .fetch_one(&mut *tx)
+                .await?;
+        let step = StepRecord {
+            autonomy: Some(AutonomyStep {
+                scope: scope.to_owned(),
+                from: before.as_deref().and_then(parse_level),
+                to: level,
+                reason,
+            }),
+            ..StepRecord::new(
+                StepKind::AutonomyChange,
+                format!("autonomy:{scope}:{changes}"),
+                now,
+                by,
+            )
+        };
+        let service = scope.strip_prefix("service:");
+        let sealed = crate::audit::append_step(&mut tx, step, service).await?;
+        tx.commit().await?;
+        Ok(sealed)
+    }
+
+    /// Every cap in force.
+    pub async fn autonomy_caps(&self) -> Result<Vec<AutonomyCap>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM autonomy_caps ORDER BY scope LIMIT ?")
+            .bind(CAPS_MAX)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let level: String = r.try_get("level")?;
+                Ok(AutonomyCap {
+                    scope: r.try_get("scope")?,
+                    level: parse_level(&level).unwrap_or(AutonomyLevel::Shadow),
+                    reason: r.try_get("reason")?,
+                    set_by: r.try_get("set_by")?,
+                    set_at: from_ms(r.try_get("set_at")?),
+                })
+            })
+            .collect()
+    }
+}
