@@ -90,10 +90,12 @@ w("")
 w("Throughput counts 2xx answers only (the gate's 202 means committed to SQLite with "
   "`synchronous=FULL`). Max: closed loop, %s callers. Half: an open loop at half the max "
   "rate, latency measured from each request's scheduled send time. Peak RSS is the server's "
-  "`VmHWM`." % runs[("gate", "max")]["concurrency"])
+  "`VmHWM`. Load is the machine's 1-minute load average before and after each run: "
+  "with %d CPUs, a load well above the server's own share means other work skewed that row." % (
+      runs[("gate", "max")]["concurrency"], os.cpu_count() or 0))
 w("")
-w("| target | mode | ok/s | vs (a) max | p50 ms | p99 ms | p99.9 ms | non-2xx | peak RSS MiB |")
-w("|---|---|---:|---:|---:|---:|---:|---|---:|")
+w("| target | mode | ok/s | vs (a) max | p50 ms | p99 ms | p99.9 ms | non-2xx | peak RSS MiB | load before/after |")
+w("|---|---|---:|---:|---:|---:|---:|---|---:|---|")
 for key, name in targets:
     for mode in ("max", "half"):
         r = runs[(key, mode)]
@@ -102,12 +104,13 @@ for key, name in targets:
         if r.get("skipped_in_flight_cap"):
             bad["skipped"] = r["skipped_in_flight_cap"]
         label = "max" if mode == "max" else "fixed %d/s" % r["rate_target"]
-        w("| %s | %s | %.0f | %.2f | %s | %s | %s | %s | %s |" % (
+        load = "%s / %s" % (r.get("loadavg_1m_before"), r.get("loadavg_1m_after"))
+        w("| %s | %s | %.0f | %.2f | %s | %s | %s | %s | %s | %s |" % (
             name, label, r["throughput_rps"], r["throughput_rps"] / ceiling,
             fmt_ms(lat["p50_ms"]), fmt_ms(lat["p99_ms"]), fmt_ms(lat["p999_ms"]),
             ", ".join("%s: %d" % kv for kv in sorted(bad.items())) or "none",
-            mib(r.get("peak_rss_kib"))))
-w("| (d) triage-gate on PostgreSQL | | skipped: no PostgreSQL backend yet | | | | | | |")
+            mib(r.get("peak_rss_kib")), load))
+w("| (d) triage-gate on PostgreSQL | | skipped: no PostgreSQL backend yet | | | | | | | |")
 w("")
 refusals = []
 for key, name in targets:

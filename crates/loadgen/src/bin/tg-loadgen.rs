@@ -192,6 +192,8 @@ async fn main() -> anyhow::Result<()> {
             ok: 0,
         }),
     });
+    // Other work on the machine moves the figures: recorded beside them.
+    let load_before = loadavg_1m();
     let warmup = Duration::from_secs(args.warmup_secs);
     let measured = Duration::from_secs(args.secs);
     let t0 = Instant::now();
@@ -282,7 +284,19 @@ async fn main() -> anyhow::Result<()> {
         "rss_kib": rss.map(|r| r.1),
         "lag_metric": args.metrics_url.as_ref().map(|_| args.lag_metric.clone()),
         "lag": lag,
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": loadavg_1m(),
     });
     println!("{out}");
     Ok(())
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
