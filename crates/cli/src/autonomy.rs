@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+/// A field of an answer (`null` when missing).
+fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
 use crate::actions::{client, failure, with_token};
 
 /// Sets (`level`) or lifts (`None`) the cap of `scope`.
@@ -32,10 +37,10 @@ pub async fn set(
     let show = |v: &Value| v.as_str().unwrap_or("no cap").to_owned();
     println!(
         "autonomy cap of {scope}: {} -> {} (by {}, audit seq {}); applies to the next decision",
-        show(&body["from"]),
-        show(&body["level"]),
-        body["by"].as_str().unwrap_or("?"),
-        body["audit_seq"]
+        show(at(&body, "from")),
+        show(at(&body, "level")),
+        at(&body, "by").as_str().unwrap_or("?"),
+        at(&body, "audit_seq")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -52,14 +57,14 @@ pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
-    for c in body["caps"].as_array().into_iter().flatten() {
+    for c in at(&body, "caps").as_array().into_iter().flatten() {
         println!(
             "cap {:<28} {:<8} by {} at {}{}",
-            c["scope"].as_str().unwrap_or("?"),
-            c["level"].as_str().unwrap_or("?"),
-            c["set_by"].as_str().unwrap_or("?"),
-            c["set_at"].as_str().unwrap_or("?"),
-            c["reason"]
+            at(c, "scope").as_str().unwrap_or("?"),
+            at(c, "level").as_str().unwrap_or("?"),
+            at(c, "set_by").as_str().unwrap_or("?"),
+            at(c, "set_at").as_str().unwrap_or("?"),
+            at(c, "reason")
                 .as_str()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
@@ -69,13 +74,13 @@ pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
         "{:<24} {:<16} {:<10} effective",
         "service", "team", "configured"
     );
-    for s in body["services"].as_array().into_iter().flatten() {
+    for s in at(&body, "services").as_array().into_iter().flatten() {
         println!(
             "{:<24} {:<16} {:<10} {}",
-            s["service"].as_str().unwrap_or("?"),
-            s["team"].as_str().unwrap_or("?"),
-            s["configured"].as_str().unwrap_or("?"),
-            s["effective"].as_str().unwrap_or("?")
+            at(s, "service").as_str().unwrap_or("?"),
+            at(s, "team").as_str().unwrap_or("?"),
+            at(s, "configured").as_str().unwrap_or("?"),
+            at(s, "effective").as_str().unwrap_or("?")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -39,6 +39,10 @@ fn bad(field: &str, detail: impl Into<String>) -> Problem {
     .field(field)
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "a Problem is the handler's answer; it is built once per request"
+)]
 fn check_scope(state: &AppState, scope: &str) -> Result<(), Problem> {
     if scope == "all" {
         return Ok(());

@@ -428,9 +428,14 @@ async fn ready(State(state): State<AppState>) -> Response {
     // the whole gate unready: events are still accepted and wait in the outbox.
     for (target, source) in &state.pipeline.token_sources {
         let health = source.health();
-        let entry = actions
-            .entry(target.clone())
-            .or_insert_with(|| json!({"ready": true, "pending": 0, "dead": 0}));
+        // No outbox row for the target: nothing waits (when the store answered).
+        let entry = actions.entry(target.clone()).or_insert_with(|| {
+            if store_ok {
+                json!({"ready": true, "pending": 0, "dead": 0})
+            } else {
+                json!({"ready": true})
+            }
+        });
         if let Some(obj) = entry.as_object_mut() {
             if !health.ready {
                 obj.insert("ready".into(), json!(false));

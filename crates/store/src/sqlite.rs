@@ -191,9 +191,15 @@ impl SqliteStore {
             None => return Err(StoreError::NotFound(run_id.to_string())),
         }
 
-        let mut state = StepState::default();
-        state.autonomy_cap =
-            crate::autonomy::cap_for(&mut tx, &keys.service, keys.owner_team.as_deref()).await?;
+        let mut state = StepState {
+            autonomy_cap: crate::autonomy::cap_for(
+                &mut tx,
+                &keys.service,
+                keys.owner_team.as_deref(),
+            )
+            .await?,
+            ..StepState::default()
+        };
         if let Some(r) = sqlx::query(
             "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = ?",
         )
