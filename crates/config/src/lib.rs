@@ -48,9 +48,32 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    #[serde(default)]
+    pub review: ReviewConfig,
     /// Signed checkpoints and external audit sinks (issue 8); `audit.jsonl` is always written.
     #[serde(default)]
     pub audit: AuditConfig,
+}
+
+/// Shortest `review.expire_after_secs` (a minute).
+pub const REVIEW_EXPIRE_SECS_MIN: u64 = 60;
+/// Longest `review.expire_after_secs` (30 days).
+pub const REVIEW_EXPIRE_SECS_MAX: u64 = 30 * 86_400;
+
+/// The review queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    /// An open draft older than this expires (audited, never sent).
+    pub expire_after_secs: u64,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        ReviewConfig {
+            expire_after_secs: 86_400,
+        }
+    }
 }
 
 /// Per-source settings (issue 3): `sources.sns` and `sources.aws`.
@@ -2061,6 +2084,13 @@ impl Config {
         out.extend(self.storm.validate(&self.catalog));
         out.extend(self.actions.validate());
         out.extend(self.audit.validate());
+        let e = self.review.expire_after_secs;
+        if !(REVIEW_EXPIRE_SECS_MIN..=REVIEW_EXPIRE_SECS_MAX).contains(&e) {
+            out.push((
+                "review.expire_after_secs".into(),
+                format!("{e} is outside {REVIEW_EXPIRE_SECS_MIN}..={REVIEW_EXPIRE_SECS_MAX}"),
+            ));
+        }
         let teams = self.catalog.known_teams();
         if let Some(pd) = &self.actions.pagerduty {
             for team in pd.routing_keys.keys() {

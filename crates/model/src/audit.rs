@@ -227,8 +227,9 @@ pub struct ReviewStep {
     pub action_id: i64,
     /// `ticket`, `page` or `mim`.
     pub action: String,
-    /// `approved` (the action goes to the outbox), `rejected`, or `refused`
-    /// (approved, but the re-check at approval time failed; the item stays open).
+    /// `approved` (the action goes to the outbox), `rejected`, `refused`
+    /// (approved, but the re-check at approval time failed; the item stays
+    /// open), or `expired` (nobody decided within `review.expire_after_secs`).
     pub verdict: String,
     /// The reviewer's reason (bounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]

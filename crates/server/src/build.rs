@@ -43,6 +43,8 @@ pub struct Pipeline {
     pub audit: crate::audit::AuditSettings,
     /// Where the audit chain is shipped (`audit.sinks`), each from its own cursor.
     pub sinks: Vec<Arc<dyn tg_ship::Sink>>,
+    /// Open drafts older than this expire (`review.expire_after_secs`).
+    pub review_expire_after_secs: u64,
     /// The outbound OAuth token sources by action target (`servicenow`,
     /// `pagerduty`): readiness reads their health.
     pub token_sources: TokenSources,
@@ -261,6 +263,7 @@ fn build(
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
         audit: crate::audit::settings(config, secrets)?,
         sinks: build_sinks(config, secrets)?,
+        review_expire_after_secs: config.review.expire_after_secs,
         token_sources,
         token_probes,
     })

@@ -322,6 +322,17 @@ async fn get_run(
 struct ReviewQuery {
     #[serde(default)]
     limit: Option<i64>,
+    /// Only items of this team (run-level items have no team: left out).
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    service: Option<String>,
+    /// Only items whose reason contains this text.
+    #[serde(default)]
+    reason: Option<String>,
+    /// Only items waiting at least this long.
+    #[serde(default)]
+    min_age_secs: Option<i64>,
 }
 
 /// Default and maximum review items per response.
@@ -379,6 +390,34 @@ async fn review(
             "created_at": r.decided_at,
         })
     }));
+    // Filters (the store returns the oldest `limit` of each kind; filtering
+    // here keeps the queue's order).
+    let now = state.clock.now();
+    items.retain(|i| {
+        let text = |k: &str| {
+            i.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        q.team.as_ref().is_none_or(|t| text("team") == *t)
+            && q.service.as_ref().is_none_or(|s| text("service") == *s)
+            && q.reason
+                .as_ref()
+                .is_none_or(|r| text("reason").contains(r.as_str()))
+            && q.min_age_secs.is_none_or(|min| {
+                i.get("created_at")
+                    .and_then(|v| {
+                        serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v.clone()).ok()
+                    })
+                    .is_some_and(|at| (now - at).num_seconds() >= min)
+            })
+    });
+    items.sort_by_key(|i| {
+        i.get("created_at")
+            .and_then(|v| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v.clone()).ok())
+    });
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     // The delivery backlog: actions waiting for an incident tool, and dead letters.
     let outbox = state
         .store

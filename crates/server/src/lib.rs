@@ -18,7 +18,7 @@ mod http;
 mod metrics;
 pub mod outbox;
 mod problem;
-mod review;
+pub mod review;
 pub mod ship;
 pub mod signed;
 pub mod sns;
@@ -166,6 +166,11 @@ pub async fn start(
         let st = state.clone();
         let token = shutdown.clone();
         tasks.spawn(async move { audit::checkpoint_task(st, token).await });
+    }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { review::expiry_task(st, token).await });
     }
     // The store is the sinks' spool: each ships from its own cursor.
     ship::spawn_all(&state, &shutdown, &mut tasks);

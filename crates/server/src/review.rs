@@ -145,3 +145,36 @@ async fn decide(
         Err(ReviewError::Store(e)) => Err(Problem::internal("the store cannot be written", &e)),
     }
 }
+
+/// How often open drafts are checked for expiry (wall time).
+pub const REVIEW_EXPIRY_POLL_MS: u64 = 10_000;
+
+/// Expires the drafts older than `review.expire_after_secs` now; returns how many.
+pub async fn expire_due(state: &AppState) -> Result<usize, tg_store::StoreError> {
+    let now = state.clock.now();
+    let age = chrono::Duration::seconds(
+        i64::try_from(state.pipeline.review_expire_after_secs).unwrap_or(i64::MAX / 1000),
+    );
+    let ids = state.store.expire_reviews(now - age, now).await?;
+    if !ids.is_empty() {
+        tracing::warn!(
+            expired = ids.len(),
+            "review items expired undecided (audited, never sent)"
+        );
+        state.audited.notify_waiters();
+    }
+    Ok(ids.len())
+}
+
+/// Expires undecided drafts until cancelled.
+pub async fn expiry_task(state: AppState, token: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(REVIEW_EXPIRY_POLL_MS)) => {}
+        }
+        if let Err(e) = expire_due(&state).await {
+            tracing::error!(error = %e, "cannot expire review items; will retry");
+        }
+    }
+}

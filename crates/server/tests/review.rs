@@ -207,3 +207,72 @@ async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
     let report = tg_audit::verify_file(h.audit_path()).unwrap();
     assert!(report.ok, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecided_drafts_expire_with_an_audit_record_and_are_never_sent() {
+    let mut h = Harness::start_with(&format!(
+        "{}\nreview:\n  expire_after_secs: 3600\n",
+        common::ungrouped(common::CONFIG)
+    ))
+    .await;
+    h.script_tool(
+        "EXP-1",
+        answer("high", 0.95, true, false, false, "payments"),
+    );
+    let draft = h
+        .run_generic(&event(
+            "legacy-billing",
+            "InvoiceLag",
+            "prod",
+            "datadog",
+            "EXP-1",
+        ))
+        .await;
+    let run_id = draft["run_id"].as_str().unwrap().to_owned();
+    let id = item(&h.review().await, &run_id, "ticket")["id"]
+        .as_i64()
+        .unwrap();
+    // Filters: by team and service it is there; by another team it is not.
+    let by_team = h
+        .get_json("/v1/review?team=payments&service=legacy-billing")
+        .await;
+    assert!(
+        by_team["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == id),
+        "{by_team}"
+    );
+    let other = h.get_json("/v1/review?team=search").await;
+    assert!(other["items"].as_array().unwrap().is_empty(), "{other}");
+    let young = h.get_json("/v1/review?min_age_secs=60").await;
+    assert!(young["items"].as_array().unwrap().is_empty(), "{young}");
+
+    let state = h.gate.as_ref().unwrap().state.clone();
+    h.advance_secs(1800);
+    assert_eq!(
+        triage_gate_server::review::expire_due(&state).await.unwrap(),
+        0,
+        "not yet"
+    );
+    h.advance_secs(1801);
+    assert_eq!(triage_gate_server::review::expire_due(&state).await.unwrap(), 1);
+    assert!(
+        h.review().await.iter().all(|i| i["id"] != id),
+        "gone from the queue"
+    );
+    let (status, _) = post(&h, &format!("/v1/review/{id}/approve"), None).await;
+    assert_eq!(status, 409, "an expired draft cannot be approved");
+    assert!(h.state().incidents().is_empty());
+    h.stop_gate().await;
+    let expired: Vec<Value> = std::fs::read_to_string(h.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "review_decision")
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:#?}");
+    assert_eq!(expired[0]["review"]["verdict"], "expired");
+    assert_eq!(expired[0]["actor"], "gate");
+}

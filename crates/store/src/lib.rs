@@ -26,7 +26,7 @@ pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
 };
-pub use review::{REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict};
+pub use review::{EXPIRE_BATCH_MAX, REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict};
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};
 

@@ -175,3 +175,62 @@ impl SqliteStore {
         Ok(Reviewed { action, conditions })
     }
 }
+
+/// Drafts expired per call at most (the rest on the next).
+pub const EXPIRE_BATCH_MAX: i64 = 500;
+
+impl SqliteStore {
+    /// Expires open drafts created at or before `cutoff`: never sent, each an
+    /// audit step record (`verdict: expired`). Returns the expired ids.
+    pub async fn expire_reviews(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM actions WHERE review_state = 'open' AND created_at <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(to_ms(cutoff))
+        .bind(EXPIRE_BATCH_MAX)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let action = action_from_row(row)?;
+            sqlx::query("UPDATE actions SET review_state = 'expired', updated_at = ? WHERE id = ?")
+                .bind(to_ms(now))
+                .bind(action.id)
+                .execute(&mut *tx)
+                .await?;
+            let planned = &action.planned;
+            let step = StepRecord {
+                run_id: Some(planned.run_id.clone()),
+                correlation_id: Some(planned.correlation_id.clone()),
+                review: Some(ReviewStep {
+                    action_key: planned.idempotency_key.clone(),
+                    action_id: action.id,
+                    action: action.kind.as_str().to_owned(),
+                    verdict: "expired".to_owned(),
+                    reason: Some(format!("open since {}", planned_created(row)?)),
+                    conditions: Vec::new(),
+                }),
+                ..StepRecord::new(
+                    StepKind::ReviewDecision,
+                    format!("review:{}:expired", action.id),
+                    now,
+                    "gate",
+                )
+            };
+            crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
+            ids.push(action.id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+}
+
+fn planned_created(row: &sqlx::sqlite::SqliteRow) -> Result<String, StoreError> {
+    let ms: i64 = row.try_get("created_at")?;
+    Ok(crate::from_ms(ms).to_rfc3339())
+}
