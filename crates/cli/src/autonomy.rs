@@ -85,3 +85,56 @@ pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `report autonomy`: per service, the evidence for moving up a level.
+pub async fn report(server: &str, service: Option<&str>, since: &str) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/reports/autonomy", server.trim_end_matches('/'));
+    let mut query = vec![("since", since)];
+    if let Some(s) = service {
+        query.push(("service", s));
+    }
+    let resp = with_token(client()?.get(&url).query(&query))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {server}"))?;
+    if !resp.status().is_success() {
+        eprintln!("error: {}", failure(resp).await);
+        return Ok(ExitCode::FAILURE);
+    }
+    let body: Value = resp.json().await.context("unreadable answer")?;
+    println!(
+        "{:<24} {:<8} {:>6} {:>8} {:>9} {:>6} {:>6}  next",
+        "service", "level", "runs", "verdicts", "agreement", "false", "missed"
+    );
+    for s in at(&body, "services").as_array().into_iter().flatten() {
+        let agreement = at(s, "agreement")
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |a| format!("{:.1}%", a * 100.0));
+        let next = match (at(s, "next_level").as_str(), at(s, "meets_bar").as_bool()) {
+            (Some(n), Some(true)) => format!("ready for {n}"),
+            (Some(n), _) => format!(
+                "{n}: short of {}",
+                at(s, "short_of")
+                    .as_array()
+                    .map(|v| v
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            (None, _) => "top level".to_owned(),
+        };
+        println!(
+            "{:<24} {:<8} {:>6} {:>8} {:>9} {:>6} {:>6}  {next}",
+            at(s, "service").as_str().unwrap_or("?"),
+            at(s, "level").as_str().unwrap_or("?"),
+            at(s, "runs"),
+            at(s, "verdicts"),
+            agreement,
+            at(s, "false_pages"),
+            at(s, "missed_pages"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

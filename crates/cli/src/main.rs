@@ -83,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         command: AutonomyCommand,
     },
+    /// Reports from the running server (bearer token from TRIAGE_GATE_TOKEN).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Outbox tools: list pending actions and dead letters, retry a dead letter.
     /// With the server's inbound identity on, the bearer token is read from
     /// the TRIAGE_GATE_TOKEN environment variable.
@@ -109,6 +114,21 @@ enum ActionsCommand {
     List {
         #[arg(long, default_value = "dead")]
         status: String,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Per service: runs, agreement with human verdicts, false and missed
+    /// pages, and whether the bar to move up a level is met.
+    Autonomy {
+        #[arg(long)]
+        service: Option<String>,
+        /// Window: 30d, 12h, 90m.
+        #[arg(long, default_value = "30d")]
+        since: String,
         #[arg(long, default_value = DEFAULT_SERVER)]
         server: String,
     },
@@ -296,6 +316,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             AuditCommand::Keygen { out } => audit::keygen(&out),
         },
+        Command::Report {
+            command:
+                ReportCommand::Autonomy {
+                    service,
+                    since,
+                    server,
+                },
+        } => autonomy::report(&server, service.as_deref(), &since).await,
         Command::Autonomy { command } => match command {
             AutonomyCommand::Set {
                 scope,

@@ -570,6 +570,16 @@ async fn the_kill_switch_from_the_command_line() {
     .await
     .unwrap();
     assert!(!out.status.success());
+    let out = cli(args(&[
+        "report", "autonomy", "--since", "1d", "--server", &base,
+    ]))
+    .await
+    .unwrap();
+    let text = stdout_of(&out);
+    assert!(
+        out.status.success() && text.contains("agreement") && text.contains("checkout"),
+        "{text}"
+    );
     let mut again = page_worthy_event();
     again["alert_name"] = json!("CheckoutErrorRateAgain");
     let run = wait_completed(&base, &post(again).await).await;

@@ -66,12 +66,36 @@ pub const REVIEW_EXPIRE_SECS_MAX: u64 = 30 * 86_400;
 pub struct ReviewConfig {
     /// An open draft older than this expires (audited, never sent).
     pub expire_after_secs: u64,
+    /// The bar a service must clear to move up a level (the autonomy report).
+    pub promotion: PromotionBar,
 }
 
 impl Default for ReviewConfig {
     fn default() -> Self {
         ReviewConfig {
             expire_after_secs: 86_400,
+            promotion: PromotionBar::default(),
+        }
+    }
+}
+
+/// `review.promotion`: runs in the window and agreement with humans.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionBar {
+    pub runs_min: u64,
+    /// Share of human verdicts on drafts that matched the gate, in `[0, 1]`.
+    pub agreement_min: f64,
+    /// Human verdicts needed before agreement counts.
+    pub verdicts_min: u64,
+}
+
+impl Default for PromotionBar {
+    fn default() -> Self {
+        PromotionBar {
+            runs_min: 200,
+            agreement_min: 0.95,
+            verdicts_min: 20,
         }
     }
 }
@@ -2084,6 +2108,13 @@ impl Config {
         out.extend(self.storm.validate(&self.catalog));
         out.extend(self.actions.validate());
         out.extend(self.audit.validate());
+        let bar = &self.review.promotion;
+        if !(0.0..=1.0).contains(&bar.agreement_min) {
+            out.push((
+                "review.promotion.agreement_min".into(),
+                format!("{} is outside 0..=1", bar.agreement_min),
+            ));
+        }
         let e = self.review.expire_after_secs;
         if !(REVIEW_EXPIRE_SECS_MIN..=REVIEW_EXPIRE_SECS_MAX).contains(&e) {
             out.push((

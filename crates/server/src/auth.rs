@@ -48,7 +48,8 @@ pub fn access(method: &Method, path: &str) -> Access {
                 || p.starts_with("/v1/review")
                 || p.starts_with("/v1/actions")
                 || p.starts_with("/v1/storm")
-                || p == "/v1/autonomy" =>
+                || p == "/v1/autonomy"
+                || p.starts_with("/v1/reports") =>
         {
             Access::Scope(Scope::RunsRead)
         }

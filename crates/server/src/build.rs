@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub sinks: Vec<Arc<dyn tg_ship::Sink>>,
     /// Open drafts older than this expire (`review.expire_after_secs`).
     pub review_expire_after_secs: u64,
+    /// The bar of the autonomy report (`review.promotion`).
+    pub promotion: tg_config::PromotionBar,
     /// The outbound OAuth token sources by action target (`servicenow`,
     /// `pagerduty`): readiness reads their health.
     pub token_sources: TokenSources,
@@ -264,6 +266,7 @@ fn build(
         audit: crate::audit::settings(config, secrets)?,
         sinks: build_sinks(config, secrets)?,
         review_expire_after_secs: config.review.expire_after_secs,
+        promotion: config.review.promotion.clone(),
         token_sources,
         token_probes,
     })

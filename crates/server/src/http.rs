@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/actions/{id}/retry", post(crate::actions_api::retry))
         .route("/v1/storm", get(crate::storm::get_storm))
         .route("/v1/audit", get(crate::audit::get_audit))
+        .route("/v1/reports/autonomy", get(crate::reports::autonomy))
         .route(
             "/v1/autonomy",
             get(crate::autonomy::get).post(crate::autonomy::set),

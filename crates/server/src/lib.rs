@@ -18,6 +18,7 @@ mod http;
 mod metrics;
 pub mod outbox;
 mod problem;
+pub mod reports;
 pub mod review;
 pub mod ship;
 pub mod signed;

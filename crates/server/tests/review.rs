@@ -203,6 +203,34 @@ async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
         story[refused]
     );
     assert!(story[rejected].contains("billing is not worth a page at night"));
+
+    // The evidence for a promotion: the gate would have paged (a human said
+    // no: a false page) and ticketed (a human agreed).
+    let report = h
+        .get_json("/v1/reports/autonomy?service=legacy-billing&since=7d")
+        .await;
+    let line = &report["services"][0];
+    assert_eq!(line["service"], "legacy-billing", "{report}");
+    assert_eq!(line["level"], "assist");
+    assert_eq!(line["next_level"], "limited");
+    assert_eq!(
+        (line["verdicts"].as_u64(), line["agreed"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    assert_eq!(line["false_pages"], 1, "{report}");
+    assert_eq!(line["missed_pages"], 0, "{report}");
+    assert_eq!(line["meets_bar"], false);
+    let (status, _) = {
+        let resp = h
+            .http
+            .get(format!("{}/v1/reports/autonomy?since=forever", h.base))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), ())
+    };
+    assert_eq!(status, 400);
     h.stop_gate().await;
     let report = tg_audit::verify_file(h.audit_path()).unwrap();
     assert!(report.ok, "{report}");
@@ -252,12 +280,19 @@ async fn undecided_drafts_expire_with_an_audit_record_and_are_never_sent() {
     let state = h.gate.as_ref().unwrap().state.clone();
     h.advance_secs(1800);
     assert_eq!(
-        triage_gate_server::review::expire_due(&state).await.unwrap(),
+        triage_gate_server::review::expire_due(&state)
+            .await
+            .unwrap(),
         0,
         "not yet"
     );
     h.advance_secs(1801);
-    assert_eq!(triage_gate_server::review::expire_due(&state).await.unwrap(), 1);
+    assert_eq!(
+        triage_gate_server::review::expire_due(&state)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(
         h.review().await.iter().all(|i| i["id"] != id),
         "gone from the queue"

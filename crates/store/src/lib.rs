@@ -11,6 +11,7 @@
 
 mod audit;
 mod autonomy;
+mod evidence;
 mod outbox;
 mod review;
 mod sqlite;
@@ -22,6 +23,7 @@ use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction
 
 pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
 pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX};
+pub use evidence::{KindEvidence, ServiceEvidence};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
