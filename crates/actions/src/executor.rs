@@ -311,6 +311,42 @@ impl Executor {
         Attempt { result, error }
     }
 
+    /// What an attempt of `action` would send, for a reviewer: the ServiceNow
+    /// incident fields, the PagerDuty event (its routing key shown as a
+    /// placeholder, never the key) or the bridge. Pure: no request is made.
+    pub fn preview(&self, action: &PlannedAction) -> serde_json::Value {
+        use serde_json::json;
+        let shown = |r: Result<serde_json::Value, TargetError>| match r {
+            Ok(v) => v,
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        match (action.kind, action.op) {
+            (ActionKind::Ticket | ActionKind::Mim, ActionOp::Create) => match &self.servicenow {
+                Some(cfg) => json!({
+                    "target": "servicenow",
+                    "request": "POST /api/now/table/incident (after a correlation_id lookup)",
+                    "body": shown(crate::servicenow::incident_body(cfg, action, action.kind == ActionKind::Mim)),
+                    "bridge": (action.kind == ActionKind::Mim && self.bridge.is_some()).then_some("announced on the major-incident bridge"),
+                }),
+                None => json!({ "error": "servicenow is not configured" }),
+            },
+            (ActionKind::Page, ActionOp::Create) => {
+                let placeholder =
+                    tg_model::Secret::new(format!("[routing key of team {}]", action.team));
+                json!({
+                    "target": "pagerduty",
+                    "request": "POST /v2/enqueue",
+                    "body": shown(crate::pagerduty::trigger_body(action, &placeholder, "(at delivery)")),
+                })
+            }
+            (kind, op) => json!({
+                "target": crate::executor::target_name(kind),
+                "request": format!("{} {}", kind.as_str(), op.as_str()),
+                "parent_key": action.parent_key,
+            }),
+        }
+    }
+
     async fn carry_out(
         &self,
         action: &PlannedAction,
@@ -822,4 +858,13 @@ fn delivered(mut result: ActionResult, attempts: u32) -> ActionResult {
     result.status = ActionStatus::Delivered;
     result.attempts = attempts;
     result
+}
+
+/// The system an action kind goes to.
+pub(crate) fn target_name(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Ticket => "servicenow",
+        ActionKind::Page => "pagerduty",
+        ActionKind::Mim => "servicenow+bridge",
+    }
 }

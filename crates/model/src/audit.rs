@@ -237,6 +237,10 @@ pub struct ReviewStep {
     /// The re-check at approval time, condition by condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<crate::decision::Condition>,
+    /// Fields the reviewer changed before approving (`title`, `details`,
+    /// `severity`), with their new values.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub edits: std::collections::BTreeMap<String, String>,
 }
 
 /// A runtime autonomy cap set or lifted (the kill switch).

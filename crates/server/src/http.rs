@@ -363,6 +363,8 @@ async fn review(
             json!({
                 "kind": "action",
                 "id": i.id,
+                // Exactly what approving would send (editable: title, details, severity).
+                "draft": state.pipeline.executor.preview(&i.planned),
                 "run_id": i.run_id,
                 "action": i.action,
                 "service": i.service,

@@ -20,6 +20,21 @@ use crate::problem::Problem;
 pub(crate) struct Body {
     #[serde(default)]
     reason: Option<String>,
+    /// Approve only: fields changed before sending.
+    #[serde(default)]
+    edits: Option<Edits>,
+}
+
+/// The fields of a draft a reviewer may change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Edits {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    details: Option<String>,
+    #[serde(default)]
+    severity: Option<tg_model::Severity>,
 }
 
 pub(crate) async fn approve(
@@ -38,6 +53,31 @@ pub(crate) async fn reject(
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     decide(state, caller, id, body, Verdict::Reject).await
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "a Problem is the handler's answer; it is built once per request"
+)]
+fn check_edits(e: Edits) -> Result<tg_store::DraftEdits, Problem> {
+    use tg_model::action::{DETAILS_BYTES_MAX, TITLE_BYTES_MAX};
+    let clean = |v: Option<String>, field: &str, max: usize| -> Result<Option<String>, Problem> {
+        match v.map(|t| t.trim().to_owned()) {
+            None => Ok(None),
+            Some(t) if t.is_empty() => {
+                Err(bad(format!("edits.{field} is empty")).field(format!("edits.{field}")))
+            }
+            Some(t) if t.len() > max => Err(bad(format!("edits.{field} is over {max} bytes"))
+                .field(format!("edits.{field}"))
+                .limit(max.to_string())),
+            Some(t) => Ok(Some(t)),
+        }
+    };
+    Ok(tg_store::DraftEdits {
+        title: clean(e.title, "title", TITLE_BYTES_MAX)?,
+        details: clean(e.details, "details", DETAILS_BYTES_MAX)?,
+        severity: e.severity,
+    })
 }
 
 fn bad(detail: impl Into<String>) -> Problem {
@@ -85,6 +125,13 @@ async fn decide(
     if verdict == Verdict::Reject && reason.is_none() {
         return Err(bad("a rejection needs a reason").field("reason"));
     }
+    let edits = match body.edits {
+        None => tg_store::DraftEdits::default(),
+        Some(_) if verdict == Verdict::Reject => {
+            return Err(bad("edits apply to an approval only").field("edits"));
+        }
+        Some(e) => check_edits(e)?,
+    };
     let by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0))
         .unwrap_or_else(|| "anonymous (identity disabled)".to_owned());
     let now = state.clock.now();
@@ -95,6 +142,7 @@ async fn decide(
             verdict,
             &by,
             reason.as_deref(),
+            &edits,
             &state.pipeline.storm,
             now,
         )

@@ -54,6 +54,20 @@ async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
     let items = h.review().await;
     let ticket_id = item(&items, &run_id, "ticket")["id"].as_i64().unwrap();
     let page_id = item(&items, &run_id, "page")["id"].as_i64().unwrap();
+    // Each draft shows exactly what approving would send; never a routing key.
+    let ticket_draft = &item(&items, &run_id, "ticket")["draft"];
+    assert_eq!(ticket_draft["target"], "servicenow", "{ticket_draft}");
+    assert_eq!(
+        ticket_draft["body"]["assignment_group"],
+        common::GROUP_PAYMENTS
+    );
+    assert_eq!(ticket_draft["body"]["urgency"], "1", "high: {ticket_draft}");
+    let page_draft = &item(&items, &run_id, "page")["draft"];
+    assert_eq!(
+        page_draft["body"]["routing_key"], "[routing key of team payments]",
+        "{page_draft}"
+    );
+    assert_eq!(page_draft["body"]["event_action"], "trigger");
 
     // The payments team's paging budget (burst 2) is spent by checkout's pages.
     for i in 0..2 {
@@ -116,10 +130,20 @@ async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
     assert_eq!(status, 409, "a decided item cannot be decided again");
 
     // Approving the ticket: re-checked (no duplicate), delivered by the outbox.
+    // Edits are checked: an empty title is refused, nothing changes.
+    let (status, problem) = post(
+        &h,
+        &format!("/v1/review/{ticket_id}/approve"),
+        Some(json!({"edits": {"title": "  "}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["field"], "edits.title");
     let (status, body) = post(
         &h,
         &format!("/v1/review/{ticket_id}/approve"),
-        Some(json!({"reason": "confirmed on the dashboard"})),
+        Some(json!({"reason": "confirmed on the dashboard",
+                    "edits": {"title": "Invoices failing for EU customers", "severity": "medium"}})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -141,6 +165,13 @@ async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(h.state().incidents().len(), 1);
+    let incident = &h.state().incidents()[0];
+    assert_eq!(
+        incident.field("short_description"),
+        Some("Invoices failing for EU customers"),
+        "the reviewer's edit was sent"
+    );
+    assert_eq!(incident.field("urgency"), Some("2"), "medium");
     assert!(h.state().incidents()[0].field("correlation_id").is_some());
     assert!(
         h.review()
@@ -203,6 +234,19 @@ async fn drafts_are_approved_or_rejected_rechecked_and_audited() {
         story[refused]
     );
     assert!(story[rejected].contains("billing is not worth a page at night"));
+    let records: Vec<Value> = h.get_json(&format!("/v1/audit?run_id={run_id}")).await["chain"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let approval = records
+        .iter()
+        .find(|r| r["kind"] == "review_decision" && r["review"]["verdict"] == "approved")
+        .unwrap();
+    assert_eq!(
+        approval["review"]["edits"]["title"],
+        "Invoices failing for EU customers"
+    );
+    assert_eq!(approval["review"]["edits"]["severity"], "medium");
 
     // The evidence for a promotion: the gate would have paged (a human said
     // no: a false page) and ticketed (a human agreed).

@@ -28,7 +28,9 @@ pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
 };
-pub use review::{EXPIRE_BATCH_MAX, REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict};
+pub use review::{
+    DraftEdits, EXPIRE_BATCH_MAX, REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict,
+};
 pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};
 
@@ -151,6 +153,8 @@ pub struct ReviewItem {
     pub title: String,
     pub reason: String,
     pub created_at: DateTime<Utc>,
+    /// The drafted action as it would be carried out.
+    pub planned: PlannedAction,
 }
 
 /// The keys whose storm state a decision reads.

@@ -40,6 +40,38 @@ impl From<sqlx::Error> for ReviewError {
     }
 }
 
+/// Fields a reviewer may change in a draft before approving it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftEdits {
+    /// At most `tg_model::action::TITLE_BYTES_MAX` bytes.
+    pub title: Option<String>,
+    /// At most `tg_model::action::DETAILS_BYTES_MAX` bytes.
+    pub details: Option<String>,
+    pub severity: Option<tg_model::Severity>,
+}
+
+impl DraftEdits {
+    fn apply(
+        &self,
+        planned: &mut tg_model::PlannedAction,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut changed = std::collections::BTreeMap::new();
+        if let Some(t) = &self.title {
+            planned.title.clone_from(t);
+            changed.insert("title".to_owned(), t.clone());
+        }
+        if let Some(d) = &self.details {
+            planned.details.clone_from(d);
+            changed.insert("details".to_owned(), d.clone());
+        }
+        if let Some(s) = self.severity {
+            planned.severity = s;
+            changed.insert("severity".to_owned(), s.as_str().to_owned());
+        }
+        changed
+    }
+}
+
 /// An applied decision.
 #[derive(Debug, Clone)]
 pub struct Reviewed {
@@ -57,6 +89,7 @@ impl SqliteStore {
         verdict: Verdict,
         by: &str,
         reason: Option<&str>,
+        edits: &DraftEdits,
         settings: &StormSettings,
         now: DateTime<Utc>,
     ) -> Result<Reviewed, ReviewError> {
@@ -75,7 +108,8 @@ impl SqliteStore {
             });
         }
         let action = action_from_row(&row)?;
-        let planned = action.planned.clone();
+        let mut planned = action.planned.clone();
+        let mut edited = std::collections::BTreeMap::new();
         let (verdict_text, conditions) = match verdict {
             Verdict::Reject => {
                 sqlx::query(
@@ -121,6 +155,14 @@ impl SqliteStore {
                 let check =
                     tg_engine::review_recheck(settings, action.kind, &planned, &review, now);
                 if check.allowed {
+                    edited = edits.apply(&mut planned);
+                    if !edited.is_empty() {
+                        sqlx::query("UPDATE actions SET planned_json = ? WHERE id = ?")
+                            .bind(crate::sqlite::json(&planned)?)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     for (key, state) in check.buckets_after {
                         apply_effect(&mut tx, &Effect::PutBucket { key, state }).await?;
                     }
@@ -154,6 +196,7 @@ impl SqliteStore {
                 verdict: verdict_text.to_owned(),
                 reason,
                 conditions: conditions.clone(),
+                edits: edited,
             }),
             ..StepRecord::new(
                 StepKind::ReviewDecision,
@@ -214,6 +257,7 @@ impl SqliteStore {
                     verdict: "expired".to_owned(),
                     reason: Some(format!("open since {}", planned_created(row)?)),
                     conditions: Vec::new(),
+                    edits: Default::default(),
                 }),
                 ..StepRecord::new(
                     StepKind::ReviewDecision,

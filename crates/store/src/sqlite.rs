@@ -496,6 +496,7 @@ impl SqliteStore {
                 title: planned.title.clone(),
                 reason,
                 created_at: from_ms(r.try_get("created_at")?),
+                planned: planned.clone(),
             });
         }
         Ok(items)
