@@ -83,6 +83,10 @@ impl SqliteStore {
     /// Approves or rejects the open draft `id` as `by`. An approval re-checks
     /// (dedup and, for a page, storm mode and the paging budgets) and, if it
     /// holds, turns the draft into an executed action in the outbox.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one reviewer's decision, its facts recorded in one call"
+    )]
     pub async fn review_decide(
         &self,
         id: i64,
