@@ -68,6 +68,9 @@ pub struct ReviewConfig {
     pub expire_after_secs: u64,
     /// The bar a service must clear to move up a level (the autonomy report).
     pub promotion: PromotionBar,
+    /// Tell each team's chat channel (`storm.summary.webhooks`) about its new
+    /// review items.
+    pub notify: bool,
 }
 
 impl Default for ReviewConfig {
@@ -75,6 +78,7 @@ impl Default for ReviewConfig {
         ReviewConfig {
             expire_after_secs: 86_400,
             promotion: PromotionBar::default(),
+            notify: false,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub sinks: Vec<Arc<dyn tg_ship::Sink>>,
     /// Open drafts older than this expire (`review.expire_after_secs`).
     pub review_expire_after_secs: u64,
+    /// Tell teams about new review items (`review.notify`).
+    pub review_notify: bool,
     /// The bar of the autonomy report (`review.promotion`).
     pub promotion: tg_config::PromotionBar,
     /// The outbound OAuth token sources by action target (`servicenow`,
@@ -267,6 +269,7 @@ fn build(
         sinks: build_sinks(config, secrets)?,
         review_expire_after_secs: config.review.expire_after_secs,
         promotion: config.review.promotion.clone(),
+        review_notify: config.review.notify,
         token_sources,
         token_probes,
     })

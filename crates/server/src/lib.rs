@@ -173,6 +173,11 @@ pub async fn start(
         let token = shutdown.clone();
         tasks.spawn(async move { review::expiry_task(st, token).await });
     }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { review::notify_task(st, token).await });
+    }
     // The store is the sinks' spool: each ships from its own cursor.
     ship::spawn_all(&state, &shutdown, &mut tasks);
     // Actions are delivered by the outbox, never by the processing workers.

@@ -226,3 +226,104 @@ pub async fn expiry_task(state: AppState, token: tokio_util::sync::CancellationT
         }
     }
 }
+
+/// How often new review items are looked for, to tell their team (wall time).
+pub const REVIEW_NOTIFY_POLL_MS: u64 = 2_000;
+/// Items listed per team message at most (the rest are counted).
+pub const REVIEW_NOTIFY_ITEMS_MAX: usize = 20;
+/// The cursor name under which the last notified item id is kept.
+const NOTIFY_CURSOR: &str = "review-notify";
+
+/// With `review.notify`, tells each team's chat channel (the webhook of
+/// `storm.summary.webhooks`) about its new review items, once: the last
+/// notified item id is kept in the store. Best effort: a failed post is
+/// retried at the next poll, and never blocks a decision.
+pub async fn notify_task(state: AppState, token: tokio_util::sync::CancellationToken) {
+    if !state.pipeline.review_notify || state.pipeline.summary.webhooks.is_empty() {
+        return;
+    }
+    let http = match reqwest::Client::builder()
+        .timeout(state.pipeline.summary.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "review notifications: cannot build the HTTP client");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(REVIEW_NOTIFY_POLL_MS)) => {}
+        }
+        if let Err(e) = notify_once(&state, &http).await {
+            tracing::warn!(error = %e, "review notification not sent; will retry");
+        }
+    }
+}
+
+/// Posts one message per team with new items; returns how many items were told.
+pub async fn notify_once(state: &AppState, http: &reqwest::Client) -> anyhow::Result<usize> {
+    let after = state.store.sink_cursor(NOTIFY_CURSOR).await?;
+    let items = state.store.review_queue(tg_store::LIST_ROWS_MAX).await?;
+    let fresh: Vec<&tg_store::ReviewItem> = items
+        .iter()
+        .filter(|i| u64::try_from(i.id).is_ok_and(|id| id > after))
+        .collect();
+    let Some(last) = fresh.iter().filter_map(|i| u64::try_from(i.id).ok()).max() else {
+        return Ok(0);
+    };
+    let cfg = &state.pipeline.summary;
+    let mut by_team: std::collections::BTreeMap<&str, Vec<&tg_store::ReviewItem>> =
+        std::collections::BTreeMap::new();
+    for i in &fresh {
+        by_team.entry(i.team.as_str()).or_default().push(i);
+    }
+    for (team, items) in by_team {
+        let Some(url) = cfg.webhooks.get(team) else {
+            continue;
+        };
+        let mut text = format!(
+            "{} new item(s) for {team} in the triage-gate review queue:",
+            items.len()
+        );
+        for i in items.iter().take(REVIEW_NOTIFY_ITEMS_MAX) {
+            text.push_str(&format!(
+                "\n- #{} {} {} ({}): {} [{}]",
+                i.id,
+                i.action.as_str(),
+                i.service,
+                i.environment,
+                i.title,
+                i.reason
+            ));
+        }
+        if items.len() > REVIEW_NOTIFY_ITEMS_MAX {
+            text.push_str(&format!(
+                "\n... and {} more",
+                items.len() - REVIEW_NOTIFY_ITEMS_MAX
+            ));
+        }
+        let body = if cfg.teams_format {
+            json!({ "type": "message", "text": text })
+        } else {
+            json!({ "text": text })
+        };
+        match http.post(url.expose()).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {}
+            // The URL is a secret: the status only.
+            Ok(r) => anyhow::bail!("the {team} webhook answered {}", r.status()),
+            Err(e) => anyhow::bail!(
+                "the {team} webhook could not be reached ({})",
+                e.without_url()
+            ),
+        }
+    }
+    state
+        .store
+        .advance_sink(NOTIFY_CURSOR, last, state.clock.now())
+        .await?;
+    Ok(fresh.len())
+}

@@ -355,3 +355,59 @@ async fn undecided_drafts_expire_with_an_audit_record_and_are_never_sent() {
     assert_eq!(expired[0]["review"]["verdict"], "expired");
     assert_eq!(expired[0]["actor"], "gate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_items_are_told_to_the_team_channel_once() {
+    let cfg = common::ungrouped(common::CONFIG).replace(
+        "    service: { burst: 5, per_hour: 6 }\n",
+        "    service: { burst: 5, per_hour: 6 }\n  summary:\n    webhooks:\n      payments: { env: MIM_BRIDGE_WEBHOOK }\n",
+    ) + "\nreview:\n  notify: true\n";
+    let h = Harness::start_with(&cfg).await;
+    h.script_tool("NT-1", answer("high", 0.95, true, false, false, "payments"));
+    let draft = h
+        .run_generic(&event(
+            "legacy-billing",
+            "InvoiceStuck",
+            "prod",
+            "datadog",
+            "NT-1",
+        ))
+        .await;
+    assert_eq!(outcome(&draft, "ticket"), "review");
+    let id = item(
+        &h.review().await,
+        draft["run_id"].as_str().unwrap(),
+        "ticket",
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let told = loop {
+        let posts: Vec<String> = h
+            .state()
+            .bridge_posts()
+            .iter()
+            .map(|p| p.text.clone())
+            .filter(|t| t.contains("review queue"))
+            .collect();
+        if !posts.is_empty() || std::time::Instant::now() > deadline {
+            break posts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains(&format!("#{id} ticket legacy-billing")),
+        "{}",
+        told[0]
+    );
+    // Told once: a few polls later, still one message.
+    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
+    let again = h
+        .state()
+        .bridge_posts()
+        .iter()
+        .filter(|p| p.text.contains("review queue"))
+        .count();
+    assert_eq!(again, 1);
+}
