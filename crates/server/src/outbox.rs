@@ -91,7 +91,21 @@ pub async fn run(state: AppState, token: CancellationToken) {
             return;
         }
         let mut store_failed = false;
-        for (target, sem) in &slots {
+        // The kill switch: creates now capped below their level are drafted, not sent.
+        match state.store.hold_capped(state.clock.now()).await {
+            Ok(runs) => {
+                for run_id in runs {
+                    complete_quietly(&state, &run_id).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox cannot check autonomy caps; claiming nothing");
+                store_failed = true;
+            }
+        }
+        // Fail closed: with the caps unknown, nothing is delivered this round.
+        let caps_unknown = store_failed;
+        for (target, sem) in slots.iter().filter(|_| !caps_unknown) {
             let free = sem.available_permits();
             if free == 0 {
                 continue;

@@ -120,3 +120,100 @@ async fn the_kill_switch_caps_the_next_decision_and_is_audited() {
     let report = tg_audit::verify_file(h.audit_path()).unwrap();
     assert!(report.ok, "{report}");
 }
+
+/// During a running storm of page-worthy alerts, with PagerDuty slow so pages
+/// queue in the outbox, `all -> shadow` stops every page within one second of
+/// the switch (wall-clock timestamps of the emulator's requests): new
+/// decisions are shadowed, and queued pages are drafted instead of sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kill_switch_stops_all_paging_within_a_second_during_a_storm() {
+    // Budgets wide open: only the kill switch may stop these pages.
+    let cfg = common::ungrouped(common::CONFIG)
+        .replace(
+            "team: { burst: 2, per_hour: 6 }",
+            "team: { burst: 1000, per_hour: 100000 }",
+        )
+        .replace(
+            "service: { burst: 5, per_hour: 6 }",
+            "service: { burst: 1000, per_hour: 100000 }",
+        );
+    let h = Harness::start_with(&cfg).await;
+    h.script_tool(
+        "STORM",
+        answer("high", 0.95, false, true, false, "payments"),
+    );
+    // PagerDuty answers slowly: pages pile up in the outbox.
+    h.state()
+        .inject_fault(tg_sandbox::FaultSpec {
+            target: "pagerduty".into(),
+            status: None,
+            count: 10_000,
+            retry_after_secs: None,
+            delay_ms: Some(150),
+        })
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        let base = h.base.clone();
+        let http = h.http.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = event("checkout", &format!("Storm{n}"), "prod", "datadog", "STORM");
+                let resp = http
+                    .post(format!("{base}/v1/events/generic"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 202);
+                n += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            }
+            n
+        })
+    };
+    // Let pages flow and queue.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let before = h.state().requests(tg_sandbox::Target::Pagerduty).len();
+    assert!(before > 0, "pages flowed before the switch");
+    let switched_at = chrono::Utc::now();
+    let (status, body) = set(
+        &h,
+        json!({"scope": "all", "level": "shadow", "reason": "storm drill"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The storm goes on for two more seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = storm.await.unwrap();
+    assert!(sent > 50, "a storm: {sent} events");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let late: Vec<_> = h
+        .state()
+        .requests(tg_sandbox::Target::Pagerduty)
+        .into_iter()
+        .filter(|r| r.received_at > switched_at + chrono::Duration::seconds(1))
+        .map(|r| r.received_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "pages reached PagerDuty more than 1 s after the switch at {switched_at}: {late:?}"
+    );
+    // Queued pages were drafted, not dropped: they wait in the review queue.
+    let held = h
+        .review()
+        .await
+        .iter()
+        .filter(|i| i["action"] == "page")
+        .count();
+    assert!(held > 0, "pages queued at the switch were held, not sent");
+    let view = h.get_json("/v1/autonomy").await;
+    assert_eq!(view["caps"][0]["level"], "shadow");
+    eprintln!(
+        "storm: {sent} events, {before} pages before the switch, {held} queued pages held for review"
+    );
+}

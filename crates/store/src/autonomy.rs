@@ -131,3 +131,99 @@ impl SqliteStore {
             .collect()
     }
 }
+
+/// The level an executed create needs: a cap below it holds the action.
+fn level_needed(kind: tg_model::ActionKind) -> AutonomyLevel {
+    match kind {
+        tg_model::ActionKind::Ticket => AutonomyLevel::Limited,
+        tg_model::ActionKind::Page => AutonomyLevel::Paging,
+        tg_model::ActionKind::Mim => AutonomyLevel::Mim,
+    }
+}
+
+/// Pending actions examined per call at most.
+pub const HOLD_SCAN_MAX: i64 = 10_000;
+
+impl SqliteStore {
+    /// The kill switch reaches the outbox too: a pending, unclaimed create
+    /// (ticket, page, MIM) whose service or team is now capped below the level
+    /// it needs is not delivered; it becomes an open review draft, with an
+    /// audit step record. Returns the runs left with nothing pending (to be
+    /// audited). Nothing to do, and one query, when no cap is set.
+    pub async fn hold_capped(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<tg_model::RunId>, StoreError> {
+        let caps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM autonomy_caps")
+            .fetch_one(&self.read)
+            .await?;
+        if caps == 0 {
+            return Ok(Vec::new());
+        }
+        let now_ms = to_ms(now);
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM actions WHERE status = 'pending' \
+             AND NOT (claimed_by IS NOT NULL AND lease_until > ?) \
+             AND json_extract(planned_json, '$.op') IS NULL ORDER BY id LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(HOLD_SCAN_MAX)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut runs = Vec::new();
+        for row in &rows {
+            let action = crate::sqlite::action_from_row(row)?;
+            let planned = &action.planned;
+            let Some(cap) = cap_for(&mut tx, &planned.service, Some(&planned.team)).await? else {
+                continue;
+            };
+            if cap >= level_needed(action.kind) {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE actions SET status = 'not_executed', outcome = 'review', review_state = 'open', \
+                 claimed_by = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = ? WHERE id = ?",
+            )
+            .bind(now_ms)
+            .bind(action.id)
+            .execute(&mut *tx)
+            .await?;
+            let step = StepRecord {
+                run_id: Some(planned.run_id.clone()),
+                correlation_id: Some(planned.correlation_id.clone()),
+                review: Some(tg_model::ReviewStep {
+                    action_key: planned.idempotency_key.clone(),
+                    action_id: action.id,
+                    action: action.kind.as_str().to_owned(),
+                    verdict: "held".to_owned(),
+                    reason: Some(format!(
+                        "autonomy capped at {} before delivery; drafted for review",
+                        cap.as_str()
+                    )),
+                    conditions: Vec::new(),
+                    edits: Default::default(),
+                }),
+                ..StepRecord::new(
+                    StepKind::ReviewDecision,
+                    format!("review:{}:held", action.id),
+                    now,
+                    "kill-switch",
+                )
+            };
+            crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
+            let left: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+            )
+            .bind(planned.run_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if left == 0 {
+                runs.push(planned.run_id.clone());
+            }
+        }
+        tx.commit().await?;
+        runs.dedup();
+        Ok(runs)
+    }
+}

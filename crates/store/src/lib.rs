@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction, RunId};
 
 pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
-pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX};
+pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
 pub use evidence::{KindEvidence, ServiceEvidence};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
