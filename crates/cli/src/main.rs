@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -116,6 +121,24 @@ enum ActionsCommand {
         status: String,
         #[arg(long, default_value = DEFAULT_SERVER)]
         server: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// The decisions a configuration change moves on a scenario's events
+    /// (the scenario run twice on a simulated clock: as shipped, and with
+    /// CHANGE merged into its configuration).
+    Diff {
+        scenario: PathBuf,
+        /// YAML merged into the scenario's configuration, e.g.
+        /// `catalog: { defaults: { thresholds: { page: 0.9 } } }`.
+        #[arg(long = "with")]
+        with: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
 }
 
@@ -316,6 +339,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             AuditCommand::Keygen { out } => audit::keygen(&out),
         },
+        Command::Policy {
+            command:
+                PolicyCommand::Diff {
+                    scenario,
+                    with,
+                    seed,
+                    scale,
+                },
+        } => simulate::diff(&scenario, &with, seed, scale).await,
         Command::Report {
             command:
                 ReportCommand::Autonomy {

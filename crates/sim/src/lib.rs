@@ -179,7 +179,7 @@ impl Scenario {
 }
 
 /// Deep-merges `over` into `base`: mappings key by key, anything else replaced.
-fn merge(base: &mut serde_yaml_ng::Mapping, over: &serde_yaml_ng::Mapping) {
+pub fn merge(base: &mut serde_yaml_ng::Mapping, over: &serde_yaml_ng::Mapping) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
             (Some(serde_yaml_ng::Value::Mapping(b)), serde_yaml_ng::Value::Mapping(o)) => {
@@ -367,11 +367,28 @@ pub struct Report {
     pub umbrella_tickets: usize,
     /// The postmortem query for the busiest service (`GET /v1/audit?service=`).
     pub postmortem: Option<Postmortem>,
+    /// Every run's decision, in acceptance order (for `policy diff`).
+    pub decisions: Vec<DecisionLine>,
     /// Records each audit sink's emulator holds at the end (by sink name).
     pub shipped: BTreeMap<String, usize>,
     /// Calls to the audit-sink emulators refused by a scenario outage.
     pub sink_calls_refused: usize,
     pub violations: Vec<String>,
+}
+
+/// One run's decision, as `policy diff` compares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionLine {
+    /// Position in acceptance order, from 1.
+    pub index: usize,
+    pub received_at: DateTime<Utc>,
+    pub service: String,
+    pub alert_name: String,
+    pub status: String,
+    /// `ticket`, `page`, `mim` outcomes.
+    pub outcomes: [String; 3],
+    /// Per action, the first failed condition (`id: actual vs threshold`).
+    pub failed: [Option<String>; 3],
 }
 
 /// How long the postmortem query took, over HTTP, on the scenario's store.
@@ -716,6 +733,7 @@ async fn run_inner(
     let breaker_steps = step_kinds(tg_model::StepKind::BreakerTransition, None);
     let delivered_steps = step_kinds(tg_model::StepKind::ActionAttempt, Some("delivered"));
     let postmortem = postmortem_query(&http, &base, &records).await?;
+    let decisions = decision_lines(&store).await?;
     let sinks_behind = sinks_catch_up(&gate.state, &config).await?;
     gate.shutdown(SHUTDOWN_GRACE).await;
     let file = tg_audit::verify_file(data.path().join("audit.jsonl"))?;
@@ -760,6 +778,7 @@ async fn run_inner(
         breaker_transitions: Vec::new(),
         umbrella_tickets: records.iter().filter(|r| umbrella_ticket(r)).count(),
         postmortem,
+        decisions,
         shipped: BTreeMap::new(),
         sink_calls_refused: [
             tg_sandbox::Target::Splunk,
@@ -947,6 +966,51 @@ async fn sinks_catch_up(
         }
         state.audited.notify_waiters();
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every run's decision in acceptance order.
+async fn decision_lines(store: &tg_store::SqliteStore) -> anyhow::Result<Vec<DecisionLine>> {
+    let mut out = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let page = store.runs_in_order(after, tg_store::LIST_ROWS_MAX).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        after = *last;
+        for (_, run) in page {
+            let mut outcomes: [String; 3] = Default::default();
+            let mut failed: [Option<String>; 3] = Default::default();
+            for (i, kind) in [ActionKind::Ticket, ActionKind::Page, ActionKind::Mim]
+                .iter()
+                .enumerate()
+            {
+                let a = run.decision.as_ref().and_then(|d| d.get(*kind));
+                if let (Some(o), Some(a)) = (outcomes.get_mut(i), a) {
+                    *o = a.outcome.as_str().to_owned();
+                }
+                if let (Some(f), Some(a)) = (failed.get_mut(i), a) {
+                    *f = a
+                        .conditions
+                        .iter()
+                        .find(|c| !c.passed)
+                        .map(|c| format!("{}: {} vs {}", c.id, c.actual, c.threshold));
+                }
+            }
+            out.push(DecisionLine {
+                index: out.len() + 1,
+                received_at: run.received_at,
+                service: run.event.service.clone(),
+                alert_name: run.event.alert_name.clone(),
+                status: serde_json::to_value(run.event.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                outcomes,
+                failed,
+            });
+        }
     }
 }
 
@@ -1575,4 +1639,85 @@ streams:
         .unwrap();
         assert_eq!(half.len(), 12);
     }
+}
+
+/// One decision a configuration change moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moved {
+    pub before: DecisionLine,
+    pub after: DecisionLine,
+}
+
+impl Moved {
+    /// `page execute -> review (page.confidence: 0.86 vs >= 0.9)`, per action that moved.
+    pub fn changes(&self) -> Vec<String> {
+        let kinds = ["ticket", "page", "mim"];
+        kinds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                let (a, b) = (self.before.outcomes.get(i)?, self.after.outcomes.get(i)?);
+                if a == b {
+                    return None;
+                }
+                let why = self
+                    .after
+                    .failed
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| self.before.failed.get(i).cloned().flatten())
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default();
+                Some(format!("{k} {a} -> {b}{why}"))
+            })
+            .collect()
+    }
+}
+
+/// The decisions that differ between two runs of the same scenario (same
+/// seed, so the same events in the same order). Errors when the runs did not
+/// see the same events.
+pub fn diff_decisions(a: &[DecisionLine], b: &[DecisionLine]) -> Result<Vec<Moved>, String> {
+    if a.len() != b.len() {
+        return Err(format!("the runs saw {} and {} events", a.len(), b.len()));
+    }
+    let mut out = Vec::new();
+    for (x, y) in a.iter().zip(b) {
+        if (x.received_at, &x.service, &x.alert_name, &x.status)
+            != (y.received_at, &y.service, &y.alert_name, &y.status)
+        {
+            return Err(format!(
+                "event {} differs between the runs ({} {} vs {} {})",
+                x.index, x.service, x.alert_name, y.service, y.alert_name
+            ));
+        }
+        if x.outcomes != y.outcomes {
+            out.push(Moved {
+                before: x.clone(),
+                after: y.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `scenario` as shipped and with `overlay` merged into its
+/// configuration, one worker each (decisions in acceptance order, so the two
+/// runs are comparable), and returns what moved.
+pub async fn policy_diff(
+    scenario: &Scenario,
+    overlay: &serde_yaml_ng::Mapping,
+    opts: &Options,
+) -> anyhow::Result<(Report, Report, Vec<Moved>)> {
+    let one_worker: serde_yaml_ng::Mapping =
+        serde_yaml_ng::from_str("server: { workers: 1 }").context("one worker")?;
+    let mut a = scenario.clone();
+    merge(&mut a.config, &one_worker);
+    let mut b = a.clone();
+    merge(&mut b.config, overlay);
+    let ra = run(&a, opts).await?;
+    let rb = run(&b, opts).await?;
+    let moved = diff_decisions(&ra.decisions, &rb.decisions).map_err(|e| anyhow!(e))?;
+    Ok((ra, rb, moved))
 }

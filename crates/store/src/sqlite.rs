@@ -432,6 +432,23 @@ impl SqliteStore {
         row.map(|r| run_from_row(&r)).transpose()
     }
 
+    /// Runs in acceptance order after position `after` (its `seq`), at most
+    /// `limit`: for comparing two runs of the same scenario.
+    pub async fn runs_in_order(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, StoredRun)>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(limit.clamp(1, LIST_ROWS_MAX))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("seq")?, run_from_row(r)?)))
+            .collect()
+    }
+
     /// The audit record of a run, once completed.
     pub async fn audit_of(&self, run_id: &RunId) -> Result<Option<AuditRecord>, StoreError> {
         let s: Option<String> =
