@@ -87,8 +87,10 @@ impl SqliteStore {
             }
         }
         let changes: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE kind = 'step' AND run_id LIKE ?")
-                .bind(format!("autonomy:{scope}:%"))
+            // A key range (`prefix` up to `prefix` with ':' + 1) uses the unique index on run_id.
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE run_id >= ? AND run_id < ?")
+                .bind(format!("autonomy:{scope}:"))
+                .bind(format!("autonomy:{scope};"))
                 .fetch_one(&mut *tx)
                 .await?;
         let step = StepRecord {

@@ -186,8 +186,10 @@ impl SqliteStore {
             }
         };
         let decisions: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE kind = 'step' AND run_id LIKE ?")
-                .bind(format!("review:{id}:%"))
+            // A key range (`prefix` up to `prefix` with ':' + 1) uses the unique index on run_id.
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE run_id >= ? AND run_id < ?")
+                .bind(format!("review:{id}:"))
+                .bind(format!("review:{id};"))
                 .fetch_one(&mut *tx)
                 .await?;
         let step = StepRecord {
