@@ -156,10 +156,21 @@ impl SqliteStore {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<tg_model::RunId>, StoreError> {
-        let caps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM autonomy_caps")
-            .fetch_one(&self.read)
-            .await?;
-        if caps == 0 {
+        // Caps are few: read them once, match in memory.
+        let caps: std::collections::BTreeMap<String, AutonomyLevel> =
+            sqlx::query("SELECT scope, level FROM autonomy_caps")
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(|r| {
+                    let level: String = r.try_get("level")?;
+                    Ok((
+                        r.try_get::<String, _>("scope")?,
+                        parse_level(&level).unwrap_or(AutonomyLevel::Shadow),
+                    ))
+                })
+                .collect::<Result<_, StoreError>>()?;
+        if caps.is_empty() {
             return Ok(Vec::new());
         }
         let now_ms = to_ms(now);
@@ -177,7 +188,15 @@ impl SqliteStore {
         for row in &rows {
             let action = crate::sqlite::action_from_row(row)?;
             let planned = &action.planned;
-            let Some(cap) = cap_for(&mut tx, &planned.service, Some(&planned.team)).await? else {
+            let Some(cap) = [
+                caps.get("all"),
+                caps.get(&format!("team:{}", planned.team)),
+                caps.get(&format!("service:{}", planned.service)),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .copied() else {
                 continue;
             };
             if cap >= level_needed(action.kind) {
