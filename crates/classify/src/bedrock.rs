@@ -33,6 +33,51 @@ use crate::{Classifier, ClassifyOutcome, Secret, TeamContext, Usage};
 
 /// The SigV4 signing name of Bedrock Runtime.
 pub const SIGNING_NAME: &str = "bedrock";
+
+/// The SigV4 headers (`authorization`, `x-amz-date`, ...) of a `POST` to `url`
+/// with `headers` and `body`, for AWS `service` in `region` (the SDK's signer).
+/// Shared by Bedrock and the CloudWatch Logs audit sink. Errors never quote a key.
+pub fn sigv4_headers(
+    c: &AwsCredentials,
+    region: &str,
+    service: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let identity: Identity = Credentials::new(
+        c.access_key_id.expose(),
+        c.secret_access_key.expose(),
+        c.session_token.as_ref().map(|t| t.expose().to_owned()),
+        None,
+        "triage-gate-config",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("signing parameters: {e}"))?
+        .into();
+    let request = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("signable request: {e}"))?;
+    let (instructions, _signature) = sign(request, &params)
+        .map_err(|e| format!("signing: {e}"))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
 /// Longest model id (a model id, inference-profile id or ARN) accepted.
 pub const MODEL_ID_CHARS_MAX: usize = 2048;
 /// Longest region name accepted.
@@ -227,37 +272,15 @@ impl BedrockClassifier {
         body: &[u8],
         time: SystemTime,
     ) -> Result<Vec<(String, String)>, String> {
-        let identity: Identity = Credentials::new(
-            c.access_key_id.expose(),
-            c.secret_access_key.expose(),
-            c.session_token.as_ref().map(|t| t.expose().to_owned()),
-            None,
-            "triage-gate-config",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.config.region)
-            .name(SIGNING_NAME)
-            .time(time)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| format!("signing parameters: {e}"))?
-            .into();
-        let request = SignableRequest::new(
-            "POST",
+        sigv4_headers(
+            c,
+            &self.config.region,
+            SIGNING_NAME,
             self.url.as_str(),
-            [("content-type", "application/json")].into_iter(),
-            SignableBody::Bytes(body),
+            &[("content-type", "application/json")],
+            body,
+            time,
         )
-        .map_err(|e| format!("signable request: {e}"))?;
-        let (instructions, _signature) = sign(request, &params)
-            .map_err(|e| format!("signing: {e}"))?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect())
     }
 
     /// The credentials to sign with now (fetched or refreshed for web identity).

@@ -32,7 +32,9 @@ pub mod sts;
 pub mod transport;
 
 pub use anthropic::{AnthropicClassifier, AnthropicConfig};
-pub use bedrock::{AwsCredentialSource, AwsCredentials, BedrockClassifier, BedrockConfig};
+pub use bedrock::{
+    AwsCredentialSource, AwsCredentials, BedrockClassifier, BedrockConfig, sigv4_headers,
+};
 pub use contract::{REASON_CODES, validate};
 pub use guard::{
     Fallback, GuardClock, GuardConfig, GuardStats, Guarded, ManualGuardClock, NamedGuardStats,

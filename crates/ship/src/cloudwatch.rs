@@ -16,10 +16,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use serde::{Deserialize, Serialize};
 use tg_classify::{AwsCredentialSource, AwsCredentials, WebIdentityCredentials};
 use tg_config::audit::{CLOUDWATCH_BATCH_BYTES_MAX, CLOUDWATCH_EVENT_OVERHEAD_BYTES};
@@ -224,37 +220,16 @@ impl CloudWatchSink {
         body: &[u8],
         time: SystemTime,
     ) -> Result<Vec<(String, String)>, ShipError> {
-        let identity: Identity = Credentials::new(
-            creds.access_key_id.expose(),
-            creds.secret_access_key.expose(),
-            creds.session_token.as_ref().map(|t| t.expose().to_owned()),
-            None,
-            "triage-gate-config",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.config.region)
-            .name(SIGNING_NAME)
-            .time(time)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| ShipError::refused(format!("signing parameters: {e}"), None))?
-            .into();
-        let request = SignableRequest::new(
-            "POST",
+        tg_classify::sigv4_headers(
+            creds,
+            &self.config.region,
+            SIGNING_NAME,
             self.url.as_str(),
-            [("content-type", CONTENT_TYPE), ("x-amz-target", target)].into_iter(),
-            SignableBody::Bytes(body),
+            &[("content-type", CONTENT_TYPE), ("x-amz-target", target)],
+            body,
+            time,
         )
-        .map_err(|e| ShipError::refused(format!("signable request: {e}"), None))?;
-        let (instructions, _) = sign(request, &params)
-            .map_err(|e| ShipError::refused(format!("signing: {e}"), None))?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect())
+        .map_err(|e| ShipError::refused(e, None))
     }
 
     /// One signed call of `operation`.

@@ -760,41 +760,27 @@ async fn run_inner(
         work_notes: 0,
         ticket_resolves: 0,
         pagerduty_resolved: 0,
-        faulted_action_calls: [
-            tg_sandbox::Target::Servicenow,
-            tg_sandbox::Target::Pagerduty,
-            tg_sandbox::Target::Bridge,
-        ]
-        .into_iter()
-        .map(|t| {
-            sandbox
-                .state()
-                .requests(t)
-                .iter()
-                .filter(|r| r.faulted)
-                .count()
-        })
-        .sum(),
+        faulted_action_calls: faulted_calls(
+            &sandbox,
+            &[
+                tg_sandbox::Target::Servicenow,
+                tg_sandbox::Target::Pagerduty,
+                tg_sandbox::Target::Bridge,
+            ],
+        ),
         breaker_transitions: Vec::new(),
         umbrella_tickets: records.iter().filter(|r| umbrella_ticket(r)).count(),
         postmortem,
         decisions,
         shipped: BTreeMap::new(),
-        sink_calls_refused: [
-            tg_sandbox::Target::Splunk,
-            tg_sandbox::Target::Cloudwatch,
-            tg_sandbox::Target::Otlp,
-        ]
-        .into_iter()
-        .map(|t| {
-            sandbox
-                .state()
-                .requests(t)
-                .iter()
-                .filter(|r| r.faulted)
-                .count()
-        })
-        .sum(),
+        sink_calls_refused: faulted_calls(
+            &sandbox,
+            &[
+                tg_sandbox::Target::Splunk,
+                tg_sandbox::Target::Cloudwatch,
+                tg_sandbox::Target::Otlp,
+            ],
+        ),
         violations: Vec::new(),
     };
     tally(&mut report, &records, scenario.start);
@@ -967,6 +953,21 @@ async fn sinks_catch_up(
         state.audited.notify_waiters();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Calls to `targets` that an injected fault or outage failed.
+fn faulted_calls(sandbox: &tg_sandbox::Sandbox, targets: &[tg_sandbox::Target]) -> usize {
+    targets
+        .iter()
+        .map(|t| {
+            sandbox
+                .state()
+                .requests(*t)
+                .iter()
+                .filter(|r| r.faulted)
+                .count()
+        })
+        .sum()
 }
 
 /// Every run's decision in acceptance order.
