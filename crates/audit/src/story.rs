@@ -339,6 +339,27 @@ fn step_entries(s: &StepRecord, out: &mut Vec<Entry>) {
                 None => format!("autonomy changed by {}", s.actor),
             },
         ),
+        StepKind::ExternalIncident => (
+            "external",
+            match &s.external {
+                Some(x) => {
+                    let gate = x
+                        .gate_outcome
+                        .map(|o| format!(", the gate's own outcome: {}", o.as_str()))
+                        .unwrap_or_default();
+                    let by = x
+                        .opened_by
+                        .as_deref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{} {} {} opened outside the gate{by}: {}{gate}",
+                        x.system, x.action, x.external_id, x.verdict
+                    )
+                }
+                None => "external incident".to_owned(),
+            },
+        ),
         StepKind::ConfigLoaded => (
             "config",
             match &s.config {

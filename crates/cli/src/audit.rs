@@ -20,12 +20,12 @@ fn read_public_key(path: Option<&Path>) -> anyhow::Result<Option<tg_audit::Verif
     Ok(Some(key))
 }
 
-async fn open_store(data_dir: &Path) -> anyhow::Result<tg_store::SqliteStore> {
+async fn open_store(data_dir: &Path) -> anyhow::Result<tg_store::Store> {
     let db = data_dir.join(STORE_FILE);
     if !db.exists() {
         bail!("no store at {} (is --data-dir right?)", db.display());
     }
-    tg_store::SqliteStore::open(&db)
+    tg_store::Store::open(&db)
         .await
         .with_context(|| format!("cannot open store {}", db.display()))
 }

@@ -77,6 +77,13 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Create or upgrade the store's schema (SQLite in server.data_dir, or
+    /// PostgreSQL at store.url) and print its version. `serve` does the same
+    /// at start; this runs it alone, e.g. before rolling out replicas.
+    Migrate {
+        /// YAML configuration (`store`, `server.data_dir`).
+        config: PathBuf,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -376,6 +383,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Actions {
             command: ActionsCommand::List { status, server },
         } => actions::list(&server, &status).await,
+        Command::Migrate { config: file } => {
+            let (config, _) = load_config(&file)?;
+            let problems = config.validate();
+            if let Some((field, why)) = problems.first() {
+                anyhow::bail!("{}: {field}: {why}", file.display());
+            }
+            let selection =
+                tg_server::build::store_selection(&config.store, &tg_config::EnvAndFiles)?;
+            std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+                format!(
+                    "cannot create data dir {}",
+                    config.server.data_dir.display()
+                )
+            })?;
+            let store = tg_server::open_store(&config.server.data_dir, &selection).await?;
+            let version = store.schema_version().await?;
+            println!(
+                "{} store at schema version {version}",
+                store.backend().as_str()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {

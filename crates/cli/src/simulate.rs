@@ -13,7 +13,15 @@ pub async fn run(file: &Path, seed: u64, scale: f64) -> anyhow::Result<ExitCode>
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let scenario = Scenario::from_yaml(&text).with_context(|| format!("{}", file.display()))?;
-    let report = tg_sim::run(&scenario, &Options { seed, scale }).await?;
+    let report = tg_sim::run(
+        &scenario,
+        &Options {
+            seed,
+            scale,
+            ..Options::default()
+        },
+    )
+    .await?;
     print!("{}", report.render());
     if report.violations.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -38,7 +46,16 @@ pub async fn diff(file: &Path, with: &Path, seed: u64, scale: f64) -> anyhow::Re
         std::fs::read_to_string(with).with_context(|| format!("cannot read {}", with.display()))?;
     let overlay: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&change)
         .with_context(|| format!("{}: not a YAML mapping", with.display()))?;
-    let (a, b, moved) = tg_sim::policy_diff(&scenario, &overlay, &Options { seed, scale }).await?;
+    let (a, b, moved) = tg_sim::policy_diff(
+        &scenario,
+        &overlay,
+        &Options {
+            seed,
+            scale,
+            ..Options::default()
+        },
+    )
+    .await?;
     println!(
         "scenario {} (seed {seed}): {} decisions; {} moved by {}",
         scenario.name,

@@ -158,7 +158,7 @@ async fn an_accepted_run_survives_sigkill_and_is_carried_out_exactly_once() {
 
     // 2. The 202 was a promise: the run is in the store after the crash.
     {
-        let store = tg_store::SqliteStore::open(&data.join("triage-gate.sqlite"))
+        let store = tg_store::Store::open(&data.join("triage-gate.sqlite"))
             .await
             .unwrap();
         let stored = store

@@ -464,7 +464,7 @@ async fn sigkill_at_random_points_during_a_storm_loses_nothing_and_duplicates_no
     let gate = start_gate(&config, &data).await;
     *base.lock().unwrap() = Some(gate.base.clone());
     let sent = client.await.unwrap();
-    let store = tg_store::SqliteStore::open(&data.join("triage-gate.sqlite"))
+    let store = tg_store::Store::open(&data.join("triage-gate.sqlite"))
         .await
         .unwrap();
     let deadline = Instant::now() + DRAIN_TIMEOUT;

@@ -53,12 +53,128 @@ pub struct Config {
     /// Signed checkpoints and external audit sinks (issue 8); `audit.jsonl` is always written.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where state lives: SQLite in `server.data_dir` (default) or PostgreSQL.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// Most connections one gate process opens to PostgreSQL.
+pub const STORE_POOL_MAX: u32 = 256;
+/// Longest `store.acquire_timeout_ms` / `store.statement_timeout_ms` (a minute).
+pub const STORE_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Shortest `store.run_lease_secs`. A lease shorter than a model call (with
+/// its retries) lets a second replica classify the same run; the decision is
+/// still made once (the first to decide wins, the other finds it decided).
+pub const STORE_RUN_LEASE_SECS_MIN: u64 = 5;
+/// Longest `store.run_lease_secs` (an hour).
+pub const STORE_RUN_LEASE_SECS_MAX: u64 = 3_600;
+
+/// `store`: the database behind the gate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite` (the default: `triage-gate.sqlite` in `server.data_dir`) or
+    /// `postgres://user@host:port/database` (no password in the URL).
+    pub url: Option<String>,
+    /// The PostgreSQL password, from the environment or a file.
+    pub password: Option<SecretRef>,
+    /// Connections in the pool (PostgreSQL).
+    pub pool_max: u32,
+    /// Waiting for a connection fails after this: the event is refused with
+    /// 503 + Retry-After, never accepted and lost.
+    pub acquire_timeout_ms: u64,
+    /// A statement (or a lock wait) running longer is cancelled (PostgreSQL).
+    pub statement_timeout_ms: u64,
+    /// A run claimed by a worker that died is taken by another after this.
+    pub run_lease_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            password: None,
+            pool_max: 16,
+            acquire_timeout_ms: 2_000,
+            statement_timeout_ms: 10_000,
+            run_lease_secs: 300,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Whether the store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match self.url.as_deref() {
+            None | Some("sqlite") => {}
+            Some(u) if self.is_postgres() => match url::Url::parse(u) {
+                Err(e) => out.push(("store.url".into(), format!("not a URL: {e}"))),
+                Ok(p) if p.password().is_some() => out.push((
+                    "store.url".into(),
+                    "holds a password: put it in store.password (env or file) so it never \
+                     reaches logs"
+                        .into(),
+                )),
+                Ok(p) if p.host_str().is_none_or(str::is_empty) => {
+                    out.push(("store.url".into(), "names no host".into()));
+                }
+                Ok(_) => {}
+            },
+            Some(_) => out.push((
+                "store.url".into(),
+                "is `sqlite` or postgres://user@host:port/database".into(),
+            )),
+        }
+        if self.password.is_some() && !self.is_postgres() {
+            out.push((
+                "store.password".into(),
+                "applies to a postgres:// store.url only".into(),
+            ));
+        }
+        if !(1..=STORE_POOL_MAX).contains(&self.pool_max) {
+            out.push((
+                "store.pool_max".into(),
+                format!("{} is outside 1..={STORE_POOL_MAX}", self.pool_max),
+            ));
+        }
+        for (field, v) in [
+            ("store.acquire_timeout_ms", self.acquire_timeout_ms),
+            ("store.statement_timeout_ms", self.statement_timeout_ms),
+        ] {
+            if !(100..=STORE_TIMEOUT_MS_MAX).contains(&v) {
+                out.push((
+                    field.into(),
+                    format!("{v} is outside 100..={STORE_TIMEOUT_MS_MAX}"),
+                ));
+            }
+        }
+        if !(STORE_RUN_LEASE_SECS_MIN..=STORE_RUN_LEASE_SECS_MAX).contains(&self.run_lease_secs) {
+            out.push((
+                "store.run_lease_secs".into(),
+                format!(
+                    "{} is outside {STORE_RUN_LEASE_SECS_MIN}..={STORE_RUN_LEASE_SECS_MAX}",
+                    self.run_lease_secs
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// Shortest `review.expire_after_secs` (a minute).
 pub const REVIEW_EXPIRE_SECS_MIN: u64 = 60;
 /// Longest `review.expire_after_secs` (30 days).
 pub const REVIEW_EXPIRE_SECS_MAX: u64 = 30 * 86_400;
+
+/// Longest `review.external_match_secs` (7 days).
+pub const REVIEW_EXTERNAL_MATCH_SECS_MAX: u64 = 7 * 86_400;
 
 /// The review queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +187,9 @@ pub struct ReviewConfig {
     /// Tell each team's chat channel (`storm.summary.webhooks`) about its new
     /// review items.
     pub notify: bool,
+    /// An incident reported as opened outside the gate is compared with the
+    /// service's decisions made up to this long before it opened.
+    pub external_match_secs: u64,
 }
 
 impl Default for ReviewConfig {
@@ -79,6 +198,7 @@ impl Default for ReviewConfig {
             expire_after_secs: 86_400,
             promotion: PromotionBar::default(),
             notify: false,
+            external_match_secs: 3_600,
         }
     }
 }
@@ -2124,6 +2244,14 @@ impl Config {
             out.push((
                 "review.expire_after_secs".into(),
                 format!("{e} is outside {REVIEW_EXPIRE_SECS_MIN}..={REVIEW_EXPIRE_SECS_MAX}"),
+            ));
+        }
+        out.extend(self.store.validate());
+        let m = self.review.external_match_secs;
+        if !(1..=REVIEW_EXTERNAL_MATCH_SECS_MAX).contains(&m) {
+            out.push((
+                "review.external_match_secs".into(),
+                format!("{m} is outside 1..={REVIEW_EXTERNAL_MATCH_SECS_MAX}"),
             ));
         }
         let teams = self.catalog.known_teams();

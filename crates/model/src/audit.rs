@@ -137,6 +137,9 @@ pub enum StepKind {
     ReviewDecision,
     /// An operator capped (or uncapped) the autonomy of a service, a team or everything.
     AutonomyChange,
+    /// An incident opened outside the gate (by a human, another tool) was
+    /// reported, and compared with what the gate decided for that service.
+    ExternalIncident,
 }
 
 impl StepKind {
@@ -149,6 +152,7 @@ impl StepKind {
             StepKind::ConfigLoaded => "config_loaded",
             StepKind::ReviewDecision => "review_decision",
             StepKind::AutonomyChange => "autonomy_change",
+            StepKind::ExternalIncident => "external_incident",
         }
     }
 }
@@ -243,6 +247,34 @@ pub struct ReviewStep {
     pub edits: std::collections::BTreeMap<String, String>,
 }
 
+/// An incident that reached an incident tool by another path (a human opened
+/// it, another integration did), matched to the gate's decision for the same
+/// service: shadow evidence for moving the service up a level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalStep {
+    /// The system that holds it (`servicenow`, `pagerduty`, ...).
+    pub system: String,
+    /// Its identifier there (`INC0012345`, a PagerDuty incident id).
+    pub external_id: String,
+    /// `ticket`, `page` or `mim`.
+    pub action: String,
+    /// Who opened it, as the reporter said (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<String>,
+    pub opened_at: DateTime<Utc>,
+    /// How the run was found: `correlation_id` or `service_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<String>,
+    /// The gates' own outcome for this action on the matched run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_outcome: Option<crate::decision::Outcome>,
+    /// `agreed` (the gate would have done it too), `disagreed` (the gate
+    /// would not have: a miss), `own` (the gate did it itself: not evidence)
+    /// or `unmatched` (no decided run of the service in the window).
+    pub verdict: String,
+}
+
 /// A runtime autonomy cap set or lifted (the kill switch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -327,6 +359,8 @@ pub struct StepRecord {
     pub review: Option<ReviewStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autonomy: Option<AutonomyStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStep>,
     pub prev_hash: Sha256Hex,
     pub hash: Sha256Hex,
 }
@@ -355,6 +389,7 @@ impl StepRecord {
             config: None,
             review: None,
             autonomy: None,
+            external: None,
             prev_hash: Sha256Hex::zero(),
             hash: Sha256Hex::zero(),
         }

@@ -29,6 +29,18 @@ impl Outcome {
             Outcome::Suppressed => "suppressed",
         }
     }
+
+    /// The outcome named by [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Execute,
+            Outcome::Review,
+            Outcome::Skip,
+            Outcome::Suppressed,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
 }
 
 /// One evaluated condition, with the value it saw and the threshold it needed.

@@ -21,8 +21,8 @@ pub mod secret;
 pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{
     AttemptStep, AuditRecord, AutonomyStep, BreakerStep, ChainRecord, Chained, CheckpointStep,
-    ConfigStep, EventMeta, ReplayStep, ReviewStep, RunTimestamps, StepKind, StepRecord,
-    checkpoint_message,
+    ConfigStep, EventMeta, ExternalStep, ReplayStep, ReviewStep, RunTimestamps, StepKind,
+    StepRecord, checkpoint_message,
 };
 pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};

@@ -41,6 +41,8 @@ pub fn access(method: &Method, path: &str) -> Access {
         (&Method::POST, "/v1/events/cloudwatch-sns") => Access::SnsSignature,
         (&Method::POST, p) if p.starts_with("/v1/events/") => Access::Scope(Scope::EventsWrite),
         (&Method::POST, p) if p.starts_with("/v1/review/") => Access::Scope(Scope::ReviewDecide),
+        // Reporting an incident opened elsewhere is a human verdict too.
+        (&Method::POST, "/v1/evidence/incidents") => Access::Scope(Scope::ReviewDecide),
         (&Method::POST, p) if p.starts_with("/v1/actions/") => Access::Scope(Scope::Admin),
         (&Method::GET, p) if p.starts_with("/v1/audit") => Access::Scope(Scope::AuditRead),
         (&Method::GET, p)
@@ -247,6 +249,10 @@ mod tests {
         assert_eq!(access(&g, "/v1/review"), Access::Scope(Scope::RunsRead));
         assert_eq!(
             access(&p, "/v1/review/x/approve"),
+            Access::Scope(Scope::ReviewDecide)
+        );
+        assert_eq!(
+            access(&p, "/v1/evidence/incidents"),
             Access::Scope(Scope::ReviewDecide)
         );
         assert_eq!(

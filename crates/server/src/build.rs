@@ -21,6 +21,10 @@ pub type TokenSources = Vec<(String, Arc<tg_identity::TokenSource>)>;
 
 /// Everything a run needs besides the store: built once from the configuration.
 pub struct Pipeline {
+    /// The database (`store`): SQLite in the data dir, or PostgreSQL.
+    pub store: StoreSelection,
+    /// A claimed run whose worker died is taken by another after this (`store.run_lease_secs`).
+    pub run_lease: chrono::Duration,
     pub normalize: NormalizeContext,
     pub classifier: Arc<dyn Classifier>,
     pub gates: Gates,
@@ -45,6 +49,8 @@ pub struct Pipeline {
     pub sinks: Vec<Arc<dyn tg_ship::Sink>>,
     /// Open drafts older than this expire (`review.expire_after_secs`).
     pub review_expire_after_secs: u64,
+    /// How far back a reported outside incident is matched (`review.external_match_secs`).
+    pub review_external_match_secs: u64,
     /// Tell teams about new review items (`review.notify`).
     pub review_notify: bool,
     /// The bar of the autonomy report (`review.promotion`).
@@ -252,6 +258,10 @@ fn build(
         },
     };
     Ok(Pipeline {
+        store: store_selection(&config.store, secrets)?,
+        run_lease: chrono::Duration::seconds(
+            i64::try_from(config.store.run_lease_secs).unwrap_or(i64::MAX / 1_000),
+        ),
         normalize,
         classifier,
         gates,
@@ -270,6 +280,7 @@ fn build(
         review_expire_after_secs: config.review.expire_after_secs,
         promotion: config.review.promotion.clone(),
         review_notify: config.review.notify,
+        review_external_match_secs: config.review.external_match_secs,
         token_sources,
         token_probes,
     })
@@ -355,6 +366,36 @@ fn build_signed(
         senders,
         c.replay_window_secs,
     ))
+}
+
+/// Which database `start` (and `triage-gate migrate`) opens.
+#[derive(Debug, Clone)]
+pub enum StoreSelection {
+    /// `triage-gate.sqlite` in the data dir.
+    Sqlite,
+    Postgres(tg_store::StoreOptions),
+}
+
+pub fn store_selection(
+    c: &tg_config::StoreConfig,
+    secrets: &dyn SecretSource,
+) -> anyhow::Result<StoreSelection> {
+    if !c.is_postgres() {
+        return Ok(StoreSelection::Sqlite);
+    }
+    let password = c
+        .password
+        .as_ref()
+        .map(|r| secrets.read(r).map(|s| s.expose().to_owned()))
+        .transpose()
+        .context("store.password")?;
+    Ok(StoreSelection::Postgres(tg_store::StoreOptions {
+        url: c.url.clone().unwrap_or_default(),
+        password,
+        pool_max: c.pool_max,
+        acquire_timeout: std::time::Duration::from_millis(c.acquire_timeout_ms),
+        statement_timeout: std::time::Duration::from_millis(c.statement_timeout_ms),
+    }))
 }
 
 fn build_summary(

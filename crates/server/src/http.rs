@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/storm", get(crate::storm::get_storm))
         .route("/v1/audit", get(crate::audit::get_audit))
         .route("/v1/reports/autonomy", get(crate::reports::autonomy))
+        .route("/v1/evidence/incidents", post(crate::evidence::report))
         .route(
             "/v1/autonomy",
             get(crate::autonomy::get).post(crate::autonomy::set),

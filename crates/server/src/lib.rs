@@ -14,6 +14,7 @@ pub mod auth;
 mod autonomy;
 pub mod build;
 pub mod clock;
+mod evidence;
 mod http;
 mod metrics;
 pub mod outbox;
@@ -37,7 +38,7 @@ pub use http::app;
 /// Everything the HTTP handlers and workers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: tg_store::SqliteStore,
+    pub store: tg_store::Store,
     pub pipeline: Arc<Pipeline>,
     pub clock: Arc<dyn Clock>,
     /// Wakes workers when runs are accepted.
@@ -48,6 +49,8 @@ pub struct AppState {
     pub outbox: Arc<Notify>,
     pub audit_file: Option<std::path::PathBuf>,
     pub limits: Limits,
+    /// This process among replicas (`<host>-<pid>-<uuid>`): the owner of its claims.
+    pub instance: Arc<str>,
 }
 
 /// HTTP-edge and queue limits (from `server` config).
@@ -95,6 +98,25 @@ impl Running {
     }
 }
 
+/// Opens the configured store (running its migrations).
+pub async fn open_store(
+    data_dir: &std::path::Path,
+    selection: &crate::build::StoreSelection,
+) -> anyhow::Result<tg_store::Store> {
+    use anyhow::Context as _;
+    match selection {
+        crate::build::StoreSelection::Sqlite => {
+            let db = data_dir.join("triage-gate.sqlite");
+            tg_store::Store::open(&db)
+                .await
+                .with_context(|| format!("cannot open store {}", db.display()))
+        }
+        crate::build::StoreSelection::Postgres(opts) => tg_store::Store::connect(opts)
+            .await
+            .with_context(|| format!("cannot open store {}", opts.url)),
+    }
+}
+
 /// Opens the store, recovers interrupted work, and starts the HTTP server,
 /// `workers` processing workers and the audit-file writer.
 pub async fn start(
@@ -107,10 +129,7 @@ pub async fn start(
     use anyhow::Context as _;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let db = data_dir.join("triage-gate.sqlite");
-    let store = tg_store::SqliteStore::open(&db)
-        .await
-        .with_context(|| format!("cannot open store {}", db.display()))?;
+    let store = open_store(data_dir, &pipeline.store).await?;
     metrics::handle();
     let requeued = store.requeue_interrupted().await?;
     // Deliveries the previous process had in flight are claimed again.
@@ -135,6 +154,7 @@ pub async fn start(
         audited: Arc::new(Notify::new()),
         outbox: Arc::new(Notify::new()),
         audit_file: Some(data_dir.join("audit.jsonl")),
+        instance: instance_id().into(),
         limits: Limits {
             body_bytes_max: server.body_bytes_max,
             backlog_max: server.backlog_max,
@@ -157,6 +177,11 @@ pub async fn start(
         let st = state.clone();
         let token = shutdown.clone();
         tasks.spawn(async move { worker::run(id, st, token).await });
+    }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { worker::sweeper(st, token).await });
     }
     {
         let st = state.clone();
@@ -217,4 +242,18 @@ pub async fn start(
         shutdown,
         tasks,
     })
+}
+
+/// This process's name among replicas: host, pid and a random suffix (a
+/// restarted process with a recycled pid is still someone else).
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let uuid = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        uuid.get(..8).unwrap_or("0")
+    )
 }

@@ -77,7 +77,8 @@ impl Default for OutboxSettings {
 /// The delivery loop: runs until cancelled; deliveries in flight then finish
 /// (bounded by the server's shutdown grace) or are picked up after a restart.
 pub async fn run(state: AppState, token: CancellationToken) {
-    let owner = format!("outbox-{}", uuid::Uuid::now_v7());
+    // The process among replicas: a claim left by a dead one is attributable.
+    let owner = format!("{}/outbox", state.instance);
     let settings = state.pipeline.outbox.clone();
     let slots: Vec<(OutboxTarget, Arc<Semaphore>)> = OutboxTarget::ALL
         .into_iter()

@@ -28,7 +28,8 @@ pub struct ServiceReport {
     pub level: AutonomyLevel,
     pub next_level: Option<AutonomyLevel>,
     pub runs: u64,
-    /// Human verdicts on drafts (approved + rejected).
+    /// Human verdicts: drafts approved or rejected, and incidents humans opened
+    /// by another path for a run the gate did not act on.
     pub verdicts: u64,
     /// Verdicts that matched the gate's own outcome.
     pub agreed: u64,
@@ -36,7 +37,7 @@ pub struct ServiceReport {
     pub agreement: Option<f64>,
     /// Pages the gate would have sent that a human rejected.
     pub false_pages: u64,
-    /// Pages the gate refused that a human approved.
+    /// Pages the gate refused that a human approved, or opened by another path.
     pub missed_pages: u64,
     pub expired: u64,
     pub meets_bar: bool,
@@ -58,8 +59,10 @@ pub fn service_report(
         verdicts += k.approved_gate_execute
             + k.approved_gate_refused
             + k.rejected_gate_execute
-            + k.rejected_gate_refused;
-        agreed += k.approved_gate_execute + k.rejected_gate_refused;
+            + k.rejected_gate_refused
+            + k.external_gate_execute
+            + k.external_gate_refused;
+        agreed += k.approved_gate_execute + k.rejected_gate_refused + k.external_gate_execute;
         expired += k.expired;
     }
     let page = ev.by_kind.get("page");
@@ -90,7 +93,7 @@ pub fn service_report(
         agreed,
         agreement,
         false_pages: page.map_or(0, |p| p.rejected_gate_execute),
-        missed_pages: page.map_or(0, |p| p.approved_gate_refused),
+        missed_pages: page.map_or(0, |p| p.approved_gate_refused + p.external_gate_refused),
         expired,
         meets_bar: short_of.is_empty(),
         short_of,
@@ -218,6 +221,16 @@ mod tests {
             "{:?}",
             r.short_of
         );
+        // Incidents humans opened by another path count as verdicts: one the
+        // gate would have opened agrees, one it refused is a missed page.
+        let outside = KindEvidence {
+            external_gate_execute: 18,
+            external_gate_refused: 2,
+            ..KindEvidence::default()
+        };
+        let r = service_report("checkout", AutonomyLevel::Shadow, &ev(250, outside), &bar);
+        assert_eq!((r.verdicts, r.agreed, r.missed_pages), (20, 18, 2));
+        assert!(!r.meets_bar, "0.9 < 0.95: {:?}", r.short_of);
         let top = service_report("db", AutonomyLevel::Mim, &ServiceEvidence::default(), &bar);
         assert_eq!(top.next_level, None);
         assert!(top.agreement.is_none());

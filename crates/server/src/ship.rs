@@ -24,6 +24,10 @@ pub const SINK_REFUSED_WAIT_MS: u64 = 60_000;
 pub const SINK_IDLE_POLL_MS: u64 = 500;
 /// Records read from the store per batch at most (a sink's own limit may be lower).
 pub const SINK_READ_MAX: usize = 1_000;
+/// How long a replica holds the right to ship a sink without renewing it
+/// (wall time: it is about whether a process is alive). A replica that dies
+/// hands its sinks to another after this.
+pub const SINK_LEASE_MS: i64 = 15_000;
 /// How long a shutdown waits for each sink's last batch.
 pub const SINK_FLUSH_GRACE_MS: u64 = 5_000;
 
@@ -147,6 +151,22 @@ enum Shipped {
 }
 
 async fn ship_once(state: &AppState, sink: &dyn Sink, name: &str, cursor: &mut u64) -> Shipped {
+    // Replicas share the cursor; one ships a sink at a time: the lease holder,
+    // from the stored cursor (another replica may have moved it).
+    let wall = chrono::Utc::now();
+    let until = wall + chrono::Duration::milliseconds(SINK_LEASE_MS);
+    match state
+        .store
+        .hold_sink(name, &state.instance, wall, until)
+        .await
+    {
+        Ok(Some(stored)) => *cursor = (*cursor).max(stored),
+        Ok(None) => return Shipped::Nothing,
+        Err(e) => {
+            tracing::error!(sink = %name, error = %e, "cannot take the sink's lease");
+            return Shipped::Failed(None);
+        }
+    }
     let batch = match next_batch(state, sink, *cursor).await {
         Ok(b) => b,
         Err(e) => {

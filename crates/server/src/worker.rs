@@ -24,24 +24,49 @@ use crate::metrics as m;
 pub const IDLE_POLL_MS: u64 = 500;
 /// Pause after a store error before trying again (the run stays in the store).
 pub const STORE_RETRY_MS: u64 = 1_000;
+/// Tries to put a run that failed mid-processing back in the queue (one per
+/// [`STORE_RETRY_MS`]) before leaving it to its lease.
+pub const RELEASE_TRIES_MAX: u32 = 30;
+/// How often decided runs that nothing is completing are looked for.
+pub const SWEEP_INTERVAL_MS: u64 = 5_000;
+/// A decided run with no pending action is swept after it has been decided this long.
+pub const SWEEP_AFTER_MS: i64 = 5_000;
+/// Runs completed per sweep at most.
+pub const SWEEP_BATCH_MAX: i64 = 500;
 /// Audit records appended to the file per store read.
 pub const AUDIT_FILE_BATCH_MAX: i64 = 500;
 
 /// One processing worker: takes pending runs until cancelled.
 pub async fn run(id: usize, state: AppState, token: CancellationToken) {
+    // Claims carry the process and worker, so a stolen lease is attributable.
+    let owner = format!("{}/worker-{id}", state.instance);
     loop {
         if token.is_cancelled() {
             return;
         }
-        match state.store.claim_next().await {
+        let now = state.clock.now();
+        match state
+            .store
+            .claim_next(&owner, now, state.pipeline.run_lease)
+            .await
+        {
             Ok(Some(run)) => {
                 let run_id = run.run_id.clone();
                 if let Err(e) = process(&state, run).await {
                     tracing::error!(worker = id, run_id = %run_id, error = %e, "processing failed");
-                    tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
-                    // Back to the queue if it was not decided; a decided run is resumed below.
-                    if let Err(e) = state.store.release(&run_id).await {
-                        tracing::error!(run_id = %run_id, error = %e, "cannot requeue run");
+                    // Back to the queue if it was not decided (a decided run is
+                    // resumed below). While the store is down this keeps trying
+                    // for a while, so that the run does not wait out its lease.
+                    for attempt in 1..=RELEASE_TRIES_MAX {
+                        tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
+                        match state.store.release(&run_id).await {
+                            Ok(()) => break,
+                            Err(e) if attempt == RELEASE_TRIES_MAX || token.is_cancelled() => {
+                                tracing::error!(run_id = %run_id, error = %e, "cannot requeue run; its lease will expire");
+                                break;
+                            }
+                            Err(_) => {}
+                        }
                     }
                     if let Ok(Some(r)) = state.store.get_run(&run_id).await
                         && r.status == tg_store::RunStatus::Decided
@@ -81,6 +106,29 @@ pub async fn resume_decided(state: &AppState, token: &CancellationToken) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot list decided runs"),
+    }
+}
+
+/// Completes decided runs whose completion was lost (the store failed between
+/// the decision and the audit record, or after the last delivery): nothing
+/// decided stays unaudited until a restart.
+pub async fn sweeper(state: AppState, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(SWEEP_INTERVAL_MS)) => {}
+        }
+        let before = state.clock.now() - chrono::Duration::milliseconds(SWEEP_AFTER_MS);
+        match state.store.stale_decided(before, SWEEP_BATCH_MAX).await {
+            Ok(ids) => {
+                for run_id in ids {
+                    if let Err(e) = complete_or_hand_over(&state, &run_id).await {
+                        tracing::warn!(run_id = %run_id, error = %e, "cannot complete a decided run; will retry");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for decided runs; will retry"),
+        }
     }
 }
 

@@ -411,3 +411,129 @@ async fn new_items_are_told_to_the_team_channel_once() {
         .count();
     assert_eq!(again, 1);
 }
+
+fn gate_outcome(run: &Value, action: &str) -> String {
+    run["decision"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == action)
+        .unwrap_or_else(|| panic!("no {action} in {run}"))["gate_outcome"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_opened_by_another_path_are_compared_with_the_gates_decision() {
+    let mut h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
+    // search is in shadow: the gate would page (its own outcome), does not.
+    h.script_tool("EXT-1", answer("high", 0.95, true, true, false, "search"));
+    let shadow = h
+        .run_generic(&event("search", "QueryLatency", "prod", "datadog", "EXT-1"))
+        .await;
+    assert_eq!(outcome(&shadow, "page"), "skip", "{shadow}");
+    assert_eq!(gate_outcome(&shadow, "page"), "execute", "{shadow}");
+    // legacy-billing (assist): an unsure answer the page gate refuses.
+    h.script_tool(
+        "EXT-2",
+        answer("medium", 0.30, true, true, false, "payments"),
+    );
+    let refused = h
+        .run_generic(&event(
+            "legacy-billing",
+            "InvoiceLag",
+            "prod",
+            "datadog",
+            "EXT-2",
+        ))
+        .await;
+    assert_eq!(gate_outcome(&refused, "page"), "review", "{refused}");
+
+    // A human paged for search from PagerDuty: the gate agreed.
+    let report = json!({"system": "pagerduty", "external_id": "PX1", "action": "page",
+        "service": "search", "opened_by": "alice@example.com"});
+    let (status, body) = post(&h, "/v1/evidence/incidents", Some(report.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["verdict"], "agreed", "{body}");
+    assert_eq!(body["run_id"], shadow["run_id"]);
+    // The same incident reported again counts once.
+    let (status, again) = post(&h, "/v1/evidence/incidents", Some(report)).await;
+    assert_eq!((status, &again["verdict"]), (200, &json!("agreed")));
+    // A human paged for legacy-billing, found by the run's correlation ID: a miss.
+    let (status, body) = post(
+        &h,
+        "/v1/evidence/incidents",
+        Some(
+            json!({"system": "pagerduty", "external_id": "PX2", "action": "page",
+            "service": "legacy-billing", "correlation_id": refused["correlation_id"]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["verdict"]),
+        (201, &json!("disagreed")),
+        "{body}"
+    );
+    assert_eq!(body["run_id"], refused["run_id"]);
+    // Nothing decided for that service: recorded, but no evidence either way.
+    let (status, body) = post(
+        &h,
+        "/v1/evidence/incidents",
+        Some(
+            json!({"system": "servicenow", "external_id": "INC9", "action": "ticket",
+            "service": "inventory"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["verdict"]),
+        (201, &json!("unmatched")),
+        "{body}"
+    );
+    // Bad input names the field.
+    let (status, body) = post(
+        &h,
+        "/v1/evidence/incidents",
+        Some(
+            json!({"system": "pagerduty", "external_id": "PX3", "action": "call",
+            "service": "search"}),
+        ),
+    )
+    .await;
+    assert_eq!((status, &body["field"]), (400, &json!("action")), "{body}");
+
+    let search = h
+        .get_json("/v1/reports/autonomy?service=search&since=7d")
+        .await;
+    let line = &search["services"][0];
+    assert_eq!(
+        (line["verdicts"].as_u64(), line["agreed"].as_u64()),
+        (Some(1), Some(1)),
+        "{search}"
+    );
+    let billing = h
+        .get_json("/v1/reports/autonomy?service=legacy-billing&since=7d")
+        .await;
+    assert_eq!(billing["services"][0]["missed_pages"], 1, "{billing}");
+
+    let chain: Vec<Value> = h
+        .get_json(&format!(
+            "/v1/audit?run_id={}",
+            shadow["run_id"].as_str().unwrap()
+        ))
+        .await["chain"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ext: Vec<&Value> = chain
+        .iter()
+        .filter(|r| r["kind"] == "external_incident")
+        .collect();
+    assert_eq!(ext.len(), 1, "reported twice, recorded once: {chain:#?}");
+    assert_eq!(ext[0]["external"]["verdict"], "agreed");
+    assert_eq!(ext[0]["external"]["opened_by"], "alice@example.com");
+    h.stop_gate().await;
+    let report = tg_audit::verify_file(h.audit_path()).unwrap();
+    assert!(report.ok, "{report}");
+}

@@ -691,7 +691,15 @@ async fn a_secret_in_every_field_of_every_source_never_leaves_the_normalizer() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().any(|n| n == "audit.jsonl"), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with(".sqlite")), "{names:?}");
+    match &run.harness.store_url {
+        None => assert!(names.iter().any(|n| n.ends_with(".sqlite")), "{names:?}"),
+        // On PostgreSQL the store is not a file here: search what it holds.
+        Some(url) => {
+            let rows = tg_store::testing::dump_postgres_text(url).await.unwrap();
+            assert!(rows.contains("run_"), "the dump holds the runs");
+            check("the PostgreSQL store", rows.as_bytes());
+        }
+    }
     let audit = std::fs::read_to_string(run.harness.audit_path()).unwrap();
     // (Breaker transitions add step records, which carry a `kind`.)
     let run_records = audit

@@ -56,7 +56,10 @@ async fn start(auth: &str, secrets: MapSecrets) -> Harness {
     let yaml = CONFIG
         .replace(STATIC_TOKEN, auth)
         .replace("${SANDBOX}", &sandbox.base_url());
-    let config = Config::from_yaml(&yaml, "test").unwrap();
+    let mut config = Config::from_yaml(&yaml, "test").unwrap();
+    if tg_store::testing::postgres_selected() {
+        config.store.url = Some(tg_store::testing::fresh_postgres_database().await.unwrap());
+    }
     let webhook = sandbox.slack_webhook_url("leak-mim-channel");
     let mut secrets = secrets
         .with(
@@ -104,6 +107,7 @@ async fn start(auth: &str, secrets: MapSecrets) -> Harness {
             .build()
             .unwrap(),
         base,
+        store_url: config.store.url.clone(),
     }
 }
 
@@ -175,6 +179,11 @@ async fn exercise(h: &Harness, tag: &str) -> Vec<u8> {
     );
     for f in files {
         out.extend_from_slice(&std::fs::read(&f).unwrap());
+    }
+    if let Some(url) = &h.store_url {
+        // On PostgreSQL the store is not a file: what it holds is searched too.
+        let rows = tg_store::testing::dump_postgres_text(url).await.unwrap();
+        out.extend_from_slice(rows.as_bytes());
     }
     out
 }

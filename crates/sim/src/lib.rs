@@ -193,20 +193,35 @@ pub fn merge(base: &mut serde_yaml_ng::Mapping, over: &serde_yaml_ng::Mapping) {
 }
 
 /// How to run a scenario.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Seeds the jitter; the same seed gives the same timeline and decisions.
     pub seed: u64,
     /// `0 < scale <= 1`: repeat intervals are divided by it (fewer repeats,
     /// same services and timeline), for quick CI runs of big storms.
     pub scale: f64,
+    /// Gate replicas sharing one store; events are posted to them round-robin.
+    /// More than one needs `store_url` (PostgreSQL).
+    pub replicas: usize,
+    /// `postgres://...`: the store of every replica; `None`: SQLite in a temp dir.
+    pub store_url: Option<String>,
+    /// Wait for each event to be decided and delivered before posting the
+    /// next: decisions then follow acceptance order whatever the workers and
+    /// replicas, so two runs can be compared decision by decision.
+    pub serial: bool,
 }
+
+/// Most replicas a simulation starts.
+pub const REPLICAS_MAX: usize = 8;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             seed: 1,
             scale: 1.0,
+            replicas: 1,
+            store_url: None,
+            serial: false,
         }
     }
 }
@@ -606,6 +621,15 @@ async fn run_inner(
     // The breaker's timer would read the manual clock at wall-clock moments;
     // the simulation checks breakers itself, at each time step (deterministic).
     config.storm.breaker.tick_ms = 0;
+    if let Some(url) = &opts.store_url {
+        config.store.url = Some(url.clone());
+    }
+    if !(1..=REPLICAS_MAX).contains(&opts.replicas) {
+        bail!("replicas must be 1..={REPLICAS_MAX}");
+    }
+    if opts.replicas > 1 && (opts.store_url.is_none() || restart_after.is_some()) {
+        bail!("several replicas share a PostgreSQL store (store_url) and are not restarted");
+    }
     let data = tempfile::Builder::new().prefix("tg-sim-").tempdir()?;
     let clock = Arc::new(tg_server::ManualClock::new(scenario.start));
     {
@@ -627,6 +651,17 @@ async fn run_inner(
     let mut next_outage = 0usize;
     let mut gate = start_gate(&config, &sandbox, data.path(), clock.clone()).await?;
     let mut base = format!("http://{}", gate.addr);
+    // Replicas beyond the first: the same store and clock, their own audit file.
+    let mut others = Vec::new();
+    for r in 1..opts.replicas {
+        let dir = data.path().join(format!("replica-{r}"));
+        std::fs::create_dir_all(&dir)?;
+        others.push(start_gate(&config, &sandbox, &dir, clock.clone()).await?);
+    }
+    let other_bases: Vec<String> = others
+        .iter()
+        .map(|g| format!("http://{}", g.addr))
+        .collect();
     let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
     let mut store = gate.state.store.clone();
 
@@ -676,8 +711,13 @@ async fn run_inner(
             tg_server::storm::tick_breakers(&gate.state).await?;
         }
         while let Some(e) = events.get(i).filter(|e| e.at_secs == at) {
+            // Round-robin over the replicas, like a load balancer.
+            let to = match i % opts.replicas {
+                0 => &base,
+                r => other_bases.get(r - 1).unwrap_or(&base),
+            };
             let resp = http
-                .post(format!("{base}/v1/events/{}", e.source))
+                .post(format!("{to}/v1/events/{}", e.source))
                 .json(&e.body)
                 .send()
                 .await?;
@@ -694,8 +734,19 @@ async fn run_inner(
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
             i += 1;
+            if opts.serial {
+                let outboxes: Vec<&tokio::sync::Notify> = std::iter::once(&gate)
+                    .chain(others.iter())
+                    .map(|g| g.state.outbox.as_ref())
+                    .collect();
+                drain(&store, &clock, &outboxes).await?;
+            }
         }
-        drain(&store, &clock, &gate.state.outbox).await?;
+        let outboxes: Vec<&tokio::sync::Notify> = std::iter::once(&gate)
+            .chain(others.iter())
+            .map(|g| g.state.outbox.as_ref())
+            .collect();
+        drain(&store, &clock, &outboxes).await?;
     }
     // After the last alert, quiet time: an open breaker closes once its
     // window has emptied and the cool-down has passed, with no event needed.
@@ -735,6 +786,9 @@ async fn run_inner(
     let postmortem = postmortem_query(&http, &base, &records).await?;
     let decisions = decision_lines(&store).await?;
     let sinks_behind = sinks_catch_up(&gate.state, &config).await?;
+    for g in others {
+        g.shutdown(SHUTDOWN_GRACE).await;
+    }
     gate.shutdown(SHUTDOWN_GRACE).await;
     let file = tg_audit::verify_file(data.path().join("audit.jsonl"))?;
 
@@ -971,7 +1025,7 @@ fn faulted_calls(sandbox: &tg_sandbox::Sandbox, targets: &[tg_sandbox::Target]) 
 }
 
 /// Every run's decision in acceptance order.
-async fn decision_lines(store: &tg_store::SqliteStore) -> anyhow::Result<Vec<DecisionLine>> {
+async fn decision_lines(store: &tg_store::Store) -> anyhow::Result<Vec<DecisionLine>> {
     let mut out = Vec::new();
     let mut after = 0i64;
     loop {
@@ -1062,9 +1116,9 @@ async fn postmortem_query(
 /// done and only outbox retries are waiting (nothing in flight), simulated time
 /// moves to the next due attempt, as a discrete-event simulator does.
 async fn drain(
-    store: &tg_store::SqliteStore,
+    store: &tg_store::Store,
     clock: &tg_server::ManualClock,
-    outbox: &tokio::sync::Notify,
+    outboxes: &[&tokio::sync::Notify],
 ) -> anyhow::Result<()> {
     use tg_server::Clock as _;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -1097,7 +1151,9 @@ async fn drain(
                 if due > now {
                     clock.advance(due - now);
                 }
-                outbox.notify_one();
+                for outbox in outboxes {
+                    outbox.notify_one();
+                }
             }
         }
         if Instant::now() > deadline {
@@ -1602,6 +1658,7 @@ streams:
             &Options {
                 seed: 7,
                 scale: 1.0,
+                ..Options::default()
             },
         )
         .unwrap();
@@ -1610,6 +1667,7 @@ streams:
             &Options {
                 seed: 7,
                 scale: 1.0,
+                ..Options::default()
             },
         )
         .unwrap();
@@ -1618,6 +1676,7 @@ streams:
             &Options {
                 seed: 8,
                 scale: 1.0,
+                ..Options::default()
             },
         )
         .unwrap();
@@ -1635,6 +1694,7 @@ streams:
             &Options {
                 seed: 7,
                 scale: 0.5,
+                ..Options::default()
             },
         )
         .unwrap();

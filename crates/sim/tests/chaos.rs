@@ -80,6 +80,7 @@ async fn database_outage_with_30_percent_action_faults_delivers_every_action_exa
         &Options {
             seed: 1,
             scale: 1.0,
+            ..Options::default()
         },
     )
     .await

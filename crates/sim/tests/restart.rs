@@ -26,6 +26,7 @@ async fn a_restart_mid_storm_changes_no_action_and_resets_no_limit() {
     let opts = Options {
         seed: 1,
         scale: 1.0,
+        ..Options::default()
     };
     let half = timeline(&s, &opts).unwrap().len() / 2;
     let straight = run(&s, &opts).await.unwrap();

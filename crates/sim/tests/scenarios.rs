@@ -20,9 +20,16 @@ fn scenario(name: &str) -> Scenario {
 }
 
 async fn holds(name: &str, seed: u64) -> triage_gate_sim::Report {
-    let report = run(&scenario(name), &Options { seed, scale: 1.0 })
-        .await
-        .unwrap();
+    let report = run(
+        &scenario(name),
+        &Options {
+            seed,
+            scale: 1.0,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
     println!("{}", report.render());
     assert!(
         report.violations.is_empty(),
@@ -84,6 +91,7 @@ async fn same_seed_same_decisions() {
         &Options {
             seed: 9,
             scale: 1.0,
+            ..Options::default()
         },
     )
     .await
@@ -93,6 +101,7 @@ async fn same_seed_same_decisions() {
         &Options {
             seed: 9,
             scale: 1.0,
+            ..Options::default()
         },
     )
     .await

@@ -20,7 +20,7 @@ use tg_model::{
 };
 use tg_policy::Gates;
 use tg_policy::catalog::{Catalog, ServiceEntry, TeamEntry};
-use triage_gate_store::{NewRun, PrefetchKeys, SqliteStore};
+use triage_gate_store::{NewRun, PrefetchKeys, Store};
 
 const SERVICES: u64 = 40;
 const ORIGINS: [&str; 3] = ["prometheus", "cloudwatch", "apm"];
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = rt
-        .block_on(SqliteStore::open(&dir.path().join("bench.sqlite")))
+        .block_on(Store::open(&dir.path().join("bench.sqlite")))
         .unwrap();
     let f = fixture();
     let next = AtomicU64::new(0);

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tg_model::{AuditRecord, ChainRecord, Sha256Hex, StepKind, StepRecord};
 
-use crate::sqlite::{LIST_ROWS_MAX, SqliteStore, corrupt, json};
+use crate::db::{Backend, LIST_ROWS_MAX, Store, corrupt, json};
 use crate::{StoreError, from_ms, to_ms};
 
 /// Records one postmortem query returns at most; more is reported as truncated.
@@ -43,9 +43,7 @@ impl RowMeta {
 }
 
 /// The next chain position and the hash it must link to (inside the writer's transaction).
-pub(crate) async fn chain_next(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-) -> Result<(i64, Sha256Hex), StoreError> {
+pub(crate) async fn chain_next(tx: &mut crate::db::Tx<'_>) -> Result<(i64, Sha256Hex), StoreError> {
     let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -60,7 +58,7 @@ pub(crate) async fn chain_next(
 
 /// Inserts one sealed chain row (inside the caller's transaction).
 pub(crate) async fn insert_row(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx<'_>,
     seq: i64,
     id: &str,
     hash: &Sha256Hex,
@@ -70,7 +68,7 @@ pub(crate) async fn insert_row(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (seq, run_id, hash, record_json, kind, at_ms, subject_run, correlation_id, service) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(seq)
     .bind(id)
@@ -89,7 +87,7 @@ pub(crate) async fn insert_row(
 /// Seals a step record onto the chain (inside the caller's transaction).
 /// `service` is the service it concerns, for the postmortem query.
 pub(crate) async fn append_step(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx<'_>,
     mut record: StepRecord,
     service: Option<&str>,
 ) -> Result<StepRecord, StoreError> {
@@ -150,14 +148,14 @@ fn seq_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-impl SqliteStore {
+impl Store {
     /// Seals a step record onto the chain in its own transaction.
     pub async fn append_step(
         &self,
         record: StepRecord,
         service: Option<&str>,
     ) -> Result<StepRecord, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sealed = append_step(&mut tx, record, service).await?;
         tx.commit().await?;
         Ok(sealed)
@@ -174,13 +172,20 @@ impl SqliteStore {
 
     /// The latest step record of `kind`, if any.
     pub async fn last_step(&self, kind: StepKind) -> Result<Option<StepRecord>, StoreError> {
-        let s: Option<String> = sqlx::query_scalar(
-            "SELECT record_json FROM audit WHERE kind = 'step' \
-             AND json_extract(record_json, '$.kind') = ? ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(kind.as_str())
-        .fetch_optional(&self.read)
-        .await?;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT record_json FROM audit WHERE kind = 'step' \
+                 AND json_extract(record_json, '$.kind') = $1 ORDER BY seq DESC LIMIT 1"
+            }
+            Backend::Postgres => {
+                "SELECT record_json FROM audit WHERE kind = 'step' \
+                 AND (record_json::jsonb ->> 'kind') = $1 ORDER BY seq DESC LIMIT 1"
+            }
+        };
+        let s: Option<String> = sqlx::query_scalar(sql)
+            .bind(kind.as_str())
+            .fetch_optional(&self.read)
+            .await?;
         s.map(|s| serde_json::from_str(&s).map_err(corrupt("audit step")))
             .transpose()
     }
@@ -194,26 +199,44 @@ impl SqliteStore {
         q: &AuditQuery,
     ) -> Result<(Vec<ChainRecord>, bool), StoreError> {
         let limit = q.limit.clamp(1, AUDIT_QUERY_ROWS_MAX);
-        let mut qb =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT record_json FROM audit WHERE 1 = 1");
+        // Only the given filters are in the SQL (so each can use its index);
+        // parameters are numbered as they are added.
+        enum Arg<'a> {
+            Text(&'a str),
+            Int(i64),
+        }
+        let mut sql = String::from("SELECT record_json FROM audit WHERE 1 = 1");
+        let mut args: Vec<Arg<'_>> = Vec::new();
+        let mut filter = |sql: &mut String, cond: &str, arg| {
+            args.push(arg);
+            sql.push_str(&format!(" AND {cond} ${}", args.len()));
+        };
         if let Some(r) = &q.run_id {
-            qb.push(" AND subject_run = ").push_bind(r.clone());
+            filter(&mut sql, "subject_run =", Arg::Text(r));
         }
         if let Some(c) = &q.correlation_id {
             // A step keeps its run's correlation id, so one column answers both.
-            qb.push(" AND correlation_id = ").push_bind(c.clone());
+            filter(&mut sql, "correlation_id =", Arg::Text(c));
         }
         if let Some(s) = &q.service {
-            qb.push(" AND service = ").push_bind(s.clone());
+            filter(&mut sql, "service =", Arg::Text(s));
         }
         if let Some(f) = q.from {
-            qb.push(" AND at_ms >= ").push_bind(to_ms(f));
+            filter(&mut sql, "at_ms >=", Arg::Int(to_ms(f)));
         }
         if let Some(t) = q.to {
-            qb.push(" AND at_ms <= ").push_bind(to_ms(t));
+            filter(&mut sql, "at_ms <=", Arg::Int(to_ms(t)));
         }
-        qb.push(" ORDER BY seq LIMIT ").push_bind(limit + 1);
-        let rows: Vec<String> = qb.build_query_scalar().fetch_all(&self.read).await?;
+        args.push(Arg::Int(limit + 1));
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for a in args {
+            query = match a {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        let rows: Vec<String> = query.fetch_all(&self.read).await?;
         let truncated = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
         let records = rows
             .iter()
@@ -231,7 +254,7 @@ impl SqliteStore {
     ) -> Result<Vec<ChainRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, at_ms, subject_run, correlation_id, service, record_json \
-             FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+             FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(seq_i64(after))
         .bind(limit.clamp(1, LIST_ROWS_MAX))
@@ -254,11 +277,39 @@ impl SqliteStore {
 
     /// A sink's cursor (0 when it has shipped nothing yet).
     pub async fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError> {
-        let s: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_cursors WHERE sink = ?")
+        let s: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_cursors WHERE sink = $1")
             .bind(sink)
             .fetch_optional(&self.write)
             .await?;
         Ok(s.map(seq_u64).unwrap_or(0))
+    }
+
+    /// Takes (or keeps) the right to ship `sink` for `owner` until `until`,
+    /// unless another owner's lease is still running at `now`. Returns the
+    /// stored cursor when `owner` holds the lease, `None` when another does.
+    pub async fn hold_sink(
+        &self,
+        sink: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO audit_cursors (sink, seq, updated_at, last_error, owner, lease_until) \
+             VALUES ($1, 0, $2, NULL, $3, $4) \
+             ON CONFLICT (sink) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until \
+             WHERE audit_cursors.owner IS NULL OR audit_cursors.owner = excluded.owner \
+             OR audit_cursors.lease_until IS NULL OR audit_cursors.lease_until <= $5 \
+             RETURNING seq",
+        )
+        .bind(sink)
+        .bind(to_ms(now))
+        .bind(owner)
+        .bind(to_ms(until))
+        .bind(to_ms(now))
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(seq.map(seq_u64))
     }
 
     /// Moves a sink's cursor forward after a delivered batch (never back).
@@ -269,8 +320,9 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit_cursors (sink, seq, updated_at, last_error) VALUES (?, ?, ?, NULL) \
-             ON CONFLICT (sink) DO UPDATE SET seq = MAX(seq, excluded.seq), \
+            "INSERT INTO audit_cursors (sink, seq, updated_at, last_error) VALUES ($1, $2, $3, NULL) \
+             ON CONFLICT (sink) DO UPDATE SET seq = CASE WHEN audit_cursors.seq > excluded.seq \
+             THEN audit_cursors.seq ELSE excluded.seq END, \
              updated_at = excluded.updated_at, last_error = NULL",
         )
         .bind(sink)
@@ -290,7 +342,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let error: String = error.chars().take(SINK_ERROR_CHARS_MAX).collect();
         sqlx::query(
-            "INSERT INTO audit_cursors (sink, seq, updated_at, last_error) VALUES (?, 0, ?, ?) \
+            "INSERT INTO audit_cursors (sink, seq, updated_at, last_error) VALUES ($1, 0, $2, $3) \
              ON CONFLICT (sink) DO UPDATE SET updated_at = excluded.updated_at, last_error = excluded.last_error",
         )
         .bind(sink)

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 use tg_model::{AutonomyLevel, AutonomyStep, StepKind, StepRecord};
 
-use crate::{SqliteStore, StoreError, from_ms, to_ms};
+use crate::{Store, StoreError, from_ms, to_ms};
 
 /// Longest reason kept with a cap.
 pub const CAP_REASON_CHARS_MAX: usize = 1_000;
@@ -29,12 +29,12 @@ fn parse_level(s: &str) -> Option<AutonomyLevel> {
 
 /// The lowest cap over `all`, `team:<team>` and `service:<service>` (inside a transaction).
 pub(crate) async fn cap_for(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx<'_>,
     service: &str,
     team: Option<&str>,
 ) -> Result<Option<AutonomyLevel>, StoreError> {
     let levels: Vec<String> =
-        sqlx::query_scalar("SELECT level FROM autonomy_caps WHERE scope IN ('all', ?, ?)")
+        sqlx::query_scalar("SELECT level FROM autonomy_caps WHERE scope IN ('all', $1, $2)")
             .bind(format!("service:{service}"))
             .bind(team.map_or_else(String::new, |t| format!("team:{t}")))
             .fetch_all(&mut **tx)
@@ -46,7 +46,7 @@ pub(crate) async fn cap_for(
         .min())
 }
 
-impl SqliteStore {
+impl Store {
     /// Sets (`Some`) or lifts (`None`) the cap of `scope`, as `by`, and seals
     /// the change on the audit chain, in one transaction.
     pub async fn set_autonomy_cap(
@@ -58,16 +58,16 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<StepRecord, StoreError> {
         let reason = reason.map(|r| r.chars().take(CAP_REASON_CHARS_MAX).collect::<String>());
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before: Option<String> =
-            sqlx::query_scalar("SELECT level FROM autonomy_caps WHERE scope = ?")
+            sqlx::query_scalar("SELECT level FROM autonomy_caps WHERE scope = $1")
                 .bind(scope)
                 .fetch_optional(&mut *tx)
                 .await?;
         match level {
             Some(l) => {
                 sqlx::query(
-                    "INSERT INTO autonomy_caps (scope, level, reason, set_by, set_at) VALUES (?, ?, ?, ?, ?) \
+                    "INSERT INTO autonomy_caps (scope, level, reason, set_by, set_at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (scope) DO UPDATE SET level = excluded.level, reason = excluded.reason, \
                      set_by = excluded.set_by, set_at = excluded.set_at",
                 )
@@ -80,7 +80,7 @@ impl SqliteStore {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM autonomy_caps WHERE scope = ?")
+                sqlx::query("DELETE FROM autonomy_caps WHERE scope = $1")
                     .bind(scope)
                     .execute(&mut *tx)
                     .await?;
@@ -88,7 +88,7 @@ impl SqliteStore {
         }
         let changes: i64 =
             // A key range (`prefix` up to `prefix` with ':' + 1) uses the unique index on run_id.
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE run_id >= ? AND run_id < ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE run_id >= $1 AND run_id < $2")
                 .bind(format!("autonomy:{scope}:"))
                 .bind(format!("autonomy:{scope};"))
                 .fetch_one(&mut *tx)
@@ -115,7 +115,7 @@ impl SqliteStore {
 
     /// Every cap in force.
     pub async fn autonomy_caps(&self) -> Result<Vec<AutonomyCap>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM autonomy_caps ORDER BY scope LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM autonomy_caps ORDER BY scope LIMIT $1")
             .bind(CAPS_MAX)
             .fetch_all(&self.read)
             .await?;
@@ -146,7 +146,7 @@ fn level_needed(kind: tg_model::ActionKind) -> AutonomyLevel {
 /// Pending actions examined per call at most.
 pub const HOLD_SCAN_MAX: i64 = 10_000;
 
-impl SqliteStore {
+impl Store {
     /// The kill switch reaches the outbox too: a pending, unclaimed create
     /// (ticket, page, MIM) whose service or team is now capped below the level
     /// it needs is not delivered; it becomes an open review draft, with an
@@ -174,19 +174,28 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let now_ms = to_ms(now);
-        let mut tx = self.write.begin().await?;
-        let rows = sqlx::query(
-            "SELECT * FROM actions WHERE status = 'pending' \
-             AND NOT (claimed_by IS NOT NULL AND lease_until > ?) \
-             AND json_extract(planned_json, '$.op') IS NULL ORDER BY id LIMIT ?",
-        )
-        .bind(now_ms)
-        .bind(HOLD_SCAN_MAX)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut tx = self.begin_write().await?;
+        // A create has no `op` in its planned JSON.
+        let sql = match self.backend {
+            crate::Backend::Sqlite => {
+                "SELECT * FROM actions WHERE status = 'pending' \
+                 AND NOT (claimed_by IS NOT NULL AND lease_until > $1) \
+                 AND json_extract(planned_json, '$.op') IS NULL ORDER BY id LIMIT $2"
+            }
+            crate::Backend::Postgres => {
+                "SELECT * FROM actions WHERE status = 'pending' \
+                 AND NOT (claimed_by IS NOT NULL AND lease_until > $1) \
+                 AND (planned_json::jsonb ->> 'op') IS NULL ORDER BY id LIMIT $2"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(now_ms)
+            .bind(HOLD_SCAN_MAX)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut runs = Vec::new();
         for row in &rows {
-            let action = crate::sqlite::action_from_row(row)?;
+            let action = crate::db::action_from_row(row)?;
             let planned = &action.planned;
             let Some(cap) = [
                 caps.get("all"),
@@ -204,7 +213,7 @@ impl SqliteStore {
             }
             sqlx::query(
                 "UPDATE actions SET status = 'not_executed', outcome = 'review', review_state = 'open', \
-                 claimed_by = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = ? WHERE id = ?",
+                 claimed_by = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $1 WHERE id = $2",
             )
             .bind(now_ms)
             .bind(action.id)
@@ -234,7 +243,7 @@ impl SqliteStore {
             };
             crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
             let left: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+                "SELECT COUNT(*) FROM actions WHERE run_id = $1 AND status = 'pending'",
             )
             .bind(planned.run_id.as_str())
             .fetch_one(&mut *tx)

@@ -11,11 +11,13 @@
 
 mod audit;
 mod autonomy;
+mod db;
 mod evidence;
+mod external;
 mod outbox;
 mod review;
-mod sqlite;
 mod storm;
+pub mod testing;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,9 @@ use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction
 
 pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
 pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
+pub use db::{Backend, LIST_ROWS_MAX, Store, StoreOptions};
 pub use evidence::{KindEvidence, ServiceEvidence};
+pub use external::{EXTERNAL_CANDIDATES_MAX, ExternalIncident, ExternalRecorded};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
@@ -31,7 +35,6 @@ pub use outbox::{
 pub use review::{
     DraftEdits, EXPIRE_BATCH_MAX, REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict,
 };
-pub use sqlite::{LIST_ROWS_MAX, SqliteStore};
 pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};
 
 /// What can go wrong talking to the store.
@@ -46,6 +49,8 @@ pub enum StoreError {
         what: String,
         source: serde_json::Error,
     },
+    #[error("store configuration: {0}")]
+    Config(String),
     #[error("run {0} not found")]
     NotFound(String),
     #[error("run {run_id} is {status}, expected {expected}")]

@@ -21,8 +21,8 @@ use tg_model::{
     ActionKind, ActionResult, AttemptStep, PlannedAction, ReplayStep, RunId, StepKind, StepRecord,
 };
 
-use crate::sqlite::action_from_row;
-use crate::{SqliteStore, StoreError, StoredAction, from_ms, to_ms};
+use crate::db::action_from_row;
+use crate::{Store, StoreError, StoredAction, from_ms, to_ms};
 
 /// Characters of a target's error text kept per attempt and as `last_error`.
 pub const ATTEMPT_ERROR_CHARS_MAX: usize = 500;
@@ -148,7 +148,7 @@ pub struct TargetBacklog {
     /// Pending actions held by a live claim (being delivered).
     pub in_flight: i64,
     /// When the target's head (its first unclaimed pending action in decision
-    /// order) is due: the earliest time [`SqliteStore::claim_due`] claims
+    /// order) is due: the earliest time [`Store::claim_due`] claims
     /// anything for this target. `None` when nothing waits, or while a retried
     /// head is in flight (a probe goes alone; nothing is claimed until it ends).
     pub next_due: Option<DateTime<Utc>>,
@@ -204,68 +204,31 @@ fn cut(text: &str) -> String {
     text.chars().take(ATTEMPT_ERROR_CHARS_MAX).collect()
 }
 
-impl SqliteStore {
-    /// After a restart: claims of the previous process are released (its
-    /// deliveries died with it) and its unfinished attempts marked
-    /// `interrupted`. A released action is due again no earlier than `now +
-    /// grace`, so a request the dead process had in flight lands (or fails)
-    /// at the target before the idempotent retry looks it up.
+impl Store {
+    /// After a restart of the only process using a SQLite file: claims of
+    /// the previous process are released (its deliveries died with it) and
+    /// its unfinished attempts marked `interrupted`. A released action is due
+    /// again no earlier than `now + grace`, so a request the dead process had
+    /// in flight lands (or fails) at the target before the idempotent retry
+    /// looks it up. On PostgreSQL other replicas hold live claims: nothing is
+    /// released here; a dead replica's claims are taken over when their lease
+    /// expires ([`Store::claim_due`]), the lease standing in for the grace.
     pub async fn release_claims(
         &self,
         now: DateTime<Utc>,
         grace: chrono::Duration,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.write.begin().await?;
-        // The attempts a crash cut short are recorded on the chain as interrupted.
-        let cut_short = sqlx::query(
-            "SELECT a.action_id, a.attempt, x.planned_json, x.kind FROM action_attempts a \
-             JOIN actions x ON x.id = a.action_id WHERE a.finished_at IS NULL ORDER BY a.rowid",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &cut_short {
-            let planned: PlannedAction =
-                serde_json::from_str(&row.try_get::<String, _>("planned_json")?)
-                    .map_err(crate::sqlite::corrupt("planned action"))?;
-            let attempt_no: i64 = row.try_get("attempt")?;
-            let step = StepRecord {
-                run_id: Some(planned.run_id.clone()),
-                correlation_id: Some(planned.correlation_id.clone()),
-                attempt: Some(AttemptStep {
-                    action_key: planned.idempotency_key.clone(),
-                    action: planned.kind.as_str().to_owned(),
-                    op: planned.op.as_str().to_owned(),
-                    target: target_of(planned.kind).to_owned(),
-                    attempt: u32::try_from(attempt_no).unwrap_or(u32::MAX),
-                    outcome: "interrupted".to_owned(),
-                    http_status: None,
-                    external_ids: Default::default(),
-                    error: Some(
-                        "the gate stopped during the attempt; delivered again idempotently"
-                            .to_owned(),
-                    ),
-                    next_attempt_at: Some(now + grace),
-                }),
-                ..StepRecord::new(
-                    StepKind::ActionAttempt,
-                    format!("attempt:{}:{attempt_no}", planned.idempotency_key),
-                    now,
-                    "outbox",
-                )
-            };
-            crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
+        if self.backend.shared() {
+            return Ok(0);
         }
+        let mut tx = self.begin_write().await?;
+        interrupt_attempts(&mut tx, None, now, now + grace).await?;
         let r = sqlx::query(
             "UPDATE actions SET claimed_by = NULL, lease_until = NULL, \
-             next_attempt_at = MAX(COALESCE(next_attempt_at, 0), ?) WHERE claimed_by IS NOT NULL",
+             next_attempt_at = CASE WHEN COALESCE(next_attempt_at, 0) > $1 THEN next_attempt_at ELSE $1 END \
+             WHERE claimed_by IS NOT NULL",
         )
         .bind(to_ms(now + grace))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE action_attempts SET finished_at = ?, outcome = 'interrupted' WHERE finished_at IS NULL",
-        )
-        .bind(to_ms(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -297,11 +260,11 @@ impl SqliteStore {
         }
         let now_ms = to_ms(now);
         let lease_until = now_ms.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Live claims of this target; `attempts > 1` is a claimed retry: a probe.
         let held = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(attempts > 1), 0) AS probes FROM actions \
-             WHERE status = 'pending' AND target = ? AND claimed_by IS NOT NULL AND lease_until > ?",
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS probes FROM actions \
+             WHERE status = 'pending' AND target = $1 AND claimed_by IS NOT NULL AND lease_until > $2",
         )
         .bind(target.as_str())
         .bind(now_ms)
@@ -314,8 +277,8 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT * FROM actions WHERE status = 'pending' AND target = ? \
-             AND NOT (claimed_by IS NOT NULL AND lease_until > ?) ORDER BY id LIMIT ?",
+            "SELECT * FROM actions WHERE status = 'pending' AND target = $1 \
+             AND NOT (claimed_by IS NOT NULL AND lease_until > $2) ORDER BY id LIMIT $3",
         )
         .bind(target.as_str())
         .bind(now_ms)
@@ -326,6 +289,7 @@ impl SqliteStore {
         for row in &rows {
             let action = action_from_row(row)?;
             let due: Option<i64> = row.try_get("next_attempt_at")?;
+            let stale_claim: Option<String> = row.try_get("claimed_by")?;
             if due.is_some_and(|d| d > now_ms) {
                 break;
             }
@@ -339,7 +303,7 @@ impl SqliteStore {
                 // create it acts on is pending (claimed together, it could
                 // overtake it); it and the actions after it wait.
                 let parent_pending: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM actions WHERE idempotency_key = ? AND status = 'pending'",
+                    "SELECT id FROM actions WHERE idempotency_key = $1 AND status = 'pending'",
                 )
                 .bind(parent)
                 .fetch_optional(&mut *tx)
@@ -348,9 +312,14 @@ impl SqliteStore {
                     break;
                 }
             }
+            if stale_claim.is_some() {
+                // The claim's lease expired: its holder died (a replica, or this
+                // process before a restart). Its attempt ends as interrupted.
+                interrupt_attempts(&mut tx, Some(action.id), now, now).await?;
+            }
             sqlx::query(
-                "UPDATE actions SET claimed_by = ?, lease_until = ?, attempts = attempts + 1, \
-                 updated_at = ? WHERE id = ?",
+                "UPDATE actions SET claimed_by = $1, lease_until = $2, attempts = attempts + 1, \
+                 updated_at = $3 WHERE id = $4",
             )
             .bind(owner)
             .bind(lease_until)
@@ -359,13 +328,13 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
             let attempt_no: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM action_attempts WHERE action_id = ?",
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM action_attempts WHERE action_id = $1",
             )
             .bind(action.id)
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO action_attempts (action_id, attempt, claimed_by, started_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO action_attempts (action_id, attempt, claimed_by, started_at) VALUES ($1, $2, $3, $4)",
             )
             .bind(action.id)
             .bind(attempt_no)
@@ -387,6 +356,18 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Pending actions claimed by owners matching `pattern` (SQL `LIKE`):
+    /// what a replica holds (its owner names carry its process id).
+    pub async fn claims_held_by(&self, pattern: &str) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM actions WHERE status = 'pending' AND claimed_by LIKE $1",
+        )
+        .bind(pattern)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n)
+    }
+
     /// Records how an attempt ended and what the action becomes, in one
     /// transaction. The action is changed only while `owner` still holds the claim.
     #[expect(
@@ -406,14 +387,14 @@ impl SqliteStore {
         let now_ms = to_ms(now);
         let error = error.map(cut);
         let id = claimed.action.id;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let wait_ms = match end {
             DeliveryEnd::Retry { wait_ms, .. } => Some(i64::try_from(*wait_ms).unwrap_or(i64::MAX)),
             _ => None,
         };
         sqlx::query(
-            "UPDATE action_attempts SET finished_at = ?, outcome = ?, http_status = ?, error = ?, \
-             retry_after_ms = ? WHERE action_id = ? AND attempt = ?",
+            "UPDATE action_attempts SET finished_at = $1, outcome = $2, http_status = $3, error = $4, \
+             retry_after_ms = $5 WHERE action_id = $6 AND attempt = $7",
         )
         .bind(now_ms)
         .bind(outcome.as_str())
@@ -425,28 +406,28 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         const FENCE: &str =
-            "WHERE id = ? AND status = 'pending' AND claimed_by = ? AND attempts = ?";
+            "WHERE id = $5 AND status = 'pending' AND claimed_by = $6 AND attempts = $7";
         let (sql, result, at) = match end {
             DeliveryEnd::Delivered(r) => (
                 format!(
-                    "UPDATE actions SET status = 'delivered', result_json = ?, next_attempt_at = ?, \
-                     last_error = ?, claimed_by = NULL, lease_until = NULL, updated_at = ? {FENCE}"
+                    "UPDATE actions SET status = 'delivered', result_json = $1, next_attempt_at = $2, \
+                     last_error = $3, claimed_by = NULL, lease_until = NULL, updated_at = $4 {FENCE}"
                 ),
                 Some(json(r)?),
                 None,
             ),
             DeliveryEnd::Retry { at, .. } => (
                 format!(
-                    "UPDATE actions SET result_json = ?, next_attempt_at = ?, last_error = ?, \
-                     claimed_by = NULL, lease_until = NULL, updated_at = ? {FENCE}"
+                    "UPDATE actions SET result_json = $1, next_attempt_at = $2, last_error = $3, \
+                     claimed_by = NULL, lease_until = NULL, updated_at = $4 {FENCE}"
                 ),
                 claimed.action.result.as_ref().map(json).transpose()?,
                 Some(to_ms(*at)),
             ),
             DeliveryEnd::Dead(r) => (
                 format!(
-                    "UPDATE actions SET status = 'dead', result_json = ?, next_attempt_at = ?, \
-                     last_error = ?, claimed_by = NULL, lease_until = NULL, updated_at = ? {FENCE}"
+                    "UPDATE actions SET status = 'dead', result_json = $1, next_attempt_at = $2, \
+                     last_error = $3, claimed_by = NULL, lease_until = NULL, updated_at = $4 {FENCE}"
                 ),
                 Some(json(r)?),
                 None,
@@ -502,15 +483,16 @@ impl SqliteStore {
         }
         let run_id = claimed.action.run_id.as_str();
         let pending_left: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+            "SELECT COUNT(*) FROM actions WHERE run_id = $1 AND status = 'pending'",
         )
         .bind(run_id)
         .fetch_one(&mut *tx)
         .await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(Progress {
             run_id: claimed.action.run_id.clone(),
@@ -523,7 +505,7 @@ impl SqliteStore {
     /// Pending actions of a run (0: every action is delivered, dead or not executed).
     pub async fn pending_count(&self, run_id: &RunId) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+            "SELECT COUNT(*) FROM actions WHERE run_id = $1 AND status = 'pending'",
         )
         .bind(run_id.as_str())
         .fetch_one(&self.write)
@@ -549,7 +531,7 @@ impl SqliteStore {
         }
         let rows = sqlx::query(
             "SELECT target, status, COUNT(*) AS n, \
-             COALESCE(SUM(claimed_by IS NOT NULL AND lease_until > ?), 0) AS in_flight, \
+             CAST(COALESCE(SUM(CASE WHEN claimed_by IS NOT NULL AND lease_until > $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS in_flight, \
              MIN(created_at) AS oldest \
              FROM actions WHERE status IN ('pending', 'dead') GROUP BY target, status",
         )
@@ -597,9 +579,9 @@ impl SqliteStore {
         let next = sqlx::query(
             "SELECT a.target, a.next_attempt_at FROM actions a WHERE a.id IN \
              (SELECT MIN(id) FROM actions WHERE status = 'pending' \
-              AND NOT (claimed_by IS NOT NULL AND lease_until > ?) GROUP BY target) \
+              AND NOT (claimed_by IS NOT NULL AND lease_until > $1) GROUP BY target) \
              AND NOT EXISTS (SELECT 1 FROM actions p WHERE p.status = 'pending' \
-              AND p.target = a.target AND p.claimed_by IS NOT NULL AND p.lease_until > ? \
+              AND p.target = a.target AND p.claimed_by IS NOT NULL AND p.lease_until > $2 \
               AND p.attempts > 1)",
         )
         .bind(now_ms)
@@ -626,7 +608,7 @@ impl SqliteStore {
         limit: i64,
     ) -> Result<Vec<StoredAction>, StoreError> {
         let rows =
-            sqlx::query("SELECT * FROM actions WHERE status = ? AND id > ? ORDER BY id LIMIT ?")
+            sqlx::query("SELECT * FROM actions WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3")
                 .bind(status)
                 .bind(after_id)
                 .bind(limit.clamp(1, crate::LIST_ROWS_MAX))
@@ -636,7 +618,7 @@ impl SqliteStore {
     }
 
     pub async fn action_by_id(&self, id: i64) -> Result<Option<StoredAction>, StoreError> {
-        let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM actions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
@@ -646,7 +628,7 @@ impl SqliteStore {
     /// The recorded attempts of an action, oldest first (at most `limit`).
     pub async fn attempts_of(&self, id: i64, limit: i64) -> Result<Vec<AttemptRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM action_attempts WHERE action_id = ? ORDER BY attempt LIMIT ?",
+            "SELECT * FROM action_attempts WHERE action_id = $1 ORDER BY attempt LIMIT $2",
         )
         .bind(id)
         .bind(limit.clamp(1, crate::LIST_ROWS_MAX))
@@ -682,8 +664,8 @@ impl SqliteStore {
     ) -> Result<StoredAction, RetryError> {
         let now_ms = to_ms(now);
         let by = by.map(|b| b.chars().take(RETRIED_BY_CHARS_MAX).collect::<String>());
-        let mut tx = self.write.begin().await.map_err(StoreError::from)?;
-        let before = sqlx::query("SELECT status, attempts FROM actions WHERE id = ?")
+        let mut tx = self.begin_write().await?;
+        let before = sqlx::query("SELECT status, attempts FROM actions WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
@@ -697,8 +679,8 @@ impl SqliteStore {
         }
         let budget_spent: i64 = before.try_get("attempts").map_err(StoreError::from)?;
         let row = sqlx::query(
-            "UPDATE actions SET status = 'pending', attempts = 0, next_attempt_at = ?, \
-             claimed_by = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead' \
+            "UPDATE actions SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+             claimed_by = NULL, lease_until = NULL, updated_at = $2 WHERE id = $3 AND status = 'dead' \
              RETURNING *",
         )
         .bind(now_ms)
@@ -710,7 +692,7 @@ impl SqliteStore {
         let action = action_from_row(&row)?;
         sqlx::query(
             "INSERT INTO action_retries (action_id, after_attempt, budget_spent, retried_by, retried_at) \
-             VALUES (?, (SELECT COALESCE(MAX(attempt), 0) FROM action_attempts WHERE action_id = ?), ?, ?, ?)",
+             VALUES ($1, (SELECT COALESCE(MAX(attempt), 0) FROM action_attempts WHERE action_id = $2), $3, $4, $5)",
         )
         .bind(id)
         .bind(id)
@@ -723,7 +705,7 @@ impl SqliteStore {
         // The replay is on the chain, so the redelivery's attempts (which follow
         // it) are explained even when the run was audited long before.
         let replays: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM action_retries WHERE action_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM action_retries WHERE action_id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await
@@ -752,8 +734,8 @@ impl SqliteStore {
     /// The operator retries of an action, oldest first (at most `limit`).
     pub async fn retries_of(&self, id: i64, limit: i64) -> Result<Vec<RetryRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM action_retries WHERE action_id = ? \
-             ORDER BY after_attempt, retried_at, rowid LIMIT ?",
+            "SELECT * FROM action_retries WHERE action_id = $1 \
+             ORDER BY after_attempt, retried_at, rowid LIMIT $2",
         )
         .bind(id)
         .bind(limit.clamp(1, crate::LIST_ROWS_MAX))
@@ -777,4 +759,65 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
         what: "value to store".into(),
         source,
     })
+}
+
+/// Marks the unfinished attempts of one action (or of every action) as
+/// `interrupted`, each with a step record on the chain: the process that made
+/// them died, and the action is delivered again idempotently from `next_at`.
+async fn interrupt_attempts(
+    tx: &mut crate::db::Tx<'_>,
+    action_id: Option<i64>,
+    now: DateTime<Utc>,
+    next_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let cut_short = sqlx::query(
+        "SELECT a.action_id, a.attempt, x.planned_json, x.kind FROM action_attempts a \
+         JOIN actions x ON x.id = a.action_id WHERE a.finished_at IS NULL \
+         AND ($1 IS NULL OR a.action_id = $2) ORDER BY a.rowid",
+    )
+    .bind(action_id)
+    .bind(action_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &cut_short {
+        let planned: PlannedAction =
+            serde_json::from_str(&row.try_get::<String, _>("planned_json")?)
+                .map_err(crate::db::corrupt("planned action"))?;
+        let attempt_no: i64 = row.try_get("attempt")?;
+        let step = StepRecord {
+            run_id: Some(planned.run_id.clone()),
+            correlation_id: Some(planned.correlation_id.clone()),
+            attempt: Some(AttemptStep {
+                action_key: planned.idempotency_key.clone(),
+                action: planned.kind.as_str().to_owned(),
+                op: planned.op.as_str().to_owned(),
+                target: target_of(planned.kind).to_owned(),
+                attempt: u32::try_from(attempt_no).unwrap_or(u32::MAX),
+                outcome: "interrupted".to_owned(),
+                http_status: None,
+                external_ids: Default::default(),
+                error: Some(
+                    "the gate stopped during the attempt; delivered again idempotently".to_owned(),
+                ),
+                next_attempt_at: Some(next_at),
+            }),
+            ..StepRecord::new(
+                StepKind::ActionAttempt,
+                format!("attempt:{}:{attempt_no}", planned.idempotency_key),
+                now,
+                "outbox",
+            )
+        };
+        crate::audit::append_step(tx, step, Some(&planned.service)).await?;
+    }
+    sqlx::query(
+        "UPDATE action_attempts SET finished_at = $1, outcome = 'interrupted' \
+         WHERE finished_at IS NULL AND ($2 IS NULL OR action_id = $3)",
+    )
+    .bind(to_ms(now))
+    .bind(action_id)
+    .bind(action_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -7,8 +7,8 @@ use sqlx::Row;
 use tg_engine::{Effect, ReviewState, StormSettings};
 use tg_model::{ActionKind, ActionOp, Condition, ReviewStep, StepKind, StepRecord};
 
-use crate::sqlite::{action_from_row, apply_effect, load_bucket};
-use crate::{SqliteStore, StoreError, StoredAction, to_ms};
+use crate::db::{action_from_row, apply_effect, load_bucket};
+use crate::{Store, StoreError, StoredAction, to_ms};
 
 /// Longest reviewer reason kept.
 pub const REVIEW_REASON_CHARS_MAX: usize = 1_000;
@@ -79,7 +79,7 @@ pub struct Reviewed {
     pub conditions: Vec<Condition>,
 }
 
-impl SqliteStore {
+impl Store {
     /// Approves or rejects the open draft `id` as `by`. An approval re-checks
     /// (dedup and, for a page, storm mode and the paging budgets) and, if it
     /// holds, turns the draft into an executed action in the outbox.
@@ -98,8 +98,8 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Reviewed, ReviewError> {
         let reason = reason.map(|r| r.chars().take(REVIEW_REASON_CHARS_MAX).collect::<String>());
-        let mut tx = self.write.begin().await?;
-        let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM actions WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -117,7 +117,7 @@ impl SqliteStore {
         let (verdict_text, conditions) = match verdict {
             Verdict::Reject => {
                 sqlx::query(
-                    "UPDATE actions SET review_state = 'rejected', updated_at = ? WHERE id = ?",
+                    "UPDATE actions SET review_state = 'rejected', updated_at = $1 WHERE id = $2",
                 )
                 .bind(to_ms(now))
                 .bind(id)
@@ -129,23 +129,32 @@ impl SqliteStore {
                 let mut review = ReviewState::default();
                 if planned.op == ActionOp::Create {
                     let window = settings.dedup_window;
-                    review.open_create = sqlx::query_scalar::<_, String>(
-                        "SELECT run_id FROM actions WHERE kind = ? AND id <> ? AND outcome = 'execute' \
-                         AND status IN ('pending', 'delivered') \
-                         AND json_extract(planned_json, '$.fingerprint') = ? \
-                         AND json_extract(planned_json, '$.op') IS NULL AND created_at >= ? LIMIT 1",
-                    )
-                    .bind(action.kind.as_str())
-                    .bind(id)
-                    .bind(planned.fingerprint.as_str())
-                    .bind(to_ms(now - window))
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(tg_model::RunId);
+                    let sql = match crate::db::backend_of(&tx) {
+                        crate::Backend::Sqlite => {
+                            "SELECT run_id FROM actions WHERE kind = $1 AND id <> $2 AND outcome = 'execute' \
+                             AND status IN ('pending', 'delivered') \
+                             AND json_extract(planned_json, '$.fingerprint') = $3 \
+                             AND json_extract(planned_json, '$.op') IS NULL AND created_at >= $4 LIMIT 1"
+                        }
+                        crate::Backend::Postgres => {
+                            "SELECT run_id FROM actions WHERE kind = $1 AND id <> $2 AND outcome = 'execute' \
+                             AND status IN ('pending', 'delivered') \
+                             AND (planned_json::jsonb ->> 'fingerprint') = $3 \
+                             AND (planned_json::jsonb ->> 'op') IS NULL AND created_at >= $4 LIMIT 1"
+                        }
+                    };
+                    review.open_create = sqlx::query_scalar::<_, String>(sql)
+                        .bind(action.kind.as_str())
+                        .bind(id)
+                        .bind(planned.fingerprint.as_str())
+                        .bind(to_ms(now - window))
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(tg_model::RunId);
                 }
                 if action.kind == ActionKind::Page {
                     review.breaker_open = sqlx::query_scalar::<_, i64>(
-                        "SELECT open FROM storm_breaker WHERE environment = ?",
+                        "SELECT open FROM storm_breaker WHERE environment = $1",
                     )
                     .bind(planned.environment.as_str())
                     .fetch_optional(&mut *tx)
@@ -161,8 +170,8 @@ impl SqliteStore {
                 if check.allowed {
                     edited = edits.apply(&mut planned);
                     if !edited.is_empty() {
-                        sqlx::query("UPDATE actions SET planned_json = ? WHERE id = ?")
-                            .bind(crate::sqlite::json(&planned)?)
+                        sqlx::query("UPDATE actions SET planned_json = $1 WHERE id = $2")
+                            .bind(crate::db::json(&planned)?)
                             .bind(id)
                             .execute(&mut *tx)
                             .await?;
@@ -172,7 +181,7 @@ impl SqliteStore {
                     }
                     sqlx::query(
                         "UPDATE actions SET review_state = 'approved', outcome = 'execute', \
-                         status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                         status = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $2 WHERE id = $3",
                     )
                     .bind(to_ms(now))
                     .bind(to_ms(now))
@@ -187,7 +196,7 @@ impl SqliteStore {
         };
         let decisions: i64 =
             // A key range (`prefix` up to `prefix` with ':' + 1) uses the unique index on run_id.
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE run_id >= ? AND run_id < ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE run_id >= $1 AND run_id < $2")
                 .bind(format!("review:{id}:"))
                 .bind(format!("review:{id};"))
                 .fetch_one(&mut *tx)
@@ -212,7 +221,7 @@ impl SqliteStore {
             )
         };
         crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
-        let after = sqlx::query("SELECT * FROM actions WHERE id = ?")
+        let after = sqlx::query("SELECT * FROM actions WHERE id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
@@ -228,7 +237,7 @@ impl SqliteStore {
 /// Drafts expired per call at most (the rest on the next).
 pub const EXPIRE_BATCH_MAX: i64 = 500;
 
-impl SqliteStore {
+impl Store {
     /// Expires open drafts created at or before `cutoff`: never sent, each an
     /// audit step record (`verdict: expired`). Returns the expired ids.
     pub async fn expire_reviews(
@@ -236,9 +245,9 @@ impl SqliteStore {
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
-            "SELECT * FROM actions WHERE review_state = 'open' AND created_at <= ? ORDER BY id LIMIT ?",
+            "SELECT * FROM actions WHERE review_state = 'open' AND created_at <= $1 ORDER BY id LIMIT $2",
         )
         .bind(to_ms(cutoff))
         .bind(EXPIRE_BATCH_MAX)
@@ -247,11 +256,13 @@ impl SqliteStore {
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             let action = action_from_row(row)?;
-            sqlx::query("UPDATE actions SET review_state = 'expired', updated_at = ? WHERE id = ?")
-                .bind(to_ms(now))
-                .bind(action.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE actions SET review_state = 'expired', updated_at = $1 WHERE id = $2",
+            )
+            .bind(to_ms(now))
+            .bind(action.id)
+            .execute(&mut *tx)
+            .await?;
             let planned = &action.planned;
             let step = StepRecord {
                 run_id: Some(planned.run_id.clone()),
@@ -280,7 +291,7 @@ impl SqliteStore {
     }
 }
 
-fn planned_created(row: &sqlx::sqlite::SqliteRow) -> Result<String, StoreError> {
+fn planned_created(row: &sqlx::any::AnyRow) -> Result<String, StoreError> {
     let ms: i64 = row.try_get("created_at")?;
     Ok(crate::from_ms(ms).to_rfc3339())
 }

@@ -13,8 +13,8 @@ use tg_engine::{Effect, StepState};
 use tg_model::{BreakerStep, RunId, StepKind, StepRecord};
 use tg_storm::{BreakerState, BucketState, GroupEntry, Sighting};
 
-use crate::sqlite::{corrupt, json};
-use crate::{SqliteStore, StoreError, from_ms, to_ms};
+use crate::db::{corrupt, json};
+use crate::{Store, StoreError, from_ms, to_ms};
 
 /// Run IDs kept per held-back line (the summary lists at most this many).
 pub const HELD_RUNS_MAX: i64 = 100;
@@ -24,7 +24,7 @@ pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
 /// Transitions returned by one read at most.
 pub const TRANSITIONS_LIST_MAX: i64 = 1_000;
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+use crate::db::Tx;
 
 /// Loads the storm state of one decision: the environment's breaker and
 /// sightings, its umbrella MIM, and the service's paging bucket.
@@ -35,13 +35,13 @@ pub(crate) async fn prefetch(
     state: &mut StepState,
 ) -> Result<(), StoreError> {
     let environment: Option<String> =
-        sqlx::query_scalar("SELECT environment FROM runs WHERE run_id = ?")
+        sqlx::query_scalar("SELECT environment FROM runs WHERE run_id = $1")
             .bind(run_id.as_str())
             .fetch_optional(&mut **tx)
             .await?;
     let environment = environment.unwrap_or_else(|| "unknown".to_owned());
     if let Some(s) = sqlx::query_scalar::<_, String>(
-        "SELECT state_json FROM storm_breaker WHERE environment = ?",
+        "SELECT state_json FROM storm_breaker WHERE environment = $1",
     )
     .bind(&environment)
     .fetch_optional(&mut **tx)
@@ -50,7 +50,7 @@ pub(crate) async fn prefetch(
         state.breaker = Some(serde_json::from_str(&s).map_err(corrupt("storm breaker"))?);
     }
     state.sightings = load_sightings(tx, &environment).await?;
-    if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = ?")
+    if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
         .bind(format!("storm:{environment}"))
         .fetch_optional(&mut **tx)
         .await?
@@ -67,8 +67,8 @@ pub(crate) async fn prefetch(
 /// The environment's most recent sightings (at most `SIGHTINGS_MAX`).
 async fn load_sightings(tx: &mut Tx<'_>, environment: &str) -> Result<Vec<Sighting>, StoreError> {
     let rows = sqlx::query(
-        "SELECT service, seen_at FROM storm_sightings WHERE environment = ? \
-         ORDER BY seen_at DESC LIMIT ?",
+        "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
+         ORDER BY seen_at DESC LIMIT $2",
     )
     .bind(environment)
     .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
@@ -85,7 +85,7 @@ async fn load_sightings(tx: &mut Tx<'_>, environment: &str) -> Result<Vec<Sighti
 }
 
 async fn load_bucket(tx: &mut Tx<'_>, key: &str) -> Result<Option<BucketState>, StoreError> {
-    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = ?")
+    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = $1")
         .bind(key)
         .fetch_optional(&mut **tx)
         .await?;
@@ -104,7 +104,7 @@ pub(crate) async fn load_group(
     key: &str,
 ) -> Result<Option<GroupEntry>, StoreError> {
     let row: Option<String> =
-        sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = ?")
+        sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = $1")
             .bind(key)
             .fetch_optional(&mut **tx)
             .await?;
@@ -121,8 +121,9 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             prune_before,
         } => {
             sqlx::query(
-                "INSERT INTO storm_sightings (environment, service, seen_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (environment, service) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at)",
+                "INSERT INTO storm_sightings (environment, service, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (environment, service) DO UPDATE SET seen_at = CASE WHEN storm_sightings.seen_at > excluded.seen_at \
+                 THEN storm_sightings.seen_at ELSE excluded.seen_at END",
             )
             .bind(environment)
             .bind(&sighting.service)
@@ -130,7 +131,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             .execute(&mut **tx)
             .await?;
             // Bounded table: sightings outside the breaker window no longer count.
-            sqlx::query("DELETE FROM storm_sightings WHERE environment = ? AND seen_at < ?")
+            sqlx::query("DELETE FROM storm_sightings WHERE environment = $1 AND seen_at < $2")
                 .bind(environment)
                 .bind(to_ms(*prune_before))
                 .execute(&mut **tx)
@@ -138,7 +139,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
         }
         Effect::PutGroup(g) => {
             sqlx::query(
-                "INSERT INTO storm_groups (key, state_json, expires_at, resolved) VALUES (?, ?, ?, ?) \
+                "INSERT INTO storm_groups (key, state_json, expires_at, resolved) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (key) DO UPDATE SET state_json = excluded.state_json, \
                  expires_at = excluded.expires_at, resolved = excluded.resolved",
             )
@@ -148,14 +149,14 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             .bind(i64::from(g.resolved))
             .execute(&mut **tx)
             .await?;
-            sqlx::query("DELETE FROM storm_groups WHERE expires_at < ?")
+            sqlx::query("DELETE FROM storm_groups WHERE expires_at < $1")
                 .bind(to_ms(g.expires_at - GROUP_RETENTION))
                 .execute(&mut **tx)
                 .await?;
         }
         Effect::PutBreaker { environment, state } => {
             sqlx::query(
-                "INSERT INTO storm_breaker (environment, open, state_json, updated_at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO storm_breaker (environment, open, state_json, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (environment) DO UPDATE SET open = excluded.open, \
                  state_json = excluded.state_json, updated_at = excluded.updated_at",
             )
@@ -173,7 +174,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
         } => {
             sqlx::query(
                 "INSERT INTO storm_transitions (environment, to_state, at, services, threshold, storm_id, run_id, reason) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(environment)
             .bind(t.to.as_str())
@@ -210,26 +211,40 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, Stor
             .await?;
         }
         Effect::HoldPage(h) => {
-            sqlx::query(
-                "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
-                 VALUES (?, ?, ?, ?, ?, 1, ?, ?, json_array(?)) \
-                 ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
-                 lim = excluded.lim, count = count + 1, last_at = MAX(last_at, excluded.last_at), \
-                 run_ids = CASE WHEN json_array_length(run_ids) < ? \
-                   THEN json_insert(run_ids, '$[#]', ?) ELSE run_ids END",
-            )
-            .bind(&h.team)
-            .bind(&h.service)
-            .bind(&h.environment)
-            .bind(h.reason.as_str())
-            .bind(&h.limit)
-            .bind(to_ms(h.at))
-            .bind(to_ms(h.at))
-            .bind(h.run_id.as_str())
-            .bind(HELD_RUNS_MAX)
-            .bind(h.run_id.as_str())
-            .execute(&mut **tx)
-            .await?;
+            // `run_ids` is a JSON array of at most HELD_RUNS_MAX run ids.
+            let sql = match crate::db::backend_of(tx) {
+                crate::Backend::Sqlite => {
+                    "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, json_array($8)) \
+                     ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
+                     lim = excluded.lim, count = storm_held.count + 1, \
+                     last_at = CASE WHEN storm_held.last_at > excluded.last_at THEN storm_held.last_at ELSE excluded.last_at END, \
+                     run_ids = CASE WHEN json_array_length(storm_held.run_ids) < $9 \
+                       THEN json_insert(storm_held.run_ids, '$[#]', $10) ELSE storm_held.run_ids END"
+                }
+                crate::Backend::Postgres => {
+                    "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, jsonb_build_array($8::text)::text) \
+                     ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
+                     lim = excluded.lim, count = storm_held.count + 1, \
+                     last_at = CASE WHEN storm_held.last_at > excluded.last_at THEN storm_held.last_at ELSE excluded.last_at END, \
+                     run_ids = CASE WHEN jsonb_array_length(storm_held.run_ids::jsonb) < $9 \
+                       THEN (storm_held.run_ids::jsonb || jsonb_build_array($10::text))::text ELSE storm_held.run_ids END"
+                }
+            };
+            sqlx::query(sql)
+                .bind(&h.team)
+                .bind(&h.service)
+                .bind(&h.environment)
+                .bind(h.reason.as_str())
+                .bind(&h.limit)
+                .bind(to_ms(h.at))
+                .bind(to_ms(h.at))
+                .bind(h.run_id.as_str())
+                .bind(HELD_RUNS_MAX)
+                .bind(h.run_id.as_str())
+                .execute(&mut **tx)
+                .await?;
         }
         _ => return Ok(false),
     }
@@ -299,7 +314,7 @@ pub struct HeldRow {
     pub run_ids: Vec<String>,
 }
 
-impl SqliteStore {
+impl Store {
     /// A time check of every open breaker, in one write transaction: `check`
     /// gets each open breaker with its sightings and returns the effects to
     /// persist (`tg_engine::tick_breaker`). Returns what was persisted.
@@ -307,7 +322,7 @@ impl SqliteStore {
         &self,
         check: impl Fn(&str, &BreakerState, &[Sighting]) -> Vec<Effect>,
     ) -> Result<Vec<Effect>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query("SELECT environment, state_json FROM storm_breaker WHERE open = 1")
             .fetch_all(&mut *tx)
             .await?;
@@ -349,8 +364,8 @@ impl SqliteStore {
     /// The stored sightings of an environment, newest first (bounded).
     pub async fn storm_sightings(&self, environment: &str) -> Result<Vec<Sighting>, StoreError> {
         let rows = sqlx::query(
-            "SELECT service, seen_at FROM storm_sightings WHERE environment = ? \
-             ORDER BY seen_at DESC LIMIT ?",
+            "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
+             ORDER BY seen_at DESC LIMIT $2",
         )
         .bind(environment)
         .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
@@ -369,7 +384,7 @@ impl SqliteStore {
     /// Breaker transitions in order (at most `limit`, newest last).
     pub async fn storm_transitions(&self, limit: i64) -> Result<Vec<TransitionRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM storm_transitions ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            "SELECT * FROM (SELECT * FROM storm_transitions ORDER BY seq DESC LIMIT $1) t ORDER BY seq",
         )
         .bind(limit.clamp(1, TRANSITIONS_LIST_MAX))
         .fetch_all(&self.read)
@@ -394,7 +409,7 @@ impl SqliteStore {
     /// Every paging bucket as stored (key, state), by key (bounded).
     pub async fn buckets(&self) -> Result<Vec<(String, BucketState)>, StoreError> {
         let rows =
-            sqlx::query("SELECT key, tokens_milli, updated_at FROM buckets ORDER BY key LIMIT ?")
+            sqlx::query("SELECT key, tokens_milli, updated_at FROM buckets ORDER BY key LIMIT $1")
                 .bind(crate::LIST_ROWS_MAX)
                 .fetch_all(&self.read)
                 .await?;
@@ -418,8 +433,8 @@ impl SqliteStore {
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<HeldRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM storm_held WHERE (?1 IS NULL OR team = ?1) AND last_at > ?2 \
-             ORDER BY team, service, environment, reason LIMIT ?3",
+            "SELECT * FROM storm_held WHERE ($1 IS NULL OR team = $1) AND last_at > $2 \
+             ORDER BY team, service, environment, reason LIMIT $3",
         )
         .bind(team)
         .bind(since.map_or(i64::MIN, to_ms))
@@ -447,7 +462,7 @@ impl SqliteStore {
     /// When the held-back summary was last sent to `team`.
     pub async fn summary_sent_at(&self, team: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let t: Option<i64> =
-            sqlx::query_scalar("SELECT sent_at FROM storm_summaries WHERE team = ?")
+            sqlx::query_scalar("SELECT sent_at FROM storm_summaries WHERE team = $1")
                 .bind(team)
                 .fetch_optional(&self.read)
                 .await?;
@@ -464,9 +479,9 @@ impl SqliteStore {
         interval: chrono::Duration,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO storm_summaries (team, sent_at) VALUES (?1, ?2) \
+            "INSERT INTO storm_summaries (team, sent_at) VALUES ($1, $2) \
              ON CONFLICT (team) DO UPDATE SET sent_at = excluded.sent_at \
-             WHERE storm_summaries.sent_at <= ?3",
+             WHERE storm_summaries.sent_at <= $3",
         )
         .bind(team)
         .bind(to_ms(at))

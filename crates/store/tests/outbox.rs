@@ -20,7 +20,7 @@ use tg_model::{
     Fingerprint, Impact, ImpactLevel, NormalizedEvent, Outcome, PlannedAction, RunId, Source,
 };
 use triage_gate_store::{
-    AttemptOutcome, Claimed, DeliveryEnd, NewRun, OutboxTarget, PrefetchKeys, SqliteStore,
+    AttemptOutcome, Claimed, DeliveryEnd, NewRun, OutboxTarget, PrefetchKeys, Store,
 };
 
 const OWNER: &str = "outbox-test";
@@ -80,7 +80,7 @@ fn ticket(run: &str) -> PlannedAction {
 }
 
 /// Accepts and decides `run` with one executed ticket (a pending ServiceNow action).
-async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
+async fn decided_ticket(store: &Store, run: &str, now: DateTime<Utc>) {
     let run_id = RunId(run.into());
     store
         .accept(
@@ -94,7 +94,11 @@ async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
         )
         .await
         .unwrap();
-    let claimed = store.claim_next().await.unwrap().unwrap();
+    let claimed = store
+        .claim_next("test", t0(), chrono::Duration::seconds(300))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.run_id, run_id);
     let keys = PrefetchKeys {
         owner_team: None,
@@ -127,7 +131,7 @@ async fn decided_ticket(store: &SqliteStore, run: &str, now: DateTime<Utc>) {
         .unwrap();
 }
 
-async fn claim(store: &SqliteStore, free: usize, now: DateTime<Utc>) -> Vec<Claimed> {
+async fn claim(store: &Store, free: usize, now: DateTime<Utc>) -> Vec<Claimed> {
     store
         .claim_due(OWNER, OutboxTarget::Servicenow, free, now, LEASE_MS)
         .await
@@ -152,7 +156,7 @@ fn result(status: ActionStatus, attempts: u32) -> ActionResult {
     }
 }
 
-async fn fail(store: &SqliteStore, c: &Claimed, now: DateTime<Utc>, retry_at: DateTime<Utc>) {
+async fn fail(store: &Store, c: &Claimed, now: DateTime<Utc>, retry_at: DateTime<Utc>) {
     let wait_ms = u64::try_from((retry_at - now).num_milliseconds()).unwrap();
     let p = store
         .record_attempt(
@@ -172,7 +176,7 @@ async fn fail(store: &SqliteStore, c: &Claimed, now: DateTime<Utc>, retry_at: Da
     assert!(p.recorded);
 }
 
-async fn deliver(store: &SqliteStore, c: &Claimed, now: DateTime<Utc>) {
+async fn deliver(store: &Store, c: &Claimed, now: DateTime<Utc>) {
     let p = store
         .record_attempt(
             c,
@@ -188,9 +192,10 @@ async fn deliver(store: &SqliteStore, c: &Claimed, now: DateTime<Utc>) {
     assert!(p.recorded);
 }
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
+async fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.sqlite"))
+    // SQLite, or PostgreSQL with TG_TEST_STORE=postgres: one suite, both backends.
+    let store = triage_gate_store::testing::open_for_tests(dir.path())
         .await
         .unwrap();
     (dir, store)
@@ -380,7 +385,11 @@ async fn an_update_waits_for_the_create_it_acts_on() {
         )
         .await
         .unwrap();
-    store.claim_next().await.unwrap().unwrap();
+    store
+        .claim_next("test", t0(), chrono::Duration::seconds(300))
+        .await
+        .unwrap()
+        .unwrap();
     let mut update = ticket("b");
     update.op = tg_model::ActionOp::Update;
     update.parent_key = Some("tg:a:ticket".into());

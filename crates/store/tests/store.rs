@@ -19,7 +19,7 @@ use tg_model::{
     Fingerprint, Impact, ImpactLevel, NormalizedEvent, RunId, Sha256Hex, Source,
 };
 use tg_storm::DedupEntry;
-use triage_gate_store::{NewRun, PrefetchKeys, RunStatus, SqliteStore, StoreError};
+use triage_gate_store::{NewRun, PrefetchKeys, RunStatus, Store, StoreError};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap()
@@ -124,16 +124,17 @@ fn audit_record(run_id: &str, fp: &str) -> AuditRecord {
     }
 }
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
+async fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.sqlite"))
+    // SQLite, or PostgreSQL with TG_TEST_STORE=postgres: one suite, both backends.
+    let store = triage_gate_store::testing::open_for_tests(dir.path())
         .await
         .unwrap();
     (dir, store)
 }
 
 /// Decides `id` with a step that opens a dedup window for `fp` (when none is open).
-async fn decide(store: &SqliteStore, id: &str, fp: &str, now: DateTime<Utc>) -> Option<DedupEntry> {
+async fn decide(store: &Store, id: &str, fp: &str, now: DateTime<Utc>) -> Option<DedupEntry> {
     let run_id = RunId(id.into());
     let mut seen = None;
     store
@@ -194,28 +195,42 @@ async fn claims_follow_acceptance_order_and_interrupted_claims_are_requeued() {
         .accept(&[new_run("r2", "fp-2"), new_run("r3", "fp-3")], t0())
         .await
         .unwrap();
-    let first = store.claim_next().await.unwrap().unwrap();
+    let lease = chrono::Duration::seconds(300);
+    let claim = |owner: &'static str, at: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_next(owner, at, lease)
+                .await
+                .unwrap()
+                .map(|r| r.run_id.as_str().to_owned())
+        }
+    };
+    let first = store.claim_next("a", t0(), lease).await.unwrap().unwrap();
     assert_eq!(first.run_id.as_str(), "r1");
     assert_eq!(first.status, RunStatus::Classifying);
-    assert_eq!(
-        store.claim_next().await.unwrap().unwrap().run_id.as_str(),
-        "r2"
-    );
-    // A crash: the claimed runs go back to pending, and the oldest comes first again.
-    assert_eq!(store.requeue_interrupted().await.unwrap(), 2);
-    assert_eq!(
-        store.claim_next().await.unwrap().unwrap().run_id.as_str(),
-        "r1"
-    );
-    assert_eq!(
-        store.claim_next().await.unwrap().unwrap().run_id.as_str(),
-        "r2"
-    );
-    assert_eq!(
-        store.claim_next().await.unwrap().unwrap().run_id.as_str(),
-        "r3"
-    );
-    assert!(store.claim_next().await.unwrap().is_none());
+    assert_eq!(claim("a", t0()).await.as_deref(), Some("r2"));
+    // Worker `a` dies. While its leases hold, nobody else takes its runs.
+    let later = t0() + chrono::Duration::seconds(299);
+    assert_eq!(claim("b", later).await.as_deref(), Some("r3"));
+    assert_eq!(claim("b", later).await, None);
+    // Once they expire, the oldest comes first again.
+    let expired = t0() + chrono::Duration::seconds(301);
+    assert_eq!(claim("b", expired).await.as_deref(), Some("r1"));
+    assert_eq!(claim("b", expired).await.as_deref(), Some("r2"));
+    assert_eq!(claim("b", expired).await, None);
+    match store.backend() {
+        // The only process on a SQLite file requeues its own claims at start.
+        triage_gate_store::Backend::Sqlite => {
+            assert_eq!(store.requeue_interrupted().await.unwrap(), 3);
+            assert_eq!(claim("c", t0()).await.as_deref(), Some("r1"));
+        }
+        // Replicas share PostgreSQL: a start-up never takes live claims.
+        triage_gate_store::Backend::Postgres => {
+            assert_eq!(store.requeue_interrupted().await.unwrap(), 0);
+            assert_eq!(claim("c", expired).await, None);
+        }
+    }
 }
 
 #[tokio::test]
@@ -236,7 +251,11 @@ async fn decide_persists_effects_and_complete_seals_a_chain_once() {
     assert!(store.dedup_entry(&fp).await.unwrap().is_none());
 
     for _ in 0..3 {
-        store.claim_next().await.unwrap().unwrap();
+        store
+            .claim_next("test", t0(), chrono::Duration::seconds(300))
+            .await
+            .unwrap()
+            .unwrap();
     }
     // r1 opens the window; the effect is committed with the decision.
     assert_eq!(decide(&store, "r1", "fp-1", t0()).await, None);

@@ -101,6 +101,9 @@ pub struct Harness {
     pub data: tempfile::TempDir,
     pub http: reqwest::Client,
     pub base: String,
+    /// The PostgreSQL database of this gate (`TG_TEST_STORE=postgres`); `None`: SQLite in `data`.
+    #[allow(dead_code)]
+    pub store_url: Option<String>,
 }
 
 /// The secrets every test config references, with the sandbox's default values.
@@ -180,6 +183,16 @@ impl Harness {
     /// Starts a gate for `config` (already resolved against `sandbox`) with `secrets`.
     #[allow(dead_code)]
     pub async fn launch(sandbox: Sandbox, config: &Config, secrets: &MapSecrets) -> Harness {
+        // TG_TEST_STORE=postgres runs the same suite on a fresh PostgreSQL database.
+        let mut config = config.clone();
+        if tg_store::testing::postgres_selected() {
+            config.store.url = Some(
+                tg_store::testing::fresh_postgres_database()
+                    .await
+                    .expect("test database"),
+            );
+        }
+        let config = &config;
         let clock = Arc::new(tg_server::ManualClock::new(t0()));
         let pipeline = tg_server::build_pipeline_with_clock(config, None, secrets, clock.clone())
             .expect("pipeline builds");
@@ -211,6 +224,7 @@ impl Harness {
             data,
             http,
             base,
+            store_url: config.store.url.clone(),
         }
     }
 
@@ -339,8 +353,10 @@ impl Harness {
             .send()
             .await
             .expect("gate answers");
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.expect("json")
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        assert!(status.is_success(), "GET {path}: {status} {text}");
+        serde_json::from_str(&text).expect("json")
     }
 
     /// Items of GET /v1/review.

@@ -1,13 +1,26 @@
-//! The SQLite store: one write connection (so a decision's prefetch, step and
-//! apply run as one serial transaction) and a small pool of readers (WAL mode).
+//! The store on one of two backends, through sqlx's `Any` driver so every
+//! query is written once (`$N` parameters, which SQLite accepts too):
+//!
+//! - **SQLite** (the zero-setup default): one write connection, so every write
+//!   transaction is serial, and a small pool of read-only readers (WAL).
+//! - **PostgreSQL** (replicas): one pool. Write transactions that read and
+//!   change shared state (decisions, storm state, the audit chain, reviews)
+//!   take one transaction-scoped advisory lock first, so they are serial
+//!   across every replica exactly as they are on SQLite's single writer; no
+//!   leader is needed and a dead replica holds nothing (the lock ends with its
+//!   session). Accepting events takes no lock, and claiming runs uses
+//!   `FOR UPDATE SKIP LOCKED`.
+//!
+//! Where the dialects differ (JSON functions, row locking) the query is chosen
+//! by [`Backend`]; those places are few and each says so.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 use tg_engine::{Effect, GLOBAL_BUCKET, StepOutput, StepState, team_bucket_key};
 use tg_model::{ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId};
 use tg_storm::{BucketState, DedupEntry, Signal};
@@ -18,19 +31,87 @@ use crate::{
     outcome_str, parse_kind, to_ms,
 };
 
-/// Readers in the pool.
+/// A transaction on either backend.
+pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// Readers in the SQLite pool.
 pub const READ_CONNECTIONS_MAX: u32 = 4;
-/// How long a statement waits for a lock before failing.
+/// How long a SQLite statement waits for a lock before failing.
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Rows returned by one list query at most.
 pub const LIST_ROWS_MAX: i64 = 1_000;
+/// The advisory lock every shared-state write transaction takes on PostgreSQL
+/// (an arbitrary constant: "tg" in ASCII).
+pub const PG_WRITE_LOCK: i64 = 0x7467;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The backend of a URL (`sqlite:` or `postgres:`/`postgresql:`).
+    pub fn of_url(url: &str) -> Option<Backend> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+
+    /// Whether several gate processes may share the database (claims are then
+    /// released by lease expiry, never wholesale at start-up).
+    pub fn shared(self) -> bool {
+        self == Backend::Postgres
+    }
+}
+
+/// How to reach a PostgreSQL database (SQLite needs only a path).
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// `postgres://user@host:port/db` (no password: see `password`).
+    pub url: String,
+    /// Kept out of the URL so that the URL can be logged.
+    pub password: Option<String>,
+    /// Connections in the pool at most.
+    pub pool_max: u32,
+    /// Connecting (and waiting for a pooled connection) fails after this.
+    pub acquire_timeout: Duration,
+    /// A statement running longer is cancelled by the server.
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("pool_max", &self.pool_max)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(crate) write: SqlitePool,
-    pub(crate) read: SqlitePool,
+pub struct Store {
+    pub(crate) write: AnyPool,
+    pub(crate) read: AnyPool,
+    pub(crate) backend: Backend,
 }
 
 pub(crate) fn corrupt(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
@@ -44,27 +125,125 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(corrupt("value to store"))
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and runs migrations.
+/// A SQLite URL for `path` in `mode` (`rwc` or `ro`), the path percent-encoded.
+fn sqlite_url(path: &Path, mode: &str) -> String {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(mode == "rwc")
+        .read_only(mode == "ro");
+    opts.to_url_lossy().to_string()
+}
+
+/// Runs `sql` (session settings) on every new connection.
+fn pragmas_hook(
+    sql: String,
+) -> impl for<'c> Fn(
+    &'c mut sqlx::AnyConnection,
+    sqlx::pool::PoolConnectionMetadata,
+) -> futures_core::future::BoxFuture<'c, Result<(), sqlx::Error>>
++ Send
++ Sync
++ 'static {
+    move |conn, _meta| {
+        let sql = sql.clone();
+        Box::pin(async move {
+            conn.execute(sql.as_str()).await?;
+            Ok(())
+        })
+    }
+}
+
+/// The backend a transaction runs on (for the few dialect-specific queries).
+pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
+    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) a SQLite database file and runs migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit survives power loss, not only a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
-        let write = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let url = sqlite_url(path, "rwc");
+        // FULL: a commit survives power loss, not only a process crash.
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+        );
+        let write = AnyPoolOptions::new()
             .max_connections(1)
-            .connect_with(opts.clone())
+            .after_connect(pragmas_hook(pragmas.clone()))
+            .connect_with(AnyConnectOptions::from_str(&url)?.disable_statement_logging())
             .await?;
-        MIGRATOR.run(&write).await?;
-        let read = SqlitePoolOptions::new()
+        SQLITE_MIGRATOR.run(&write).await?;
+        let read = AnyPoolOptions::new()
             .max_connections(READ_CONNECTIONS_MAX)
-            .connect_with(opts.read_only(true))
+            .after_connect(pragmas_hook(format!(
+                "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+            )))
+            .connect_with(
+                AnyConnectOptions::from_str(&sqlite_url(path, "ro"))?.disable_statement_logging(),
+            )
             .await?;
-        Ok(SqliteStore { write, read })
+        Ok(Store {
+            write,
+            read,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Connects to PostgreSQL and runs migrations (one replica at a time: the
+    /// migrator takes its own advisory lock).
+    pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let mut url = url::Url::parse(&opts.url).map_err(|e| StoreError::Config(e.to_string()))?;
+        if let Some(p) = &opts.password {
+            url.set_password(Some(p))
+                .map_err(|()| StoreError::Config("the URL cannot carry a password".into()))?;
+        }
+        let timeout_ms = opts.statement_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.pool_max.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .after_connect(pragmas_hook(format!(
+                "SET statement_timeout = {timeout_ms}; SET lock_timeout = {timeout_ms};"
+            )))
+            .connect_with(AnyConnectOptions::from_str(url.as_str())?.disable_statement_logging())
+            .await?;
+        POSTGRES_MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            write: pool.clone(),
+            read: pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The latest migration applied (its number: `0012_...` is 12).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Begins a write transaction that reads and changes shared state: on
+    /// PostgreSQL it first takes the store's advisory lock (held until commit
+    /// or rollback), which makes these transactions serial across replicas.
+    pub(crate) async fn begin_write(&self) -> Result<Tx<'static>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     /// Whether the database answers.
@@ -79,7 +258,7 @@ impl SqliteStore {
             sqlx::query(
                 "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
                  fingerprint, event_json, submitted_by, received_at) \
-                 VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(r.run_id.as_str())
             .bind(r.correlation_id.as_str())
@@ -107,30 +286,63 @@ impl SqliteStore {
         Ok(n)
     }
 
-    /// After a restart: runs a dead worker had claimed go back to pending.
+    /// After a restart of the only process using a SQLite file: every run it
+    /// had claimed goes back to pending at once. (On PostgreSQL other replicas
+    /// may hold live claims; theirs are taken over only when their lease
+    /// expires, by [`Store::claim_next`].)
     pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
-        let r = sqlx::query("UPDATE runs SET status = 'pending' WHERE status = 'classifying'")
-            .execute(&self.write)
-            .await?;
+        if self.backend.shared() {
+            return Ok(0);
+        }
+        let r = sqlx::query(
+            "UPDATE runs SET status = 'pending', claimed_by = NULL, lease_until = NULL \
+             WHERE status = 'classifying'",
+        )
+        .execute(&self.write)
+        .await?;
         Ok(r.rows_affected())
     }
 
-    /// Claims the oldest pending run for classification.
-    pub async fn claim_next(&self) -> Result<Option<StoredRun>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE runs SET status = 'classifying' WHERE seq = \
-             (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT 1) \
-             RETURNING *",
-        )
-        .fetch_optional(&self.write)
-        .await?;
+    /// Claims the oldest run that is pending, or claimed under a lease that
+    /// expired (its worker died), for `owner` until `now + lease`.
+    pub async fn claim_next(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<StoredRun>, StoreError> {
+        // PostgreSQL: concurrent replicas skip each other's locked rows
+        // instead of queueing behind them; SQLite has one writer anyway.
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq = \
+                 (SELECT seq FROM runs WHERE status = 'pending' \
+                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT 1) \
+                 RETURNING *"
+            }
+            Backend::Postgres => {
+                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq = \
+                 (SELECT seq FROM runs WHERE status = 'pending' \
+                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT 1 \
+                  FOR UPDATE SKIP LOCKED) \
+                 RETURNING *"
+            }
+        };
+        let now_ms = to_ms(now);
+        let row = sqlx::query(sql)
+            .bind(owner)
+            .bind(now_ms.saturating_add(lease.num_milliseconds()))
+            .bind(now_ms)
+            .fetch_optional(&self.write)
+            .await?;
         row.map(|r| run_from_row(&r)).transpose()
     }
 
     /// Puts a claimed run back in the queue (after a failure mid-processing).
     pub async fn release(&self, run_id: &RunId) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE runs SET status = 'pending' WHERE run_id = ? AND status = 'classifying'",
+            "UPDATE runs SET status = 'pending', claimed_by = NULL, lease_until = NULL \
+             WHERE run_id = $1 AND status = 'classifying'",
         )
         .bind(run_id.as_str())
         .execute(&self.write)
@@ -145,7 +357,7 @@ impl SqliteStore {
         fingerprint: &tg_model::Fingerprint,
     ) -> Result<Option<DedupEntry>, StoreError> {
         let row = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = ?",
+            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
         )
         .bind(fingerprint.as_str())
         .fetch_optional(&self.read)
@@ -162,6 +374,25 @@ impl SqliteStore {
         Ok(ids.into_iter().map(RunId).collect())
     }
 
+    /// Runs decided at or before `before` that no action keeps open: their
+    /// audit record is all that is left to write (oldest first, at most `limit`).
+    pub async fn stale_decided(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RunId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT run_id FROM runs r WHERE status = 'decided' AND decided_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.run_id = r.run_id AND a.status = 'pending') \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(to_ms(before))
+        .bind(limit.clamp(1, LIST_ROWS_MAX))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(ids.into_iter().map(RunId).collect())
+    }
+
     /// Prefetch, step and apply as one serial transaction on the single writer.
     ///
     /// `step` gets the state and returns the output to persist; the run moves
@@ -174,11 +405,12 @@ impl SqliteStore {
         now: DateTime<Utc>,
         step: impl FnOnce(&StepState) -> StepOutput,
     ) -> Result<StepOutput, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = ?")
-            .bind(run_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+                .bind(run_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         match status.as_deref() {
             Some("classifying") | Some("pending") => {}
             Some(other) => {
@@ -201,7 +433,7 @@ impl SqliteStore {
             ..StepState::default()
         };
         if let Some(r) = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = ?",
+            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
         )
         .bind(keys.fingerprint.as_str())
         .fetch_optional(&mut *tx)
@@ -213,7 +445,7 @@ impl SqliteStore {
             state.team_bucket = load_bucket(&mut tx, &team_bucket_key(team)).await?;
         }
         state.global_bucket = load_bucket(&mut tx, GLOBAL_BUCKET).await?;
-        for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = ?")
+        for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = $1")
             .bind(&keys.signal_key)
             .fetch_all(&mut *tx)
             .await?
@@ -223,7 +455,7 @@ impl SqliteStore {
                 seen_at: from_ms(r.try_get("seen_at")?),
             });
         }
-        if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = ?")
+        if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
             .bind(&keys.service)
             .fetch_optional(&mut *tx)
             .await?
@@ -255,7 +487,7 @@ impl SqliteStore {
             sqlx::query(
                 "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
                  review_state, created_at, updated_at, target, next_attempt_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(run_id.as_str())
             .bind(p.action.kind.as_str())
@@ -280,8 +512,8 @@ impl SqliteStore {
                 .any(|a| a.outcome == Outcome::Review))
         .then_some("open");
         sqlx::query(
-            "UPDATE runs SET status = 'decided', classification_json = ?, classified_at = ?, \
-             decision_json = ?, decided_at = ?, review_state = ? WHERE run_id = ?",
+            "UPDATE runs SET status = 'decided', classification_json = $1, classified_at = $2, \
+             decision_json = $3, decided_at = $4, review_state = $5 WHERE run_id = $6",
         )
         .bind(json(classification)?)
         .bind(to_ms(now))
@@ -299,7 +531,7 @@ impl SqliteStore {
     /// Actions of a run that are waiting to be delivered.
     pub async fn pending_actions(&self, run_id: &RunId) -> Result<Vec<StoredAction>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM actions WHERE run_id = ? AND status = 'pending' ORDER BY created_at, kind",
+            "SELECT * FROM actions WHERE run_id = $1 AND status = 'pending' ORDER BY created_at, kind",
         )
         .bind(run_id.as_str())
         .fetch_all(&self.write)
@@ -309,7 +541,7 @@ impl SqliteStore {
 
     /// Every planned action of a run.
     pub async fn actions(&self, run_id: &RunId) -> Result<Vec<StoredAction>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM actions WHERE run_id = ? ORDER BY kind")
+        let rows = sqlx::query("SELECT * FROM actions WHERE run_id = $1 ORDER BY kind")
             .bind(run_id.as_str())
             .fetch_all(&self.read)
             .await?;
@@ -325,7 +557,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE actions SET status = ?, result_json = ?, updated_at = ? WHERE run_id = ? AND kind = ?",
+            "UPDATE actions SET status = $1, result_json = $2, updated_at = $3 WHERE run_id = $4 AND kind = $5",
         )
         .bind(action_status_str(result.status))
         .bind(json(result)?)
@@ -345,11 +577,12 @@ impl SqliteStore {
         mut record: AuditRecord,
         now: DateTime<Utc>,
     ) -> Result<AuditRecord, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = ?")
-            .bind(record.run_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+                .bind(record.run_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         if status.as_deref() != Some("decided") {
             return Err(StoreError::WrongState {
                 run_id: record.run_id.to_string(),
@@ -359,7 +592,7 @@ impl SqliteStore {
         }
         // INVARIANT: the one audit record carries final action results.
         let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM actions WHERE run_id = ? AND status = 'pending'",
+            "SELECT COUNT(*) FROM actions WHERE run_id = $1 AND status = 'pending'",
         )
         .bind(record.run_id.as_str())
         .fetch_one(&mut *tx)
@@ -384,8 +617,8 @@ impl SqliteStore {
         )
         .await?;
         sqlx::query(
-            "UPDATE runs SET status = 'completed', completed_at = ?, audit_seq = ?, audit_hash = ? \
-             WHERE run_id = ?",
+            "UPDATE runs SET status = 'completed', completed_at = $1, audit_seq = $2, audit_hash = $3 \
+             WHERE run_id = $4",
         )
         .bind(to_ms(now))
         .bind(seq)
@@ -404,12 +637,13 @@ impl SqliteStore {
         after: u64,
         limit: i64,
     ) -> Result<Vec<ChainRecord>, StoreError> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT record_json FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
-                .bind(i64::try_from(after).unwrap_or(i64::MAX))
-                .bind(limit.clamp(1, LIST_ROWS_MAX))
-                .fetch_all(&self.read)
-                .await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT record_json FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, LIST_ROWS_MAX))
+        .fetch_all(&self.read)
+        .await?;
         rows.iter()
             .map(|s| serde_json::from_str(s).map_err(corrupt("audit record")))
             .collect()
@@ -425,7 +659,7 @@ impl SqliteStore {
     }
 
     pub async fn get_run(&self, run_id: &RunId) -> Result<Option<StoredRun>, StoreError> {
-        let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?")
+        let row = sqlx::query("SELECT * FROM runs WHERE run_id = $1")
             .bind(run_id.as_str())
             .fetch_optional(&self.read)
             .await?;
@@ -439,7 +673,7 @@ impl SqliteStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, StoredRun)>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE seq > ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM runs WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit.clamp(1, LIST_ROWS_MAX))
             .fetch_all(&self.read)
@@ -452,7 +686,7 @@ impl SqliteStore {
     /// The audit record of a run, once completed.
     pub async fn audit_of(&self, run_id: &RunId) -> Result<Option<AuditRecord>, StoreError> {
         let s: Option<String> =
-            sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = ? AND kind = 'run'")
+            sqlx::query_scalar("SELECT record_json FROM audit WHERE run_id = $1 AND kind = 'run'")
                 .bind(run_id.as_str())
                 .fetch_optional(&self.read)
                 .await?;
@@ -480,7 +714,7 @@ impl SqliteStore {
         let rows = sqlx::query(
             "SELECT a.id, a.run_id, a.kind, a.planned_json, a.created_at, r.decision_json \
              FROM actions a JOIN runs r ON r.run_id = a.run_id \
-             WHERE a.review_state = 'open' ORDER BY a.created_at, a.run_id, a.kind LIMIT ?",
+             WHERE a.review_state = 'open' ORDER BY a.created_at, a.run_id, a.kind LIMIT $1",
         )
         .bind(limit.clamp(1, LIST_ROWS_MAX))
         .fetch_all(&self.read)
@@ -523,7 +757,7 @@ impl SqliteStore {
     /// model answers): listed in the review queue as run-level items.
     pub async fn runs_needing_review(&self, limit: i64) -> Result<Vec<StoredRun>, StoreError> {
         let rows =
-            sqlx::query("SELECT * FROM runs WHERE review_state = 'open' ORDER BY seq LIMIT ?")
+            sqlx::query("SELECT * FROM runs WHERE review_state = 'open' ORDER BY seq LIMIT $1")
                 .bind(limit.clamp(1, LIST_ROWS_MAX))
                 .fetch_all(&self.read)
                 .await?;
@@ -533,7 +767,7 @@ impl SqliteStore {
 
 fn dedup_from_row(
     fingerprint: &tg_model::Fingerprint,
-    r: &sqlx::sqlite::SqliteRow,
+    r: &sqlx::any::AnyRow,
 ) -> Result<DedupEntry, StoreError> {
     let impact: String = r.try_get("impact")?;
     Ok(DedupEntry {
@@ -553,10 +787,10 @@ fn dedup_from_row(
 }
 
 pub(crate) async fn load_bucket(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx<'_>,
     key: &str,
 ) -> Result<Option<BucketState>, StoreError> {
-    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = ?")
+    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = $1")
         .bind(key)
         .fetch_optional(&mut **tx)
         .await?;
@@ -570,14 +804,14 @@ pub(crate) async fn load_bucket(
 }
 
 pub(crate) async fn apply_effect(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx<'_>,
     effect: &Effect,
 ) -> Result<(), StoreError> {
     match effect {
         Effect::OpenDedup(d) => {
             sqlx::query(
                 "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (fingerprint) DO UPDATE SET first_run_id = excluded.first_run_id, \
                  opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
                  impact = excluded.impact, resolved = excluded.resolved, paged_at = excluded.paged_at, \
@@ -596,14 +830,14 @@ pub(crate) async fn apply_effect(
             .await?;
         }
         Effect::CloseDedup(fp) => {
-            sqlx::query("UPDATE dedup SET resolved = 1 WHERE fingerprint = ?")
+            sqlx::query("UPDATE dedup SET resolved = 1 WHERE fingerprint = $1")
                 .bind(fp.as_str())
                 .execute(&mut **tx)
                 .await?;
         }
         Effect::PutBucket { key, state } => {
             sqlx::query(
-                "INSERT INTO buckets (key, tokens_milli, updated_at) VALUES (?, ?, ?) \
+                "INSERT INTO buckets (key, tokens_milli, updated_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (key) DO UPDATE SET tokens_milli = excluded.tokens_milli, \
                  updated_at = excluded.updated_at",
             )
@@ -615,8 +849,9 @@ pub(crate) async fn apply_effect(
         }
         Effect::RecordSignal { key, signal } => {
             sqlx::query(
-                "INSERT INTO signals (key, origin, seen_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (key, origin) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at)",
+                "INSERT INTO signals (key, origin, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key, origin) DO UPDATE SET seen_at = CASE WHEN signals.seen_at > excluded.seen_at \
+                 THEN signals.seen_at ELSE excluded.seen_at END",
             )
             .bind(key)
             .bind(&signal.origin)
@@ -630,7 +865,7 @@ pub(crate) async fn apply_effect(
             expires_at,
         } => {
             sqlx::query(
-                "INSERT INTO mim (service, run_id, expires_at) VALUES (?, ?, ?) \
+                "INSERT INTO mim (service, run_id, expires_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (service) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at",
             )
             .bind(service)
@@ -680,7 +915,7 @@ fn parse_action_status(s: &str) -> ActionStatus {
     }
 }
 
-fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRun, StoreError> {
+fn run_from_row(r: &sqlx::any::AnyRow) -> Result<StoredRun, StoreError> {
     let status_s: String = r.try_get("status")?;
     let opt_ms = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(r.try_get::<Option<i64>, _>(col)?.map(from_ms))
@@ -711,7 +946,7 @@ fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRun, StoreError> {
     })
 }
 
-pub(crate) fn action_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredAction, StoreError> {
+pub(crate) fn action_from_row(r: &sqlx::any::AnyRow) -> Result<StoredAction, StoreError> {
     let kind_s: String = r.try_get("kind")?;
     let outcome_s: String = r.try_get("outcome")?;
     let status_s: String = r.try_get("status")?;
