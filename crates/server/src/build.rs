@@ -55,6 +55,8 @@ pub struct Pipeline {
     /// Background probes of `token_sources` (stopped when the pipeline is
     /// dropped); `None` when built outside a runtime or for a config check.
     pub token_probes: Option<tg_identity::ProbeHandle>,
+    /// The web console's sign-in and session key (`identity.console`).
+    pub console: crate::ui::ConsoleSettings,
 }
 
 /// The server's [`crate::Clock`] as the identity caches' clock, so token
@@ -272,6 +274,7 @@ fn build(
         review_notify: config.review.notify,
         token_sources,
         token_probes,
+        console: crate::ui::settings(config, secrets)?,
     })
 }
 
