@@ -387,8 +387,14 @@ async fn console_walkthrough_in_headless_chromium() {
         "{flash}"
     );
     shot(&c, "3-review-after").await;
-    let page_action = h.get_json(&format!("/v1/actions/{page_id}")).await;
-    assert_eq!(page_action["review_state"], "rejected", "{page_action}");
+    let run = h.get_run(&assist[0]).await;
+    let page_action = run["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "page")
+        .unwrap();
+    assert_eq!(page_action["review_state"], "rejected", "{run}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         h.state().pagerduty_alerts().len(),

@@ -116,7 +116,12 @@ pub(crate) async fn page(
         }
         section aria-labelledby="report-h" {
             h2 #report-h { "Promotion report" }
-            p.small { "Since " (text(&report, "since")) ". The bar: " (report.get("bar").map(Value::to_string).unwrap_or_default()) }
+            @let bar = report.get("bar").cloned().unwrap_or_default();
+            p.small {
+                "Since " (text(&report, "since")) ". The bar for moving up a level: at least "
+                (text(&bar, "runs_min")) " runs, " (text(&bar, "verdicts_min")) " human verdicts and an agreement of "
+                (text(&bar, "agreement_min")) " (review.promotion)."
+            }
             table #report {
                 thead { tr {
                     th scope="col" { "Service" } th scope="col" { "Level" } th scope="col" { "Next" }
