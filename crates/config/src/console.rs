@@ -201,8 +201,10 @@ mod tests {
         assert!(paths.contains(&"identity.console.roles".to_owned()));
         c.proxy.trusted_proxies = vec!["127.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]))];
         c.roles.insert("*".into(), vec!["runs:read".into()]);
-        c.roles
-            .insert("alice".into(), vec!["admin".into(), "launch:missiles".into()]);
+        c.roles.insert(
+            "alice".into(),
+            vec!["admin".into(), "launch:missiles".into()],
+        );
         let errs = c.check();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].0, "identity.console.roles.alice");
@@ -234,6 +236,10 @@ mod tests {
         assert_eq!(c.check()[0].0, "identity.console.session_ttl_secs");
         let mut c = ConsoleConfig::default();
         c.roles.insert("*".into(), vec!["runs:read".into()]);
-        assert_eq!(c.check()[0].0, "identity.console.roles", "roles need mode proxy");
+        assert_eq!(
+            c.check()[0].0,
+            "identity.console.roles",
+            "roles need mode proxy"
+        );
     }
 }

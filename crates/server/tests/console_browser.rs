@@ -74,8 +74,11 @@ fn browser() -> Result<(PathBuf, PathBuf), String> {
             .map(|n| Path::new("/usr/bin").join(n))
             .find(|p| p.exists())
     };
-    let chromium = find("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"])
-        .ok_or("no chromium (apt-get install chromium chromium-driver, or set CHROMIUM)")?;
+    let chromium = find(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    )
+    .ok_or("no chromium (apt-get install chromium chromium-driver, or set CHROMIUM)")?;
     let driver = find("CHROMEDRIVER", &["chromedriver"])
         .ok_or("no chromedriver (apt-get install chromium-driver, or set CHROMEDRIVER)")?;
     Ok((chromium, driver))
@@ -146,7 +149,11 @@ fn shots_dir() -> PathBuf {
 /// Saves a screenshot and checks it is a non-empty PNG.
 async fn shot(c: &Client, name: &str) -> PathBuf {
     let png = c.screenshot().await.unwrap();
-    assert!(png.len() > 1_000, "{name}: screenshot of {} bytes", png.len());
+    assert!(
+        png.len() > 1_000,
+        "{name}: screenshot of {} bytes",
+        png.len()
+    );
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}: not a PNG");
     let p = shots_dir().join(format!("{name}.png"));
     std::fs::write(&p, &png).unwrap();
@@ -318,7 +325,10 @@ async fn console_walkthrough_in_headless_chromium() {
     // Now: the storm.
     let now = page_text(&c).await;
     assert!(now.contains("Signed in as alice"), "{now}");
-    assert!(now.contains("OPEN: storm mode"), "breaker shown open: {now}");
+    assert!(
+        now.contains("OPEN: storm mode"),
+        "breaker shown open: {now}"
+    );
     assert!(now.contains("In the last 60 minutes: 4 events"), "{now}");
     for svc in ["checkout", "payments-api", "orders-db", "legacy-billing"] {
         assert!(now.contains(svc), "{svc} in the feed: {now}");
@@ -333,8 +343,14 @@ async fn console_walkthrough_in_headless_chromium() {
     // Review: approve the ticket with the keyboard (select, then `a`).
     c.goto(&format!("{base}/ui/review")).await.unwrap();
     let review = page_text(&c).await;
-    assert!(review.contains(&format!("#{ticket_id} · ticket for legacy-billing")), "{review}");
-    assert!(review.contains("Model answer") && review.contains("0.95"), "{review}");
+    assert!(
+        review.contains(&format!("#{ticket_id} · ticket for legacy-billing")),
+        "{review}"
+    );
+    assert!(
+        review.contains("Model answer") && review.contains("0.95"),
+        "{review}"
+    );
     shot(&c, "2-review").await;
     let item = c
         .find(Locator::Css(&format!("#item-{ticket_id}")))
@@ -402,9 +418,7 @@ async fn console_walkthrough_in_headless_chromium() {
         "a rejected page reaches nobody"
     );
     // The reviewer is on the audit chain as an API caller would be.
-    let audit = h
-        .get_json(&format!("/v1/audit?run_id={}", assist[0]))
-        .await;
+    let audit = h.get_json(&format!("/v1/audit?run_id={}", assist[0])).await;
     let chain = audit["chain"].to_string();
     assert!(chain.contains("\"verdict\":\"approved\""), "{chain}");
     assert!(chain.contains("\"verdict\":\"rejected\""), "{chain}");
@@ -426,7 +440,10 @@ async fn console_walkthrough_in_headless_chromium() {
     assert!(story.contains("Decision: every condition"), "{story}");
     assert!(story.contains("delivered"), "{story}");
     assert!(story.contains("servicenow_number"), "{story}");
-    assert!(story.contains("autonomy.level") || story.contains("assist"), "{story}");
+    assert!(
+        story.contains("autonomy.level") || story.contains("assist"),
+        "{story}"
+    );
     let link = c
         .find(Locator::Css("a[href*='nav_to.do']"))
         .await
@@ -435,7 +452,10 @@ async fn console_walkthrough_in_headless_chromium() {
         .await
         .unwrap()
         .unwrap();
-    assert!(link.starts_with(&format!("{}/servicenow/", h.sandbox.base_url())), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/servicenow/", h.sandbox.base_url())),
+        "{link}"
+    );
     shot(&c, "4-story").await;
 
     // Autonomy: the kill switch, with its confirmation.
@@ -496,8 +516,15 @@ async fn console_walkthrough_in_headless_chromium() {
         )
         .await
         .unwrap();
-    assert_eq!(forged, json!(403), "a post without the session's token is refused");
-    assert_eq!(h.get_json("/v1/autonomy").await["caps"][0]["level"], "shadow");
+    assert_eq!(
+        forged,
+        json!(403),
+        "a post without the session's token is refused"
+    );
+    assert_eq!(
+        h.get_json("/v1/autonomy").await["caps"][0]["level"],
+        "shadow"
+    );
     // Without any session it does not get that far.
     let anonymous = reqwest::Client::new()
         .post(format!("{base}/ui/autonomy"))

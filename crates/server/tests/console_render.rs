@@ -129,7 +129,10 @@ async fn populate(store: &SqliteStore, now: chrono::DateTime<chrono::Utc>) {
             .map(|&i| NewRun {
                 run_id: RunId(format!("run_{i:08}")),
                 correlation_id: CorrelationId(format!("corr-{i}")),
-                event: event(i, start + Span::milliseconds(step_ms * i64::try_from(i).unwrap())),
+                event: event(
+                    i,
+                    start + Span::milliseconds(step_ms * i64::try_from(i).unwrap()),
+                ),
                 submitted_by: Some("alertmanager-prod".into()),
             })
             .collect();
@@ -143,7 +146,11 @@ async fn populate(store: &SqliteStore, now: chrono::DateTime<chrono::Utc>) {
         let (actions, plans) = match i % 10 {
             // A fifth: a ticket queued for ServiceNow.
             0 | 5 => (
-                vec![decision_for(ActionKind::Ticket, Outcome::Execute, "all conditions hold")],
+                vec![decision_for(
+                    ActionKind::Ticket,
+                    Outcome::Execute,
+                    "all conditions hold",
+                )],
                 vec![Planned {
                     outcome: Outcome::Execute,
                     action: planned(&id, ActionKind::Ticket, &service),
@@ -152,8 +159,16 @@ async fn populate(store: &SqliteStore, now: chrono::DateTime<chrono::Utc>) {
             // A tenth: ticket and page drafted for review.
             3 => (
                 vec![
-                    decision_for(ActionKind::Ticket, Outcome::Review, "confidence below the ticket threshold"),
-                    decision_for(ActionKind::Page, Outcome::Review, "confidence below the paging threshold"),
+                    decision_for(
+                        ActionKind::Ticket,
+                        Outcome::Review,
+                        "confidence below the ticket threshold",
+                    ),
+                    decision_for(
+                        ActionKind::Page,
+                        Outcome::Review,
+                        "confidence below the paging threshold",
+                    ),
                 ],
                 vec![
                     Planned {

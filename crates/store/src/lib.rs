@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction, RunId};
 
 pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
+pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
 pub use console::{
     CHART_BUCKET_MS, CHART_BUCKETS_MAX, ConsoleCounts, FEED_ROWS_MAX, FeedRun, MinuteCounts,
 };
-pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
 pub use evidence::{KindEvidence, ServiceEvidence};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,

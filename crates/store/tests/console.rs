@@ -143,17 +143,33 @@ async fn run(store: &SqliteStore, id: &str, summary: &str, at: DateTime<Utc>, di
 #[tokio::test]
 async fn per_minute_counts_and_the_feed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("s.sqlite")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite"))
+        .await
+        .unwrap();
     let m = |min: i64, sec: i64| t0() + Duration::minutes(min) + Duration::seconds(sec);
     // Minute 0: two events, one ticket. Minute 2: three events, two suppressed
     // (one by its decision; the other's text only imitates the pattern).
     run(&store, "r1", "a", m(0, 1), Did::Ticket).await;
     run(&store, "r2", "b", m(0, 59), Did::Nothing).await;
     run(&store, "r3", "c", m(2, 0), Did::Suppressed).await;
-    run(&store, "r4", r#""outcome":"suppressed""#, m(2, 10), Did::Nothing).await;
+    run(
+        &store,
+        "r4",
+        r#""outcome":"suppressed""#,
+        m(2, 10),
+        Did::Nothing,
+    )
+    .await;
     run(&store, "r5", "e", m(2, 30), Did::Suppressed).await;
     // Outside the window asked for.
-    run(&store, "r0", "old", t0() - Duration::minutes(61), Did::Ticket).await;
+    run(
+        &store,
+        "r0",
+        "old",
+        t0() - Duration::minutes(61),
+        Did::Ticket,
+    )
+    .await;
 
     let got = store
         .console_minutes(t0() - Duration::minutes(60), m(3, 0))

@@ -40,7 +40,10 @@ pub(crate) async fn page(
         .await?
         .0;
     let empty = Vec::new();
-    let caps = levels.get("caps").and_then(Value::as_array).unwrap_or(&empty);
+    let caps = levels
+        .get("caps")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     let services = levels
         .get("services")
         .and_then(Value::as_array)

@@ -117,7 +117,10 @@ async fn security_headers(mut resp: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -143,7 +146,11 @@ impl UiError {
     }
 
     pub(crate) fn not_found(what: &str) -> Self {
-        UiError::new(StatusCode::NOT_FOUND, "Not found", format!("{what} not found"))
+        UiError::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("{what} not found"),
+        )
     }
 
     pub(crate) fn forbidden(scope: tg_identity::Scope) -> Self {

@@ -247,7 +247,12 @@ pub(crate) async fn decide(
                 reason.as_deref().unwrap_or("")
             ),
         ),
-        Err(p) => set_flash(jar, secure, false, &format!("#{id}: {}: {}", p.title, p.detail)),
+        Err(p) => set_flash(
+            jar,
+            secure,
+            false,
+            &format!("#{id}: {}: {}", p.title, p.detail),
+        ),
     };
     Ok((jar, Redirect::to("/ui/review")).into_response())
 }

@@ -357,7 +357,10 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
     }
     req.extensions_mut().insert(user);
     let resp = next.run(req).await;
-    match fresh.then(|| session.cookie(cs.config.cookie_secure)).flatten() {
+    match fresh
+        .then(|| session.cookie(cs.config.cookie_secure))
+        .flatten()
+    {
         Some(c) => (jar.add(c), resp).into_response(),
         None => resp,
     }
@@ -470,9 +473,7 @@ pub(crate) async fn login(
     if token.is_empty() || token.len() > TOKEN_BYTES_MAX {
         return login_form(
             next,
-            Some(&format!(
-                "paste a token (at most {TOKEN_BYTES_MAX} bytes)"
-            )),
+            Some(&format!("paste a token (at most {TOKEN_BYTES_MAX} bytes)")),
             StatusCode::BAD_REQUEST,
         );
     }
@@ -482,8 +483,7 @@ pub(crate) async fn login(
         Err(e) => {
             crate::metrics::auth_refused(e.code());
             tracing::info!(reason = e.code(), "console sign-in refused");
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
             return login_form(next, Some(&format!("sign-in refused: {e}")), status);
         }
     };
@@ -506,11 +506,18 @@ pub(crate) async fn login(
         anonymous: false,
     };
     tracing::info!(caller = %caller.label(), "console sign-in");
-    let to = next.filter(|n| safe_next(n)).unwrap_or("/ui/now").to_owned();
+    let to = next
+        .filter(|n| safe_next(n))
+        .unwrap_or("/ui/now")
+        .to_owned();
     match session.cookie(cs.config.cookie_secure) {
         Some(c) => (jar.add(c), Redirect::to(&to)).into_response(),
-        None => UiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed", "try again")
-            .into_response(),
+        None => UiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in failed",
+            "try again",
+        )
+        .into_response(),
     }
 }
 
@@ -638,7 +645,8 @@ mod tests {
         let mut headers = axum::http::HeaderMap::new();
         assert!(!raw.contains("alice"), "the cookie is encrypted: {raw}");
         headers.insert(header::COOKIE, raw.parse().unwrap());
-        let back = read_session(&PrivateCookieJar::from_headers(&headers, key.clone()), 99).unwrap();
+        let back =
+            read_session(&PrivateCookieJar::from_headers(&headers, key.clone()), 99).unwrap();
         assert_eq!(back.sub, "alice");
         assert!(
             read_session(
