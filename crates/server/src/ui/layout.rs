@@ -40,6 +40,8 @@ pub(crate) fn page(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · triage-gate" }
+                // The session's CSRF token, for forms a script may build.
+                meta name="csrf-token" content=(user.csrf());
                 link rel="stylesheet" href="/ui/assets/console.css";
                 script src="/ui/assets/console.js" defer {}
             }
