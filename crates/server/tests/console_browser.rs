@@ -173,6 +173,25 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Waits until the element's text holds `needle` (a page may still be loading).
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never said {needle:?}; last: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn page_text(c: &Client) -> String {
     text_of(c, "body").await
 }
@@ -364,11 +383,7 @@ async fn console_walkthrough_in_headless_chromium() {
     .await
     .unwrap();
     item.send_keys("a").await.unwrap();
-    let flash = text_of(&c, "#flash").await;
-    assert!(
-        flash.contains(&format!("#{ticket_id} approved by alice")),
-        "{flash}"
-    );
+    wait_text(&c, "#flash", &format!("#{ticket_id} approved by alice")).await;
     // The emulator sees the incident once the outbox delivers it.
     let key = format!("tg:{}:ticket", assist[0]);
     let deadline = tokio::time::Instant::now() + common::RUN_TIMEOUT;
@@ -397,11 +412,12 @@ async fn console_walkthrough_in_headless_chromium() {
     .click()
     .await
     .unwrap();
-    let flash = text_of(&c, "#flash").await;
-    assert!(
-        flash.contains(&format!("#{page_id} rejected by alice (False positive)")),
-        "{flash}"
-    );
+    wait_text(
+        &c,
+        "#flash",
+        &format!("#{page_id} rejected by alice (False positive)"),
+    )
+    .await;
     shot(&c, "3-review-after").await;
     let run = h.get_run(&assist[0]).await;
     let page_action = run["actions"]
@@ -434,7 +450,7 @@ async fn console_walkthrough_in_headless_chromium() {
         .click()
         .await
         .unwrap();
-    let story = text_of(&c, "#audit-verdict").await;
+    let story = wait_text(&c, "#audit-verdict", "Verified").await;
     assert!(story.starts_with("Verified"), "{story}");
     let story = page_text(&c).await;
     assert!(story.contains("Decision: every condition"), "{story}");
@@ -490,11 +506,7 @@ async fn console_walkthrough_in_headless_chromium() {
         .click()
         .await
         .unwrap();
-    let flash = text_of(&c, "#flash").await;
-    assert!(
-        flash.contains("everything capped at shadow by alice"),
-        "{flash}"
-    );
+    wait_text(&c, "#flash", "everything capped at shadow by alice").await;
     let caps = h.get_json("/v1/autonomy").await;
     assert_eq!(caps["caps"][0]["scope"], "all", "{caps}");
     assert_eq!(caps["caps"][0]["level"], "shadow", "{caps}");

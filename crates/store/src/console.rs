@@ -1,7 +1,14 @@
 //! Read queries of the web console (`server::ui`): the per-minute chart and
 //! the live feed. Read-only, bounded, and in portable SQL (plain SELECT,
-//! GROUP BY on integer millisecond columns, `LIKE`, `?` placeholders) so the
-//! PostgreSQL store can take them as they are.
+//! integer division of millisecond columns grouped by its output alias,
+//! `LIKE`, `CASE`, `COALESCE`, `?` placeholders) so the PostgreSQL store can
+//! take them as they are.
+//!
+//! The chart's queries filter `runs.received_at` and `actions.created_at`,
+//! which have no index of their own: each refresh scans those tables (the
+//! whole Now page takes about 30 ms with 10,000 runs, debug build). An index
+//! on each column is the remedy once stores grow large; it needs a migration,
+//! left to the store's owner.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -63,13 +70,12 @@ impl SqliteStore {
             "SELECT received_at / ? AS m, COUNT(*) AS n, \
              SUM(CASE WHEN decision_json LIKE ? THEN 1 ELSE 0 END) AS suppressed \
              FROM runs WHERE received_at >= ? AND received_at < ? \
-             GROUP BY received_at / ?",
+             GROUP BY m",
         )
         .bind(CHART_BUCKET_MS)
         .bind(SUPPRESSED_PATTERN)
         .bind(from_ms_)
         .bind(to_ms_)
-        .bind(CHART_BUCKET_MS)
         .fetch_all(&self.read)
         .await?;
         for r in runs {
@@ -81,12 +87,11 @@ impl SqliteStore {
         let actions = sqlx::query(
             "SELECT created_at / ? AS m, COUNT(*) AS n FROM actions \
              WHERE outcome = 'execute' AND created_at >= ? AND created_at < ? \
-             GROUP BY created_at / ?",
+             GROUP BY m",
         )
         .bind(CHART_BUCKET_MS)
         .bind(from_ms_)
         .bind(to_ms_)
-        .bind(CHART_BUCKET_MS)
         .fetch_all(&self.read)
         .await?;
         for r in actions {

@@ -61,6 +61,7 @@ async fn live_markup(state: &AppState) -> Result<Markup, UiError> {
         .await?;
     let feed = state.store.console_feed(FEED_ROWS).await?;
     let budgets = budgets(state, &storm);
+    let backlog = state.store.backlog().await?;
     Ok(html! {
         section.cards aria-label="Summary" {
             div.card {
@@ -84,7 +85,7 @@ async fn live_markup(state: &AppState) -> Result<Markup, UiError> {
             }
             div.card {
                 h2 { "Processing queue" }
-                p.big { (state.store.backlog().await.unwrap_or(-1)) }
+                p.big { (backlog) }
                 p.small { "runs waiting for a worker" }
             }
         }
