@@ -42,6 +42,9 @@ pub struct IdentityConfig {
     pub inbound: InboundConfig,
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Who may use the web console at `/ui` (docs/console.md).
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// Default `identity.outbound.probe_interval_secs`.
@@ -154,6 +157,7 @@ impl IdentityConfig {
                 ),
             ));
         }
+        out.extend(self.console.check());
         let i = &self.inbound;
         let p = |k: &str| format!("identity.inbound.{k}");
         // Signed webhooks are enforced in either mode, so checked in either.

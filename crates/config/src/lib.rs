@@ -6,6 +6,7 @@
 //! This crate must never print a secret value, even in errors.
 
 pub mod audit;
+pub mod console;
 mod identity;
 mod locate;
 mod secrets;
@@ -21,6 +22,7 @@ pub use audit::{
     CheckpointConfig, CloudWatchSinkConfig, FileSinkConfig, OtlpSinkConfig, SplunkHecSinkConfig,
     StdoutSinkConfig,
 };
+pub use console::{ConsoleConfig, ConsoleMode, ProxyConfig};
 pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook, OutboundConfig};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
 

@@ -30,6 +30,8 @@ pub enum Access {
     Public,
     /// SNS signs its messages; it cannot send a bearer token.
     SnsSignature,
+    /// The web console signs its users in itself (`ui::session`, same identity).
+    Console,
     Scope(Scope),
 }
 
@@ -38,6 +40,7 @@ pub enum Access {
 pub fn access(method: &Method, path: &str) -> Access {
     match (method, path) {
         (_, "/healthz" | "/readyz" | "/metrics") => Access::Public,
+        (_, p) if p == "/ui" || p.starts_with("/ui/") => Access::Console,
         (&Method::POST, "/v1/events/cloudwatch-sns") => Access::SnsSignature,
         (&Method::POST, p) if p.starts_with("/v1/events/") => Access::Scope(Scope::EventsWrite),
         (&Method::POST, p) if p.starts_with("/v1/review/") => Access::Scope(Scope::ReviewDecide),
@@ -99,7 +102,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         return next.run(req).await;
     };
     let scope = match rule {
-        Access::Public | Access::SnsSignature => return next.run(req).await,
+        Access::Public | Access::SnsSignature | Access::Console => return next.run(req).await,
         Access::Scope(s) => s,
     };
     let token = match bearer(&req) {
@@ -237,6 +240,9 @@ mod tests {
         let g = Method::GET;
         assert_eq!(access(&g, "/healthz"), Access::Public);
         assert_eq!(access(&g, "/metrics"), Access::Public);
+        assert_eq!(access(&g, "/ui/now"), Access::Console);
+        assert_eq!(access(&p, "/ui/review/3"), Access::Console);
+        assert_eq!(access(&g, "/uix"), Access::Scope(Scope::Admin));
         assert_eq!(
             access(&p, "/v1/events/cloudwatch-sns"),
             Access::SnsSignature

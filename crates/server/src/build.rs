@@ -61,6 +61,8 @@ pub struct Pipeline {
     /// Background probes of `token_sources` (stopped when the pipeline is
     /// dropped); `None` when built outside a runtime or for a config check.
     pub token_probes: Option<tg_identity::ProbeHandle>,
+    /// The web console's sign-in and session key (`identity.console`).
+    pub console: crate::ui::ConsoleSettings,
 }
 
 /// The server's [`crate::Clock`] as the identity caches' clock, so token
@@ -283,6 +285,7 @@ fn build(
         review_external_match_secs: config.review.external_match_secs,
         token_sources,
         token_probes,
+        console: crate::ui::settings(config, secrets)?,
     })
 }
 

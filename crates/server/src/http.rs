@@ -52,6 +52,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        // The web console (its own sign-in and sessions; docs/console.md).
+        .merge(crate::ui::routes(&state))
         .fallback(|| async { Problem::not_found("route") })
         // Identity before anything reads the body (an anonymous caller costs no parsing).
         .layer(axum::middleware::from_fn_with_state(

@@ -25,6 +25,7 @@ pub mod ship;
 pub mod signed;
 pub mod sns;
 pub mod storm;
+pub mod ui;
 pub mod worker;
 
 use std::sync::Arc;
@@ -226,7 +227,9 @@ pub async fn start(
         let router = app(state.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let res = axum::serve(listener, router)
+            // The peer address is kept for the console's trusted-proxy check.
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let res = axum::serve(listener, service)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;
             if let Err(e) = res {

@@ -57,6 +57,11 @@ fn bucket_config(settings: &StormSettings, key: &str) -> BucketConfig {
 
 /// `GET /v1/storm`: the storm state, as of the injected clock.
 pub(crate) async fn get_storm(State(state): State<AppState>) -> Result<Response, Problem> {
+    Ok(Json(snapshot(&state).await?).into_response())
+}
+
+/// The storm state `GET /v1/storm` answers (the console shows it too).
+pub(crate) async fn snapshot(state: &AppState) -> Result<Value, Problem> {
     let now = state.clock.now();
     let settings = &state.pipeline.storm;
     let read = |e: tg_store::StoreError| Problem::internal("the store cannot be read", &e);
@@ -121,14 +126,13 @@ pub(crate) async fn get_storm(State(state): State<AppState>) -> Result<Response,
         .storm_transitions(STORM_TRANSITIONS_LISTED)
         .await
         .map_err(read)?;
-    Ok(Json(json!({
+    Ok(json!({
         "now": now,
         "breakers": breakers,
         "buckets": buckets,
         "held_back": held,
         "transitions": transitions,
     }))
-    .into_response())
 }
 
 /// The summary text for one team.

@@ -11,6 +11,7 @@
 
 mod audit;
 mod autonomy;
+mod console;
 mod db;
 mod evidence;
 mod external;
@@ -25,6 +26,9 @@ use tg_model::{ActionKind, ActionResult, NormalizedEvent, Outcome, PlannedAction
 
 pub use audit::{AUDIT_QUERY_ROWS_MAX, AuditQuery, ChainRow, SINK_ERROR_CHARS_MAX, SinkCursor};
 pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
+pub use console::{
+    CHART_BUCKET_MS, CHART_BUCKETS_MAX, ConsoleCounts, FEED_ROWS_MAX, FeedRun, MinuteCounts,
+};
 pub use db::{Backend, LIST_ROWS_MAX, Store, StoreOptions};
 pub use evidence::{KindEvidence, ServiceEvidence};
 pub use external::{EXTERNAL_CANDIDATES_MAX, ExternalIncident, ExternalRecorded};
