@@ -201,7 +201,7 @@ pub(crate) async fn accept_body(
     // Shed load before accepting rather than accept and fall behind without bound.
     let backlog = state
         .store
-        .backlog()
+        .backlog_estimate()
         .await
         .map_err(|e| Problem::internal("the store cannot be read", &e))?;
     m::backlog(backlog);

@@ -65,6 +65,12 @@ pub fn action_result(action: ActionKind, status: ActionStatus) {
         .increment(1);
 }
 
+/// Accepted -> decided, the model call left out (negative clock steps count as 0).
+pub fn decision_lag(d: chrono::Duration) {
+    let secs = d.to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    metrics::histogram!("triage_gate_decision_lag_seconds").record(secs);
+}
+
 pub fn processing_seconds(d: std::time::Duration) {
     metrics::histogram!("triage_gate_processing_seconds").record(d.as_secs_f64());
 }

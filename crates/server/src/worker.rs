@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
-use tg_engine::{Precheck, StepInput};
+use tg_engine::{Precheck, StepInput, StepOutput};
 use tg_model::{
     ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Classification,
     ClassifierInfo, EventMeta, Rejection, RunTimestamps, Sha256Hex, sha256_hex,
 };
-use tg_store::{PrefetchKeys, StoredRun};
+use tg_store::{DecideItem, PrefetchKeys, StoredRun};
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
@@ -27,6 +27,9 @@ pub const STORE_RETRY_MS: u64 = 1_000;
 /// Tries to put a run that failed mid-processing back in the queue (one per
 /// [`STORE_RETRY_MS`]) before leaving it to its lease.
 pub const RELEASE_TRIES_MAX: u32 = 30;
+/// Runs a worker claims and decides together at most: one claim commit and
+/// one decision commit for all of them (their model calls run concurrently).
+pub const DECIDE_BATCH_MAX: i64 = 64;
 /// How often decided runs that nothing is completing are looked for.
 pub const SWEEP_INTERVAL_MS: u64 = 5_000;
 /// A decided run with no pending action is swept after it has been decided this long.
@@ -45,33 +48,23 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
             return;
         }
         let now = state.clock.now();
-        match state
+        let claimed = state
             .store
-            .claim_next(&owner, now, state.pipeline.run_lease)
-            .await
-        {
-            Ok(Some(run)) => {
-                let run_id = run.run_id.clone();
-                if let Err(e) = process(&state, run).await {
-                    tracing::error!(worker = id, run_id = %run_id, error = %e, "processing failed");
-                    // Back to the queue if it was not decided (a decided run is
-                    // resumed below). While the store is down this keeps trying
-                    // for a while, so that the run does not wait out its lease.
-                    for attempt in 1..=RELEASE_TRIES_MAX {
-                        tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
-                        match state.store.release(&run_id).await {
-                            Ok(()) => break,
-                            Err(e) if attempt == RELEASE_TRIES_MAX || token.is_cancelled() => {
-                                tracing::error!(run_id = %run_id, error = %e, "cannot requeue run; its lease will expire");
-                                break;
-                            }
-                            Err(_) => {}
+            .claim_batch(&owner, now, state.pipeline.run_lease, DECIDE_BATCH_MAX)
+            .await;
+        match claimed.map(|runs| (!runs.is_empty()).then_some(runs)) {
+            Ok(Some(runs)) => {
+                let ids: Vec<tg_model::RunId> = runs.iter().map(|r| r.run_id.clone()).collect();
+                if let Err(e) = process_batch(&state, runs).await {
+                    tracing::error!(worker = id, runs = ids.len(), error = %e, "processing failed");
+                    release_all(&state, &ids, &token).await;
+                    // Back in the queue if not decided; a decided run is completed here.
+                    for run_id in &ids {
+                        if let Ok(Some(r)) = state.store.get_run(run_id).await
+                            && r.status == tg_store::RunStatus::Decided
+                        {
+                            let _ = complete_or_hand_over(&state, run_id).await;
                         }
-                    }
-                    if let Ok(Some(r)) = state.store.get_run(&run_id).await
-                        && r.status == tg_store::RunStatus::Decided
-                    {
-                        let _ = complete_or_hand_over(&state, &run_id).await;
                     }
                 }
             }
@@ -154,8 +147,7 @@ pub struct ClassificationRecord {
     pub usage: Option<serde_json::Value>,
 }
 
-async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
     let p = &state.pipeline;
     let event = &run.event;
     let now = state.clock.now();
@@ -193,7 +185,6 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
         Precheck::Resolved => skipped(p, "resolved alert".into()),
     };
 
-    let now = state.clock.now();
     let keys = PrefetchKeys {
         fingerprint: event.fingerprint.clone(),
         service: event.service.clone(),
@@ -205,35 +196,151 @@ async fn process(state: &AppState, run: StoredRun) -> anyhow::Result<()> {
             .as_ref()
             .map(|c| c.recommended_team.clone()),
     };
-    let classification = match (&record.classification, &record.rejection) {
-        (Some(c), _) => Some(Ok(c)),
-        (None, Some(r)) => Some(Err(r)),
-        (None, None) => None,
-    };
     let record_json = serde_json::to_value(&record)?;
-    let out = state
-        .store
-        .decide(&run.run_id, &keys, &record_json, now, |st| {
-            tg_engine::step(
-                &p.gates,
-                &p.catalog,
-                &p.storm,
-                st,
-                StepInput {
-                    run_id: &run.run_id,
-                    correlation_id: &run.correlation_id,
-                    event,
-                    classification,
-                },
-                now,
-            )
-        })
-        .await?;
-    for a in &out.decision.actions {
-        m::decided(a.action, a.outcome);
+    Ok(Prepared {
+        run,
+        record,
+        keys,
+        record_json,
+    })
+}
+
+/// A claimed run, classified (or found a duplicate), ready to be decided.
+struct Prepared {
+    run: StoredRun,
+    record: ClassificationRecord,
+    keys: PrefetchKeys,
+    record_json: serde_json::Value,
+}
+
+/// Puts claimed runs back in the queue, retrying while the store is down for
+/// a while, so that they do not wait out their lease.
+async fn release_all(state: &AppState, ids: &[tg_model::RunId], token: &CancellationToken) {
+    for run_id in ids {
+        for attempt in 1..=RELEASE_TRIES_MAX {
+            tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
+            match state.store.release(run_id).await {
+                Ok(()) => break,
+                Err(e) if attempt == RELEASE_TRIES_MAX || token.is_cancelled() => {
+                    tracing::error!(run_id = %run_id, error = %e, "cannot requeue run; its lease will expire");
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
     }
-    m::processing_seconds(started.elapsed());
-    complete_or_hand_over(state, &run.run_id).await
+}
+
+/// Processes claimed runs in acceptance order, in waves: a wave is the
+/// longest run of distinct fingerprints, so that a repeat is prechecked only
+/// after the run before it is decided (a duplicate never reaches the model).
+async fn process_batch(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<()> {
+    let mut rest = runs.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut seen = std::collections::HashSet::new();
+        let mut wave = Vec::new();
+        while let Some(run) = rest.next_if(|r| !seen.contains(&r.event.fingerprint)) {
+            seen.insert(run.event.fingerprint.clone());
+            wave.push(run);
+        }
+        process_wave(state, wave).await?;
+    }
+    Ok(())
+}
+
+/// Classifies a wave's runs (concurrently: model calls overlap), then decides
+/// them in one transaction in acceptance order; a run that leaves nothing for
+/// the outbox is audited in that same transaction.
+async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let n = runs.len();
+    let mut prepared: Vec<Option<Prepared>> = (0..n).map(|_| None).collect();
+    if n == 1 {
+        for (slot, run) in prepared.iter_mut().zip(runs) {
+            *slot = Some(prepare(state, run).await?);
+        }
+    } else {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, run) in runs.into_iter().enumerate() {
+            let st = state.clone();
+            set.spawn(async move { (i, prepare(&st, run).await) });
+        }
+        while let Some(joined) = set.join_next().await {
+            let (i, p) = joined?;
+            if let Some(slot) = prepared.get_mut(i) {
+                *slot = Some(p?);
+            }
+        }
+    }
+    let prepared: Vec<Prepared> = prepared.into_iter().flatten().collect();
+
+    let p = &state.pipeline;
+    let now = state.clock.now();
+    let items: Vec<DecideItem<'_>> = prepared
+        .iter()
+        .map(|x| {
+            let classification = match (&x.record.classification, &x.record.rejection) {
+                (Some(c), _) => Some(Ok(c)),
+                (None, Some(r)) => Some(Err(r)),
+                (None, None) => None,
+            };
+            DecideItem {
+                run_id: &x.run.run_id,
+                keys: &x.keys,
+                classification: &x.record_json,
+                step: Box::new(move |st: &tg_engine::StepState| {
+                    tg_engine::step(
+                        &p.gates,
+                        &p.catalog,
+                        &p.storm,
+                        st,
+                        StepInput {
+                            run_id: &x.run.run_id,
+                            correlation_id: &x.run.correlation_id,
+                            event: &x.run.event,
+                            classification,
+                        },
+                        now,
+                    )
+                }),
+                seal: Box::new(move |out: &StepOutput| {
+                    Some(build_audit(
+                        &x.run,
+                        &x.record,
+                        out.decision.clone(),
+                        not_executed(),
+                        now,
+                        now,
+                        now,
+                    ))
+                }),
+            }
+        })
+        .collect();
+    let results = state.store.decide_batch(items, now).await?;
+    let decided_at = state.clock.now();
+    for (x, result) in prepared.iter().zip(results) {
+        let Some((out, sealed)) = result else {
+            tracing::info!(run_id = %x.run.run_id, "run already decided by another worker");
+            continue;
+        };
+        for a in &out.decision.actions {
+            m::decided(a.action, a.outcome);
+        }
+        m::processing_seconds(started.elapsed());
+        // Accepted -> decided, without the model call: the gate's own share,
+        // queueing included (the issue 11 lag target).
+        m::decision_lag(
+            decided_at
+                - x.run.received_at
+                - chrono::Duration::milliseconds(i64::try_from(x.record.latency_ms).unwrap_or(0)),
+        );
+        match sealed {
+            Some(record) => audited(state, &record),
+            None => complete_or_hand_over(state, &x.run.run_id).await?,
+        }
+    }
+    Ok(())
 }
 
 fn skipped(p: &crate::Pipeline, why: String) -> ClassificationRecord {
@@ -301,7 +408,57 @@ pub(crate) async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyh
         .collect();
     let now = state.clock.now();
     let decided_at = run.decided_at.unwrap_or(now);
-    let audit = AuditRecord {
+    let audit = build_audit(
+        &run,
+        &record,
+        decision,
+        actions,
+        run.classified_at.unwrap_or(decided_at),
+        decided_at,
+        now,
+    );
+    let sealed = state.store.complete(audit, now).await?;
+    audited(state, &sealed);
+    Ok(())
+}
+
+fn audited(state: &AppState, sealed: &AuditRecord) {
+    tracing::info!(
+        run_id = %sealed.run_id,
+        correlation_id = %sealed.correlation_id,
+        seq = sealed.seq,
+        outcomes = %sealed.decision.actions.iter().map(|a| format!("{}={}", a.action, a.outcome.as_str())).collect::<Vec<_>>().join(","),
+        "run audited"
+    );
+    state.audited.notify_one();
+}
+
+/// Action results of a run whose actions were not executed (drafts, skips).
+fn not_executed() -> Vec<ActionResult> {
+    ActionKind::ALL
+        .into_iter()
+        .map(|kind| ActionResult {
+            action: kind,
+            status: ActionStatus::NotExecuted,
+            target: None,
+            external_ids: BTreeMap::new(),
+            attempts: 0,
+            error: None,
+        })
+        .collect()
+}
+
+/// The run's one audit record (unsealed).
+fn build_audit(
+    run: &StoredRun,
+    record: &ClassificationRecord,
+    decision: tg_model::Decision,
+    actions: Vec<ActionResult>,
+    classified_at: chrono::DateTime<chrono::Utc>,
+    decided_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> AuditRecord {
+    AuditRecord {
         schema_version: tg_model::audit::AUDIT_SCHEMA_VERSION,
         seq: 0,
         run_id: run.run_id.clone(),
@@ -334,23 +491,13 @@ pub(crate) async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyh
         actions,
         timestamps: RunTimestamps {
             received_at: run.received_at,
-            classified_at: run.classified_at.unwrap_or(decided_at),
+            classified_at,
             decided_at,
             completed_at: now,
         },
         prev_hash: Sha256Hex::zero(),
         hash: Sha256Hex::zero(),
-    };
-    let sealed = state.store.complete(audit, now).await?;
-    tracing::info!(
-        run_id = %sealed.run_id,
-        correlation_id = %sealed.correlation_id,
-        seq = sealed.seq,
-        outcomes = %sealed.decision.actions.iter().map(|a| format!("{}={}", a.action, a.outcome.as_str())).collect::<Vec<_>>().join(","),
-        "run audited"
-    );
-    state.audited.notify_one();
-    Ok(())
+    }
 }
 
 /// Appends audit records to the JSON Lines file in chain order, from the store.

@@ -112,6 +112,19 @@ pub struct Store {
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
     pub(crate) backend: Backend,
+    /// Group commit of accepts, started on first use.
+    pub(crate) group: crate::group::GroupCell,
+    /// The last backlog count, when it was taken, and runs accepted since.
+    pub(crate) backlog_cache: std::sync::Arc<BacklogCache>,
+}
+
+/// How old a backlog count may be before the next `backlog_estimate` counts again.
+pub const BACKLOG_CACHE_MS: u64 = 100;
+
+#[derive(Debug, Default)]
+pub(crate) struct BacklogCache {
+    counted: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    accepted_since: std::sync::atomic::AtomicI64,
 }
 
 pub(crate) fn corrupt(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
@@ -191,6 +204,8 @@ impl Store {
             write,
             read,
             backend: Backend::Sqlite,
+            group: Default::default(),
+            backlog_cache: Default::default(),
         })
     }
 
@@ -217,6 +232,8 @@ impl Store {
             write: pool.clone(),
             read: pool,
             backend: Backend::Postgres,
+            group: Default::default(),
+            backlog_cache: Default::default(),
         })
     }
 
@@ -251,29 +268,65 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
 
-    /// Commits every run of a batch, or none.
+    /// Commits every run of a batch, or none, before returning; concurrent
+    /// calls share one transaction (group commit, `group.rs`).
     pub async fn accept(&self, runs: &[NewRun], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        for r in runs {
-            sqlx::query(
-                "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
-                 fingerprint, event_json, submitted_by, received_at) \
-                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(r.run_id.as_str())
-            .bind(r.correlation_id.as_str())
-            .bind(r.event.source.as_str())
-            .bind(&r.event.service)
-            .bind(r.event.environment.as_str())
-            .bind(r.event.fingerprint.as_str())
-            .bind(json(&r.event)?)
-            .bind(&r.submitted_by)
-            .bind(to_ms(now))
-            .execute(&mut *tx)
-            .await?;
+        use crate::group::{Group, Row, Sent, insert_rows};
+        let received_at = to_ms(now);
+        let rows = runs
+            .iter()
+            .map(|r| {
+                Ok(Row {
+                    run_id: r.run_id.as_str().to_owned(),
+                    correlation_id: r.correlation_id.as_str().to_owned(),
+                    source: r.event.source.as_str(),
+                    service: r.event.service.clone(),
+                    environment: r.event.environment.as_str().to_owned(),
+                    fingerprint: r.event.fingerprint.as_str().to_owned(),
+                    event_json: json(&r.event)?,
+                    submitted_by: r.submitted_by.clone(),
+                    received_at,
+                })
+            })
+            .collect::<Result<Vec<Row>, StoreError>>()?;
+        let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let group = self.group.get_or_init(|| Group::start(self.write.clone()));
+        match group.accept(rows).await {
+            Sent::Done(r) => r?,
+            // Started on a runtime that has ended: commit here.
+            Sent::Stopped(rows) => insert_rows(&self.write, rows.iter()).await?,
         }
-        tx.commit().await?;
+        self.backlog_cache
+            .accepted_since
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The backlog for load shedding at the edge: counted at most every
+    /// [`BACKLOG_CACHE_MS`], plus what this process accepted since (so a
+    /// burst sees itself). Approximate by what other replicas accepted and
+    /// workers decided within one period; [`Store::backlog`] is exact.
+    pub async fn backlog_estimate(&self) -> Result<i64, StoreError> {
+        use std::sync::atomic::Ordering;
+        let fresh = self
+            .backlog_cache
+            .counted
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_millis(BACKLOG_CACHE_MS));
+        if let Some((_, n)) = fresh {
+            return Ok(n.saturating_add(self.backlog_cache.accepted_since.load(Ordering::Relaxed)));
+        }
+        // Reset before counting: what commits during the count is in it or after it.
+        self.backlog_cache
+            .accepted_since
+            .store(0, Ordering::Relaxed);
+        let n = self.backlog().await?;
+        if let Ok(mut c) = self.backlog_cache.counted.lock() {
+            *c = Some((std::time::Instant::now(), n));
+        }
+        Ok(n)
     }
 
     /// Runs accepted but not yet decided (the processing backlog).
@@ -336,6 +389,47 @@ impl Store {
             .fetch_optional(&self.write)
             .await?;
         row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// Claims up to `limit` runs at once, as [`Store::claim_next`] claims one
+    /// (one statement, one commit), oldest first.
+    pub async fn claim_batch(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq IN \
+                 (SELECT seq FROM runs WHERE status = 'pending' \
+                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT $4) \
+                 RETURNING *"
+            }
+            Backend::Postgres => {
+                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq IN \
+                 (SELECT seq FROM runs WHERE status = 'pending' \
+                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT $4 \
+                  FOR UPDATE SKIP LOCKED) \
+                 RETURNING *"
+            }
+        };
+        let now_ms = to_ms(now);
+        let rows = sqlx::query(sql)
+            .bind(owner)
+            .bind(now_ms.saturating_add(lease.num_milliseconds()))
+            .bind(now_ms)
+            .bind(limit.clamp(1, LIST_ROWS_MAX))
+            .fetch_all(&self.write)
+            .await?;
+        // RETURNING has no order: acceptance order is `seq`.
+        let mut runs = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("seq")?, run_from_row(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        runs.sort_by_key(|(seq, _)| *seq);
+        Ok(runs.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Puts a claimed run back in the queue (after a failure mid-processing).
@@ -405,11 +499,95 @@ impl Store {
         now: DateTime<Utc>,
         step: impl FnOnce(&StepState) -> StepOutput,
     ) -> Result<StepOutput, StoreError> {
+        let (out, _) = self
+            .decide_and_seal(run_id, keys, classification, now, step, |_| None)
+            .await?;
+        Ok(out)
+    }
+
+    /// Like [`Store::decide`]; and when the decision leaves nothing for the
+    /// outbox (no executed action), the run's audit record from `seal` is
+    /// sealed onto the chain and the run completed in the same transaction:
+    /// one commit per run instead of two. Returns the sealed record, if any.
+    pub async fn decide_and_seal(
+        &self,
+        run_id: &RunId,
+        keys: &PrefetchKeys,
+        classification: &serde_json::Value,
+        now: DateTime<Utc>,
+        step: impl FnOnce(&StepState) -> StepOutput,
+        seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
+    ) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
         let mut tx = self.begin_write().await?;
+        let done = decide_in(&mut tx, run_id, keys, classification, now, step, seal).await?;
+        tx.commit().await?;
+        crate::storm::committed(&done.0.effects);
+        Ok(done)
+    }
+
+    /// Decides several runs in one transaction (one commit for all), each as
+    /// [`Store::decide_and_seal`] would, in the given order: each sees the
+    /// storm state the ones before it left. A run no longer claimable (another
+    /// worker decided it after its lease expired) is `None` and changes
+    /// nothing; any other error rolls the whole batch back.
+    pub async fn decide_batch(
+        &self,
+        items: Vec<DecideItem<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<(StepOutput, Option<AuditRecord>)>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let done = decide_in(
+                &mut tx,
+                item.run_id,
+                item.keys,
+                item.classification,
+                now,
+                item.step,
+                item.seal,
+            )
+            .await;
+            match done {
+                Ok(d) => out.push(Some(d)),
+                Err(StoreError::WrongState { .. }) => out.push(None),
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        for (o, _) in out.iter().flatten() {
+            crate::storm::committed(&o.effects);
+        }
+        Ok(out)
+    }
+}
+
+/// One run of [`Store::decide_batch`].
+pub struct DecideItem<'a> {
+    pub run_id: &'a RunId,
+    pub keys: &'a PrefetchKeys,
+    pub classification: &'a serde_json::Value,
+    pub step: Box<dyn FnOnce(&StepState) -> StepOutput + Send + 'a>,
+    pub seal: Box<dyn FnOnce(&StepOutput) -> Option<AuditRecord> + Send + 'a>,
+}
+
+/// Prefetch, step, apply (and seal, when nothing is left for the outbox) one
+/// run inside `tx`. A run not `classifying`/`pending` is `WrongState`, found
+/// before anything is written.
+async fn decide_in(
+    tx: &mut Tx<'_>,
+    run_id: &RunId,
+    keys: &PrefetchKeys,
+    classification: &serde_json::Value,
+    now: DateTime<Utc>,
+    step: impl FnOnce(&StepState) -> StepOutput,
+    seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
+) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
+    {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
                 .bind(run_id.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         match status.as_deref() {
             Some("classifying") | Some("pending") => {}
@@ -424,30 +602,26 @@ impl Store {
         }
 
         let mut state = StepState {
-            autonomy_cap: crate::autonomy::cap_for(
-                &mut tx,
-                &keys.service,
-                keys.owner_team.as_deref(),
-            )
-            .await?,
+            autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
+                .await?,
             ..StepState::default()
         };
         if let Some(r) = sqlx::query(
             "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
         )
         .bind(keys.fingerprint.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         {
             state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
         }
         if let Some(team) = &keys.team {
-            state.team_bucket = load_bucket(&mut tx, &team_bucket_key(team)).await?;
+            state.team_bucket = load_bucket(tx, &team_bucket_key(team)).await?;
         }
-        state.global_bucket = load_bucket(&mut tx, GLOBAL_BUCKET).await?;
+        state.global_bucket = load_bucket(tx, GLOBAL_BUCKET).await?;
         for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = $1")
             .bind(&keys.signal_key)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
         {
             state.signals.push(Signal {
@@ -457,7 +631,7 @@ impl Store {
         }
         if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
             .bind(&keys.service)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
         {
             state.open_mim = Some((
@@ -466,23 +640,25 @@ impl Store {
             ));
         }
 
-        crate::storm::prefetch(&mut tx, run_id, &keys.service, &mut state).await?;
+        crate::storm::prefetch(tx, run_id, &keys.service, &mut state).await?;
         if let Some(key) = &keys.group_key {
-            state.group = crate::storm::load_group(&mut tx, key).await?;
+            state.group = crate::storm::load_group(tx, key).await?;
         }
 
         let out = step(&state);
 
         for effect in &out.effects {
-            if !crate::storm::apply(&mut tx, effect).await? {
-                apply_effect(&mut tx, effect).await?;
+            if !crate::storm::apply(tx, effect).await? {
+                apply_effect(tx, effect).await?;
             }
         }
+        let mut pending = false;
         for p in &out.planned {
             let status = match p.outcome {
                 Outcome::Execute => ActionStatus::Pending,
                 _ => ActionStatus::NotExecuted,
             };
+            pending |= status == ActionStatus::Pending;
             let review_state = (p.outcome == Outcome::Review).then_some("open");
             sqlx::query(
                 "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
@@ -501,7 +677,7 @@ impl Store {
             // The outbox delivers `pending` actions from here, in `id` (decision) order.
             .bind(crate::outbox::target_of(p.action.kind))
             .bind((status == ActionStatus::Pending).then(|| to_ms(now)))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         let run_review = (out.planned.is_empty()
@@ -521,13 +697,44 @@ impl Store {
         .bind(to_ms(now))
         .bind(run_review)
         .bind(run_id.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
-        crate::storm::committed(&out.effects);
-        Ok(out)
+        let record = if pending { None } else { seal(&out) };
+        let sealed = match record {
+            Some(mut record) => {
+                // INVARIANT: only a run with no action for the outbox is
+                // sealed here: its record's action results are final.
+                let (seq, prev) = chain_next(tx).await?;
+                record.seal(u64::try_from(seq).unwrap_or(0), prev);
+                insert_row(
+                    tx,
+                    seq,
+                    record.run_id.as_str(),
+                    &record.hash,
+                    &json(&record)?,
+                    "run",
+                    &RowMeta::of_run(&record),
+                )
+                .await?;
+                sqlx::query(
+                    "UPDATE runs SET status = 'completed', completed_at = $1, audit_seq = $2, \
+                     audit_hash = $3 WHERE run_id = $4",
+                )
+                .bind(to_ms(now))
+                .bind(seq)
+                .bind(record.hash.as_str())
+                .bind(run_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+                Some(record)
+            }
+            None => None,
+        };
+        Ok((out, sealed))
     }
+}
 
+impl Store {
     /// Actions of a run that are waiting to be delivered.
     pub async fn pending_actions(&self, run_id: &RunId) -> Result<Vec<StoredAction>, StoreError> {
         let rows = sqlx::query(

@@ -15,6 +15,7 @@ mod console;
 mod db;
 mod evidence;
 mod external;
+mod group;
 mod outbox;
 mod review;
 mod storm;
@@ -29,9 +30,10 @@ pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
 pub use console::{
     CHART_BUCKET_MS, CHART_BUCKETS_MAX, ConsoleCounts, FEED_ROWS_MAX, FeedRun, MinuteCounts,
 };
-pub use db::{Backend, LIST_ROWS_MAX, Store, StoreOptions};
+pub use db::{Backend, DecideItem, LIST_ROWS_MAX, Store, StoreOptions};
 pub use evidence::{KindEvidence, ServiceEvidence};
 pub use external::{EXTERNAL_CANDIDATES_MAX, ExternalIncident, ExternalRecorded};
+pub use group::{GROUP_QUEUE_MAX, GROUP_RUNS_MAX};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,
@@ -53,6 +55,10 @@ pub enum StoreError {
         what: String,
         source: serde_json::Error,
     },
+    #[error("the store is busy: {0}")]
+    Busy(String),
+    #[error("the commit failed: {0}")]
+    Commit(String),
     #[error("store configuration: {0}")]
     Config(String),
     #[error("run {0} not found")]

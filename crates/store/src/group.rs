@@ -1,0 +1,148 @@
+//! Group commit for accepting events: concurrent `accept` calls are written in
+//! one transaction (one fsync on SQLite, one commit round trip on PostgreSQL)
+//! instead of one each. Nothing waits on purpose: while a commit is in
+//! flight, the calls that arrive queue up, and the next commit takes all of
+//! them (up to [`GROUP_RUNS_MAX`]). Each call returns only after the
+//! transaction holding its runs committed, so a `202` still means durable; a
+//! failed commit fails every call in it, and none of their runs exists.
+
+use std::sync::Arc;
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+
+/// Calls waiting for the next commit at most; beyond it `accept` answers
+/// [`StoreError::Busy`] at once (the server turns it into 503 + Retry-After).
+pub const GROUP_QUEUE_MAX: usize = 4_096;
+/// Runs written by one commit at most (the rest go in the next).
+pub const GROUP_RUNS_MAX: usize = 2_048;
+
+/// One run, serialized by the caller (the costly part runs in parallel).
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub run_id: String,
+    pub correlation_id: String,
+    pub source: &'static str,
+    pub service: String,
+    pub environment: String,
+    pub fingerprint: String,
+    pub event_json: String,
+    pub submitted_by: Option<String>,
+    pub received_at: i64,
+}
+
+struct Job {
+    rows: Vec<Row>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// What became of a call.
+pub(crate) enum Sent {
+    Done(Result<(), StoreError>),
+    Stopped(Vec<Row>),
+}
+
+/// The handle `Store` keeps; the committing task ends when every handle is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+impl Group {
+    /// Starts the committing task on the current runtime.
+    pub(crate) fn start(pool: AnyPool) -> Group {
+        let (tx, rx) = mpsc::channel(GROUP_QUEUE_MAX);
+        tokio::spawn(commit_loop(pool, rx));
+        Group { tx }
+    }
+
+    /// Commits `rows` with whatever else is queued; returns once committed.
+    /// `Stopped` gives the rows back when the task is gone (its runtime
+    /// ended): the caller commits them itself.
+    pub(crate) async fn accept(&self, rows: Vec<Row>) -> Sent {
+        let (done, wait) = oneshot::channel();
+        match self.tx.try_send(Job { rows, done }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Sent::Done(Err(StoreError::Busy(format!(
+                    "{GROUP_QUEUE_MAX} accepts are waiting for a commit"
+                ))));
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => return Sent::Stopped(job.rows),
+        }
+        match wait.await {
+            Ok(r) => Sent::Done(r.map_err(StoreError::Commit)),
+            // The task died with the job: whether it committed is unknown, so
+            // the caller must not retry it as new; it answers as unavailable.
+            Err(_) => Sent::Done(Err(StoreError::Busy(
+                "the commit task stopped during the commit".into(),
+            ))),
+        }
+    }
+}
+
+async fn commit_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut runs = first.rows.len();
+        let mut jobs = vec![first];
+        while runs < GROUP_RUNS_MAX {
+            match rx.try_recv() {
+                Ok(job) => {
+                    runs += job.rows.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("triage_gate_accept_group_runs").record(runs as f64);
+        let result = insert(&pool, &jobs).await.map_err(|e| e.to_string());
+        for job in jobs {
+            // A caller that gave up (its request timed out) is not waiting.
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+async fn insert(pool: &AnyPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
+    insert_rows(pool, jobs.iter().flat_map(|j| &j.rows)).await
+}
+
+/// Inserts `rows` in one transaction.
+pub(crate) async fn insert_rows<'a>(
+    pool: &AnyPool,
+    rows: impl Iterator<Item = &'a Row>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
+             fingerprint, event_json, submitted_by, received_at) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&r.run_id)
+        .bind(&r.correlation_id)
+        .bind(r.source)
+        .bind(&r.service)
+        .bind(&r.environment)
+        .bind(&r.fingerprint)
+        .bind(&r.event_json)
+        .bind(&r.submitted_by)
+        .bind(r.received_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Shared so that every clone of a `Store` uses one committing task.
+pub(crate) type GroupCell = Arc<std::sync::OnceLock<Group>>;
