@@ -245,45 +245,103 @@ pub struct HistogramQuantiles {
     pub mean_secs: Option<f64>,
 }
 
-pub fn histogram_quantiles(text: &str, name: &str) -> Option<HistogramQuantiles> {
-    let bucket_prefix = format!("{name}_bucket{{");
-    let mut buckets: Vec<(f64, u64)> = Vec::new();
-    let mut sum = None;
-    let mut count = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(&bucket_prefix) {
-            let le = rest.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            let n: f64 = rest.rsplit(' ').next()?.parse().ok()?;
-            buckets.push((le, n as u64));
-        } else if let Some(rest) = line.strip_prefix(&format!("{name}_sum")) {
-            sum = rest.trim().rsplit(' ').next()?.parse::<f64>().ok();
-        } else if let Some(rest) = line.strip_prefix(&format!("{name}_count")) {
-            count = rest
-                .trim()
-                .rsplit(' ')
-                .next()?
-                .parse::<f64>()
-                .ok()
-                .map(|c| c as u64);
+/// One Prometheus histogram read from exposition text: cumulative bucket
+/// counts by upper bound, the sum and the count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromHistogram {
+    /// (upper bound, cumulative count), sorted by bound.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: Option<f64>,
+    pub count: u64,
+}
+
+impl PromHistogram {
+    /// Reads histogram `name` (one label set: the gate exports one) from
+    /// exposition text; `None` when its `_count` line is missing or a line
+    /// of it does not parse.
+    pub fn parse(text: &str, name: &str) -> Option<Self> {
+        let bucket_prefix = format!("{name}_bucket{{");
+        let sum_prefix = format!("{name}_sum");
+        let count_prefix = format!("{name}_count");
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        let mut sum = None;
+        let mut count = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(&bucket_prefix) {
+                let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let n: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+                buckets.push((le, n as u64));
+            } else if let Some(rest) = line.strip_prefix(&sum_prefix) {
+                sum = rest.trim().rsplit(' ').next()?.parse::<f64>().ok();
+            } else if let Some(rest) = line.strip_prefix(&count_prefix) {
+                count = rest
+                    .trim()
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+                    .map(|c| c as u64);
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Some(PromHistogram {
+            buckets,
+            sum,
+            count: count?,
+        })
+    }
+
+    /// The histogram of several processes (replicas) as one: counts and
+    /// sums added bucket by bucket. Buckets are matched by bound; a bound
+    /// one side lacks counts as zero there (the gate's replicas share one
+    /// bucket layout, so this does not arise in practice).
+    pub fn merge(mut self, other: &PromHistogram) -> PromHistogram {
+        for &(le, n) in &other.buckets {
+            match self
+                .buckets
+                .iter_mut()
+                .find(|(b, _)| b.total_cmp(&le).is_eq())
+            {
+                Some((_, m)) => *m = m.saturating_add(n),
+                None => self.buckets.push((le, n)),
+            }
+        }
+        self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        self.sum = match (self.sum, other.sum) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.count = self.count.saturating_add(other.count);
+        self
+    }
+
+    /// The quantiles: the upper bound of the bucket holding each.
+    pub fn quantiles(&self) -> HistogramQuantiles {
+        let count = self.count;
+        let q = |q: f64| {
+            let want = (count as f64 * q).ceil() as u64;
+            self.buckets
+                .iter()
+                .find(|(_, n)| *n >= want)
+                .map(|(le, _)| *le)
+        };
+        HistogramQuantiles {
+            count,
+            p50_le_secs: q(0.5),
+            p99_le_secs: q(0.99),
+            mean_secs: self.sum.filter(|_| count > 0).map(|s| s / count as f64),
         }
     }
-    let count = count?;
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let q = |q: f64| {
-        let want = (count as f64 * q).ceil() as u64;
-        buckets.iter().find(|(_, n)| *n >= want).map(|(le, _)| *le)
-    };
-    Some(HistogramQuantiles {
-        count,
-        p50_le_secs: q(0.5),
-        p99_le_secs: q(0.99),
-        mean_secs: sum.filter(|_| count > 0).map(|s| s / count as f64),
-    })
+}
+
+/// Quantiles of histogram `name` in one exposition text.
+pub fn histogram_quantiles(text: &str, name: &str) -> Option<HistogramQuantiles> {
+    PromHistogram::parse(text, name).map(|h| h.quantiles())
 }
 
 #[cfg(test)]
@@ -316,6 +374,21 @@ mod tests {
         assert_eq!(q.p99_le_secs, Some(0.1));
         assert_eq!(q.mean_secs, Some(0.005));
         assert!(histogram_quantiles(text, "y_seconds").is_none());
+    }
+
+    #[test]
+    fn histograms_of_replicas_merge_bucket_by_bucket() {
+        let a = "x_seconds_bucket{le=\"0.001\"} 50\nx_seconds_bucket{le=\"0.01\"} 100\n\
+                 x_seconds_bucket{le=\"+Inf\"} 100\nx_seconds_sum 0.4\nx_seconds_count 100\n";
+        let b = "x_seconds_bucket{le=\"0.001\"} 0\nx_seconds_bucket{le=\"0.01\"} 0\n\
+                 x_seconds_bucket{le=\"+Inf\"} 100\nx_seconds_sum 99.6\nx_seconds_count 100\n";
+        let a = PromHistogram::parse(a, "x_seconds").unwrap();
+        let b = PromHistogram::parse(b, "x_seconds").unwrap();
+        let q = a.merge(&b).quantiles();
+        assert_eq!(q.count, 200);
+        assert_eq!(q.p50_le_secs, Some(0.01));
+        assert_eq!(q.p99_le_secs, Some(f64::INFINITY));
+        assert_eq!(q.mean_secs, Some(0.5));
     }
 
     #[test]

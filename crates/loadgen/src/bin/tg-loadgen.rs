@@ -3,6 +3,11 @@
 //! a fixed rate (open loop: latency counted from the scheduled send time, so
 //! a stalled server cannot hide its queueing) or at maximum (closed loop,
 //! `--concurrency` callers). Prints one JSON result on stdout.
+//!
+//! Several `--url`s (repeated or comma-separated: gate replicas behind no
+//! load balancer) are served round-robin by request number; `--pid` and
+//! `--metrics-url` take one entry per replica, the peak RSS reported is the
+//! largest and the lag histogram is the replicas' sum.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +19,7 @@ use anyhow::{Context as _, anyhow};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use triage_gate_loadgen::{Rng, Template, histogram_quantiles, latency, load_corpus, rss_kib};
+use triage_gate_loadgen::{PromHistogram, Rng, Template, latency, load_corpus, rss_kib};
 
 /// Longest request wait before it counts as a transport error.
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -25,6 +30,8 @@ const SAMPLE_BYTES_MAX: usize = 300;
 /// Largest number of requests in flight in rate mode (beyond it a send is
 /// skipped and counted: the target is not keeping up).
 const IN_FLIGHT_MAX_DEFAULT: usize = 512;
+/// Most target URLs (replicas) one load spreads over.
+const URLS_MAX: usize = 64;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Kind {
@@ -37,9 +44,10 @@ enum Kind {
 #[derive(Debug, Parser)]
 #[command(name = "tg-loadgen", about = "Load generator for bench/")]
 struct Args {
-    /// Base URL, e.g. http://127.0.0.1:8700
-    #[arg(long)]
-    url: String,
+    /// Base URL, e.g. http://127.0.0.1:8700; repeated or comma-separated,
+    /// requests go round-robin over them (request i to URL i mod n).
+    #[arg(long, required = true, value_delimiter = ',')]
+    url: Vec<String>,
     #[arg(long, value_enum, default_value = "gate")]
     kind: Kind,
     /// Golden payloads: <dir>/<source>/<case>/{input,expected}.json
@@ -62,12 +70,14 @@ struct Args {
     duplicate_ratio: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Report the peak RSS of this process (the server under test).
-    #[arg(long)]
-    pid: Option<u32>,
-    /// Scrape this Prometheus endpoint after the run...
-    #[arg(long)]
-    metrics_url: Option<String>,
+    /// Report the peak RSS of this process (the server under test);
+    /// repeated or comma-separated for replicas (the largest is reported).
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Scrape this Prometheus endpoint after the run (repeated or
+    /// comma-separated: the replicas' histograms are added up)...
+    #[arg(long, value_delimiter = ',')]
+    metrics_url: Vec<String>,
     /// ...for this histogram's quantiles.
     #[arg(long, default_value = "triage_gate_processing_seconds")]
     lag_metric: String,
@@ -79,7 +89,8 @@ struct Args {
 struct Shared {
     corpus: Vec<Template>,
     kind: Kind,
-    base: String,
+    /// Target base URLs, never empty (checked in `main`).
+    bases: Vec<String>,
     duplicate_ratio: f64,
     seed: u64,
     http: reqwest::Client,
@@ -93,6 +104,8 @@ struct Stats {
     /// The first body of each non-2xx status (why the server refused).
     samples: BTreeMap<String, String>,
     ok: u64,
+    /// 2xx answers per target URL, in `--url` order.
+    ok_per_url: Vec<u64>,
 }
 
 impl Shared {
@@ -104,8 +117,14 @@ impl Shared {
                 < self.duplicate_ratio
     }
 
+    /// Which target URL request `i` goes to: round-robin.
+    fn target(&self, i: u64) -> usize {
+        let n = self.bases.len().max(1) as u64;
+        usize::try_from(i % n).unwrap_or(0)
+    }
+
     /// The request: the template `i % n`, fresh as alert `i`, or a repeat of
-    /// the last fresh send of the same template.
+    /// the last fresh send of the same template, to the target of `i`.
     fn request(&self, i: u64) -> (String, String) {
         let n = self.corpus.len() as u64;
         let mut id = i;
@@ -113,15 +132,12 @@ impl Shared {
             id -= n;
         }
         let idx = usize::try_from(i % n).unwrap_or(0);
-        let Some(t) = self.corpus.get(idx) else {
+        let (Some(t), Some(base)) = (self.corpus.get(idx), self.bases.get(self.target(i))) else {
             return (String::new(), String::new());
         };
         match self.kind {
-            Kind::Gate => (
-                format!("{}/v1/events/{}", self.base, t.source),
-                t.body(Some(id)),
-            ),
-            Kind::Alertmanager => (format!("{}/api/v2/alerts", self.base), t.am_body(Some(id))),
+            Kind::Gate => (format!("{base}/v1/events/{}", t.source), t.body(Some(id))),
+            Kind::Alertmanager => (format!("{base}/api/v2/alerts"), t.am_body(Some(id))),
         }
     }
 
@@ -159,6 +175,9 @@ impl Shared {
             *s.status.entry(key).or_insert(0) += 1;
             if ok {
                 s.ok += 1;
+                if let Some(n) = s.ok_per_url.get_mut(self.target(i)) {
+                    *n += 1;
+                }
             }
         }
     }
@@ -170,6 +189,17 @@ async fn main() -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&args.duplicate_ratio) {
         return Err(anyhow!("--duplicate-ratio must be in [0, 1)"));
     }
+    if args.url.is_empty() || args.url.len() > URLS_MAX {
+        return Err(anyhow!("--url: between 1 and {URLS_MAX} URLs"));
+    }
+    let bases: Vec<String> = args
+        .url
+        .iter()
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .collect();
+    if bases.iter().any(String::is_empty) {
+        return Err(anyhow!("--url: an empty URL in {:?}", args.url));
+    }
     let corpus = load_corpus(&args.corpus)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
@@ -180,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         corpus,
         kind: args.kind,
-        base: args.url.trim_end_matches('/').to_owned(),
+        bases: bases.clone(),
         duplicate_ratio: args.duplicate_ratio,
         seed: args.seed,
         http,
@@ -190,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
             status: BTreeMap::new(),
             samples: BTreeMap::new(),
             ok: 0,
+            ok_per_url: vec![0; bases.len()],
         }),
     });
     // Other work on the machine moves the figures: recorded beside them.
@@ -251,14 +282,30 @@ async fn main() -> anyhow::Result<()> {
     }
     let wall = measure_from.elapsed().max(measured).as_secs_f64();
 
-    let lag = match &args.metrics_url {
-        Some(url) => {
-            let text = shared.http.get(url).send().await?.text().await?;
-            histogram_quantiles(&text, &args.lag_metric)
-        }
-        None => None,
-    };
-    let rss = args.pid.and_then(rss_kib);
+    // The replicas' histograms added up; one missing makes the sum unknown.
+    let mut lag: Option<PromHistogram> = None;
+    for url in &args.metrics_url {
+        let text = shared
+            .http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("scrape {url}"))?
+            .text()
+            .await?;
+        let Some(h) = PromHistogram::parse(&text, &args.lag_metric) else {
+            lag = None;
+            break;
+        };
+        lag = Some(match lag {
+            Some(acc) => acc.merge(&h),
+            None => h,
+        });
+    }
+    let lag = lag.map(|h| h.quantiles());
+    let rss_each: Vec<Option<(u64, u64)>> = args.pid.iter().map(|p| rss_kib(*p)).collect();
+    // The largest replica's figures (one process: its own).
+    let rss = rss_each.iter().flatten().max_by_key(|r| r.0).copied();
     let stats = shared
         .stats
         .lock()
@@ -273,16 +320,20 @@ async fn main() -> anyhow::Result<()> {
         "duplicate_ratio": args.duplicate_ratio,
         "payload_templates": shared.corpus.len(),
         "secs": measured.as_secs(),
+        "warmup_secs": warmup.as_secs(),
         "sent": sent,
         "ok": stats.ok,
         "skipped_in_flight_cap": skipped,
+        "urls": bases,
+        "ok_per_url": stats.ok_per_url,
         "status": stats.status,
         "refusal_samples": stats.samples,
         "throughput_rps": stats.ok as f64 / wall,
         "latency": latency(&stats.hist),
         "peak_rss_kib": rss.map(|r| r.0),
         "rss_kib": rss.map(|r| r.1),
-        "lag_metric": args.metrics_url.as_ref().map(|_| args.lag_metric.clone()),
+        "peak_rss_kib_per_pid": rss_each.iter().map(|r| r.map(|r| r.0)).collect::<Vec<_>>(),
+        "lag_metric": (!args.metrics_url.is_empty()).then(|| args.lag_metric.clone()),
         "lag": lag,
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": loadavg_1m(),
