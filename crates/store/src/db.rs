@@ -562,13 +562,18 @@ impl Store {
     }
 }
 
+/// The engine's step for one run of a batch.
+pub type StepFn<'a> = Box<dyn FnOnce(&StepState) -> StepOutput + Send + 'a>;
+/// The run's audit record, when its decision leaves nothing for the outbox.
+pub type SealFn<'a> = Box<dyn FnOnce(&StepOutput) -> Option<AuditRecord> + Send + 'a>;
+
 /// One run of [`Store::decide_batch`].
 pub struct DecideItem<'a> {
     pub run_id: &'a RunId,
     pub keys: &'a PrefetchKeys,
     pub classification: &'a serde_json::Value,
-    pub step: Box<dyn FnOnce(&StepState) -> StepOutput + Send + 'a>,
-    pub seal: Box<dyn FnOnce(&StepOutput) -> Option<AuditRecord> + Send + 'a>,
+    pub step: StepFn<'a>,
+    pub seal: SealFn<'a>,
 }
 
 /// Prefetch, step, apply (and seal, when nothing is left for the outbox) one
