@@ -8,6 +8,7 @@ mod audit;
 mod autonomy;
 mod brain;
 mod demo;
+mod policy_test;
 mod simulate;
 
 use std::net::SocketAddr;
@@ -133,6 +134,10 @@ enum ActionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
+    /// Table tests of the gates: each case an event (vendor payload), the
+    /// model's answer and a little storm state, with the outcome expected
+    /// per action; exit code 1 when any case fails (docs/policy.md).
+    Test { file: PathBuf },
     /// The decisions a configuration change moves on a scenario's events
     /// (the scenario run twice on a simulated clock: as shipped, and with
     /// CHANGE merged into its configuration).
@@ -346,6 +351,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             AuditCommand::Keygen { out } => audit::keygen(&out),
         },
+        Command::Policy {
+            command: PolicyCommand::Test { file },
+        } => policy_test::run(&file, load_config),
         Command::Policy {
             command:
                 PolicyCommand::Diff {
