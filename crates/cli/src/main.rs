@@ -499,6 +499,43 @@ async fn serve(
         running.addr,
         config.server.data_dir.display()
     );
+    // SIGHUP reloads the policy and the catalog from the same files.
+    #[cfg(unix)]
+    if let Some(path) = config_path.map(Path::to_path_buf) {
+        let state = running.state.clone();
+        // The command line's overrides hold for the reloaded file too.
+        let server = config.server.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::error!("cannot listen for SIGHUP; reload needs a restart");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let outcome = match load_config(&path) {
+                    Ok((mut c, p)) => {
+                        c.server.listen.clone_from(&server.listen);
+                        c.server.data_dir.clone_from(&server.data_dir);
+                        tg_server::reload(&state, &c, p.as_deref()).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(r) => eprintln!(
+                        "reloaded {}: policy {} (was {}){}",
+                        path.display(),
+                        r.policy_version,
+                        r.previous_policy_version,
+                        if r.changed { "" } else { ", unchanged" }
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "reload refused");
+                        eprintln!("reload refused: {e:#}");
+                    }
+                }
+            }
+        });
+    }
     shutdown_signal().await;
     eprintln!("shutting down: finishing in-flight work");
     running

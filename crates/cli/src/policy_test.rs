@@ -150,7 +150,8 @@ fn check(
     let event = events
         .first()
         .ok_or_else(|| anyhow!("the event holds no alert"))?;
-    let teams = p.catalog.known_teams();
+    let policy = p.policy();
+    let teams = policy.catalog.known_teams();
     let answer = case.classification.as_ref().map(|c| match c {
         serde_json::Value::String(raw) => raw.clone(),
         other => other.to_string(),
@@ -186,8 +187,8 @@ fn check(
         });
     }
     let out = tg_engine::step(
-        &p.gates,
-        &p.catalog,
+        &policy.gates,
+        &policy.catalog,
         &p.storm,
         &state,
         StepInput {

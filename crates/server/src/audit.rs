@@ -80,8 +80,9 @@ pub fn settings(
 /// Records what this process loaded when it differs from the last record of
 /// it: a policy or configuration change is on the chain, at the time it took effect.
 pub async fn record_config_loaded(state: &AppState) -> anyhow::Result<()> {
-    let policy_version = state.pipeline.gates.version().to_owned();
-    let config_sha256 = state.pipeline.audit.config_sha256.clone();
+    let policy = state.pipeline.policy();
+    let policy_version = policy.gates.version().to_owned();
+    let config_sha256 = policy.config_sha256.clone();
     let last = state.store.last_step(StepKind::ConfigLoaded).await?;
     let previous = last.as_ref().and_then(|s| s.config.clone());
     if previous

@@ -65,7 +65,7 @@ fn check_scope(state: &AppState, scope: &str) -> Result<(), Problem> {
         ));
     }
     match kind {
-        "team" if state.pipeline.catalog.known_teams().contains(name) => Ok(()),
+        "team" if state.pipeline.policy().catalog.known_teams().contains(name) => Ok(()),
         "team" => Err(bad("scope", format!("team {name:?} is not in the catalog"))),
         // An unlisted service may still send alerts (at the catalog's default level).
         "service" => Ok(()),
@@ -126,7 +126,8 @@ pub(crate) async fn get(State(state): State<AppState>) -> Result<Json<Value>, Pr
         .await
         .map_err(|e| Problem::internal("the store cannot be read", &e))?;
     let cap_of = |scope: &str| caps.iter().find(|c| c.scope == scope).map(|c| c.level);
-    let catalog = &state.pipeline.catalog;
+    let policy = state.pipeline.policy();
+    let catalog = &policy.catalog;
     let services: Vec<Value> = catalog
         .services
         .iter()

@@ -27,8 +27,8 @@ pub struct Pipeline {
     pub run_lease: chrono::Duration,
     pub normalize: NormalizeContext,
     pub classifier: Arc<dyn Classifier>,
-    pub gates: Gates,
-    pub catalog: Catalog,
+    /// The gates and the catalog: swapped whole by a hot reload ([`Pipeline::policy`]).
+    pub policy: PolicyCell,
     pub storm: StormSettings,
     pub executor: tg_actions::Executor,
     /// SNS signature verification, certificate cache, subscriptions.
@@ -78,15 +78,85 @@ impl tg_identity::IdentityClock for IdentityClockAdapter {
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("policy_version", &self.gates.version())
+            .field("policy_version", &self.policy().gates.version())
             .finish_non_exhaustive()
     }
 }
 
+/// What a hot reload replaces at once: the Cedar gates and the catalog they
+/// were validated against (teams, services, thresholds, autonomy levels), and
+/// the hash of the configuration they came from.
+pub struct Policy {
+    pub gates: Gates,
+    pub catalog: Catalog,
+    pub config_sha256: tg_model::Sha256Hex,
+}
+
+/// The current [`Policy`]. A run takes it once (`current`) and decides with
+/// that one throughout, so a swap never mixes two versions in one decision.
+pub struct PolicyCell(std::sync::RwLock<Arc<Policy>>);
+
+impl PolicyCell {
+    pub fn new(p: Policy) -> PolicyCell {
+        PolicyCell(std::sync::RwLock::new(Arc::new(p)))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        match self.0.read() {
+            Ok(p) => p.clone(),
+            // A writer never panics while holding the lock (it only assigns);
+            // if one did, the value is still a whole policy.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs `p`; returns the policy it replaced.
+    pub fn replace(&self, p: Policy) -> Arc<Policy> {
+        let new = Arc::new(p);
+        match self.0.write() {
+            Ok(mut g) => std::mem::replace(&mut *g, new),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
+        }
+    }
+}
+
+/// Loads and validates the gates against the catalog of `config` (the same
+/// check as at start-up): every error at once, with the policy file's name.
+pub fn load_policy(config: &Config, policy_text: Option<&str>) -> anyhow::Result<Policy> {
+    let text = policy_text.unwrap_or(Gates::default_policy_text());
+    let gates = Gates::load(text, &config.catalog).map_err(|errs| {
+        let file = config
+            .policy
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<built-in policy>".into());
+        anyhow!(
+            "policy is invalid:\n{}",
+            errs.iter()
+                .map(|e| format!("{file}:{e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let config_json = serde_json::to_value(config)?;
+    Ok(Policy {
+        gates,
+        catalog: config.catalog.clone(),
+        config_sha256: tg_model::sha256_hex(&tg_model::hash::canonical_json(&config_json)),
+    })
+}
+
 impl Pipeline {
+    /// The policy in force now (take it once per decision).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.current()
+    }
+
     /// The teams a classification may name, with the service's owner as a hint.
     pub fn teams_for(&self, service: &str) -> TeamContext {
-        let known_teams = self.catalog.known_teams();
+        let policy = self.policy();
+        let known_teams = policy.catalog.known_teams();
         let default_team = if known_teams.contains(DEFAULT_TEAM) {
             DEFAULT_TEAM.to_owned()
         } else {
@@ -97,7 +167,7 @@ impl Pipeline {
                 .unwrap_or_else(|| DEFAULT_TEAM.to_owned())
         };
         TeamContext {
-            service_team: self.catalog.team_for(service).map(str::to_owned),
+            service_team: policy.catalog.team_for(service).map(str::to_owned),
             known_teams,
             default_team,
         }
@@ -150,22 +220,7 @@ fn build(
     clock: Arc<dyn crate::Clock>,
     probe_tokens: bool,
 ) -> anyhow::Result<Pipeline> {
-    let text = policy_text.unwrap_or(Gates::default_policy_text());
-    let gates = Gates::load(text, &config.catalog).map_err(|errs| {
-        let file = config
-            .policy
-            .file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "<built-in policy>".into());
-        anyhow!(
-            "policy is invalid:\n{}",
-            errs.iter()
-                .map(|e| format!("{file}:{e}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let policy = load_policy(config, policy_text)?;
 
     let redactor = tg_normalize::Redactor::with_extra(&config.normalize.redact_patterns)
         .map_err(|e| anyhow!("normalize.redact_patterns: {e}"))?;
@@ -266,8 +321,7 @@ fn build(
         ),
         normalize,
         classifier,
-        gates,
-        catalog: config.catalog.clone(),
+        policy: PolicyCell::new(policy),
         storm,
         executor,
         sns,

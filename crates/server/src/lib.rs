@@ -260,3 +260,58 @@ pub fn instance_id() -> String {
         uuid.get(..8).unwrap_or("0")
     )
 }
+
+/// Hot reload of the policy and the catalog (teams, services, thresholds,
+/// autonomy levels) without a restart: `config` is validated and the gates
+/// are loaded against its catalog first; only then is the new policy swapped
+/// in, whole, and the change recorded on the audit chain (`config_loaded`).
+/// On any error the policy in force stays. Runs decided from then on carry
+/// the new `policy_version`; a decision in flight finishes with the old one.
+/// Other sections (server, store, storm, actions, identity) are read at start
+/// only: a change to them waits for a restart, and the reload says so.
+pub async fn reload(
+    state: &AppState,
+    config: &tg_config::Config,
+    policy_text: Option<&str>,
+) -> anyhow::Result<Reloaded> {
+    let problems = config.validate();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the configuration is invalid; the policy in force stays:\n{}",
+            problems
+                .iter()
+                .map(|(f, why)| format!("{f}: {why}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let policy = build::load_policy(config, policy_text)
+        .map_err(|e| anyhow::anyhow!("{e:#}\nthe policy in force stays"))?;
+    let version = policy.gates.version().to_owned();
+    let old = state.pipeline.policy.replace(policy);
+    let changed = old.gates.version() != version
+        || old.config_sha256 != state.pipeline.policy().config_sha256;
+    if changed {
+        audit::record_config_loaded(state).await?;
+    }
+    tracing::info!(
+        policy_version = %version,
+        previous = %old.gates.version(),
+        changed,
+        "policy reloaded"
+    );
+    Ok(Reloaded {
+        policy_version: version,
+        previous_policy_version: old.gates.version().to_owned(),
+        changed,
+    })
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    pub policy_version: String,
+    pub previous_policy_version: String,
+    /// False when the files were unchanged (nothing recorded).
+    pub changed: bool,
+}

@@ -142,7 +142,8 @@ pub(crate) async fn autonomy(
         .autonomy_evidence(now - window, q.service.as_deref())
         .await
         .map_err(|e| Problem::internal("the store cannot be read", &e))?;
-    let catalog = &state.pipeline.catalog;
+    let policy = state.pipeline.policy();
+    let catalog = &policy.catalog;
     let bar = &state.pipeline.promotion;
     let mut services: Vec<String> = catalog.services.keys().cloned().collect();
     services.extend(evidence.keys().cloned());

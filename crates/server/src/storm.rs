@@ -78,7 +78,7 @@ pub(crate) async fn snapshot(state: &AppState) -> Result<Value, Problem> {
             &settings.breaker,
             settings
                 .breaker
-                .open_threshold(state.pipeline.catalog.services.len()),
+                .open_threshold(state.pipeline.policy().catalog.services.len()),
             &environment,
             Some(&stored),
             &sightings,
@@ -172,10 +172,18 @@ pub fn summary_text(team: &str, rows: &[tg_store::HeldRow], runs_max: usize) -> 
 pub async fn tick_breakers(state: &AppState) -> Result<usize, tg_store::StoreError> {
     let now = state.clock.now();
     let p = &state.pipeline;
+    let policy = p.policy();
     let effects = state
         .store
         .tick_breakers(|environment, stored, sightings| {
-            tg_engine::tick_breaker(&p.storm, &p.catalog, environment, stored, sightings, now)
+            tg_engine::tick_breaker(
+                &p.storm,
+                &policy.catalog,
+                environment,
+                stored,
+                sightings,
+                now,
+            )
         })
         .await?;
     Ok(effects

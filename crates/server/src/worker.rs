@@ -190,7 +190,11 @@ async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
         service: event.service.clone(),
         signal_key: tg_engine::signal_key(event),
         group_key: tg_engine::group_key(&p.storm.group, event),
-        owner_team: p.catalog.team_for(&event.service).map(str::to_owned),
+        owner_team: p
+            .policy()
+            .catalog
+            .team_for(&event.service)
+            .map(str::to_owned),
         team: record
             .classification
             .as_ref()
@@ -275,6 +279,9 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
     let prepared: Vec<Prepared> = prepared.into_iter().flatten().collect();
 
     let p = &state.pipeline;
+    // One policy for the whole wave, even if a reload lands meanwhile.
+    let policy = p.policy();
+    let policy = &*policy;
     let now = state.clock.now();
     let items: Vec<DecideItem<'_>> = prepared
         .iter()
@@ -290,8 +297,8 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
                 classification: &x.record_json,
                 step: Box::new(move |st: &tg_engine::StepState| {
                     tg_engine::step(
-                        &p.gates,
-                        &p.catalog,
+                        &policy.gates,
+                        &policy.catalog,
                         &p.storm,
                         st,
                         StepInput {

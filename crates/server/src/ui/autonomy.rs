@@ -52,7 +52,7 @@ pub(crate) async fn page(
         .get("services")
         .and_then(Value::as_array)
         .unwrap_or(&empty);
-    let teams = state.pipeline.catalog.known_teams();
+    let teams = state.pipeline.policy().catalog.known_teams();
     let is_admin = user.has(Scope::Admin);
     let (jar, flash) = take_flash(jar);
     let body = html! {

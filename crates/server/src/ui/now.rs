@@ -140,6 +140,7 @@ fn budgets(state: &AppState, storm: &Value) -> BTreeMap<String, (i64, u32, u32)>
     let cfg = state.pipeline.storm.team_bucket;
     let mut out: BTreeMap<String, (i64, u32, u32)> = state
         .pipeline
+        .policy()
         .catalog
         .known_teams()
         .into_iter()
