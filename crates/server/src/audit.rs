@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tg_audit::SigningKey;
-use tg_model::{ConfigStep, Sha256Hex, StepKind, StepRecord};
+use tg_model::{ConfigStep, StepKind, StepRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
@@ -33,17 +33,16 @@ pub struct CheckpointSettings {
 }
 
 /// What the audit tasks need from the configuration.
+/// (The configuration's hash is the policy's: `build::Policy::config_sha256`,
+/// replaced by a reload.)
 pub struct AuditSettings {
     pub checkpoint: Option<CheckpointSettings>,
-    /// SHA-256 of the effective configuration (references to secrets, never their values).
-    pub config_sha256: Sha256Hex,
 }
 
 impl std::fmt::Debug for AuditSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditSettings")
             .field("checkpoints", &self.checkpoint.is_some())
-            .field("config_sha256", &self.config_sha256)
             .finish()
     }
 }
@@ -53,8 +52,6 @@ pub fn settings(
     config: &tg_config::Config,
     secrets: &dyn tg_config::SecretSource,
 ) -> anyhow::Result<AuditSettings> {
-    let config_json = serde_json::to_value(config)?;
-    let config_sha256 = tg_model::sha256_hex(&tg_model::hash::canonical_json(&config_json));
     let c = &config.audit.checkpoint;
     let checkpoint = match &c.key {
         None => None,
@@ -71,10 +68,7 @@ pub fn settings(
             })
         }
     };
-    Ok(AuditSettings {
-        checkpoint,
-        config_sha256,
-    })
+    Ok(AuditSettings { checkpoint })
 }
 
 /// Records what this process loaded when it differs from the last record of

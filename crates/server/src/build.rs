@@ -85,7 +85,8 @@ impl std::fmt::Debug for Pipeline {
 
 /// What a hot reload replaces at once: the Cedar gates and the catalog they
 /// were validated against (teams, services, thresholds, autonomy levels), and
-/// the hash of the configuration they came from.
+/// the hash of the configuration they came from (references to secrets, never
+/// their values), which the `config_loaded` audit step compares.
 pub struct Policy {
     pub gates: Gates,
     pub catalog: Catalog,

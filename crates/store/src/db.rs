@@ -364,35 +364,13 @@ impl Store {
         now: DateTime<Utc>,
         lease: chrono::Duration,
     ) -> Result<Option<StoredRun>, StoreError> {
-        // PostgreSQL: concurrent replicas skip each other's locked rows
-        // instead of queueing behind them; SQLite has one writer anyway.
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq = \
-                 (SELECT seq FROM runs WHERE status = 'pending' \
-                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT 1) \
-                 RETURNING *"
-            }
-            Backend::Postgres => {
-                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq = \
-                 (SELECT seq FROM runs WHERE status = 'pending' \
-                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT 1 \
-                  FOR UPDATE SKIP LOCKED) \
-                 RETURNING *"
-            }
-        };
-        let now_ms = to_ms(now);
-        let row = sqlx::query(sql)
-            .bind(owner)
-            .bind(now_ms.saturating_add(lease.num_milliseconds()))
-            .bind(now_ms)
-            .fetch_optional(&self.write)
-            .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        Ok(self.claim_batch(owner, now, lease, 1).await?.pop())
     }
 
-    /// Claims up to `limit` runs at once, as [`Store::claim_next`] claims one
-    /// (one statement, one commit), oldest first.
+    /// Claims up to `limit` runs at once (one statement, one commit), oldest
+    /// first: those pending, or claimed under a lease that expired (their
+    /// worker died), for `owner` until `now + lease`. On PostgreSQL concurrent
+    /// replicas skip each other's locked rows instead of queueing behind them.
     pub async fn claim_batch(
         &self,
         owner: &str,
