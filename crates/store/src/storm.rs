@@ -60,7 +60,8 @@ pub(crate) async fn prefetch(
             from_ms(r.try_get("expires_at")?),
         ));
     }
-    state.service_bucket = load_bucket(tx, &tg_engine::service_bucket_key(service)).await?;
+    state.service_bucket =
+        crate::db::load_bucket(tx, &tg_engine::service_bucket_key(service)).await?;
     Ok(())
 }
 
@@ -82,20 +83,6 @@ async fn load_sightings(tx: &mut Tx<'_>, environment: &str) -> Result<Vec<Sighti
             })
         })
         .collect()
-}
-
-async fn load_bucket(tx: &mut Tx<'_>, key: &str) -> Result<Option<BucketState>, StoreError> {
-    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(|r| {
-        Ok(BucketState {
-            tokens_milli: r.try_get("tokens_milli")?,
-            updated_at: from_ms(r.try_get("updated_at")?),
-        })
-    })
-    .transpose()
 }
 
 /// The stored group of `key`, if any.
