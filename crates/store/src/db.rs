@@ -566,155 +566,152 @@ async fn decide_in(
     step: impl FnOnce(&StepState) -> StepOutput,
     seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
 ) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
-    {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
-                .bind(run_id.as_str())
-                .fetch_optional(&mut **tx)
-                .await?;
-        match status.as_deref() {
-            Some("classifying") | Some("pending") => {}
-            Some(other) => {
-                return Err(StoreError::WrongState {
-                    run_id: run_id.to_string(),
-                    status: other.to_owned(),
-                    expected: "classifying",
-                });
-            }
-            None => return Err(StoreError::NotFound(run_id.to_string())),
-        }
-
-        let mut state = StepState {
-            autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
-                .await?,
-            ..StepState::default()
-        };
-        if let Some(r) = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
-        )
-        .bind(keys.fingerprint.as_str())
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+        .bind(run_id.as_str())
         .fetch_optional(&mut **tx)
-        .await?
-        {
-            state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
-        }
-        if let Some(team) = &keys.team {
-            state.team_bucket = load_bucket(tx, &team_bucket_key(team)).await?;
-        }
-        state.global_bucket = load_bucket(tx, GLOBAL_BUCKET).await?;
-        for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = $1")
-            .bind(&keys.signal_key)
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            state.signals.push(Signal {
-                origin: r.try_get("origin")?,
-                seen_at: from_ms(r.try_get("seen_at")?),
+        .await?;
+    match status.as_deref() {
+        Some("classifying") | Some("pending") => {}
+        Some(other) => {
+            return Err(StoreError::WrongState {
+                run_id: run_id.to_string(),
+                status: other.to_owned(),
+                expected: "classifying",
             });
         }
-        if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
-            .bind(&keys.service)
-            .fetch_optional(&mut **tx)
-            .await?
-        {
-            state.open_mim = Some((
-                RunId(r.try_get("run_id")?),
-                from_ms(r.try_get("expires_at")?),
-            ));
-        }
+        None => return Err(StoreError::NotFound(run_id.to_string())),
+    }
 
-        crate::storm::prefetch(tx, run_id, &keys.service, &mut state).await?;
-        if let Some(key) = &keys.group_key {
-            state.group = crate::storm::load_group(tx, key).await?;
-        }
+    let mut state = StepState {
+        autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
+            .await?,
+        ..StepState::default()
+    };
+    if let Some(r) = sqlx::query(
+        "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
+    )
+    .bind(keys.fingerprint.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    {
+        state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
+    }
+    if let Some(team) = &keys.team {
+        state.team_bucket = load_bucket(tx, &team_bucket_key(team)).await?;
+    }
+    state.global_bucket = load_bucket(tx, GLOBAL_BUCKET).await?;
+    for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = $1")
+        .bind(&keys.signal_key)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        state.signals.push(Signal {
+            origin: r.try_get("origin")?,
+            seen_at: from_ms(r.try_get("seen_at")?),
+        });
+    }
+    if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
+        .bind(&keys.service)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        state.open_mim = Some((
+            RunId(r.try_get("run_id")?),
+            from_ms(r.try_get("expires_at")?),
+        ));
+    }
 
-        let out = step(&state);
+    crate::storm::prefetch(tx, run_id, &keys.service, &mut state).await?;
+    if let Some(key) = &keys.group_key {
+        state.group = crate::storm::load_group(tx, key).await?;
+    }
 
-        for effect in &out.effects {
-            if !crate::storm::apply(tx, effect).await? {
-                apply_effect(tx, effect).await?;
-            }
+    let out = step(&state);
+
+    for effect in &out.effects {
+        if !crate::storm::apply(tx, effect).await? {
+            apply_effect(tx, effect).await?;
         }
-        let mut pending = false;
-        for p in &out.planned {
-            let status = match p.outcome {
-                Outcome::Execute => ActionStatus::Pending,
-                _ => ActionStatus::NotExecuted,
-            };
-            pending |= status == ActionStatus::Pending;
-            let review_state = (p.outcome == Outcome::Review).then_some("open");
-            sqlx::query(
-                "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
-                 review_state, created_at, updated_at, target, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(run_id.as_str())
-            .bind(p.action.kind.as_str())
-            .bind(outcome_str(p.outcome))
-            .bind(action_status_str(status))
-            .bind(&p.action.idempotency_key)
-            .bind(json(&p.action)?)
-            .bind(review_state)
-            .bind(to_ms(now))
-            .bind(to_ms(now))
-            // The outbox delivers `pending` actions from here, in `id` (decision) order.
-            .bind(crate::outbox::target_of(p.action.kind))
-            .bind((status == ActionStatus::Pending).then(|| to_ms(now)))
-            .execute(&mut **tx)
-            .await?;
-        }
-        let run_review = (out.planned.is_empty()
-            && out
-                .decision
-                .actions
-                .iter()
-                .any(|a| a.outcome == Outcome::Review))
-        .then_some("open");
+    }
+    let mut pending = false;
+    for p in &out.planned {
+        let status = match p.outcome {
+            Outcome::Execute => ActionStatus::Pending,
+            _ => ActionStatus::NotExecuted,
+        };
+        pending |= status == ActionStatus::Pending;
+        let review_state = (p.outcome == Outcome::Review).then_some("open");
         sqlx::query(
-            "UPDATE runs SET status = 'decided', classification_json = $1, classified_at = $2, \
-             decision_json = $3, decided_at = $4, review_state = $5 WHERE run_id = $6",
+            "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
+             review_state, created_at, updated_at, target, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(json(classification)?)
-        .bind(to_ms(now))
-        .bind(json(&out.decision)?)
-        .bind(to_ms(now))
-        .bind(run_review)
         .bind(run_id.as_str())
+        .bind(p.action.kind.as_str())
+        .bind(outcome_str(p.outcome))
+        .bind(action_status_str(status))
+        .bind(&p.action.idempotency_key)
+        .bind(json(&p.action)?)
+        .bind(review_state)
+        .bind(to_ms(now))
+        .bind(to_ms(now))
+        // The outbox delivers `pending` actions from here, in `id` (decision) order.
+        .bind(crate::outbox::target_of(p.action.kind))
+        .bind((status == ActionStatus::Pending).then(|| to_ms(now)))
         .execute(&mut **tx)
         .await?;
-        let record = if pending { None } else { seal(&out) };
-        let sealed = match record {
-            Some(mut record) => {
-                // INVARIANT: only a run with no action for the outbox is
-                // sealed here: its record's action results are final.
-                let (seq, prev) = chain_next(tx).await?;
-                record.seal(u64::try_from(seq).unwrap_or(0), prev);
-                insert_row(
-                    tx,
-                    seq,
-                    record.run_id.as_str(),
-                    &record.hash,
-                    &json(&record)?,
-                    "run",
-                    &RowMeta::of_run(&record),
-                )
-                .await?;
-                sqlx::query(
-                    "UPDATE runs SET status = 'completed', completed_at = $1, audit_seq = $2, \
-                     audit_hash = $3 WHERE run_id = $4",
-                )
-                .bind(to_ms(now))
-                .bind(seq)
-                .bind(record.hash.as_str())
-                .bind(run_id.as_str())
-                .execute(&mut **tx)
-                .await?;
-                Some(record)
-            }
-            None => None,
-        };
-        Ok((out, sealed))
     }
+    let run_review = (out.planned.is_empty()
+        && out
+            .decision
+            .actions
+            .iter()
+            .any(|a| a.outcome == Outcome::Review))
+    .then_some("open");
+    sqlx::query(
+        "UPDATE runs SET status = 'decided', classification_json = $1, classified_at = $2, \
+         decision_json = $3, decided_at = $4, review_state = $5 WHERE run_id = $6",
+    )
+    .bind(json(classification)?)
+    .bind(to_ms(now))
+    .bind(json(&out.decision)?)
+    .bind(to_ms(now))
+    .bind(run_review)
+    .bind(run_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let record = if pending { None } else { seal(&out) };
+    let sealed = match record {
+        Some(mut record) => {
+            // INVARIANT: only a run with no action for the outbox is
+            // sealed here: its record's action results are final.
+            let (seq, prev) = chain_next(tx).await?;
+            record.seal(u64::try_from(seq).unwrap_or(0), prev);
+            insert_row(
+                tx,
+                seq,
+                record.run_id.as_str(),
+                &record.hash,
+                &json(&record)?,
+                "run",
+                &RowMeta::of_run(&record),
+            )
+            .await?;
+            sqlx::query(
+                "UPDATE runs SET status = 'completed', completed_at = $1, audit_seq = $2, \
+                 audit_hash = $3 WHERE run_id = $4",
+            )
+            .bind(to_ms(now))
+            .bind(seq)
+            .bind(record.hash.as_str())
+            .bind(run_id.as_str())
+            .execute(&mut **tx)
+            .await?;
+            Some(record)
+        }
+        None => None,
+    };
+    Ok((out, sealed))
 }
 
 impl Store {
