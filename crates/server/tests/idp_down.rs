@@ -196,18 +196,24 @@ async fn token_endpoint_down_accepts_events_executes_nothing_then_delivers_each_
         assert_eq!(run["actions"][0]["status"], "delivered", "{run}");
         assert_eq!(run["audit"]["actions"][0]["status"], "delivered", "{run}");
     }
-    // The first alert of each service opened its incident; the second is in the
-    // same group, so it became a work note on it: two creates, two notes, each once.
-    let mut created: Vec<String> = h
+    // One alert of each service opened its incident; the other is in the same
+    // group, so it became a work note on it: two creates, two notes, each once.
+    // (Which of two simultaneous alerts decides first is up to the workers.)
+    let created: Vec<String> = h
         .state()
         .incidents()
         .iter()
         .map(|i| i.field("correlation_id").unwrap().to_owned())
         .collect();
-    created.sort();
-    let mut expected: Vec<String> = runs[..2].iter().map(|r| format!("tg:{r}:ticket")).collect();
-    expected.sort();
-    assert_eq!(created, expected, "one incident per group, none twice");
+    assert_eq!(created.len(), 2, "one incident per group: {created:?}");
+    let opened = |r: &String| created.contains(&format!("tg:{r}:ticket"));
+    // checkout: runs 0 and 2; payments-api: runs 1 and 3.
+    for (a, b) in [(&runs[0], &runs[2]), (&runs[1], &runs[3])] {
+        assert!(
+            opened(a) != opened(b),
+            "one incident per group, none twice: {created:?}"
+        );
+    }
     let mut notes: Vec<String> = h
         .state()
         .servicenow_updates()
@@ -226,7 +232,7 @@ async fn token_endpoint_down_accepts_events_executes_nothing_then_delivers_each_
         2,
         "no note was added twice"
     );
-    for r in &runs[2..] {
+    for r in runs.iter().filter(|r| !opened(r)) {
         assert!(
             notes.iter().any(|n| n.contains(r.as_str())),
             "run {r} has its note: {notes:?}"
