@@ -62,6 +62,10 @@ enum Command {
         /// In (0, 1]: divides repeat intervals (fewer events, same timeline).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// In [0, 1]: every action emulator (ServiceNow, PagerDuty, bridge) fails
+        /// this share of calls with 500, 429, stalls and resets (seeded by --seed).
+        #[arg(long)]
+        chaos: Option<f64>,
     },
     /// Run the emulators (ServiceNow, PagerDuty, chat bridge, Anthropic) standalone.
     Sandbox {
@@ -308,7 +312,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario,
             seed,
             scale,
-        } => simulate::run(&scenario, seed, scale).await,
+            chaos,
+        } => simulate::run(&scenario, seed, scale, chaos).await,
         Command::Sandbox { listen } => {
             let cfg = tg_sandbox::SandboxConfig {
                 listen,

@@ -1,4 +1,4 @@
-//! `triage-gate simulate SCENARIO.yaml [--seed N] [--scale F]`: a scenario through
+//! `triage-gate simulate SCENARIO.yaml [--seed N] [--scale F] [--chaos P]`: a scenario through
 //! the real gate with a manual clock and the sandbox; prints actions per minute,
 //! what was held back and why, totals, and fails non-zero (naming the seed) when
 //! a storm invariant is broken.
@@ -9,10 +9,18 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use tg_sim::{Options, Scenario};
 
-pub async fn run(file: &Path, seed: u64, scale: f64) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    file: &Path,
+    seed: u64,
+    scale: f64,
+    chaos: Option<f64>,
+) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let scenario = Scenario::from_yaml(&text).with_context(|| format!("{}", file.display()))?;
+    let mut scenario = Scenario::from_yaml(&text).with_context(|| format!("{}", file.display()))?;
+    if let Some(fraction) = chaos {
+        scenario.with_action_chaos(fraction, seed)?;
+    }
     let report = tg_sim::run(
         &scenario,
         &Options {

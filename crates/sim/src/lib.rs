@@ -178,6 +178,51 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// Every action emulator (ServiceNow, PagerDuty, the chat bridge) fails a
+    /// seeded `fraction` of its calls in all four ways (500, 429 with
+    /// Retry-After, a stalled call, a reset connection), and the outbox gets
+    /// settings that ride that out quickly in wall time: 300 ms client
+    /// timeouts (a stalled call lasts 700 ms), up to 15 attempts with short
+    /// backoff, and a fast idle poll. The issue 6 chaos acceptance.
+    pub fn with_action_chaos(&mut self, fraction: f64, seed: u64) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&fraction) {
+            bail!("chaos fraction {fraction} is not in 0..=1");
+        }
+        for (i, target) in CHAOS_TARGETS.iter().enumerate() {
+            self.chaos.push(tg_sandbox::ChaosSpec {
+                target: (*target).into(),
+                fraction,
+                seed: seed.wrapping_add(i as u64),
+                kinds: vec![
+                    tg_sandbox::ChaosKind::ServerError,
+                    tg_sandbox::ChaosKind::Throttled,
+                    tg_sandbox::ChaosKind::Timeout,
+                    tg_sandbox::ChaosKind::Reset,
+                ],
+                timeout_ms: 700,
+                retry_after_secs: 1,
+                count: None,
+            });
+        }
+        let actions: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(
+            "servicenow: { timeout_ms: 300 }\n\
+             pagerduty: { timeout_ms: 300 }\n\
+             bridge: { timeout_ms: 300 }\n\
+             retry: { attempts_max: 15, backoff_base_ms: 50, backoff_max_ms: 1000, retry_after_max_secs: 1, jitter_seed: 7 }\n\
+             concurrency: { servicenow: 4, pagerduty: 4, bridge: 1 }\n\
+             outbox: { lease_ms: 60000, idle_poll_ms: 20 }\n",
+        )?;
+        let mut over = serde_yaml_ng::Mapping::new();
+        over.insert("actions".into(), serde_yaml_ng::Value::Mapping(actions));
+        merge(&mut self.config, &over);
+        Ok(())
+    }
+}
+
+/// The emulators [`Scenario::with_action_chaos`] makes fail.
+pub const CHAOS_TARGETS: [&str; 3] = ["servicenow", "pagerduty", "bridge"];
+
 /// Deep-merges `over` into `base`: mappings key by key, anything else replaced.
 pub fn merge(base: &mut serde_yaml_ng::Mapping, over: &serde_yaml_ng::Mapping) {
     for (k, v) in over {
@@ -462,6 +507,13 @@ impl Report {
             self.pagerduty_resolved,
             self.bridge_posts
         );
+        if self.faulted_action_calls > 0 {
+            let _ = writeln!(
+                s,
+                "chaos: {} action calls failed by injected faults (retried; exactly-once is an invariant below)",
+                self.faulted_action_calls
+            );
+        }
         let _ = writeln!(
             s,
             "storm breaker: {} transition(s), {} umbrella ticket(s)",

@@ -15,66 +15,14 @@
 
 use std::path::PathBuf;
 
-use serde_yaml_ng::{Mapping, Value};
-use tg_sandbox::{ChaosKind, ChaosSpec};
-use triage_gate_sim::{BASE_CONFIG, Options, Scenario, run};
-
-/// The base config's `actions` section with short client timeouts (the
-/// emulators stall `timeout` calls longer), enough attempts to ride out 30%
-/// failures, and a fast idle poll.
-fn chaos_actions() -> Value {
-    let base: Mapping = serde_yaml_ng::from_str(BASE_CONFIG).unwrap();
-    let mut actions = base.get("actions").unwrap().clone();
-    let m = actions.as_mapping_mut().unwrap();
-    for target in ["servicenow", "pagerduty", "bridge"] {
-        m.get_mut(target)
-            .unwrap()
-            .as_mapping_mut()
-            .unwrap()
-            .insert("timeout_ms".into(), 300.into());
-    }
-    m.insert(
-        "retry".into(),
-        serde_yaml_ng::from_str(
-            "{ attempts_max: 15, backoff_base_ms: 50, backoff_max_ms: 1000, retry_after_max_secs: 1, jitter_seed: 7 }",
-        )
-        .unwrap(),
-    );
-    m.insert(
-        "concurrency".into(),
-        serde_yaml_ng::from_str("{ servicenow: 4, pagerduty: 4, bridge: 1 }").unwrap(),
-    );
-    m.insert(
-        "outbox".into(),
-        serde_yaml_ng::from_str("{ lease_ms: 60000, idle_poll_ms: 20 }").unwrap(),
-    );
-    actions
-}
+use triage_gate_sim::{Options, Scenario, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_with_30_percent_action_faults_delivers_every_action_exactly_once() {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/database-outage-ci.yaml");
     let mut scenario = Scenario::from_yaml(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    scenario.config.insert("actions".into(), chaos_actions());
-    scenario.chaos = ["servicenow", "pagerduty", "bridge"]
-        .into_iter()
-        .enumerate()
-        .map(|(i, target)| ChaosSpec {
-            target: target.into(),
-            fraction: 0.3,
-            seed: 30 + i as u64,
-            kinds: vec![
-                ChaosKind::ServerError,
-                ChaosKind::Throttled,
-                ChaosKind::Timeout,
-                ChaosKind::Reset,
-            ],
-            timeout_ms: 700,
-            retry_after_secs: 1,
-            count: None,
-        })
-        .collect();
+    scenario.with_action_chaos(0.3, 30).unwrap();
     let report = run(
         &scenario,
         &Options {
