@@ -22,7 +22,9 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 use tg_engine::{Effect, GLOBAL_BUCKET, StepOutput, StepState, team_bucket_key};
-use tg_model::{ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId};
+use tg_model::{
+    ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId, Sha256Hex,
+};
 use tg_storm::{BucketState, DedupEntry, Signal};
 
 use crate::audit::{RowMeta, chain_next, insert_row};
@@ -497,7 +499,17 @@ impl Store {
         seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
     ) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = decide_in(&mut tx, run_id, keys, classification, now, step, seal).await?;
+        let done = decide_in(
+            &mut tx,
+            &mut None,
+            run_id,
+            keys,
+            classification,
+            now,
+            step,
+            seal,
+        )
+        .await?;
         tx.commit().await?;
         crate::storm::committed(&done.0.effects);
         Ok(done)
@@ -515,9 +527,12 @@ impl Store {
     ) -> Result<Vec<Option<(StepOutput, Option<AuditRecord>)>>, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut out = Vec::with_capacity(items.len());
+        // The chain's head as this transaction last wrote it.
+        let mut chain = None;
         for item in items {
             let done = decide_in(
                 &mut tx,
+                &mut chain,
                 item.run_id,
                 item.keys,
                 item.classification,
@@ -557,8 +572,10 @@ pub struct DecideItem<'a> {
 /// Prefetch, step, apply (and seal, when nothing is left for the outbox) one
 /// run inside `tx`. A run not `classifying`/`pending` is `WrongState`, found
 /// before anything is written.
+#[allow(clippy::too_many_arguments)]
 async fn decide_in(
     tx: &mut Tx<'_>,
+    chain: &mut Option<(i64, Sha256Hex)>,
     run_id: &RunId,
     keys: &PrefetchKeys,
     classification: &serde_json::Value,
@@ -566,21 +583,26 @@ async fn decide_in(
     step: impl FnOnce(&StepState) -> StepOutput,
     seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
 ) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+    // Fewer statements, fewer hand-offs to the connection (the hot path's
+    // cost, bench/README.md): one read of the run, one of the three paging
+    // buckets, one of the two MIM windows.
+    let run = sqlx::query("SELECT status, environment FROM runs WHERE run_id = $1")
         .bind(run_id.as_str())
         .fetch_optional(&mut **tx)
         .await?;
-    match status.as_deref() {
-        Some("classifying") | Some("pending") => {}
-        Some(other) => {
-            return Err(StoreError::WrongState {
-                run_id: run_id.to_string(),
-                status: other.to_owned(),
-                expected: "classifying",
-            });
-        }
-        None => return Err(StoreError::NotFound(run_id.to_string())),
+    let Some(run) = run else {
+        return Err(StoreError::NotFound(run_id.to_string()));
+    };
+    let status: String = run.try_get("status")?;
+    if status != "classifying" && status != "pending" {
+        return Err(StoreError::WrongState {
+            run_id: run_id.to_string(),
+            status,
+            expected: "classifying",
+        });
     }
+    let environment: Option<String> = run.try_get("environment")?;
+    let environment = environment.unwrap_or_else(|| "unknown".to_owned());
 
     let mut state = StepState {
         autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
@@ -596,10 +618,26 @@ async fn decide_in(
     {
         state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
     }
-    if let Some(team) = &keys.team {
-        state.team_bucket = load_bucket(tx, &team_bucket_key(team)).await?;
+    let team_key = keys.team.as_deref().map(team_bucket_key);
+    let service_key = tg_engine::service_bucket_key(&keys.service);
+    for (key, bucket) in load_buckets(
+        tx,
+        [
+            Some(GLOBAL_BUCKET),
+            team_key.as_deref(),
+            Some(service_key.as_str()),
+        ],
+    )
+    .await?
+    {
+        if key == GLOBAL_BUCKET {
+            state.global_bucket = Some(bucket);
+        } else if Some(key.as_str()) == team_key.as_deref() {
+            state.team_bucket = Some(bucket);
+        } else if key == service_key {
+            state.service_bucket = Some(bucket);
+        }
     }
-    state.global_bucket = load_bucket(tx, GLOBAL_BUCKET).await?;
     for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = $1")
         .bind(&keys.signal_key)
         .fetch_all(&mut **tx)
@@ -610,18 +648,27 @@ async fn decide_in(
             seen_at: from_ms(r.try_get("seen_at")?),
         });
     }
-    if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
+    let umbrella = format!("storm:{environment}");
+    for r in sqlx::query("SELECT service, run_id, expires_at FROM mim WHERE service IN ($1, $2)")
         .bind(&keys.service)
-        .fetch_optional(&mut **tx)
+        .bind(&umbrella)
+        .fetch_all(&mut **tx)
         .await?
     {
-        state.open_mim = Some((
+        let service: String = r.try_get("service")?;
+        let window = Some((
             RunId(r.try_get("run_id")?),
             from_ms(r.try_get("expires_at")?),
         ));
+        if service == keys.service {
+            state.open_mim = window.clone();
+        }
+        if service == umbrella {
+            state.umbrella_mim = window;
+        }
     }
 
-    crate::storm::prefetch(tx, run_id, &keys.service, &mut state).await?;
+    crate::storm::prefetch(tx, &environment, &mut state).await?;
     if let Some(key) = &keys.group_key {
         state.group = crate::storm::load_group(tx, key).await?;
     }
@@ -629,38 +676,16 @@ async fn decide_in(
     let out = step(&state);
 
     for effect in &out.effects {
+        if matches!(effect, Effect::BreakerTransition { .. }) {
+            // Appends a step record to the chain: the cached head is stale.
+            *chain = None;
+        }
         if !crate::storm::apply(tx, effect).await? {
             apply_effect(tx, effect).await?;
         }
     }
-    let mut pending = false;
-    for p in &out.planned {
-        let status = match p.outcome {
-            Outcome::Execute => ActionStatus::Pending,
-            _ => ActionStatus::NotExecuted,
-        };
-        pending |= status == ActionStatus::Pending;
-        let review_state = (p.outcome == Outcome::Review).then_some("open");
-        sqlx::query(
-            "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
-             review_state, created_at, updated_at, target, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(run_id.as_str())
-        .bind(p.action.kind.as_str())
-        .bind(outcome_str(p.outcome))
-        .bind(action_status_str(status))
-        .bind(&p.action.idempotency_key)
-        .bind(json(&p.action)?)
-        .bind(review_state)
-        .bind(to_ms(now))
-        .bind(to_ms(now))
-        // The outbox delivers `pending` actions from here, in `id` (decision) order.
-        .bind(crate::outbox::target_of(p.action.kind))
-        .bind((status == ActionStatus::Pending).then(|| to_ms(now)))
-        .execute(&mut **tx)
-        .await?;
-    }
+    let pending = out.planned.iter().any(|p| p.outcome == Outcome::Execute);
+    insert_actions(tx, run_id, &out.planned, now).await?;
     let run_review = (out.planned.is_empty()
         && out
             .decision
@@ -668,24 +693,16 @@ async fn decide_in(
             .iter()
             .any(|a| a.outcome == Outcome::Review))
     .then_some("open");
-    sqlx::query(
-        "UPDATE runs SET status = 'decided', classification_json = $1, classified_at = $2, \
-         decision_json = $3, decided_at = $4, review_state = $5 WHERE run_id = $6",
-    )
-    .bind(json(classification)?)
-    .bind(to_ms(now))
-    .bind(json(&out.decision)?)
-    .bind(to_ms(now))
-    .bind(run_review)
-    .bind(run_id.as_str())
-    .execute(&mut **tx)
-    .await?;
     let record = if pending { None } else { seal(&out) };
     let sealed = match record {
         Some(mut record) => {
             // INVARIANT: only a run with no action for the outbox is
             // sealed here: its record's action results are final.
-            let (seq, prev) = chain_next(tx).await?;
+            let (seq, prev) = match chain.take() {
+                // The head this transaction wrote last (it holds the writer).
+                Some((last, hash)) => (last + 1, hash),
+                None => chain_next(tx).await?,
+            };
             record.seal(u64::try_from(seq).unwrap_or(0), prev);
             insert_row(
                 tx,
@@ -697,21 +714,96 @@ async fn decide_in(
                 &RowMeta::of_run(&record),
             )
             .await?;
-            sqlx::query(
-                "UPDATE runs SET status = 'completed', completed_at = $1, audit_seq = $2, \
-                 audit_hash = $3 WHERE run_id = $4",
-            )
-            .bind(to_ms(now))
-            .bind(seq)
-            .bind(record.hash.as_str())
-            .bind(run_id.as_str())
-            .execute(&mut **tx)
-            .await?;
-            Some(record)
+            *chain = Some((seq, record.hash.clone()));
+            Some((seq, record))
         }
         None => None,
     };
+    // Decided, and completed too when sealed: one statement either way.
+    sqlx::query(
+        "UPDATE runs SET status = $1, classification_json = $2, classified_at = $3, \
+         decision_json = $4, decided_at = $3, review_state = $5, completed_at = $6, \
+         audit_seq = $7, audit_hash = $8 WHERE run_id = $9",
+    )
+    .bind(if sealed.is_some() {
+        "completed"
+    } else {
+        "decided"
+    })
+    .bind(json(classification)?)
+    .bind(to_ms(now))
+    .bind(json(&out.decision)?)
+    .bind(run_review)
+    .bind(sealed.as_ref().map(|_| to_ms(now)))
+    .bind(sealed.as_ref().map(|(seq, _)| *seq))
+    .bind(sealed.as_ref().map(|(_, r)| r.hash.as_str().to_owned()))
+    .bind(run_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let sealed = sealed.map(|(_, record)| record);
     Ok((out, sealed))
+}
+
+/// Columns of one `actions` row as [`insert_actions`] writes it.
+const ACTION_COLUMNS: usize = 11;
+/// Most planned actions one decision may insert (ticket, page, MIM, notes
+/// and resolutions stay far below; a bound for the generated statement).
+const PLANNED_ACTIONS_MAX: usize = 32;
+
+/// The decision's planned actions in one multi-row insert: `pending` (the
+/// outbox delivers them in `id`, i.e. decision, order) or `not_executed`.
+async fn insert_actions(
+    tx: &mut Tx<'_>,
+    run_id: &RunId,
+    planned: &[tg_engine::Planned],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if planned.is_empty() {
+        return Ok(());
+    }
+    if planned.len() > PLANNED_ACTIONS_MAX {
+        return Err(StoreError::Config(format!(
+            "a decision planned {} actions (at most {PLANNED_ACTIONS_MAX})",
+            planned.len()
+        )));
+    }
+    let mut sql = String::from(
+        "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
+         review_state, created_at, updated_at, target, next_attempt_at) VALUES ",
+    );
+    for i in 0..planned.len() {
+        let base = i * ACTION_COLUMNS;
+        let cols: Vec<String> = (1..=ACTION_COLUMNS)
+            .map(|c| format!("${}", base + c))
+            .collect();
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&cols.join(", "));
+        sql.push(')');
+    }
+    let mut q = sqlx::query(&sql);
+    for p in planned {
+        let status = match p.outcome {
+            Outcome::Execute => ActionStatus::Pending,
+            _ => ActionStatus::NotExecuted,
+        };
+        q = q
+            .bind(run_id.as_str())
+            .bind(p.action.kind.as_str())
+            .bind(outcome_str(p.outcome))
+            .bind(action_status_str(status))
+            .bind(p.action.idempotency_key.clone())
+            .bind(json(&p.action)?)
+            .bind((p.outcome == Outcome::Review).then_some("open"))
+            .bind(to_ms(now))
+            .bind(to_ms(now))
+            .bind(crate::outbox::target_of(p.action.kind))
+            .bind((status == ActionStatus::Pending).then(|| to_ms(now)));
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
 impl Store {
@@ -971,6 +1063,33 @@ fn dedup_from_row(
         origins: serde_json::from_str(&r.try_get::<String, _>("origins")?)
             .map_err(corrupt("dedup origins"))?,
     })
+}
+
+/// The stored buckets among `keys` (absent keys skipped), in one statement.
+async fn load_buckets(
+    tx: &mut crate::db::Tx<'_>,
+    keys: [Option<&str>; 3],
+) -> Result<Vec<(String, BucketState)>, StoreError> {
+    let [a, b, c] = keys;
+    let rows =
+        sqlx::query("SELECT key, tokens_milli, updated_at FROM buckets WHERE key IN ($1, $2, $3)")
+            // An absent key binds the empty string, which no bucket has.
+            .bind(a.unwrap_or_default())
+            .bind(b.unwrap_or_default())
+            .bind(c.unwrap_or_default())
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("key")?,
+                BucketState {
+                    tokens_milli: r.try_get("tokens_milli")?,
+                    updated_at: from_ms(r.try_get("updated_at")?),
+                },
+            ))
+        })
+        .collect()
 }
 
 pub(crate) async fn load_bucket(

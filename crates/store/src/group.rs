@@ -117,31 +117,65 @@ async fn insert(pool: &AnyPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
     insert_rows(pool, jobs.iter().flat_map(|j| &j.rows)).await
 }
 
+/// Rows per `INSERT` statement (9 parameters each: far below SQLite's and
+/// PostgreSQL's parameter limits). One statement per chunk instead of one
+/// per row: each statement is a hand-off to the connection's thread.
+const INSERT_CHUNK_ROWS: usize = 64;
+/// Parameters of one row of [`insert_rows`].
+const ROW_PARAMS: usize = 9;
+
 /// Inserts `rows` in one transaction.
 pub(crate) async fn insert_rows<'a>(
     pool: &AnyPool,
     rows: impl Iterator<Item = &'a Row>,
 ) -> Result<(), sqlx::Error> {
+    let rows: Vec<&Row> = rows.collect();
     let mut tx = pool.begin().await?;
-    for r in rows {
-        sqlx::query(
-            "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
-             fingerprint, event_json, submitted_by, received_at) \
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&r.run_id)
-        .bind(&r.correlation_id)
-        .bind(r.source)
-        .bind(&r.service)
-        .bind(&r.environment)
-        .bind(&r.fingerprint)
-        .bind(&r.event_json)
-        .bind(&r.submitted_by)
-        .bind(r.received_at)
-        .execute(&mut *tx)
-        .await?;
+    for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+        let sql = insert_sql(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.run_id.as_str())
+                .bind(r.correlation_id.as_str())
+                .bind(r.source)
+                .bind(r.service.as_str())
+                .bind(r.environment.as_str())
+                .bind(r.fingerprint.as_str())
+                .bind(r.event_json.as_str())
+                .bind(r.submitted_by.as_deref())
+                .bind(r.received_at);
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// `INSERT INTO runs ... VALUES (...), (...)` for `n` rows.
+fn insert_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
+         fingerprint, event_json, submitted_by, received_at) VALUES ",
+    );
+    for i in 0..n {
+        let p = |k: usize| i * ROW_PARAMS + k;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, 'pending', ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9)
+        ));
+    }
+    sql
 }
 
 /// Shared so that every clone of a `Store` uses one committing task.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 use tg_engine::{Effect, StepState};
-use tg_model::{BreakerStep, RunId, StepKind, StepRecord};
+use tg_model::{BreakerStep, StepKind, StepRecord};
 use tg_storm::{BreakerState, BucketState, GroupEntry, Sighting};
 
 use crate::db::{corrupt, json};
@@ -27,41 +27,23 @@ pub const TRANSITIONS_LIST_MAX: i64 = 1_000;
 use crate::db::Tx;
 
 /// Loads the storm state of one decision: the environment's breaker and
-/// sightings, its umbrella MIM, and the service's paging bucket.
+/// sightings (its umbrella MIM and the service's bucket come with the
+/// decision's other windows and buckets, `db::decide_in`).
 pub(crate) async fn prefetch(
     tx: &mut Tx<'_>,
-    run_id: &RunId,
-    service: &str,
+    environment: &str,
     state: &mut StepState,
 ) -> Result<(), StoreError> {
-    let environment: Option<String> =
-        sqlx::query_scalar("SELECT environment FROM runs WHERE run_id = $1")
-            .bind(run_id.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-    let environment = environment.unwrap_or_else(|| "unknown".to_owned());
     if let Some(s) = sqlx::query_scalar::<_, String>(
         "SELECT state_json FROM storm_breaker WHERE environment = $1",
     )
-    .bind(&environment)
+    .bind(environment)
     .fetch_optional(&mut **tx)
     .await?
     {
         state.breaker = Some(serde_json::from_str(&s).map_err(corrupt("storm breaker"))?);
     }
-    state.sightings = load_sightings(tx, &environment).await?;
-    if let Some(r) = sqlx::query("SELECT run_id, expires_at FROM mim WHERE service = $1")
-        .bind(format!("storm:{environment}"))
-        .fetch_optional(&mut **tx)
-        .await?
-    {
-        state.umbrella_mim = Some((
-            RunId(r.try_get("run_id")?),
-            from_ms(r.try_get("expires_at")?),
-        ));
-    }
-    state.service_bucket =
-        crate::db::load_bucket(tx, &tg_engine::service_bucket_key(service)).await?;
+    state.sightings = load_sightings(tx, environment).await?;
     Ok(())
 }
 
