@@ -15,9 +15,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    // 15 and 20 ms: the decision-lag target (issue 11) falls between
+                    // buckets otherwise.
                     &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0, 10.0,
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25,
+                        0.5, 1.0, 2.5, 5.0, 10.0,
                     ],
                 )
                 .ok()?;

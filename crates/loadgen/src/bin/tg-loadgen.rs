@@ -70,6 +70,10 @@ struct Args {
     duplicate_ratio: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Number of the first request: successive runs against one server pass
+    /// the previous run's `next_index`, so their alerts stay fresh.
+    #[arg(long, default_value_t = 0)]
+    first_index: u64,
     /// Report the peak RSS of this process (the server under test);
     /// repeated or comma-separated for replicas (the largest is reported).
     #[arg(long, value_delimiter = ',')]
@@ -214,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
         duplicate_ratio: args.duplicate_ratio,
         seed: args.seed,
         http,
-        next: AtomicU64::new(0),
+        next: AtomicU64::new(args.first_index),
         stats: Mutex::new(Stats {
             hist: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?,
             status: BTreeMap::new(),
@@ -322,6 +326,7 @@ async fn main() -> anyhow::Result<()> {
         "secs": measured.as_secs(),
         "warmup_secs": warmup.as_secs(),
         "sent": sent,
+        "next_index": shared.next.load(Ordering::Relaxed),
         "ok": stats.ok,
         "skipped_in_flight_cap": skipped,
         "urls": bases,
