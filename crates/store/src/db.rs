@@ -1079,17 +1079,18 @@ async fn load_buckets(
             .bind(c.unwrap_or_default())
             .fetch_all(&mut **tx)
             .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("key")?,
-                BucketState {
-                    tokens_milli: r.try_get("tokens_milli")?,
-                    updated_at: from_ms(r.try_get("updated_at")?),
-                },
-            ))
-        })
-        .collect()
+    rows.iter().map(keyed_bucket).collect()
+}
+
+/// A `buckets` row selected as `key, tokens_milli, updated_at`.
+pub(crate) fn keyed_bucket(r: &sqlx::any::AnyRow) -> Result<(String, BucketState), StoreError> {
+    Ok((
+        r.try_get("key")?,
+        BucketState {
+            tokens_milli: r.try_get("tokens_milli")?,
+            updated_at: from_ms(r.try_get("updated_at")?),
+        },
+    ))
 }
 
 pub(crate) async fn load_bucket(

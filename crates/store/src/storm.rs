@@ -382,17 +382,7 @@ impl Store {
                 .bind(crate::LIST_ROWS_MAX)
                 .fetch_all(&self.read)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("key")?,
-                    BucketState {
-                        tokens_milli: r.try_get("tokens_milli")?,
-                        updated_at: from_ms(r.try_get("updated_at")?),
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(crate::db::keyed_bucket).collect()
     }
 
     /// Held-back pages, optionally only those held after `since`, by team and service (bounded).
