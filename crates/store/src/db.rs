@@ -703,17 +703,7 @@ async fn decide_in(
                 Some((last, hash)) => (last + 1, hash),
                 None => chain_next(tx).await?,
             };
-            record.seal(u64::try_from(seq).unwrap_or(0), prev);
-            insert_row(
-                tx,
-                seq,
-                record.run_id.as_str(),
-                &record.hash,
-                &json(&record)?,
-                "run",
-                &RowMeta::of_run(&record),
-            )
-            .await?;
+            seal_run_record(tx, &mut record, seq, prev).await?;
             *chain = Some((seq, record.hash.clone()));
             Some((seq, record))
         }
@@ -742,6 +732,27 @@ async fn decide_in(
     .await?;
     let sealed = sealed.map(|(_, record)| record);
     Ok((out, sealed))
+}
+
+/// Seals a run's audit record as chain entry `seq` after `prev` and inserts
+/// it (inside the caller's transaction, which holds the writer).
+async fn seal_run_record(
+    tx: &mut Tx<'_>,
+    record: &mut AuditRecord,
+    seq: i64,
+    prev: Sha256Hex,
+) -> Result<(), StoreError> {
+    record.seal(u64::try_from(seq).unwrap_or(0), prev);
+    insert_row(
+        tx,
+        seq,
+        record.run_id.as_str(),
+        &record.hash,
+        &json(record)?,
+        "run",
+        &RowMeta::of_run(record),
+    )
+    .await
 }
 
 /// Columns of one `actions` row as [`insert_actions`] writes it.
@@ -884,17 +895,7 @@ impl Store {
             });
         }
         let (seq, prev) = chain_next(&mut tx).await?;
-        record.seal(u64::try_from(seq).unwrap_or(0), prev);
-        insert_row(
-            &mut tx,
-            seq,
-            record.run_id.as_str(),
-            &record.hash,
-            &json(&record)?,
-            "run",
-            &RowMeta::of_run(&record),
-        )
-        .await?;
+        seal_run_record(&mut tx, &mut record, seq, prev).await?;
         sqlx::query(
             "UPDATE runs SET status = 'completed', completed_at = $1, audit_seq = $2, audit_hash = $3 \
              WHERE run_id = $4",
