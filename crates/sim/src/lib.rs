@@ -176,9 +176,7 @@ impl Scenario {
         merge(&mut base, &self.config);
         Ok(serde_yaml_ng::to_string(&base)?)
     }
-}
 
-impl Scenario {
     /// Every action emulator (ServiceNow, PagerDuty, the chat bridge) fails a
     /// seeded `fraction` of its calls in all four ways (500, 429 with
     /// Retry-After, a stalled call, a reset connection), and the outbox gets

@@ -755,6 +755,18 @@ async fn seal_run_record(
     .await
 }
 
+/// `($1, .., $cols), ($cols+1, ..), ...` for a multi-row `INSERT` of `rows`
+/// rows (both backends take `$N` parameters).
+pub(crate) fn values_list(rows: usize, cols: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|i| {
+            let params: Vec<String> = (1..=cols).map(|c| format!("${}", i * cols + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    tuples.join(", ")
+}
+
 /// Columns of one `actions` row as [`insert_actions`] writes it.
 const ACTION_COLUMNS: usize = 11;
 /// Most planned actions one decision may insert (ticket, page, MIM, notes
@@ -778,22 +790,11 @@ async fn insert_actions(
             planned.len()
         )));
     }
-    let mut sql = String::from(
+    let sql = format!(
         "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
-         review_state, created_at, updated_at, target, next_attempt_at) VALUES ",
+         review_state, created_at, updated_at, target, next_attempt_at) VALUES {}",
+        values_list(planned.len(), ACTION_COLUMNS)
     );
-    for i in 0..planned.len() {
-        let base = i * ACTION_COLUMNS;
-        let cols: Vec<String> = (1..=ACTION_COLUMNS)
-            .map(|c| format!("${}", base + c))
-            .collect();
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        sql.push_str(&cols.join(", "));
-        sql.push(')');
-    }
     let mut q = sqlx::query(&sql);
     for p in planned {
         let status = match p.outcome {

@@ -117,12 +117,12 @@ async fn insert(pool: &AnyPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
     insert_rows(pool, jobs.iter().flat_map(|j| &j.rows)).await
 }
 
-/// Rows per `INSERT` statement (9 parameters each: far below SQLite's and
+/// Rows per `INSERT` statement (10 parameters each: far below SQLite's and
 /// PostgreSQL's parameter limits). One statement per chunk instead of one
 /// per row: each statement is a hand-off to the connection's thread.
 const INSERT_CHUNK_ROWS: usize = 64;
 /// Parameters of one row of [`insert_rows`].
-const ROW_PARAMS: usize = 9;
+const ROW_PARAMS: usize = 10;
 
 /// Inserts `rows` in one transaction.
 pub(crate) async fn insert_rows<'a>(
@@ -138,6 +138,7 @@ pub(crate) async fn insert_rows<'a>(
             q = q
                 .bind(r.run_id.as_str())
                 .bind(r.correlation_id.as_str())
+                .bind("pending")
                 .bind(r.source)
                 .bind(r.service.as_str())
                 .bind(r.environment.as_str())
@@ -153,29 +154,11 @@ pub(crate) async fn insert_rows<'a>(
 
 /// `INSERT INTO runs ... VALUES (...), (...)` for `n` rows.
 fn insert_sql(n: usize) -> String {
-    let mut sql = String::from(
+    format!(
         "INSERT INTO runs (run_id, correlation_id, status, source, service, environment, \
-         fingerprint, event_json, submitted_by, received_at) VALUES ",
-    );
-    for i in 0..n {
-        let p = |k: usize| i * ROW_PARAMS + k;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, 'pending', ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5),
-            p(6),
-            p(7),
-            p(8),
-            p(9)
-        ));
-    }
-    sql
+         fingerprint, event_json, submitted_by, received_at) VALUES {}",
+        crate::db::values_list(n, ROW_PARAMS)
+    )
 }
 
 /// Shared so that every clone of a `Store` uses one committing task.
