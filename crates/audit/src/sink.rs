@@ -202,8 +202,22 @@ impl JsonlSink {
             return Ok(());
         }
         // One write for the whole batch: a crash leaves at most one torn line.
-        self.file.write_all(&out)?;
-        self.file.sync_data()?;
+        // A write that fails (a full disk writes part of it) is cut off
+        // again, so the retry does not leave a torn line mid-file.
+        let before = self.file.metadata()?.len();
+        if let Err(e) = self
+            .file
+            .write_all(&out)
+            .and_then(|()| self.file.sync_data())
+        {
+            if let Err(cut) = self.file.set_len(before) {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{e}; the partial write could not be cut: {cut}"),
+                ));
+            }
+            return Err(e);
+        }
         self.last_seq = records.last().map(Chained::chain_seq).or(self.last_seq);
         Ok(())
     }

@@ -70,6 +70,11 @@ pub const STORE_TIMEOUT_MS_MAX: u64 = 60_000;
 pub const STORE_RUN_LEASE_SECS_MIN: u64 = 5;
 /// Longest `store.run_lease_secs` (an hour).
 pub const STORE_RUN_LEASE_SECS_MAX: u64 = 3_600;
+/// Default `store.disk_free_min_bytes` (64 MiB): room to decide and audit
+/// what was accepted before new events are refused.
+pub const STORE_DISK_FREE_MIN_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Largest `store.disk_free_min_bytes` (1 TiB).
+pub const STORE_DISK_FREE_MIN_BYTES_MAX: u64 = 1 << 40;
 
 /// `store`: the database behind the gate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +94,9 @@ pub struct StoreConfig {
     pub statement_timeout_ms: u64,
     /// A run claimed by a worker that died is taken by another after this.
     pub run_lease_secs: u64,
+    /// Below this many free bytes on the file system of the SQLite database
+    /// or of the audit file, new events are refused with 503 (0: no floor).
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +108,7 @@ impl Default for StoreConfig {
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: 10_000,
             run_lease_secs: 300,
+            disk_free_min_bytes: STORE_DISK_FREE_MIN_BYTES_DEFAULT,
         }
     }
 }
@@ -156,6 +165,15 @@ impl StoreConfig {
                     format!("{v} is outside 100..={STORE_TIMEOUT_MS_MAX}"),
                 ));
             }
+        }
+        if self.disk_free_min_bytes > STORE_DISK_FREE_MIN_BYTES_MAX {
+            out.push((
+                "store.disk_free_min_bytes".into(),
+                format!(
+                    "{} is above {STORE_DISK_FREE_MIN_BYTES_MAX} (1 TiB)",
+                    self.disk_free_min_bytes
+                ),
+            ));
         }
         if !(STORE_RUN_LEASE_SECS_MIN..=STORE_RUN_LEASE_SECS_MAX).contains(&self.run_lease_secs) {
             out.push((

@@ -25,6 +25,8 @@ pub struct Pipeline {
     pub store: StoreSelection,
     /// A claimed run whose worker died is taken by another after this (`store.run_lease_secs`).
     pub run_lease: chrono::Duration,
+    /// New events are refused below this many free bytes (`store.disk_free_min_bytes`; 0: off).
+    pub disk_free_min_bytes: u64,
     pub normalize: NormalizeContext,
     pub classifier: Arc<dyn Classifier>,
     /// The gates and the catalog: swapped whole by a hot reload ([`Pipeline::policy`]).
@@ -320,6 +322,7 @@ fn build(
         run_lease: chrono::Duration::seconds(
             i64::try_from(config.store.run_lease_secs).unwrap_or(i64::MAX / 1_000),
         ),
+        disk_free_min_bytes: config.store.disk_free_min_bytes,
         normalize,
         classifier,
         policy: PolicyCell::new(policy),

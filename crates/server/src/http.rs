@@ -198,6 +198,12 @@ pub(crate) async fn accept_body(
         ));
     }
 
+    // INVARIANT: no 202 while the store cannot commit or the disk is below
+    // its floor; the refusal is logged once per change of state, not here.
+    if let Some(cause) = state.store.health().refusal() {
+        m::rejected(label, "store");
+        return Err(store_unavailable(cause));
+    }
     // Shed load before accepting rather than accept and fall behind without bound.
     let backlog = state
         .store
@@ -242,11 +248,15 @@ pub(crate) async fn accept_body(
             }
         })
         .collect();
-    state
-        .store
-        .accept(&runs, now)
-        .await
-        .map_err(|e| Problem::internal("the store cannot accept events", &e))?;
+    if let Err(e) = state.store.accept(&runs, now).await {
+        state.store.observe_error(&e);
+        m::rejected(label, "store");
+        return Err(match state.store.health().refusal() {
+            // The store says why (and logged it when it started failing).
+            Some(cause) => store_unavailable(cause),
+            None => Problem::internal("the store cannot accept events", &e),
+        });
+    }
     m::accepted(label, runs.len() as u64);
     // INVARIANT: committed above, so the 202 below never promises a lost event.
     state.work.notify_waiters();
@@ -260,6 +270,17 @@ pub(crate) async fn accept_body(
             .collect(),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// 503 for an event the store cannot take now: nothing of it was stored.
+fn store_unavailable(cause: &str) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "Store unavailable",
+        format!("the store cannot accept events: {cause}; nothing was accepted, retry later"),
+    )
+    .retry_after(RETRY_AFTER_SECS)
 }
 
 /// The limit's config name, when the normalizer's message starts with it.
@@ -442,7 +463,8 @@ async fn review(
 /// accepts and queues, so they do not make the instance unready.
 async fn ready(State(state): State<AppState>) -> Response {
     let now = state.clock.now();
-    let store_ok = state.store.ping().await;
+    let health = state.store.health();
+    let store_ok = health.refusal().is_none() && state.store.ping().await;
     let (identity_ok, mode) = match &state.pipeline.inbound {
         crate::auth::Inbound::Disabled => (true, "none"),
         crate::auth::Inbound::Jwt(a) => {
@@ -493,7 +515,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "capabilities": {
-            "store": {"ready": store_ok},
+            "store": match health.refusal() {
+                Some(cause) => json!({"ready": false, "reason": cause, "commits": health.failing.is_none(), "disk_low": health.disk_low.is_some()}),
+                None => json!({"ready": store_ok}),
+            },
             "identity": identity,
             "actions": actions,
         },

@@ -15,6 +15,7 @@ mod autonomy;
 pub mod build;
 pub mod clock;
 mod evidence;
+pub mod health;
 mod http;
 mod metrics;
 pub mod outbox;
@@ -163,6 +164,26 @@ pub async fn start(
             concurrency_max: server.concurrency_max,
         },
     };
+    // The low-disk guard watches the SQLite database's file system and the
+    // audit file's; the first measurement is taken before the first request.
+    let watched = health::Watched {
+        paths: {
+            let mut p = Vec::new();
+            if matches!(state.pipeline.store, build::StoreSelection::Sqlite) {
+                p.push(("store", data_dir.to_path_buf()));
+            }
+            if let Some(dir) = state
+                .audit_file
+                .as_deref()
+                .and_then(std::path::Path::parent)
+            {
+                p.push(("audit file", dir.to_path_buf()));
+            }
+            p
+        },
+        floor_bytes: state.pipeline.disk_free_min_bytes,
+    };
+    health::check_disk(&state, &watched);
     // A policy or configuration change is on the chain from the moment it took effect.
     audit::record_config_loaded(&state).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -203,6 +224,11 @@ pub async fn start(
         let st = state.clone();
         let token = shutdown.clone();
         tasks.spawn(async move { review::notify_task(st, token).await });
+    }
+    {
+        let st = state.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { health::task(st, watched, token).await });
     }
     // The store is the sinks' spool: each ships from its own cursor.
     ship::spawn_all(&state, &shutdown, &mut tasks);

@@ -92,6 +92,15 @@ pub async fn run(state: AppState, token: CancellationToken) {
             return;
         }
         let mut store_failed = false;
+        // INVARIANT: while the store cannot commit, nothing is claimed (a
+        // delivery whose attempt cannot be recorded would be sent again).
+        if !state.store.health().claims() {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)) => {}
+            }
+            continue;
+        }
         // The kill switch: creates now capped below their level are drafted, not sent.
         match state.store.hold_capped(state.clock.now()).await {
             Ok(runs) => {
@@ -100,6 +109,7 @@ pub async fn run(state: AppState, token: CancellationToken) {
                 }
             }
             Err(e) => {
+                state.store.observe_error(&e);
                 tracing::error!(error = %e, "outbox cannot check autonomy caps; claiming nothing");
                 store_failed = true;
             }
@@ -134,6 +144,7 @@ pub async fn run(state: AppState, token: CancellationToken) {
                     }
                 }
                 Err(e) => {
+                    state.store.observe_error(&e);
                     tracing::error!(target = target.as_str(), error = %e, "outbox cannot claim actions");
                     store_failed = true;
                 }

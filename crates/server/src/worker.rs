@@ -47,6 +47,15 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
         if token.is_cancelled() {
             return;
         }
+        // INVARIANT: no claims while the store cannot commit; the health
+        // task's probe tells when it can again.
+        if !state.store.health().claims() {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)) => {}
+            }
+            continue;
+        }
         let now = state.clock.now();
         let claimed = state
             .store
@@ -56,6 +65,9 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
             Ok(Some(runs)) => {
                 let ids: Vec<tg_model::RunId> = runs.iter().map(|r| r.run_id.clone()).collect();
                 if let Err(e) = process_batch(&state, runs).await {
+                    if let Some(e) = e.downcast_ref::<tg_store::StoreError>() {
+                        state.store.observe_error(e);
+                    }
                     tracing::error!(worker = id, runs = ids.len(), error = %e, "processing failed");
                     release_all(&state, &ids, &token).await;
                     // Back in the queue if not decided; a decided run is completed here.
@@ -76,6 +88,7 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
                 }
             }
             Err(e) => {
+                state.store.observe_error(&e);
                 tracing::error!(worker = id, error = %e, "cannot claim work");
                 tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
             }
@@ -221,8 +234,18 @@ struct Prepared {
 /// a while, so that they do not wait out their lease.
 async fn release_all(state: &AppState, ids: &[tg_model::RunId], token: &CancellationToken) {
     for run_id in ids {
-        for attempt in 1..=RELEASE_TRIES_MAX {
+        let mut attempt = 0;
+        while attempt < RELEASE_TRIES_MAX {
             tokio::time::sleep(Duration::from_millis(STORE_RETRY_MS)).await;
+            if token.is_cancelled() {
+                return;
+            }
+            // While the store cannot commit, a try is pointless and not
+            // counted: the run goes back to the queue as soon as it can.
+            if !state.store.health().claims() {
+                continue;
+            }
+            attempt += 1;
             match state.store.release(run_id).await {
                 Ok(()) => break,
                 Err(e) if attempt == RELEASE_TRIES_MAX || token.is_cancelled() => {

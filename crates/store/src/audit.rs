@@ -43,7 +43,7 @@ impl RowMeta {
 }
 
 /// The next chain position and the hash it must link to (inside the writer's transaction).
-pub(crate) async fn chain_next(tx: &mut crate::db::Tx<'_>) -> Result<(i64, Sha256Hex), StoreError> {
+pub(crate) async fn chain_next(tx: &mut crate::db::Tx) -> Result<(i64, Sha256Hex), StoreError> {
     let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -58,7 +58,7 @@ pub(crate) async fn chain_next(tx: &mut crate::db::Tx<'_>) -> Result<(i64, Sha25
 
 /// Inserts one sealed chain row (inside the caller's transaction).
 pub(crate) async fn insert_row(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     seq: i64,
     id: &str,
     hash: &Sha256Hex,
@@ -87,7 +87,7 @@ pub(crate) async fn insert_row(
 /// Seals a step record onto the chain (inside the caller's transaction).
 /// `service` is the service it concerns, for the postmortem query.
 pub(crate) async fn append_step(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     mut record: StepRecord,
     service: Option<&str>,
 ) -> Result<StepRecord, StoreError> {

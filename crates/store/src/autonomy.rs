@@ -29,7 +29,7 @@ fn parse_level(s: &str) -> Option<AutonomyLevel> {
 
 /// The lowest cap over `all`, `team:<team>` and `service:<service>` (inside a transaction).
 pub(crate) async fn cap_for(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     service: &str,
     team: Option<&str>,
 ) -> Result<Option<AutonomyLevel>, StoreError> {

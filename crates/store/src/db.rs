@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// A transaction on either backend.
-pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+pub(crate) type Tx = crate::tx::WriteTx;
 
 /// Readers in the SQLite pool.
 pub const READ_CONNECTIONS_MAX: u32 = 4;
@@ -118,6 +118,8 @@ pub struct Store {
     pub(crate) group: crate::group::GroupCell,
     /// The last backlog count, when it was taken, and runs accepted since.
     pub(crate) backlog_cache: std::sync::Arc<BacklogCache>,
+    /// Whether commits go through (`health.rs`).
+    pub(crate) health: std::sync::Arc<crate::health::HealthCell>,
 }
 
 /// How old a backlog count may be before the next `backlog_estimate` counts again.
@@ -208,6 +210,7 @@ impl Store {
             backend: Backend::Sqlite,
             group: Default::default(),
             backlog_cache: Default::default(),
+            health: Default::default(),
         })
     }
 
@@ -236,6 +239,7 @@ impl Store {
             backend: Backend::Postgres,
             group: Default::default(),
             backlog_cache: Default::default(),
+            health: Default::default(),
         })
     }
 
@@ -254,8 +258,8 @@ impl Store {
     /// Begins a write transaction that reads and changes shared state: on
     /// PostgreSQL it first takes the store's advisory lock (held until commit
     /// or rollback), which makes these transactions serial across replicas.
-    pub(crate) async fn begin_write(&self) -> Result<Tx<'static>, StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
+        let mut tx = Tx::begin(&self.write, &self.health).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_WRITE_LOCK)
@@ -263,6 +267,51 @@ impl Store {
                 .await?;
         }
         Ok(tx)
+    }
+
+    /// Whether commits go through, and whether the disk has room for more
+    /// events (`health.rs`).
+    pub fn health(&self) -> crate::Health {
+        self.health.snapshot()
+    }
+
+    /// The disk watcher's finding: `Some(cause)` while the data's file system
+    /// is below its free-space floor (new events are refused), `None` once
+    /// it is above again.
+    pub fn set_disk_low(&self, cause: Option<String>) {
+        self.health.set_disk_low(cause);
+    }
+
+    /// Reports an error a caller got from the store: one that means the
+    /// store cannot write (full disk, I/O error, read-only, connection lost)
+    /// marks it failing, so the gate stops accepting and claiming until a
+    /// commit (or [`Store::probe_write`]) goes through.
+    pub fn observe_error(&self, e: &StoreError) {
+        if let Some(cause) = e.storage_failure() {
+            self.health.commit_failed(&cause);
+        }
+    }
+
+    /// Commits a one-row write: `Ok` means the store commits again (and is
+    /// marked writable); an error keeps it failing with the new cause.
+    pub async fn probe_write(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = Tx::begin(&self.write, &self.health).await?;
+        let wrote = sqlx::query(
+            "INSERT INTO store_probe (id, probed_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(to_ms(now))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = wrote {
+            if let Some(cause) = crate::health::sqlx_storage_failure(&e) {
+                self.health.commit_failed(&cause);
+            }
+            return Err(e.into());
+        }
+        tx.commit().await?;
+        self.health.probe_committed();
+        Ok(())
     }
 
     /// Whether the database answers.
@@ -292,11 +341,13 @@ impl Store {
             })
             .collect::<Result<Vec<Row>, StoreError>>()?;
         let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-        let group = self.group.get_or_init(|| Group::start(self.write.clone()));
+        let group = self
+            .group
+            .get_or_init(|| Group::start(self.write.clone(), self.health.clone()));
         match group.accept(rows).await {
             Sent::Done(r) => r?,
             // Started on a runtime that has ended: commit here.
-            Sent::Stopped(rows) => insert_rows(&self.write, rows.iter()).await?,
+            Sent::Stopped(rows) => insert_rows(&self.write, &self.health, rows.iter()).await?,
         }
         self.backlog_cache
             .accepted_since
@@ -574,7 +625,7 @@ pub struct DecideItem<'a> {
 /// before anything is written.
 #[allow(clippy::too_many_arguments)]
 async fn decide_in(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     chain: &mut Option<(i64, Sha256Hex)>,
     run_id: &RunId,
     keys: &PrefetchKeys,
@@ -737,7 +788,7 @@ async fn decide_in(
 /// Seals a run's audit record as chain entry `seq` after `prev` and inserts
 /// it (inside the caller's transaction, which holds the writer).
 async fn seal_run_record(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     record: &mut AuditRecord,
     seq: i64,
     prev: Sha256Hex,
@@ -776,7 +827,7 @@ const PLANNED_ACTIONS_MAX: usize = 32;
 /// The decision's planned actions in one multi-row insert: `pending` (the
 /// outbox delivers them in `id`, i.e. decision, order) or `not_executed`.
 async fn insert_actions(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     run_id: &RunId,
     planned: &[tg_engine::Planned],
     now: DateTime<Utc>,
@@ -1069,7 +1120,7 @@ fn dedup_from_row(
 
 /// The stored buckets among `keys` (absent keys skipped), in one statement.
 async fn load_buckets(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     keys: [Option<&str>; 3],
 ) -> Result<Vec<(String, BucketState)>, StoreError> {
     let [a, b, c] = keys;
@@ -1096,7 +1147,7 @@ pub(crate) fn keyed_bucket(r: &sqlx::any::AnyRow) -> Result<(String, BucketState
 }
 
 pub(crate) async fn load_bucket(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     key: &str,
 ) -> Result<Option<BucketState>, StoreError> {
     let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = $1")
@@ -1113,7 +1164,7 @@ pub(crate) async fn load_bucket(
 }
 
 pub(crate) async fn apply_effect(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     effect: &Effect,
 ) -> Result<(), StoreError> {
     match effect {

@@ -12,6 +12,8 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
+use crate::health::HealthCell;
+use crate::tx::WriteTx;
 
 /// Calls waiting for the next commit at most; beyond it `accept` answers
 /// [`StoreError::Busy`] at once (the server turns it into 503 + Retry-After).
@@ -60,9 +62,9 @@ impl std::fmt::Debug for Job {
 
 impl Group {
     /// Starts the committing task on the current runtime.
-    pub(crate) fn start(pool: AnyPool) -> Group {
+    pub(crate) fn start(pool: AnyPool, health: Arc<HealthCell>) -> Group {
         let (tx, rx) = mpsc::channel(GROUP_QUEUE_MAX);
-        tokio::spawn(commit_loop(pool, rx));
+        tokio::spawn(commit_loop(pool, health, rx));
         Group { tx }
     }
 
@@ -91,7 +93,7 @@ impl Group {
     }
 }
 
-async fn commit_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
+async fn commit_loop(pool: AnyPool, health: Arc<HealthCell>, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut runs = first.rows.len();
         let mut jobs = vec![first];
@@ -105,16 +107,14 @@ async fn commit_loop(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
             }
         }
         metrics::histogram!("triage_gate_accept_group_runs").record(runs as f64);
-        let result = insert(&pool, &jobs).await.map_err(|e| e.to_string());
+        let result = insert_rows(&pool, &health, jobs.iter().flat_map(|j| &j.rows))
+            .await
+            .map_err(|e| e.to_string());
         for job in jobs {
             // A caller that gave up (its request timed out) is not waiting.
             let _ = job.done.send(result.clone());
         }
     }
-}
-
-async fn insert(pool: &AnyPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
-    insert_rows(pool, jobs.iter().flat_map(|j| &j.rows)).await
 }
 
 /// Rows per `INSERT` statement (10 parameters each: far below SQLite's and
@@ -124,13 +124,16 @@ const INSERT_CHUNK_ROWS: usize = 64;
 /// Parameters of one row of [`insert_rows`].
 const ROW_PARAMS: usize = 10;
 
-/// Inserts `rows` in one transaction.
+/// Inserts `rows` in one transaction. A statement that fails because the
+/// store cannot write marks it failing, like a failed commit: the gate then
+/// refuses events until a commit goes through again.
 pub(crate) async fn insert_rows<'a>(
     pool: &AnyPool,
+    health: &Arc<HealthCell>,
     rows: impl Iterator<Item = &'a Row>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let rows: Vec<&Row> = rows.collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = WriteTx::begin(pool, health).await?;
     for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
         let sql = insert_sql(chunk.len());
         let mut q = sqlx::query(&sql);
@@ -147,7 +150,12 @@ pub(crate) async fn insert_rows<'a>(
                 .bind(r.submitted_by.as_deref())
                 .bind(r.received_at);
         }
-        q.execute(&mut *tx).await?;
+        if let Err(e) = q.execute(&mut *tx).await {
+            if let Some(cause) = crate::health::sqlx_storage_failure(&e) {
+                health.commit_failed(&cause);
+            }
+            return Err(e.into());
+        }
     }
     tx.commit().await
 }

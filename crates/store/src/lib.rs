@@ -16,10 +16,12 @@ mod db;
 mod evidence;
 mod external;
 mod group;
+mod health;
 mod outbox;
 mod review;
 mod storm;
 pub mod testing;
+mod tx;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ pub use db::{Backend, DecideItem, LIST_ROWS_MAX, Store, StoreOptions};
 pub use evidence::{KindEvidence, ServiceEvidence};
 pub use external::{EXTERNAL_CANDIDATES_MAX, ExternalIncident, ExternalRecorded};
 pub use group::{GROUP_QUEUE_MAX, GROUP_RUNS_MAX};
+pub use health::{CAUSE_CHARS_MAX, Health, PROBE_INTERVAL_MS};
 pub use outbox::{
     ATTEMPT_ERROR_CHARS_MAX, AttemptOutcome, AttemptRow, Claimed, DeliveryEnd, OutboxCounts,
     OutboxTarget, Progress, RETRIED_BY_CHARS_MAX, RetryError, RetryRow, TargetBacklog,

@@ -727,7 +727,7 @@ impl Store {
             )
         };
         crate::audit::append_step(&mut tx, step, Some(&planned.service)).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         Ok(action)
     }
 
@@ -765,7 +765,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 /// `interrupted`, each with a step record on the chain: the process that made
 /// them died, and the action is delivered again idempotently from `next_at`.
 async fn interrupt_attempts(
-    tx: &mut crate::db::Tx<'_>,
+    tx: &mut crate::db::Tx,
     action_id: Option<i64>,
     now: DateTime<Utc>,
     next_at: DateTime<Utc>,

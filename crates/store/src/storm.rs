@@ -30,7 +30,7 @@ use crate::db::Tx;
 /// sightings (its umbrella MIM and the service's bucket come with the
 /// decision's other windows and buckets, `db::decide_in`).
 pub(crate) async fn prefetch(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     environment: &str,
     state: &mut StepState,
 ) -> Result<(), StoreError> {
@@ -48,7 +48,7 @@ pub(crate) async fn prefetch(
 }
 
 /// The environment's most recent sightings (at most `SIGHTINGS_MAX`).
-async fn load_sightings(tx: &mut Tx<'_>, environment: &str) -> Result<Vec<Sighting>, StoreError> {
+async fn load_sightings(tx: &mut Tx, environment: &str) -> Result<Vec<Sighting>, StoreError> {
     let rows = sqlx::query(
         "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
          ORDER BY seen_at DESC LIMIT $2",
@@ -68,10 +68,7 @@ async fn load_sightings(tx: &mut Tx<'_>, environment: &str) -> Result<Vec<Sighti
 }
 
 /// The stored group of `key`, if any.
-pub(crate) async fn load_group(
-    tx: &mut Tx<'_>,
-    key: &str,
-) -> Result<Option<GroupEntry>, StoreError> {
+pub(crate) async fn load_group(tx: &mut Tx, key: &str) -> Result<Option<GroupEntry>, StoreError> {
     let row: Option<String> =
         sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = $1")
             .bind(key)
@@ -82,7 +79,7 @@ pub(crate) async fn load_group(
 }
 
 /// Applies a storm effect; returns false for effects this module does not own.
-pub(crate) async fn apply(tx: &mut Tx<'_>, effect: &Effect) -> Result<bool, StoreError> {
+pub(crate) async fn apply(tx: &mut Tx, effect: &Effect) -> Result<bool, StoreError> {
     match effect {
         Effect::RecordSighting {
             environment,
