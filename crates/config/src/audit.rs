@@ -289,7 +289,7 @@ fn default_local_bytes() -> usize {
 }
 
 fn http_url(v: &str) -> bool {
-    (v.starts_with("https://") || v.starts_with("http://")) && !v.contains(char::is_whitespace)
+    crate::urls::outbound(v).is_ok()
 }
 
 fn log_group_ok(v: &str) -> bool {

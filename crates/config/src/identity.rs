@@ -33,6 +33,15 @@ pub struct InboundWebhook {
     /// The sources (`/v1/events/<source>`) it may deliver to; for these a
     /// valid signature is required unless a valid bearer JWT is presented.
     pub sources: Vec<String>,
+    /// The signature schemes this sender may use: `v2` (the MAC also covers
+    /// the method and path: recommended) and `v1` (body and timestamp only,
+    /// the scheme of triage-gate's own outbound webhooks).
+    #[serde(default = "default_signature_versions")]
+    pub signature_versions: Vec<String>,
+}
+
+fn default_signature_versions() -> Vec<String> {
+    vec!["v1".to_owned(), "v2".to_owned()]
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -97,6 +106,9 @@ pub struct InboundConfig {
     pub audiences: Vec<String>,
     pub algorithms: Vec<String>,
     pub leeway_secs: u64,
+    /// Longest bearer-token lifetime accepted (`exp - iat`, or `exp - now`
+    /// without `iat`).
+    pub max_token_lifetime_secs: u64,
     /// E.g. `at+jwt` (RFC 9068); unset accepts any `typ`.
     pub required_typ: Option<String>,
     /// The issuer's key set (never taken from a token's `jku`/`x5u`).
@@ -121,6 +133,7 @@ impl Default for InboundConfig {
             audiences: vec!["triage-gate".to_owned()],
             algorithms: vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()],
             leeway_secs: 60,
+            max_token_lifetime_secs: 86_400,
             required_typ: None,
             jwks_url: None,
             jwks_timeout_ms: 5_000,
@@ -188,6 +201,17 @@ impl IdentityConfig {
             if w.sources.is_empty() {
                 out.push((wp("sources"), "needs at least one source".into()));
             }
+            if w.signature_versions.is_empty() {
+                out.push((wp("signature_versions"), "needs v1, v2 or both".into()));
+            }
+            for v in &w.signature_versions {
+                if v != "v1" && v != "v2" {
+                    out.push((
+                        wp("signature_versions"),
+                        format!("{v:?} is not a signature version (v1 or v2)"),
+                    ));
+                }
+            }
             for s in &w.sources {
                 let known = tg_model::Source::ALL.iter().any(|k| k.as_str() == s);
                 if !known || s == "cloudwatch-sns" {
@@ -211,12 +235,9 @@ impl IdentityConfig {
             Some(s) if !s.trim().is_empty() => {}
             _ => out.push((p("issuer"), "is required when mode is jwt".into())),
         }
-        match i.jwks_url.as_deref() {
-            Some(u) if u.starts_with("https://") || loopback_http(u) => {}
-            Some(u) => out.push((
-                p("jwks_url"),
-                format!("{u:?} must be https:// (http:// only for a loopback host)"),
-            )),
+        match i.jwks_url.as_deref().map(crate::urls::https_or_loopback) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => out.push((p("jwks_url"), e)),
             None => out.push((p("jwks_url"), "is required when mode is jwt".into())),
         }
         if i.audiences.iter().all(|a| a.trim().is_empty()) {
@@ -235,6 +256,15 @@ impl IdentityConfig {
                     ),
                 ));
             }
+        }
+        if !(60..=30 * 86_400).contains(&i.max_token_lifetime_secs) {
+            out.push((
+                p("max_token_lifetime_secs"),
+                format!(
+                    "{} is outside 60..=2592000 (a minute to 30 days)",
+                    i.max_token_lifetime_secs
+                ),
+            ));
         }
         if i.leeway_secs > LEEWAY_SECS_MAX {
             out.push((
@@ -268,15 +298,6 @@ impl IdentityConfig {
     }
 }
 
-/// Plain HTTP is only for a key set served on this machine (tests, sidecars).
-fn loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let host = rest.split(['/', ':']).next().unwrap_or("");
-    host == "127.0.0.1" || host == "localhost" || rest.starts_with("[::1]")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +318,14 @@ mod tests {
         c.inbound.issuer = Some("https://idp.example".into());
         c.inbound.jwks_url = Some("http://127.0.0.1:9000/keys".into());
         assert!(c.check().is_empty(), "{:?}", c.check());
+        // Issue 21 item 4: user info made a remote host look like loopback.
+        c.inbound.jwks_url = Some("http://127.0.0.1:1@jwks.example.com/keys".into());
+        let errs = c.check();
+        assert!(
+            errs.iter()
+                .any(|(p, m)| p == "identity.inbound.jwks_url" && m.contains("user info")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod console;
 mod identity;
 mod locate;
 mod secrets;
+pub mod urls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -625,7 +626,7 @@ impl ProfileConfig {
                 format!("provider is {section} but the {section} section is missing"),
             ));
         }
-        let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+        let url_ok = |u: &str| crate::urls::outbound(u).is_ok();
         let mut model_checks: Vec<(&str, &str, u64, u32, u32)> = Vec::new();
         if let Some(a) = &self.anthropic {
             if !url_ok(&a.base_url) {
@@ -1038,13 +1039,8 @@ impl WebIdentityConfig {
                 format!("{s:?} is not 2..=64 of [A-Za-z0-9_+=,.@-]"),
             ));
         }
-        if let Some(u) = &self.sts_base_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            out.push((
-                format!("{prefix}.sts_base_url"),
-                format!("{u:?} is not an http(s) URL"),
-            ));
+        if let Some(Err(e)) = self.sts_base_url.as_deref().map(crate::urls::outbound) {
+            out.push((format!("{prefix}.sts_base_url"), e));
         }
         if !(WEB_IDENTITY_DURATION_SECS_MIN..=WEB_IDENTITY_DURATION_SECS_MAX)
             .contains(&self.duration_secs)
@@ -1846,10 +1842,8 @@ impl ServiceNowTarget {
                 ),
             ));
         }
-        if let Some(u) = &oauth.token_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            out.push((p("token_url"), format!("{u:?} is not an http(s) URL")));
+        if let Some(Err(e)) = oauth.token_url.as_deref().map(crate::urls::outbound) {
+            out.push((p("token_url"), e));
         }
         if oauth.timeout_ms == 0 || oauth.timeout_ms > OAUTH_TIMEOUT_MS_MAX {
             out.push((
@@ -1986,10 +1980,8 @@ impl PagerDutyTarget {
                 Some(rest.oauth.token_url.as_str()),
             ),
         ] {
-            if let Some(u) = url
-                && !(u.starts_with("https://") || u.starts_with("http://"))
-            {
-                out.push((path.into(), format!("{u:?} is not an http(s) URL")));
+            if let Some(Err(e)) = url.map(crate::urls::outbound) {
+                out.push((path.into(), e));
             }
         }
         let sub = &rest.oauth.subdomain;
@@ -2092,11 +2084,8 @@ impl BridgeTarget {
                     format!("{:?} is used twice", w.name),
                 ));
             }
-            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-                out.push((
-                    format!("actions.bridge.webhooks[{i}].url"),
-                    format!("{:?} is not an http(s) URL", w.url),
-                ));
+            if let Err(e) = crate::urls::outbound(&w.url) {
+                out.push((format!("actions.bridge.webhooks[{i}].url"), e));
             }
         }
         out
@@ -2303,11 +2292,8 @@ impl Config {
                     ));
                 }
             }
-            if !(sn.base_url.starts_with("https://") || sn.base_url.starts_with("http://")) {
-                out.push((
-                    "actions.servicenow.base_url".into(),
-                    format!("{:?} is not an http(s) URL", sn.base_url),
-                ));
+            if let Err(e) = crate::urls::outbound(&sn.base_url) {
+                out.push(("actions.servicenow.base_url".into(), e));
             }
             out.extend(sn.validate_auth());
         }

@@ -10,6 +10,10 @@ use tokio::sync::Mutex;
 
 use crate::jwt::{self, AuthError, Caller, JwtPolicy, KeySet};
 
+/// While no key set is held, the issuer is asked at most once per this many
+/// seconds (or `refresh_min_interval_secs`, if shorter), whatever the traffic.
+pub const NO_KEYS_RETRY_SECS: i64 = 5;
+
 /// Largest JWKS document read, in bytes.
 pub const JWKS_BODY_BYTES_MAX: usize = 256 * 1024;
 /// Longest `timeout_ms` for one JWKS fetch.
@@ -83,7 +87,7 @@ pub enum BuildError {
     Timeout,
     #[error("jwks.max_age_secs must be 1..={JWKS_MAX_AGE_SECS_MAX}")]
     MaxAge,
-    #[error("jwks.url must be an http(s) URL")]
+    #[error("jwks.url must be an http(s) URL without user info")]
     Url,
     #[error("http client: {0}")]
     Http(String),
@@ -98,7 +102,7 @@ impl Authenticator {
         if cfg.max_age_secs == 0 || cfg.max_age_secs > JWKS_MAX_AGE_SECS_MAX {
             return Err(BuildError::MaxAge);
         }
-        if !(cfg.url.starts_with("https://") || cfg.url.starts_with("http://")) {
+        if !crate::http_url_without_userinfo(&cfg.url) {
             return Err(BuildError::Url);
         }
         let http = reqwest::Client::builder()
@@ -125,6 +129,36 @@ impl Authenticator {
         st.keys.is_some() && now < st.fetched_at.saturating_add(stale_secs(&self.cfg))
     }
 
+    /// Fetches the key set if a fetch is due (never more often than the
+    /// minimum interval, held keys or not): the background warm-up that
+    /// keeps readiness current without a request having to fetch.
+    pub async fn warm(&self, now: i64) {
+        let mut st = self.state.lock().await;
+        if st.keys.is_some() && now < st.fresh_until {
+            return;
+        }
+        if self.may_fetch(&st, now)
+            && let Err(e) = self.fetch_into(&mut st, now).await
+        {
+            tracing::warn!(jwks_url = %self.cfg.url, error = %e, "cannot fetch the issuer's key set");
+        }
+    }
+
+    /// Whether a fetch may start at `now`: at most one per
+    /// `refresh_min_interval_secs` while a key set is held, and at most one
+    /// per [`NO_KEYS_RETRY_SECS`] (or the interval, if shorter) while none
+    /// is: a dead issuer is not asked once per request. The state's mutex
+    /// makes it single-flight: a request that waited for a fetch finds it
+    /// attempted and does not start another.
+    fn may_fetch(&self, st: &State, now: i64) -> bool {
+        let mut interval = i64::try_from(self.cfg.refresh_min_interval_secs).unwrap_or(i64::MAX);
+        if st.keys.is_none() {
+            interval = interval.min(NO_KEYS_RETRY_SECS);
+        }
+        st.attempted_at
+            .is_none_or(|t| now >= t.saturating_add(interval))
+    }
+
     /// Fetches the key set now (start-up warm-up; readiness).
     pub async fn refresh(&self, now: i64) -> Result<usize, AuthError> {
         let mut st = self.state.lock().await;
@@ -141,6 +175,10 @@ impl Authenticator {
         }
         if token.len() > jwt::TOKEN_BYTES_MAX {
             return Err(AuthError::TooLarge);
+        }
+        // A string that is not even a JWS (`Bearer x`) costs no key set work.
+        if token.split('.').count() != 3 {
+            return Err(AuthError::Malformed("expected three dot-separated parts"));
         }
         let keys = self.current(now).await?;
         match jwt::verify(token, &keys, &self.policy, now) {
@@ -161,14 +199,10 @@ impl Authenticator {
         {
             return Ok(keys.clone());
         }
-        // Stale or never fetched: try (rate-limited when we have something to fall back on).
-        let may_fetch = st.keys.is_none()
-            || st.attempted_at.is_none_or(|t| {
-                now >= t.saturating_add(
-                    i64::try_from(self.cfg.refresh_min_interval_secs).unwrap_or(i64::MAX),
-                )
-            });
-        if may_fetch && let Err(e) = self.fetch_into(&mut st, now).await {
+        // Stale or never fetched: try, rate-limited in either case.
+        if self.may_fetch(&st, now)
+            && let Err(e) = self.fetch_into(&mut st, now).await
+        {
             tracing::warn!(jwks_url = %self.cfg.url, error = %e, "cannot refresh the issuer's key set");
         }
         match &st.keys {

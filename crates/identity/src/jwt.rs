@@ -20,6 +20,10 @@ use serde_json::{Map, Value};
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 /// Largest clock skew that may be configured, in seconds.
 pub const LEEWAY_SECS_MAX: u64 = 300;
+/// Default longest token lifetime accepted (`exp - iat`): a day.
+pub const MAX_LIFETIME_SECS_DEFAULT: u64 = 86_400;
+/// Shortest and longest `max_lifetime_secs` a policy may set (a minute, 30 days).
+pub const MAX_LIFETIME_SECS_RANGE: std::ops::RangeInclusive<u64> = 60..=30 * 86_400;
 /// Keys kept from one JWKS document; further keys are ignored.
 pub const JWKS_KEYS_MAX: usize = 32;
 /// Scopes kept from one token; a token with more is rejected.
@@ -87,6 +91,9 @@ pub struct JwtPolicy {
     pub leeway_secs: u64,
     /// Required `typ` header (RFC 9068 says `at+jwt`; not every IdP sends it).
     pub required_typ: Option<String>,
+    /// Longest lifetime accepted: `exp - iat`, or `exp - now` when the
+    /// token has no `iat` (a token valid until the year 9999 is refused).
+    pub max_lifetime_secs: u64,
 }
 
 /// Why a [`JwtPolicy`] cannot be used.
@@ -104,6 +111,8 @@ pub enum PolicyError {
     Algorithm(Algorithm),
     #[error("leeway_secs {0} exceeds {LEEWAY_SECS_MAX}")]
     Leeway(u64),
+    #[error("max_lifetime_secs {0} is outside 60..=2592000")]
+    MaxLifetime(u64),
 }
 
 impl JwtPolicy {
@@ -126,6 +135,9 @@ impl JwtPolicy {
         }
         if self.leeway_secs > LEEWAY_SECS_MAX {
             return Err(PolicyError::Leeway(self.leeway_secs));
+        }
+        if !MAX_LIFETIME_SECS_RANGE.contains(&self.max_lifetime_secs) {
+            return Err(PolicyError::MaxLifetime(self.max_lifetime_secs));
         }
         Ok(())
     }
@@ -161,6 +173,8 @@ pub enum AuthError {
     NotYetValid,
     #[error("token issued in the future")]
     IssuedInFuture,
+    #[error("token lifetime exceeds the configured maximum")]
+    LifetimeTooLong,
     #[error("required claim {0} is missing or invalid")]
     Claim(&'static str),
     #[error("scope {0} is required")]
@@ -186,6 +200,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::LifetimeTooLong => "token_lifetime_too_long",
             AuthError::Claim(_) => "invalid_claim",
             AuthError::MissingScope(_) => "insufficient_scope",
             AuthError::KeysUnavailable => "keys_unavailable",
@@ -540,10 +555,18 @@ fn check_claims(
     {
         return Err(AuthError::NotYetValid);
     }
-    if let Some(iat) = numeric_date(claims, "iat")?
+    let iat = numeric_date(claims, "iat")?;
+    if let Some(iat) = iat
         && iat > now.saturating_add(leeway)
     {
         return Err(AuthError::IssuedInFuture);
+    }
+    // A bounded lifetime: a leaked token with `exp` far away is not a key
+    // for ever. Without `iat`, what is left of it counts.
+    let lifetime = exp.saturating_sub(iat.unwrap_or(now));
+    let max = i64::try_from(policy.max_lifetime_secs).unwrap_or(i64::MAX);
+    if lifetime > max.saturating_add(leeway) {
+        return Err(AuthError::LifetimeTooLong);
     }
     let sub = short_claim(claims, "sub")?.ok_or(AuthError::Claim("sub"))?;
     let client_id = match short_claim(claims, "client_id")? {

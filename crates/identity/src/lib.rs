@@ -23,3 +23,15 @@ pub use jwks::{Authenticator, JwksConfig};
 pub use jwt::{AuthError, Caller, JwtPolicy, KeySet, Scope};
 pub use oauth::{ClientAuth, ClientCredentials, OAuthError, TokenHealth, TokenSource};
 pub use probe::{ProbeHandle, spawn_probes};
+
+/// Whether `raw` parses as an http(s) URL with a host and no user info (a
+/// real parser, not a prefix: `http://127.0.0.1:1@idp.example.com/` has the
+/// host `idp.example.com`).
+pub(crate) fn http_url_without_userinfo(raw: &str) -> bool {
+    reqwest::Url::parse(raw).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
+}

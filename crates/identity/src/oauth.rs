@@ -249,8 +249,8 @@ impl TokenSource {
         if cfg.timeout_ms == 0 || cfg.timeout_ms > TOKEN_TIMEOUT_MS_MAX {
             return Err(format!("timeout_ms must be 1..={TOKEN_TIMEOUT_MS_MAX}"));
         }
-        if !(cfg.token_url.starts_with("https://") || cfg.token_url.starts_with("http://")) {
-            return Err("token_url must be an http(s) URL".to_owned());
+        if !crate::http_url_without_userinfo(&cfg.token_url) {
+            return Err("token_url must be an http(s) URL without user info".to_owned());
         }
         if cfg.client_id.is_empty() {
             return Err("client_id must not be empty".to_owned());

@@ -96,6 +96,7 @@ async fn idp_with(keys: &[&str]) -> (Arc<Idp>, Authenticator) {
             algorithms: vec![Algorithm::RS256],
             leeway_secs: 30,
             required_typ: None,
+            max_lifetime_secs: triage_gate_identity::jwt::MAX_LIFETIME_SECS_DEFAULT,
         },
         JwksConfig {
             url: format!("{base}/keys"),

@@ -39,6 +39,7 @@ fn policy() -> JwtPolicy {
         algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
         leeway_secs: 30,
         required_typ: None,
+        max_lifetime_secs: jwt::MAX_LIFETIME_SECS_DEFAULT,
     }
 }
 
@@ -333,4 +334,50 @@ fn hmac_can_never_be_configured() {
     let mut p = policy();
     p.algorithms.push(Algorithm::HS256);
     assert!(p.validate().is_err());
+}
+
+/// Issue 21 item 8: a token's lifetime is bounded (`exp - iat`, or
+/// `exp - now` without `iat`), so a token valid until 9999 is refused.
+#[test]
+fn tokens_without_a_lifetime_bound_are_refused() {
+    let day = i64::try_from(jwt::MAX_LIFETIME_SECS_DEFAULT).unwrap();
+    let cases = [
+        (
+            "exp in the year 9999",
+            json!(253_402_300_799_i64),
+            Some(NOW - 10),
+            false,
+        ),
+        (
+            "two days from iat",
+            json!(NOW - 10 + 2 * day),
+            Some(NOW - 10),
+            false,
+        ),
+        ("no iat, a year left", json!(NOW + 365 * day), None, false),
+        (
+            "a day from iat",
+            json!(NOW - 10 + day),
+            Some(NOW - 10),
+            true,
+        ),
+        ("no iat, an hour left", json!(NOW + 3_600), None, true),
+    ];
+    for (case, exp, iat, ok) in cases {
+        let mut c = claims();
+        c["exp"] = exp;
+        match iat {
+            Some(iat) => c["iat"] = json!(iat),
+            None => {
+                c.as_object_mut().unwrap().remove("iat");
+            }
+        }
+        let got = check(&sign(Algorithm::RS256, "rsa1", Some("rsa1"), &c));
+        if ok {
+            assert!(got.is_ok(), "{case}: {got:?}");
+        } else {
+            assert_eq!(got.unwrap_err(), AuthError::LifetimeTooLong, "{case}");
+        }
+    }
+    assert_eq!(AuthError::LifetimeTooLong.code(), "token_lifetime_too_long");
 }

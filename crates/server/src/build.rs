@@ -390,6 +390,7 @@ fn build_inbound(c: &tg_config::InboundConfig) -> anyhow::Result<crate::auth::In
                 algorithms,
                 leeway_secs: c.leeway_secs,
                 required_typ: c.required_typ.clone(),
+                max_lifetime_secs: c.max_token_lifetime_secs,
             };
             let jwks = tg_identity::JwksConfig {
                 url: c.jwks_url.clone().unwrap_or_default(),
@@ -421,7 +422,12 @@ fn build_signed(
                 "identity.inbound.webhooks.{i}.secret: shorter than 32 bytes (use a random 32-byte value or longer)"
             );
         }
-        senders.push((w.name.clone(), secret, w.sources.clone()));
+        let versions = w
+            .signature_versions
+            .iter()
+            .filter_map(|v| crate::signed::SignatureVersion::parse(v))
+            .collect();
+        senders.push((w.name.clone(), secret, w.sources.clone(), versions));
     }
     Ok(crate::signed::SignedSources::new(
         senders,

@@ -103,9 +103,14 @@ async fn ingest(
     Path(source): Path<String>,
     headers: HeaderMap,
     caller: Option<axum::Extension<tg_identity::Caller>>,
+    replay: Option<axum::Extension<tg_store::ReplayKey>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let submitted_by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0));
+    let replay = replay.map(|r| Replay {
+        key: r.0,
+        answer: ReplayAnswer::Conflict,
+    });
     let Some(src) = source_from_path(&source) else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -120,7 +125,23 @@ async fn ingest(
     let label = src.as_str();
     m::received(label);
     let body = body.map_err(|e| body_problem(&state, label, &e))?;
-    accept_body(&state, src, &body, &headers, submitted_by).await
+    accept_body(&state, src, &body, &headers, submitted_by, replay).await
+}
+
+/// A delivery to accept at most once inside its window.
+#[derive(Debug, Clone)]
+pub(crate) struct Replay {
+    pub key: tg_store::ReplayKey,
+    pub answer: ReplayAnswer,
+}
+
+/// What a repeat inside the window is answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplayAnswer {
+    /// 409 `signature_replayed` (signed webhooks).
+    Conflict,
+    /// 200 `{"status": "duplicate"}` (SNS redelivers with the same MessageId).
+    Duplicate,
 }
 
 /// The problem for an over-long or unreadable body.
@@ -181,6 +202,7 @@ pub(crate) async fn accept_body(
     body: &[u8],
     headers: &HeaderMap,
     submitted_by: Option<String>,
+    replay: Option<Replay>,
 ) -> Result<Response, Problem> {
     let label = src.as_str();
     let normalize =
@@ -248,7 +270,31 @@ pub(crate) async fn accept_body(
             }
         })
         .collect();
-    if let Err(e) = state.store.accept(&runs, now).await {
+    let accepted = state
+        .store
+        .accept_once(&runs, replay.as_ref().map(|r| &r.key), now)
+        .await;
+    if let (Err(tg_store::StoreError::Replayed), Some(r)) = (&accepted, &replay) {
+        m::rejected(label, "replay");
+        return match r.answer {
+            ReplayAnswer::Conflict => {
+                crate::metrics::auth_refused("signature_replayed");
+                Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "signature-refused",
+                    "Signed delivery refused",
+                    "this delivery was already accepted (replay)",
+                )
+                .field("signature_replayed"))
+            }
+            ReplayAnswer::Duplicate => Ok((
+                StatusCode::OK,
+                Json(json!({"status": "duplicate", "runs": []})),
+            )
+                .into_response()),
+        };
+    }
+    if let Err(e) = accepted {
         state.store.observe_error(&e);
         m::rejected(label, "store");
         return Err(match state.store.health().refusal() {
@@ -469,8 +515,9 @@ async fn ready(State(state): State<AppState>) -> Response {
         crate::auth::Inbound::Disabled => (true, "none"),
         crate::auth::Inbound::Jwt(a) => {
             let t = now.timestamp();
-            // `refresh` is the authenticator's own (bounded) warm-up path.
-            (a.ready(t).await || a.refresh(t).await.is_ok(), "jwt")
+            // The last known state: an anonymous probe never makes the
+            // gate call its issuer (the warm-up task does, rate-limited).
+            (a.ready(t).await, "jwt")
         }
     };
     let identity = json!({"ready": identity_ok, "mode": mode});

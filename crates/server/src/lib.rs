@@ -230,6 +230,25 @@ pub async fn start(
         let token = shutdown.clone();
         tasks.spawn(async move { health::task(st, watched, token).await });
     }
+    // The issuer's key set is fetched ahead of the first request and kept
+    // current, rate-limited (a readiness probe never fetches).
+    if let crate::auth::Inbound::Jwt(auth) = &state.pipeline.inbound {
+        let auth = auth.clone();
+        let clock = state.clock.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let every = std::time::Duration::from_secs(
+                u64::try_from(tg_identity::jwks::NO_KEYS_RETRY_SECS).unwrap_or(5),
+            );
+            loop {
+                auth.warm(clock.now().timestamp()).await;
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
     // The store is the sinks' spool: each ships from its own cursor.
     ship::spawn_all(&state, &shutdown, &mut tasks);
     // Actions are delivered by the outbox, never by the processing workers.

@@ -369,12 +369,24 @@ pub(crate) async fn ingest(
                 )
                     .into_response());
             }
+            // The store remembers the MessageId too: a restart or another
+            // replica does not accept SNS's redelivery again.
+            let replay = crate::http::Replay {
+                key: tg_store::ReplayKey {
+                    key: sns_replay_key(&env.topic_arn, &env.message_id),
+                    until: now
+                        .timestamp()
+                        .saturating_add(sns.settings.replay_window_secs),
+                },
+                answer: crate::http::ReplayAnswer::Duplicate,
+            };
             let result = accept_body(
                 &state,
                 Source::CloudwatchSns,
                 &body,
                 &headers,
                 Some("sns-signature".to_owned()),
+                Some(replay),
             )
             .await;
             if result.is_err() {
@@ -389,4 +401,15 @@ pub(crate) async fn ingest(
             Ok((StatusCode::OK, Json(json!({"status": "unsubscribed"}))).into_response())
         }
     }
+}
+
+/// The store's replay key of an SNS message: its topic and `MessageId`.
+fn sns_replay_key(topic_arn: &str, message_id: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"sns\0");
+    h.update(topic_arn.as_bytes());
+    h.update(b"\0");
+    h.update(message_id.as_bytes());
+    hex::encode(h.finalize())
 }

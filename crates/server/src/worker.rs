@@ -124,6 +124,11 @@ pub async fn sweeper(state: AppState, token: CancellationToken) {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(SWEEP_INTERVAL_MS)) => {}
         }
+        // Replay keys past their window (signed webhooks, SNS): bounded by
+        // the window times the delivery rate.
+        if let Err(e) = state.store.prune_replay(state.clock.now()).await {
+            tracing::warn!(error = %e, "cannot prune replay keys; will retry");
+        }
         let before = state.clock.now() - chrono::Duration::milliseconds(SWEEP_AFTER_MS);
         match state.store.stale_decided(before, SWEEP_BATCH_MAX).await {
             Ok(ids) => {

@@ -41,9 +41,12 @@ fn key_file(name: &str) -> Vec<u8> {
 
 struct Jwks {
     down: AtomicBool,
+    /// Requests the key set endpoint received.
+    fetches: std::sync::atomic::AtomicUsize,
 }
 
 async fn keys(State(s): State<Arc<Jwks>>) -> Response {
+    s.fetches.fetch_add(1, Ordering::SeqCst);
     if s.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -53,8 +56,15 @@ async fn keys(State(s): State<Arc<Jwks>>) -> Response {
 }
 
 async fn start() -> (Harness, Arc<Jwks>) {
+    start_issuer(true).await
+}
+
+/// `up`: whether the issuer answers from the start (the gate fetches its key
+/// set in the background as soon as it starts).
+async fn start_issuer(up: bool) -> (Harness, Arc<Jwks>) {
     let jwks = Arc::new(Jwks {
-        down: AtomicBool::new(false),
+        down: AtomicBool::new(!up),
+        fetches: std::sync::atomic::AtomicUsize::new(0),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -350,8 +360,7 @@ async fn a_good_token_is_accepted_and_the_caller_reaches_the_run_and_the_audit_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_issuer_fails_closed_with_503_and_recovers() {
-    let (h, jwks) = start().await;
-    jwks.down.store(true, Ordering::SeqCst);
+    let (h, jwks) = start_issuer(false).await;
     let auth = format!("Bearer {}", sign(&claims()));
     let ev = event("checkout", "CheckoutErrors", "prod", "prometheus", "down");
     let resp = post(&h, Some(&auth), &ev).await;
@@ -369,6 +378,8 @@ async fn an_unreachable_issuer_fails_closed_with_503_and_recovers() {
     assert_eq!(body["capabilities"]["identity"]["ready"], false, "{body}");
     assert_eq!(body["capabilities"]["store"]["ready"], true, "{body}");
     jwks.down.store(false, Ordering::SeqCst);
+    // A dead issuer is asked again only after the no-keys retry interval.
+    h.advance_secs(tg_identity::jwks::NO_KEYS_RETRY_SECS);
     let resp = post(&h, Some(&auth), &ev).await;
     assert_eq!(
         resp.status().as_u16(),
@@ -382,4 +393,62 @@ async fn an_unreachable_issuer_fails_closed_with_503_and_recovers() {
         .await
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
+}
+
+/// Issue 21 item 7: while no key set is held, neither a flood of requests
+/// with bearer tokens (garbage or well-formed) nor anonymous `/readyz`
+/// probes make the gate ask the issuer more than once per interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_issuer_is_not_asked_once_per_request() {
+    let (h, jwks) = start_issuer(false).await;
+    // The start-up warm-up asks once; then the retry interval passes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while jwks.fetches.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no warm-up fetch");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    h.advance_secs(tg_identity::jwks::NO_KEYS_RETRY_SECS);
+    let before = jwks.fetches.load(Ordering::SeqCst);
+    let ev = event("checkout", "CheckoutErrors", "prod", "prometheus", "storm");
+    let good = format!("Bearer {}", sign(&claims()));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let http = h.http.clone();
+        let base = h.base.clone();
+        let auth = if i % 2 == 0 {
+            "Bearer x".to_owned()
+        } else {
+            good.clone()
+        };
+        let ev = ev.clone();
+        tasks.push(tokio::spawn(async move {
+            let post = http
+                .post(format!("{base}/v1/events/generic"))
+                .header("authorization", auth)
+                .json(&ev)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            let ready = http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            (post, ready)
+        }));
+    }
+    for t in tasks {
+        let (post, ready) = t.await.unwrap();
+        assert!(post == 401 || post == 503, "{post}");
+        assert_eq!(ready, 503);
+    }
+    let fetched = jwks.fetches.load(Ordering::SeqCst) - before;
+    assert!(
+        fetched <= 1,
+        "80 requests while the issuer is down made {fetched} key set fetches"
+    );
 }

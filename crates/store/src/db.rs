@@ -314,6 +314,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets replay keys whose window closed before `now`; returns how many.
+    pub async fn prune_replay(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM delivery_replay WHERE until_ms < $1")
+            .bind(to_ms(now))
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
@@ -322,7 +331,20 @@ impl Store {
     /// Commits every run of a batch, or none, before returning; concurrent
     /// calls share one transaction (group commit, `group.rs`).
     pub async fn accept(&self, runs: &[NewRun], now: DateTime<Utc>) -> Result<(), StoreError> {
-        use crate::group::{Group, Row, Sent, insert_rows};
+        self.accept_once(runs, None, now).await
+    }
+
+    /// Like [`Store::accept`], for a delivery that may be accepted once
+    /// inside its window (`replay`): a key already held answers
+    /// [`StoreError::Replayed`] and stores nothing; the key is remembered in
+    /// the transaction that commits the runs (`group.rs`).
+    pub async fn accept_once(
+        &self,
+        runs: &[NewRun],
+        replay: Option<&crate::ReplayKey>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        use crate::group::{Group, Job, Row, Sent, insert_one};
         let received_at = to_ms(now);
         let rows = runs
             .iter()
@@ -344,10 +366,15 @@ impl Store {
         let group = self
             .group
             .get_or_init(|| Group::start(self.write.clone(), self.health.clone()));
-        match group.accept(rows).await {
+        let job = Job {
+            rows,
+            replay: replay.cloned(),
+            now_ms: received_at,
+        };
+        match group.accept(job).await {
             Sent::Done(r) => r?,
             // Started on a runtime that has ended: commit here.
-            Sent::Stopped(rows) => insert_rows(&self.write, &self.health, rows.iter()).await?,
+            Sent::Stopped(job) => insert_one(&self.write, &self.health, &job).await?,
         }
         self.backlog_cache
             .accepted_since

@@ -5,15 +5,23 @@
 //! them (up to [`GROUP_RUNS_MAX`]). Each call returns only after the
 //! transaction holding its runs committed, so a `202` still means durable; a
 //! failed commit fails every call in it, and none of their runs exists.
+//!
+//! A call may carry a [`ReplayKey`] (a signed delivery, an SNS message): the
+//! key is inserted in the same transaction as the call's runs, and a key
+//! already held inside its window makes that call [`StoreError::Replayed`]
+//! with none of its runs written, the others unaffected. So "accepted once
+//! within the window" holds across restarts and replicas (the unique key
+//! settles a race between two replicas), and a delivery refused for any other
+//! reason was not remembered: the sender's retry is accepted.
 
 use std::sync::Arc;
 
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::StoreError;
 use crate::health::HealthCell;
 use crate::tx::WriteTx;
+use crate::{ReplayKey, StoreError};
 
 /// Calls waiting for the next commit at most; beyond it `accept` answers
 /// [`StoreError::Busy`] at once (the server turns it into 503 + Retry-After).
@@ -35,27 +43,44 @@ pub(crate) struct Row {
     pub received_at: i64,
 }
 
-struct Job {
-    rows: Vec<Row>,
-    done: oneshot::Sender<Result<(), String>>,
+/// One call's rows and replay key.
+pub(crate) struct Job {
+    pub rows: Vec<Row>,
+    pub replay: Option<ReplayKey>,
+    /// When the call was made (the replay window is checked against it).
+    pub now_ms: i64,
+}
+
+/// How one call ended.
+#[derive(Debug, Clone)]
+enum JobEnd {
+    Committed,
+    Replayed,
+    Failed(String),
+}
+
+struct Queued {
+    job: Job,
+    done: oneshot::Sender<JobEnd>,
 }
 
 /// What became of a call.
 pub(crate) enum Sent {
     Done(Result<(), StoreError>),
-    Stopped(Vec<Row>),
+    Stopped(Job),
 }
 
 /// The handle `Store` keeps; the committing task ends when every handle is gone.
 #[derive(Debug, Clone)]
 pub(crate) struct Group {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Queued>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for Queued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("rows", &self.rows.len())
+        f.debug_struct("Queued")
+            .field("rows", &self.job.rows.len())
+            .field("replay", &self.job.replay.is_some())
             .finish()
     }
 }
@@ -68,22 +93,24 @@ impl Group {
         Group { tx }
     }
 
-    /// Commits `rows` with whatever else is queued; returns once committed.
-    /// `Stopped` gives the rows back when the task is gone (its runtime
-    /// ended): the caller commits them itself.
-    pub(crate) async fn accept(&self, rows: Vec<Row>) -> Sent {
+    /// Commits `job` with whatever else is queued; returns once committed.
+    /// `Stopped` gives the job back when the task is gone (its runtime
+    /// ended): the caller commits it itself.
+    pub(crate) async fn accept(&self, job: Job) -> Sent {
         let (done, wait) = oneshot::channel();
-        match self.tx.try_send(Job { rows, done }) {
+        match self.tx.try_send(Queued { job, done }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return Sent::Done(Err(StoreError::Busy(format!(
                     "{GROUP_QUEUE_MAX} accepts are waiting for a commit"
                 ))));
             }
-            Err(mpsc::error::TrySendError::Closed(job)) => return Sent::Stopped(job.rows),
+            Err(mpsc::error::TrySendError::Closed(q)) => return Sent::Stopped(q.job),
         }
         match wait.await {
-            Ok(r) => Sent::Done(r.map_err(StoreError::Commit)),
+            Ok(JobEnd::Committed) => Sent::Done(Ok(())),
+            Ok(JobEnd::Replayed) => Sent::Done(Err(StoreError::Replayed)),
+            Ok(JobEnd::Failed(e)) => Sent::Done(Err(StoreError::Commit(e))),
             // The task died with the job: whether it committed is unknown, so
             // the caller must not retry it as new; it answers as unavailable.
             Err(_) => Sent::Done(Err(StoreError::Busy(
@@ -93,28 +120,67 @@ impl Group {
     }
 }
 
-async fn commit_loop(pool: AnyPool, health: Arc<HealthCell>, mut rx: mpsc::Receiver<Job>) {
+async fn commit_loop(pool: AnyPool, health: Arc<HealthCell>, mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        let mut runs = first.rows.len();
-        let mut jobs = vec![first];
+        let mut runs = first.job.rows.len();
+        let mut queued = vec![first];
         while runs < GROUP_RUNS_MAX {
             match rx.try_recv() {
-                Ok(job) => {
-                    runs += job.rows.len();
-                    jobs.push(job);
+                Ok(q) => {
+                    runs += q.job.rows.len();
+                    queued.push(q);
                 }
                 Err(_) => break,
             }
         }
         metrics::histogram!("triage_gate_accept_group_runs").record(runs as f64);
-        let result = insert_rows(&pool, &health, jobs.iter().flat_map(|j| &j.rows))
-            .await
-            .map_err(|e| e.to_string());
-        for job in jobs {
+        let jobs: Vec<&Job> = queued.iter().map(|q| &q.job).collect();
+        let ends: Vec<JobEnd> = match insert_jobs(&pool, &health, &jobs).await {
+            Ok(replayed) => replayed
+                .into_iter()
+                .map(|r| {
+                    if r {
+                        JobEnd::Replayed
+                    } else {
+                        JobEnd::Committed
+                    }
+                })
+                .collect(),
+            Err(e) => vec![JobEnd::Failed(e.to_string()); queued.len()],
+        };
+        for (q, end) in queued.into_iter().zip(ends) {
             // A caller that gave up (its request timed out) is not waiting.
-            let _ = job.done.send(result.clone());
+            let _ = q.done.send(end);
         }
     }
+}
+
+/// Commits one job alone (the committing task is gone).
+pub(crate) async fn insert_one(
+    pool: &AnyPool,
+    health: &Arc<HealthCell>,
+    job: &Job,
+) -> Result<(), StoreError> {
+    match insert_jobs(pool, health, &[job]).await?.first() {
+        Some(true) => Err(StoreError::Replayed),
+        _ => Ok(()),
+    }
+}
+
+/// Records `key` unless it is held inside its window: whether it was new.
+async fn remember(tx: &mut WriteTx, key: &ReplayKey, now_ms: i64) -> Result<bool, sqlx::Error> {
+    let until_ms = key.until.saturating_mul(1_000);
+    let done = sqlx::query(
+        "INSERT INTO delivery_replay (key, until_ms) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET until_ms = excluded.until_ms \
+         WHERE delivery_replay.until_ms < $3",
+    )
+    .bind(key.key.as_str())
+    .bind(until_ms)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Rows per `INSERT` statement (10 parameters each: far below SQLite's and
@@ -124,16 +190,37 @@ const INSERT_CHUNK_ROWS: usize = 64;
 /// Parameters of one row of [`insert_rows`].
 const ROW_PARAMS: usize = 10;
 
-/// Inserts `rows` in one transaction. A statement that fails because the
-/// store cannot write marks it failing, like a failed commit: the gate then
-/// refuses events until a commit goes through again.
-pub(crate) async fn insert_rows<'a>(
+/// Inserts the jobs' rows in one transaction, except those of a job whose
+/// replay key is held: `Ok` tells, per job, whether it was a replay. A
+/// statement that fails because the store cannot write marks it failing,
+/// like a failed commit: the gate then refuses events until a commit goes
+/// through again.
+async fn insert_jobs(
     pool: &AnyPool,
     health: &Arc<HealthCell>,
-    rows: impl Iterator<Item = &'a Row>,
-) -> Result<(), StoreError> {
-    let rows: Vec<&Row> = rows.collect();
+    jobs: &[&Job],
+) -> Result<Vec<bool>, StoreError> {
     let mut tx = WriteTx::begin(pool, health).await?;
+    let storage = |e: sqlx::Error| {
+        if let Some(cause) = crate::health::sqlx_storage_failure(&e) {
+            health.commit_failed(&cause);
+        }
+        StoreError::from(e)
+    };
+    let mut replayed = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let fresh = match &job.replay {
+            Some(key) => remember(&mut tx, key, job.now_ms).await.map_err(storage)?,
+            None => true,
+        };
+        replayed.push(!fresh);
+    }
+    let rows: Vec<&Row> = jobs
+        .iter()
+        .zip(&replayed)
+        .filter(|(_, r)| !**r)
+        .flat_map(|(j, _)| &j.rows)
+        .collect();
     for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
         let sql = insert_sql(chunk.len());
         let mut q = sqlx::query(&sql);
@@ -150,14 +237,10 @@ pub(crate) async fn insert_rows<'a>(
                 .bind(r.submitted_by.as_deref())
                 .bind(r.received_at);
         }
-        if let Err(e) = q.execute(&mut *tx).await {
-            if let Some(cause) = crate::health::sqlx_storage_failure(&e) {
-                health.commit_failed(&cause);
-            }
-            return Err(e.into());
-        }
+        q.execute(&mut *tx).await.map_err(storage)?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(replayed)
 }
 
 /// `INSERT INTO runs ... VALUES (...), (...)` for `n` rows.

@@ -66,6 +66,8 @@ pub enum StoreError {
     Config(String),
     #[error("run {0} not found")]
     NotFound(String),
+    #[error("this delivery was already accepted inside its replay window")]
+    Replayed,
     #[error("run {run_id} is {status}, expected {expected}")]
     WrongState {
         run_id: String,
@@ -173,6 +175,15 @@ pub struct ReviewItem {
     pub created_at: DateTime<Utc>,
     /// The drafted action as it would be carried out.
     pub planned: PlannedAction,
+}
+
+/// A delivery that may be accepted once until `until` (Unix seconds): a
+/// signed webhook (its decoded MAC, timestamp and body digest) or an SNS
+/// message (its topic and `MessageId`), hashed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayKey {
+    pub key: String,
+    pub until: i64,
 }
 
 /// The keys whose storm state a decision reads.
