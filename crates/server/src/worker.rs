@@ -129,6 +129,9 @@ pub async fn sweeper(state: AppState, token: CancellationToken) {
         if let Err(e) = state.store.prune_replay(state.clock.now()).await {
             tracing::warn!(error = %e, "cannot prune replay keys; will retry");
         }
+        if let Err(e) = state.store.prune_console_revoked(state.clock.now()).await {
+            tracing::warn!(error = %e, "cannot prune revoked console sessions; will retry");
+        }
         let before = state.clock.now() - chrono::Duration::milliseconds(SWEEP_AFTER_MS);
         match state.store.stale_decided(before, SWEEP_BATCH_MAX).await {
             Ok(ids) => {

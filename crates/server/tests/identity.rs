@@ -452,3 +452,112 @@ async fn a_dead_issuer_is_not_asked_once_per_request() {
         "80 requests while the issuer is down made {fetched} key set fetches"
     );
 }
+
+/// The value (`name=value`) of the `Set-Cookie` named `name`.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+}
+
+fn between<'a>(html: &'a str, marker: &str) -> &'a str {
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {html}"));
+    let rest = &html[at + marker.len()..];
+    &rest[..rest.find('"').unwrap()]
+}
+
+/// Issue 21 item 6: a CR/LF in `next` is ignored (never a 500); the sign-in
+/// form needs its own token and a same-site `Origin` (login CSRF); signing
+/// out ends the session for a copied cookie too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_is_csrf_protected_and_sign_out_ends_every_copy() {
+    let (h, _jwks) = start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = format!("{}/ui/login", h.base);
+    let resp = http
+        .get(format!("{login}?next=/ui/now%0d%0aX-Injected:%201"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let login_cookie = set_cookie(&resp, "tg_login");
+    let html = resp.text().await.unwrap();
+    assert!(!html.contains("X-Injected"), "the unsafe next was kept");
+    let form_token = between(&html, "name=\"login_csrf\" value=\"").to_owned();
+    let token = sign(&claims());
+    let attempt = |csrf: &str, next: &str, origin: Option<&str>| {
+        let mut req = http.post(&login).header("cookie", &login_cookie).form(&[
+            ("token", token.as_str()),
+            ("next", next),
+            ("login_csrf", csrf),
+        ]);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let r = attempt("", "/ui/now", None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no form token");
+    let r = attempt(&form_token, "/ui/now", Some("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "another site's origin");
+    let own = h.base.clone();
+    let r = attempt(&form_token, "/ui/now\r\nX-Injected: 1", Some(&own))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed in");
+    assert_eq!(
+        r.headers()["location"],
+        "/ui/now",
+        "the unsafe next is ignored"
+    );
+    let session = set_cookie(&r, "tg_console");
+
+    let page = http
+        .get(format!("{}/ui/now", h.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let csrf = between(&html, "<meta name=\"csrf-token\" content=\"").to_owned();
+    let out = http
+        .post(format!("{}/ui/logout", h.base))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    // The cookie as it was before signing out (a copy) no longer works.
+    let copy = http
+        .get(format!("{}/ui/now", h.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.status(),
+        StatusCode::SEE_OTHER,
+        "a copied cookie still works"
+    );
+    assert!(
+        copy.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/ui/login"),
+        "{:?}",
+        copy.headers()
+    );
+}

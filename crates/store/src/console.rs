@@ -162,3 +162,37 @@ fn empty(m: i64) -> MinuteCounts {
         actions: 0,
     }
 }
+
+impl Store {
+    /// Ends a console session for good: until `until` (its own expiry, Unix
+    /// seconds) a cookie carrying `sid` is refused, on every replica.
+    pub async fn revoke_console_session(&self, sid: &str, until: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_revoked (sid, until_ms) VALUES ($1, $2) \
+             ON CONFLICT (sid) DO UPDATE SET until_ms = excluded.until_ms",
+        )
+        .bind(sid)
+        .bind(until.saturating_mul(1_000))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the console session `sid` was signed out.
+    pub async fn console_session_revoked(&self, sid: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM console_revoked WHERE sid = $1")
+            .bind(sid)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Forgets revocations of sessions that have expired by `now`.
+    pub async fn prune_console_revoked(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM console_revoked WHERE until_ms < $1")
+            .bind(to_ms(now))
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

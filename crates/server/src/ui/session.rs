@@ -16,6 +16,13 @@
 //! unless `cookie_secure: false`, path `/ui`. Every form carries the session's
 //! CSRF token (compared in constant time), and a POST that the browser marks
 //! as cross-site (`Sec-Fetch-Site`) is refused before any handler runs.
+//!
+//! The sign-in form is protected too (login CSRF): `GET /ui/login` sets a
+//! short-lived `tg_login` cookie whose random token the form carries back,
+//! and a POST whose `Origin` (or, without one, `Referer`) names another host
+//! is refused. Each session has an id; signing out records it in the store
+//! (`console_revoked`, until the session would have expired), so a copied
+//! cookie stops working at sign-out on every replica.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +49,10 @@ use crate::auth::Inbound;
 pub const SESSION_COOKIE: &str = "tg_console";
 /// Name of the one-shot message cookie (the result of the last action).
 pub const FLASH_COOKIE: &str = "tg_flash";
+/// Name of the sign-in form's token cookie (login CSRF).
+pub const LOGIN_COOKIE: &str = "tg_login";
+/// How long a sign-in form stays usable, in seconds.
+pub const LOGIN_FORM_TTL_SECS: i64 = 600;
 /// Longest bearer token the login form accepts, in bytes.
 pub const TOKEN_BYTES_MAX: usize = 16_384;
 /// Longest flash message kept, in characters.
@@ -123,6 +134,10 @@ struct Session {
     client_id: Option<String>,
     scopes: BTreeSet<String>,
     csrf: String,
+    /// The session's id: signing out revokes it in the store. A cookie
+    /// without one (made before ids existed) is no session.
+    #[serde(default)]
+    sid: String,
     /// Unix seconds (the server's clock).
     exp: i64,
     /// Identity disabled (`identity.inbound.mode: none`).
@@ -135,6 +150,9 @@ pub(crate) struct User {
     /// `None`: identity disabled (the API's anonymous mode).
     pub caller: Option<Caller>,
     csrf: String,
+    /// The session's id and end (signing out revokes it until then).
+    sid: String,
+    expires_at: i64,
     /// Whether signing out means anything (token sessions).
     pub can_sign_out: bool,
 }
@@ -208,6 +226,8 @@ impl Session {
                 expires_at: self.exp,
             }),
             csrf: self.csrf.clone(),
+            sid: self.sid.clone(),
+            expires_at: self.exp,
             can_sign_out: !self.anonymous && self.iss != PROXY_ISSUER,
         }
     }
@@ -228,7 +248,7 @@ impl Session {
 fn read_session(jar: &PrivateCookieJar, now: i64) -> Option<Session> {
     jar.get(SESSION_COOKIE)
         .and_then(|c| serde_json::from_str::<Session>(c.value()).ok())
-        .filter(|s| s.exp > now)
+        .filter(|s| s.exp > now && !s.sid.is_empty())
 }
 
 /// The user a trusted proxy names, if the peer is one and the header is sane.
@@ -271,7 +291,23 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
     if is_post && cross_site(&req) {
         return csrf_refused().into_response();
     }
-    let session = read_session(&jar, now);
+    let mut session = read_session(&jar, now);
+    if let Some(s) = &session {
+        match state.store.console_session_revoked(&s.sid).await {
+            Ok(false) => {}
+            Ok(true) => session = None,
+            // Fail closed: a session whose revocation cannot be checked is not used.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check console session revocation");
+                return UiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable",
+                    "the session cannot be checked now; retry in a moment",
+                )
+                .into_response();
+            }
+        }
+    }
     let (session, fresh) = match (cs.mode, &state.pipeline.inbound) {
         (ConsoleMode::Off, _) => return UiError::not_found("page").into_response(),
         (ConsoleMode::Inbound, Inbound::Disabled) => match session {
@@ -283,6 +319,7 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
                     client_id: None,
                     scopes: BTreeSet::new(),
                     csrf: random_hex(),
+                    sid: random_hex(),
                     exp: now.saturating_add(ttl),
                     anonymous: true,
                 },
@@ -339,6 +376,7 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
                         client_id: None,
                         scopes,
                         csrf: random_hex(),
+                        sid: random_hex(),
                         exp: now.saturating_add(ttl),
                         anonymous: false,
                     },
@@ -374,9 +412,12 @@ fn cross_site(req: &Request) -> bool {
         .is_some_and(|v| v != "same-origin" && v != "none")
 }
 
-/// A redirect target after sign-in: a console path, never another site.
+/// A redirect target after sign-in: a console path, never another site, and
+/// nothing a `Location` header cannot carry (visible ASCII only: a CR/LF or
+/// a non-ASCII character is ignored, never a 500).
 fn safe_next(next: &str) -> bool {
-    next.starts_with("/ui/")
+    next.bytes().all(|b| b.is_ascii_graphic())
+        && next.starts_with("/ui/")
         && !next.starts_with("/ui/login")
         && !next.contains("//")
         && !next.contains('\\')
@@ -401,15 +442,55 @@ pub(crate) struct LoginQuery {
     next: Option<String>,
 }
 
-/// `GET /ui/login`: the token form (token sign-in only).
+/// `GET /ui/login`: the token form (token sign-in only), with a fresh
+/// sign-in token in a cookie and in the form.
 pub(crate) async fn login_page(
     State(state): State<AppState>,
+    jar: PrivateCookieJar,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     if !token_login(&state) {
         return Redirect::to("/ui/now").into_response();
     }
-    login_form(q.next.as_deref(), None, StatusCode::OK)
+    let token = random_hex();
+    // The cookie also carries when the form was issued (it is encrypted and
+    // authenticated like the session's): a form is usable for a while only.
+    let issued = state.clock.now().timestamp();
+    let cookie = Cookie::build((LOGIN_COOKIE, format!("{token}.{issued}")))
+        .path("/ui/login")
+        .http_only(true)
+        .secure(state.pipeline.console.config.cookie_secure)
+        .same_site(SameSite::Strict)
+        .build();
+    (
+        jar.add(cookie),
+        login_form(q.next.as_deref(), &token, None, StatusCode::OK),
+    )
+        .into_response()
+}
+
+/// Whether the request's `Origin` (or, without one, `Referer`) names this
+/// host; a request with neither is left to the form token.
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let claimed = headers
+        .get(axum::http::header::ORIGIN)
+        .or_else(|| headers.get(axum::http::header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    match (claimed, host) {
+        (None, _) => true,
+        (Some(c), Some(host)) => reqwest::Url::parse(c).is_ok_and(|u| {
+            let authority = match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_owned(),
+                _ => return false,
+            };
+            authority.eq_ignore_ascii_case(host)
+        }),
+        (Some(_), None) => false,
+    }
 }
 
 fn token_login(state: &AppState) -> bool {
@@ -417,7 +498,12 @@ fn token_login(state: &AppState) -> bool {
         && matches!(state.pipeline.inbound, Inbound::Jwt(_))
 }
 
-fn login_form(next: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
+fn login_form(
+    next: Option<&str>,
+    login_token: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let next = next.filter(|n| safe_next(n)).unwrap_or("/ui/now");
     let body = layout::bare(
         "Sign in",
@@ -428,6 +514,7 @@ fn login_form(next: Option<&str>, error: Option<&str>, status: StatusCode) -> Re
             }
             form method="post" action="/ui/login" .login {
                 input type="hidden" name="next" value=(next);
+                input type="hidden" name="login_csrf" value=(login_token);
                 label for="token" { "Access token" }
                 p.hint id="token-hint" {
                     "A bearer token from your identity provider for this gate (the same token the API takes; it needs the "
@@ -446,6 +533,8 @@ pub(crate) struct LoginForm {
     token: String,
     #[serde(default)]
     next: Option<String>,
+    #[serde(default)]
+    login_csrf: String,
 }
 
 /// `POST /ui/login`: verify the token as the API would, then start a session.
@@ -465,6 +554,24 @@ pub(crate) async fn login(
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v != "same-origin" && v != "none")
+        || !same_origin(&req_headers)
+    {
+        return csrf_refused().into_response();
+    }
+    // Login CSRF: the form must come back with the token of the cookie
+    // this browser was given with it.
+    let now = state.clock.now().timestamp();
+    let cookie = jar
+        .get(LOGIN_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    let (login_token, issued) = cookie.split_once('.').unwrap_or(("", ""));
+    let fresh = issued
+        .parse::<i64>()
+        .is_ok_and(|t| now.saturating_sub(t) <= LOGIN_FORM_TTL_SECS);
+    if login_token.is_empty()
+        || !fresh
+        || !bool::from(login_token.as_bytes().ct_eq(f.login_csrf.as_bytes()))
     {
         return csrf_refused().into_response();
     }
@@ -473,23 +580,29 @@ pub(crate) async fn login(
     if token.is_empty() || token.len() > TOKEN_BYTES_MAX {
         return login_form(
             next,
+            login_token,
             Some(&format!("paste a token (at most {TOKEN_BYTES_MAX} bytes)")),
             StatusCode::BAD_REQUEST,
         );
     }
-    let now = state.clock.now().timestamp();
     let caller = match auth.authenticate(token, now).await {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::auth_refused(e.code());
             tracing::info!(reason = e.code(), "console sign-in refused");
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            return login_form(next, Some(&format!("sign-in refused: {e}")), status);
+            return login_form(
+                next,
+                login_token,
+                Some(&format!("sign-in refused: {e}")),
+                status,
+            );
         }
     };
     if !caller.has(Scope::RunsRead) {
         return login_form(
             next,
+            login_token,
             Some("sign-in refused: the token does not hold the runs:read scope"),
             StatusCode::FORBIDDEN,
         );
@@ -502,6 +615,7 @@ pub(crate) async fn login(
         client_id: caller.client_id.clone(),
         scopes: caller.scopes.clone(),
         csrf: random_hex(),
+        sid: random_hex(),
         exp: caller.expires_at.min(now.saturating_add(ttl)),
         anonymous: false,
     };
@@ -511,7 +625,12 @@ pub(crate) async fn login(
         .unwrap_or("/ui/now")
         .to_owned();
     match session.cookie(cs.config.cookie_secure) {
-        Some(c) => (jar.add(c), Redirect::to(&to)).into_response(),
+        Some(c) => {
+            let jar = jar
+                .remove(Cookie::build(LOGIN_COOKIE).path("/ui/login").build())
+                .add(c);
+            (jar, Redirect::to(&to)).into_response()
+        }
         None => UiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in failed",
@@ -527,14 +646,30 @@ pub(crate) struct CsrfForm {
     csrf: String,
 }
 
-/// `POST /ui/logout`: ends the session (a proxy's own sign-in is the proxy's).
+/// `POST /ui/logout`: ends the session for good (its id is revoked in the
+/// store, so a copy of the cookie is refused too); a proxy's own sign-in is
+/// the proxy's.
 pub(crate) async fn logout(
+    State(state): State<AppState>,
     Extension(user): Extension<User>,
     jar: PrivateCookieJar,
     Form(f): Form<CsrfForm>,
 ) -> Response {
     if let Err(e) = user.require_csrf(&f.csrf) {
         return e.into_response();
+    }
+    if let Err(e) = state
+        .store
+        .revoke_console_session(&user.sid, user.expires_at)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot revoke a console session");
+        return UiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-out failed",
+            "the session could not be ended in the store; try again",
+        )
+        .into_response();
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/ui").build());
     (jar, Redirect::to("/ui/login")).into_response()
@@ -610,6 +745,8 @@ mod tests {
         let u = User {
             caller: None,
             csrf: a.clone(),
+            sid: random_hex(),
+            expires_at: 0,
             can_sign_out: false,
         };
         assert!(u.csrf_ok(&a));
@@ -626,6 +763,7 @@ mod tests {
             client_id: None,
             scopes: ["runs:read".to_owned()].into(),
             csrf: random_hex(),
+            sid: random_hex(),
             exp: 100,
             anonymous: false,
         };
