@@ -1,6 +1,14 @@
 //! `triage-gate policy test`: the shipped table tests pass; a changed
 //! expectation fails with the condition that settled it; a malformed file is
 //! refused with its line.
+//!
+//! The `cli` modules test the binary as a user types it (issue 19): the
+//! commands the docs show, `config check` against `serve`, every shipped
+//! example configuration, pipes and log output. They live in this test
+//! binary rather than in one of their own: each test binary is another link.
+
+mod cli;
+mod common;
 
 #![allow(
     clippy::unwrap_used,
