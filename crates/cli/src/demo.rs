@@ -491,7 +491,7 @@ enum Claim {
     Duplicate,
     /// The model's answer was rejected; with a word its reason code holds.
     Rejected(Option<&'static str>),
-    /// An incident was resolved.
+    /// The run is the source's resolution of an alert the gate saw firing.
     Resolved,
 }
 
@@ -538,10 +538,7 @@ fn shows(run: &Value, claim: Claim) -> bool {
         Claim::Rejected(word) => run["classification"]["rejection"]["reason"]
             .as_str()
             .is_some_and(|reason| word.is_none_or(|w| reason.contains(w))),
-        Claim::Resolved => d
-            .actions
-            .iter()
-            .any(|a| a.op == ActionOp::Resolve && a.outcome == Outcome::Execute),
+        Claim::Resolved => d.resolves.is_some(),
     }
 }
 
@@ -587,7 +584,13 @@ mod tests {
         let unmet = unmet_claims("checkout cart errors (paging budget spent)", &[&grouped]);
         assert_eq!(unmet.len(), 1, "{unmet:?}");
         assert!(unmet[0].contains("paging budget"), "{unmet:?}");
-        assert!(unmet_claims("checkout cart errors (grouped with the open page)", &[&grouped]).is_empty());
+        assert!(
+            unmet_claims(
+                "checkout cart errors (grouped: checkout already paged)",
+                &[&grouped]
+            )
+            .is_empty()
+        );
         let budget = page_refused_by("page.rate");
         assert!(unmet_claims("x (paging budget spent)", &[&budget]).is_empty());
     }

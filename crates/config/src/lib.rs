@@ -2213,7 +2213,11 @@ impl Config {
                                 let mut segments = shape::segments(e.path());
                                 let message = e.into_inner().to_string();
                                 if let Some(key) = shape::unknown_field(&message) {
-                                    segments.push(shape::Segment::Key(key));
+                                    // serde_path_to_error may or may not have reached the key.
+                                    let key = shape::Segment::Key(key);
+                                    if segments.last() != Some(&key) {
+                                        segments.push(key);
+                                    }
                                 }
                                 let path = shape::dotted(&segments);
                                 let message = shape::humanize(&message, &path);

@@ -134,7 +134,7 @@ fn every_error_is_reported_at_once_located_in_plain_words() {
     std::fs::write(
         &config,
         format!(
-            "{DRILL_IDENTITY}storm:\n  dedup_window_secs: ten\n  dedup_windw: 5\ncatalog:\n  teams: {{ payments: {{}} }}\n  services:\n    checkout: {{ team: paymnets }}\nserver:\n  workers: lots\n"
+            "{DRILL_IDENTITY}storm:\n  dedup_window_secs: ten\n  dedup_windw: 5\ncatalog:\n  teams: {{ payments: {{}} }}\n  services:\n    checkout: {{ team: paymnets, autonomy: shadow }}\nserver:\n  workers: lots\n"
         ),
     )
     .unwrap();
