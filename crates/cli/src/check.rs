@@ -78,13 +78,16 @@ impl SecretSource for CheckSecrets {
             // name (AWS web identity); its absence means what it means to serve.
             return Err(error);
         };
-        // Where an unset value has a meaning of its own to `serve` (AWS keys:
-        // then web identity; a session token: then long-term keys), the check
-        // follows the same path.
-        let optional = |p: &String| {
-            p.ends_with("credentials.access_key_id") || p.ends_with("credentials.session_token")
-        };
-        if paths.iter().all(optional) {
+        // Where an unset value has a meaning of its own to `serve`, the check
+        // follows the same path: an unset session token means long-term
+        // keys; unset AWS keys mean web identity, when its variables are set.
+        if paths.iter().all(|p| p.ends_with("credentials.session_token")) {
+            return Err(error);
+        }
+        let web_identity = ["AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"]
+            .iter()
+            .all(|v| EnvAndFiles.read(&SecretRef::Env((*v).into())).is_ok());
+        if web_identity && paths.iter().all(|p| p.ends_with("credentials.access_key_id")) {
             return Err(error);
         }
         let path = paths.first().cloned().unwrap_or_default();

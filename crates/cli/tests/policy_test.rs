@@ -7,8 +7,6 @@
 //! example configuration, pipes and log output. They live in this test
 //! binary rather than in one of their own: each test binary is another link.
 
-mod cli;
-mod common;
 
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +14,9 @@ mod common;
     clippy::panic,
     reason = "test code: a failed unwrap is a failed test"
 )]
+
+mod cli;
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;

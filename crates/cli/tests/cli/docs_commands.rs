@@ -101,23 +101,42 @@ fn documented() -> Vec<Documented> {
                 out.push(Documented { at, args });
                 continue;
             }
-            if fence.is_none() {
-                // Inline spans: `triage-gate actions list [--status dead|pending]`.
-                for span in line.split('`').skip(1).step_by(2) {
-                    if let Some(rest) = span.strip_prefix("triage-gate ") {
-                        let args = rest
-                            .split_whitespace()
-                            .flat_map(|w| w.trim_matches(['[', ']']).split('|'))
-                            .filter(|w| !w.is_empty())
-                            .map(str::to_owned)
-                            .collect();
-                        out.push(Documented {
-                            at: at.clone(),
-                            args,
-                        });
-                    }
+        }
+        // Inline spans of the prose (which may wrap across lines):
+        // `triage-gate actions list [--status dead|pending]`.
+        let mut fence = false;
+        let prose: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("```") {
+                    fence = !fence;
+                    ""
+                } else if fence {
+                    ""
+                } else {
+                    l
                 }
+            })
+            .collect();
+        let prose = prose.join("\n");
+        let mut offset = 0;
+        for (i, part) in prose.split('`').enumerate() {
+            if i % 2 == 1
+                && let Some(rest) = part.strip_prefix("triage-gate ")
+            {
+                let line = prose[..offset].matches('\n').count() + 1;
+                let args = rest
+                    .split_whitespace()
+                    .flat_map(|w| w.trim_matches(['[', ']']).split('|'))
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                out.push(Documented {
+                    at: format!("{name}:{line}"),
+                    args,
+                });
             }
+            offset += part.len() + 1;
         }
     }
     out
