@@ -72,7 +72,9 @@ pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
     }
     crate::outln!(
         "{:<24} {:<16} {:<10} effective",
-        "service", "team", "configured"
+        "service",
+        "team",
+        "configured"
     )?;
     for s in at(&body, "services").as_array().into_iter().flatten() {
         crate::outln!(
@@ -104,7 +106,13 @@ pub async fn report(server: &str, service: Option<&str>, since: &str) -> anyhow:
     let body: Value = resp.json().await.context("unreadable answer")?;
     crate::outln!(
         "{:<24} {:<8} {:>6} {:>8} {:>9} {:>6} {:>6}  next",
-        "service", "level", "runs", "verdicts", "agreement", "false", "missed"
+        "service",
+        "level",
+        "runs",
+        "verdicts",
+        "agreement",
+        "false",
+        "missed"
     )?;
     for s in at(&body, "services").as_array().into_iter().flatten() {
         let agreement = at(s, "agreement")

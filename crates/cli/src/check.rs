@@ -81,13 +81,20 @@ impl SecretSource for CheckSecrets {
         // Where an unset value has a meaning of its own to `serve`, the check
         // follows the same path: an unset session token means long-term
         // keys; unset AWS keys mean web identity, when its variables are set.
-        if paths.iter().all(|p| p.ends_with("credentials.session_token")) {
+        if paths
+            .iter()
+            .all(|p| p.ends_with("credentials.session_token"))
+        {
             return Err(error);
         }
         let web_identity = ["AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"]
             .iter()
             .all(|v| EnvAndFiles.read(&SecretRef::Env((*v).into())).is_ok());
-        if web_identity && paths.iter().all(|p| p.ends_with("credentials.access_key_id")) {
+        if web_identity
+            && paths
+                .iter()
+                .all(|p| p.ends_with("credentials.access_key_id"))
+        {
             return Err(error);
         }
         let path = paths.first().cloned().unwrap_or_default();

@@ -7,7 +7,6 @@
 //! example configuration, pipes and log output. They live in this test
 //! binary rather than in one of their own: each test binary is another link.
 
-
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -135,10 +135,16 @@ mod tests {
             "invalid type: string \"ten\", expected a whole number of seconds (0 or more)"
         );
         assert_eq!(
-            humanize("invalid type: string \"x\", expected f64", "catalog.defaults.thresholds.page"),
+            humanize(
+                "invalid type: string \"x\", expected f64",
+                "catalog.defaults.thresholds.page"
+            ),
             "invalid type: string \"x\", expected a number (such as 0.8)"
         );
-        assert_eq!(humanize("missing field `team`", "catalog.services.x"), "missing field `team`");
+        assert_eq!(
+            humanize("missing field `team`", "catalog.services.x"),
+            "missing field `team`"
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ fn check_and_serve_agree_on_a_bridge_url_and_a_checkpoint_key() {
 
     // Set to a URL: both accept (today's bug: the check fed a placeholder
     // into the URL and key parsers and refused every bridge URL).
-    let url = [("TG_TEST_BRIDGE_URL", "https://hooks.example.com/services/T0/B0/x")];
+    let url = [(
+        "TG_TEST_BRIDGE_URL",
+        "https://hooks.example.com/services/T0/B0/x",
+    )];
     let (ok, out) = check(&config, true, &url);
     assert!(ok, "{out}");
     assert!(!out.contains("warning"), "{out}");
@@ -104,12 +107,17 @@ fn check_and_serve_agree_on_a_bridge_url_and_a_checkpoint_key() {
     assert!(ok, "{out}");
     assert!(
         out.contains("warning: ")
-            && out.contains("gate.yaml:4: actions.bridge.webhook_url: secret env:TG_TEST_BRIDGE_URL is not set"),
+            && out.contains(
+                "gate.yaml:4: actions.bridge.webhook_url: secret env:TG_TEST_BRIDGE_URL is not set"
+            ),
         "{out}"
     );
     let (ok, out) = check(&config, true, &[]);
     assert!(!ok, "{out}");
-    assert!(out.contains("error: ") && out.contains("TG_TEST_BRIDGE_URL"), "{out}");
+    assert!(
+        out.contains("error: ") && out.contains("TG_TEST_BRIDGE_URL"),
+        "{out}"
+    );
 
     // The key file: a key that is not a PEM key is refused by both; a
     // missing file is a warning (an error with --strict), and serve refuses.
@@ -121,7 +129,10 @@ fn check_and_serve_agree_on_a_bridge_url_and_a_checkpoint_key() {
     std::fs::remove_file(&key).unwrap();
     let (ok, out) = check(&config, false, &url);
     assert!(ok, "{out}");
-    assert!(out.contains("gate.yaml:8: audit.checkpoint.key: secret file:"), "{out}");
+    assert!(
+        out.contains("gate.yaml:8: audit.checkpoint.key: secret file:"),
+        "{out}"
+    );
     let (ok, _) = check(&config, true, &url);
     assert!(!ok);
     assert!(serve(&config, &data, &url).is_err());

@@ -77,7 +77,11 @@ fn documented() -> Vec<Documented> {
     files.extend(docs);
     let mut out = Vec::new();
     for file in files {
-        let name = file.strip_prefix(repo()).unwrap_or(&file).display().to_string();
+        let name = file
+            .strip_prefix(repo())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(&file).unwrap();
         let mut fence: Option<String> = None;
         for (i, line) in text.lines().enumerate() {
@@ -208,7 +212,12 @@ fn check(doc: &Documented, help: &mut Help) -> Option<String> {
     }
     let h = match help.of(&path) {
         Ok(h) => h,
-        Err(e) => return Some(format!("`triage-gate {} --help` fails: {e}", path.join(" "))),
+        Err(e) => {
+            return Some(format!(
+                "`triage-gate {} --help` fails: {e}",
+                path.join(" ")
+            ));
+        }
     };
     if !subcommands(&h).is_empty() {
         return Some(format!(
@@ -218,7 +227,9 @@ fn check(doc: &Documented, help: &mut Help) -> Option<String> {
     }
     for w in rest.filter(|w| w.starts_with("--")) {
         let flag = w.split('=').next().unwrap_or(w);
-        let listed = h.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).any(|t| t == flag);
+        let listed = h
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .any(|t| t == flag);
         if !listed {
             return Some(format!(
                 "`triage-gate {}` has no flag {flag}",
@@ -234,10 +245,15 @@ fn every_documented_command_and_flag_exists() {
     let docs = documented();
     // The README's main commands are among them (the scan itself works).
     assert!(
-        docs.iter().any(|d| d.at.starts_with("README.md") && d.args == ["demo"]),
+        docs.iter()
+            .any(|d| d.at.starts_with("README.md") && d.args == ["demo"]),
         "{docs:?}"
     );
-    assert!(docs.len() >= 20, "only {} commands found: {docs:?}", docs.len());
+    assert!(
+        docs.len() >= 20,
+        "only {} commands found: {docs:?}",
+        docs.len()
+    );
     let mut help = Help(BTreeMap::new());
     let problems: Vec<String> = docs
         .iter()
@@ -258,10 +274,16 @@ fn a_renamed_flag_or_subcommand_is_caught() {
         args: triage_gate_args(line).unwrap(),
     };
     assert_eq!(
-        check(&doc("cargo run --release -- audit verify f --public-key k"), &mut help),
+        check(
+            &doc("cargo run --release -- audit verify f --public-key k"),
+            &mut help
+        ),
         None
     );
-    let flag = check(&doc("cargo run --release -- audit verify f --pub-key k"), &mut help);
+    let flag = check(
+        &doc("cargo run --release -- audit verify f --pub-key k"),
+        &mut help,
+    );
     assert!(flag.is_some_and(|p| p.contains("--pub-key")));
     let sub = check(&doc("triage-gate audit verfy f"), &mut help);
     assert!(sub.is_some_and(|p| p.contains("\"verfy\"")));
@@ -275,11 +297,21 @@ fn a_renamed_flag_or_subcommand_is_caught() {
 fn cargo_run_at_the_root_runs_triage_gate() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let defaults: Vec<&str> = meta["workspace_default_members"]
         .as_array()

@@ -11,8 +11,18 @@ use super::{DRILL_IDENTITY, repo, run, text};
 
 /// The top-level sections of a gate configuration.
 const SECTIONS: &[&str] = &[
-    "server", "classifier", "policy", "catalog", "storm", "normalize", "actions", "sources",
-    "identity", "review", "audit", "store",
+    "server",
+    "classifier",
+    "policy",
+    "catalog",
+    "storm",
+    "normalize",
+    "actions",
+    "sources",
+    "identity",
+    "review",
+    "audit",
+    "store",
 ];
 
 /// What the demo puts for `${SANDBOX}`: its sandbox's base URL.
@@ -22,7 +32,10 @@ const SANDBOX: &str = "http://127.0.0.1:8701";
 fn examples() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let demo = std::fs::read_to_string(repo().join("crates/cli/demo/config.yaml")).unwrap();
-    out.push(("crates/cli/demo/config.yaml".into(), demo.replace("${SANDBOX}", SANDBOX)));
+    out.push((
+        "crates/cli/demo/config.yaml".into(),
+        demo.replace("${SANDBOX}", SANDBOX),
+    ));
 
     let mut md: Vec<PathBuf> = vec![repo().join("README.md")];
     for e in std::fs::read_dir(repo().join("docs")).unwrap() {
@@ -93,7 +106,10 @@ fn examples() -> Vec<(String, String)> {
         let scenario = tg_sim::Scenario::from_yaml(&std::fs::read_to_string(&s).unwrap()).unwrap();
         out.push((
             s.strip_prefix(repo()).unwrap().display().to_string(),
-            scenario.config_text().unwrap().replace("${SANDBOX}", SANDBOX),
+            scenario
+                .config_text()
+                .unwrap()
+                .replace("${SANDBOX}", SANDBOX),
         ));
     }
     out
@@ -115,7 +131,11 @@ fn every_shipped_example_configuration_passes_config_check() {
     let from = |prefix: &str| all.iter().filter(|(n, _)| n.starts_with(prefix)).count();
     // The enumeration finds each kind (so the test cannot pass by finding nothing).
     assert_eq!(from("crates/cli/demo"), 1);
-    assert!(from("README.md") >= 1 && from("docs/configuration.md") >= 4, "{:?}", names(&all));
+    assert!(
+        from("README.md") >= 1 && from("docs/configuration.md") >= 4,
+        "{:?}",
+        names(&all)
+    );
     assert_eq!(from("bench/"), 2);
     assert!(from("scenarios/") >= 7, "{:?}", names(&all));
     let dir = tempfile::tempdir().unwrap();
@@ -134,10 +154,13 @@ fn every_shipped_example_configuration_passes_config_check() {
             failures.push(format!("{name}:\n{}", text(&out)));
         }
     }
-    assert!(failures.is_empty(), "examples that fail config check:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "examples that fail config check:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn names(all: &[(String, String)]) -> Vec<&str> {
     all.iter().map(|(n, _)| n.as_str()).collect()
 }
-

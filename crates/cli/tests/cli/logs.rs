@@ -38,9 +38,11 @@ async fn serve_logs(env: &[(&str, &str)], args: &[&str]) -> String {
     let runs: serde_json::Value = loop {
         let sent = http
             .post(format!("{base}/v1/events/generic"))
-            .json(&serde_json::json!({"service": "checkout", "environment": "prod",
+            .json(
+                &serde_json::json!({"service": "checkout", "environment": "prod",
                 "alert_name": "HighErrorRate", "summary": "checkout 5xx above 5%",
-                "severity": "critical", "source_system": "prometheus"}))
+                "severity": "critical", "source_system": "prometheus"}),
+            )
             .send()
             .await;
         if let Ok(r) = sent {
@@ -74,7 +76,10 @@ async fn serve_logs(env: &[(&str, &str)], args: &[&str]) -> String {
 async fn text_logs_into_a_file_carry_no_colour_codes() {
     let logs = serve_logs(&[], &[]).await;
     assert!(logs.lines().count() >= 3, "{logs}");
-    assert!(!logs.contains('\u{1b}'), "ANSI escape in a log file:\n{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escape in a log file:\n{logs}"
+    );
 }
 
 #[tokio::test]
@@ -87,9 +92,12 @@ async fn json_logs_are_one_object_per_line_with_the_run() {
         let (logs, run_id) = logs.rsplit_once("\nRUN ").unwrap();
         let mut with_run = 0;
         for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(
+                v["level"].is_string() && v["timestamp"].is_string(),
+                "{line}"
+            );
             if v["span"]["run_id"] == run_id {
                 assert!(v["span"]["correlation_id"].is_string(), "{line}");
                 with_run += 1;

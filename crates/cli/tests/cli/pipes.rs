@@ -18,7 +18,10 @@ fn with_closed_stdout(args: &[&str]) -> (std::process::ExitStatus, String) {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,13 +62,23 @@ async fn every_command_exits_quietly_on_a_closed_stdout() {
     // As a user types it.
     let shell = format!("{BIN} report autonomy --server {base} | head -1");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("sh").arg("-c").arg(shell).env("RUST_LOG", "warn").output().unwrap()
+        Command::new("sh")
+            .arg("-c")
+            .arg(shell)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(out.stderr.is_empty(), "{}", text(&out));
-    assert_eq!(out.stdout.iter().filter(|b| **b == b'\n').count(), 1, "{}", text(&out));
+    assert_eq!(
+        out.stdout.iter().filter(|b| **b == b'\n').count(),
+        1,
+        "{}",
+        text(&out)
+    );
 
     // Nothing to list: said on stderr, nothing on stdout.
     let out = tokio::task::spawn_blocking(move || {
