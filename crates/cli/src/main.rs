@@ -374,10 +374,19 @@ static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// A message for the operator on stderr: a plain line, or with
 /// `--log-format json` a log record like every other line there.
+/// Like the plain line, it is never filtered out by RUST_LOG.
 fn notice(error: bool, message: &str) {
     match LOG_FORMAT.get() {
-        Some(LogFormat::Json) if error => tracing::error!("{message}"),
-        Some(LogFormat::Json) => tracing::info!("{message}"),
+        Some(LogFormat::Json) => {
+            let record = serde_json::json!({
+                "timestamp": chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": if error { "ERROR" } else { "INFO" },
+                "target": "triage_gate",
+                "message": message,
+            });
+            eprintln!("{record}");
+        }
         _ => eprintln!("{message}"),
     }
 }
