@@ -52,7 +52,7 @@ pub async fn retry(server: &str, id: u64) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
-    println!(
+    crate::outln!(
         "action {id} ({} of run {}) queued for delivery again by {} at {}",
         body.get("action").and_then(Value::as_str).unwrap_or("?"),
         body.get("run_id").and_then(Value::as_str).unwrap_or("?"),
@@ -62,7 +62,7 @@ pub async fn retry(server: &str, id: u64) -> anyhow::Result<ExitCode> {
         body.get("retried_at")
             .and_then(Value::as_str)
             .unwrap_or("?"),
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -80,20 +80,31 @@ pub async fn list(server: &str, status: &str) -> anyhow::Result<ExitCode> {
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
     let empty = Vec::new();
-    for a in body
+    let actions = body
         .get("actions")
         .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
+        .unwrap_or(&empty);
+    if actions.is_empty() {
+        // On stderr, so that a script reading stdout still sees no lines.
+        eprintln!(
+            "no {} actions at {server}",
+            if status == "dead" {
+                "dead-letter"
+            } else {
+                status
+            }
+        );
+    }
+    for a in actions {
         let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-        println!(
+        crate::outln!(
             "{}\t{}\t{}\tattempts={}\t{}",
             a.get("id").and_then(Value::as_i64).unwrap_or(0),
             s("action"),
             s("run_id"),
             a.get("attempts").and_then(Value::as_u64).unwrap_or(0),
             s("last_error"),
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

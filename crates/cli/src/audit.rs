@@ -54,12 +54,12 @@ pub async fn verify(
         }
         _ => bail!("give either a FILE or --data-dir"),
     };
-    println!("{what}: {report}");
+    crate::outln!("{what}: {report}")?;
     if report.ok && key.is_none() && report.checkpoints > 0 {
-        println!(
+        crate::outln!(
             "note: {} checkpoint signatures not checked; pass --public-key to check them",
             report.checkpoints
-        );
+        )?;
     }
     Ok(if report.ok {
         ExitCode::SUCCESS
@@ -98,9 +98,9 @@ pub async fn show(data_dir: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let story = tg_audit::story::story(&records);
     let took = started.elapsed();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&story)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&story)?)?;
     } else {
-        print!("{}", tg_audit::story::render(&story));
+        crate::out!("{}", tg_audit::story::render(&story))?;
         eprintln!(
             "{} records, {} story lines in {:.1} ms{}",
             records.len(),
@@ -147,12 +147,12 @@ pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     let pub_path = PathBuf::from(format!("{}.pub", out.display()));
     std::fs::write(&pub_path, public.as_bytes())
         .with_context(|| format!("cannot write {}", pub_path.display()))?;
-    println!(
+    crate::outln!(
         "private key {} (keep it secret: audit.checkpoint.key), public key {} (give it to auditors), key id {}",
         out.display(),
         pub_path.display(),
         tg_audit::key_id(&key.verifying_key())
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -35,13 +35,13 @@ pub async fn set(
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
     let show = |v: &Value| v.as_str().unwrap_or("no cap").to_owned();
-    println!(
+    crate::outln!(
         "autonomy cap of {scope}: {} -> {} (by {}, audit seq {}); applies to the next decision",
         show(at(&body, "from")),
         show(at(&body, "level")),
         at(&body, "by").as_str().unwrap_or("?"),
         at(&body, "audit_seq")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -58,7 +58,7 @@ pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
     for c in at(&body, "caps").as_array().into_iter().flatten() {
-        println!(
+        crate::outln!(
             "cap {:<28} {:<8} by {} at {}{}",
             at(c, "scope").as_str().unwrap_or("?"),
             at(c, "level").as_str().unwrap_or("?"),
@@ -68,20 +68,22 @@ pub async fn show(server: &str) -> anyhow::Result<ExitCode> {
                 .as_str()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
-        );
+        )?;
     }
-    println!(
+    crate::outln!(
         "{:<24} {:<16} {:<10} effective",
-        "service", "team", "configured"
-    );
+        "service",
+        "team",
+        "configured"
+    )?;
     for s in at(&body, "services").as_array().into_iter().flatten() {
-        println!(
+        crate::outln!(
             "{:<24} {:<16} {:<10} {}",
             at(s, "service").as_str().unwrap_or("?"),
             at(s, "team").as_str().unwrap_or("?"),
             at(s, "configured").as_str().unwrap_or("?"),
             at(s, "effective").as_str().unwrap_or("?")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -102,10 +104,16 @@ pub async fn report(server: &str, service: Option<&str>, since: &str) -> anyhow:
         return Ok(ExitCode::FAILURE);
     }
     let body: Value = resp.json().await.context("unreadable answer")?;
-    println!(
+    crate::outln!(
         "{:<24} {:<8} {:>6} {:>8} {:>9} {:>6} {:>6}  next",
-        "service", "level", "runs", "verdicts", "agreement", "false", "missed"
-    );
+        "service",
+        "level",
+        "runs",
+        "verdicts",
+        "agreement",
+        "false",
+        "missed"
+    )?;
     for s in at(&body, "services").as_array().into_iter().flatten() {
         let agreement = at(s, "agreement")
             .as_f64()
@@ -125,7 +133,7 @@ pub async fn report(server: &str, service: Option<&str>, since: &str) -> anyhow:
             ),
             (None, _) => "top level".to_owned(),
         };
-        println!(
+        crate::outln!(
             "{:<24} {:<8} {:>6} {:>8} {:>9} {:>6} {:>6}  {next}",
             at(s, "service").as_str().unwrap_or("?"),
             at(s, "level").as_str().unwrap_or("?"),
@@ -134,7 +142,7 @@ pub async fn report(server: &str, service: Option<&str>, since: &str) -> anyhow:
             agreement,
             at(s, "false_pages"),
             at(s, "missed_pages"),
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -120,12 +120,12 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(10))
         .build()?;
 
-    println!("triage-gate demo: {}", incident.description);
-    println!(
+    crate::outln!("triage-gate demo: {}", incident.description)?;
+    crate::outln!(
         "gate {base}  sandbox {}  data {}\n",
         sandbox.base_url(),
         data_dir.display()
-    );
+    )?;
 
     let mut rows = Vec::new();
     for (i, step) in incident.steps.iter().enumerate() {
@@ -169,7 +169,19 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     }
 
-    print_table(&incident, &rows);
+    print_table(&incident, &rows)?;
+    // Each caption's words about why must be what decided (issue 19).
+    let mut caption_mismatches = Vec::new();
+    for (i, step) in incident.steps.iter().enumerate() {
+        let runs: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r.step == i)
+            .map(|r| &r.run)
+            .collect();
+        for claim in unmet_claims(&step.label, &runs) {
+            caption_mismatches.push(format!("step {} ({:?}) says {claim}", i + 1, step.label));
+        }
+    }
     let review: Value = http
         .get(format!("{base}/v1/review"))
         .send()
@@ -215,22 +227,24 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .filter(|a| a.status == tg_sandbox::AlertStatus::Resolved)
             .count();
 
-    println!("\nTotals over {} runs:", rows.len());
-    println!(
+    crate::outln!("\nTotals over {} runs:", rows.len())?;
+    crate::outln!(
         "  tickets created      {tickets:>3}   (ServiceNow emulator holds {sn_incidents} incidents: tickets + MIM proposals)"
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  work notes (grouped) {notes:>3}   (ServiceNow emulator received {sn_notes} work notes)"
-    );
-    println!("  pages sent           {pages:>3}   (PagerDuty emulator holds {pd_alerts} alerts)");
-    println!(
+    )?;
+    crate::outln!(
+        "  pages sent           {pages:>3}   (PagerDuty emulator holds {pd_alerts} alerts)"
+    )?;
+    crate::outln!(
         "  incidents resolved   {resolves:>3}   (emulators hold {resolved} resolved by the gate)"
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  MIM bridges opened   {mims:>3}   (chat bridge received {bridge_posts} announcements)"
-    );
-    println!("  duplicates suppressed{suppressed:>4}");
-    println!("  waiting for a human  {review_items:>3}   (GET /v1/review)");
+    )?;
+    crate::outln!("  duplicates suppressed{suppressed:>4}")?;
+    crate::outln!("  waiting for a human  {review_items:>3}   (GET /v1/review)")?;
 
     let audit_path = data_dir.join("audit.jsonl");
     let public = tg_audit::verifying_key_from_pem(
@@ -240,12 +254,12 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     .map_err(|e| anyhow!("{e}"))?;
     let report = tg_audit::verify_file_with(&audit_path, Some(&public))
         .with_context(|| format!("cannot read {}", audit_path.display()))?;
-    println!("\nAudit chain {}: {report}", audit_path.display());
-    println!(
+    crate::outln!("\nAudit chain {}: {report}", audit_path.display())?;
+    crate::outln!(
         "  verify it yourself:  triage-gate audit verify {} --public-key {}",
         audit_path.display(),
         public_path.display()
-    );
+    )?;
     let paged = rows.iter().find(|r| {
         r.run["decision"]["actions"].as_array().is_some_and(|a| {
             a.iter()
@@ -253,10 +267,10 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         })
     });
     if let Some(run_id) = paged.and_then(|r| r.run["run_id"].as_str()) {
-        println!(
+        crate::outln!(
             "  the story of a page: triage-gate audit show --data-dir {} --run-id {run_id}",
             data_dir.display()
-        );
+        )?;
     }
 
     // Besides one record per run, the chain holds step records (kind): the
@@ -271,13 +285,17 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         && bridge_posts == mims
         && report.ok
         && report.checkpoints_verified > 0
-        && usize::try_from(report.records).unwrap_or(0) == rows.len() + steps;
+        && usize::try_from(report.records).unwrap_or(0) == rows.len() + steps
+        && caption_mismatches.is_empty();
+    for m in &caption_mismatches {
+        crate::outln!("CAPTION MISMATCH: {m}")?;
+    }
     sandbox.shutdown().await;
     if consistent {
-        println!("Emulators match the decisions one for one; every run is audited once.");
+        crate::outln!("Emulators match the decisions one for one; every run is audited once.")?;
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("MISMATCH between decisions, emulators and audit trail (see above)");
+        crate::outln!("MISMATCH between decisions, emulators and audit trail (see above)")?;
         Ok(ExitCode::FAILURE)
     }
 }
@@ -390,11 +408,17 @@ fn why(d: &Decision, kind: ActionKind) -> Option<String> {
     }
 }
 
-fn print_table(incident: &Incident, rows: &[Row]) {
-    println!(
+fn print_table(incident: &Incident, rows: &[Row]) -> std::io::Result<()> {
+    crate::outln!(
         "{:<3} {:<15} {:<11} {:<26} {:<16} {:<11} {:<16}",
-        "#", "service", "env", "model", "ticket", "page", "mim"
-    );
+        "#",
+        "service",
+        "env",
+        "model",
+        "ticket",
+        "page",
+        "mim"
+    )?;
     let mut last_step = usize::MAX;
     for (n, row) in rows.iter().enumerate().map(|(i, r)| (i + 1, r)) {
         if row.step != last_step {
@@ -403,7 +427,7 @@ fn print_table(incident: &Incident, rows: &[Row]) {
                 .get(row.step)
                 .map(|s| s.label.as_str())
                 .unwrap_or("");
-            println!("-- step {}: {label}", row.step + 1);
+            crate::outln!("-- step {}: {label}", row.step + 1)?;
             last_step = row.step;
         }
         let ev = &row.run["event"];
@@ -430,7 +454,7 @@ fn print_table(incident: &Incident, rows: &[Row]) {
             _ => "-".into(),
         };
         let Some(d) = decision(row) else { continue };
-        println!(
+        crate::outln!(
             "{:<3} {:<15} {:<11} {:<26} {:<16} {:<11} {:<16}",
             n,
             ev["service"].as_str().unwrap_or("?"),
@@ -439,11 +463,11 @@ fn print_table(incident: &Incident, rows: &[Row]) {
             cell(row, &d, ActionKind::Ticket),
             cell(row, &d, ActionKind::Page),
             cell(row, &d, ActionKind::Mim),
-        );
+        )?;
         if let Some(dup) = &d.duplicate_of {
-            println!(
+            crate::outln!(
                 "      why: duplicate of {dup} (same fingerprint inside the suppression window)"
-            );
+            )?;
             continue;
         }
         let uniform = model.starts_with("REJECTED")
@@ -452,15 +476,77 @@ fn print_table(incident: &Incident, rows: &[Row]) {
                 .all(|a| a.conditions.iter().any(|c| c.id == "event.firing"));
         if uniform {
             if let Some(a) = d.actions.first() {
-                println!("      why: {}", a.reason);
+                crate::outln!("      why: {}", a.reason)?;
             }
             continue;
         }
         for kind in ActionKind::ALL {
             if let Some(w) = why(&d, kind) {
-                println!("      why: {w}");
+                crate::outln!("      why: {w}")?;
             }
         }
+    }
+    Ok(())
+}
+
+/// What a caption's words claim decided a step, and how a run shows it.
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    /// An action did not execute because this condition failed (an id, or
+    /// `.suffix` for that condition of any action).
+    Failed(&'static str),
+    /// The run was suppressed as a duplicate.
+    Duplicate,
+    /// The model's answer was rejected; with a word its reason code holds.
+    Rejected(Option<&'static str>),
+    /// The run is the source's resolution of an alert the gate saw firing.
+    Resolved,
+}
+
+/// The words a caption may use about why, each with what must then show in
+/// at least one run of the step. A caption that uses none claims nothing.
+const CLAIMS: &[(&str, Claim)] = &[
+    ("paging budget", Claim::Failed("page.rate")),
+    ("grouped", Claim::Failed("page.group")),
+    ("duplicate", Claim::Duplicate),
+    ("noise", Claim::Failed(".production")),
+    ("off-contract", Claim::Rejected(None)),
+    ("unknown team", Claim::Rejected(Some("team"))),
+    ("resolved", Claim::Resolved),
+];
+
+/// The claims of `caption` that none of `runs` bears out, in words.
+fn unmet_claims(caption: &str, runs: &[&Value]) -> Vec<String> {
+    let lower = caption.to_lowercase();
+    CLAIMS
+        .iter()
+        .filter(|(words, _)| lower.contains(words))
+        .filter(|(_, claim)| !runs.iter().any(|r| shows(r, *claim)))
+        .map(|(words, claim)| format!("{words:?}, but no run shows {claim:?}"))
+        .collect()
+}
+
+fn shows(run: &Value, claim: Claim) -> bool {
+    let Ok(d) = serde_json::from_value::<Decision>(run["decision"].clone()) else {
+        return false;
+    };
+    match claim {
+        Claim::Failed(id) => d.actions.iter().any(|a| {
+            a.outcome != Outcome::Execute
+                && a.conditions.iter().any(|c| {
+                    !c.passed
+                        && if id.starts_with('.') {
+                            c.id.ends_with(id)
+                        } else {
+                            c.id == id
+                        }
+                })
+        }),
+        Claim::Duplicate => d.duplicate_of.is_some(),
+        Claim::Rejected(word) => run["classification"]["rejection"]["reason"]
+            .as_str()
+            .is_some_and(|reason| word.is_none_or(|w| reason.contains(w))),
+        Claim::Resolved => d.resolves.is_some(),
     }
 }
 
@@ -473,5 +559,48 @@ fn tg_engine_truncate(s: &str, max: usize) -> String {
         s.to_owned()
     } else {
         s.chars().take(max).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "tests: a failed unwrap is a failed test"
+    )]
+
+    use super::*;
+    use serde_json::json;
+
+    /// A run whose page went to review because `failed` did not hold.
+    fn page_refused_by(failed: &str) -> Value {
+        let condition = |id: &str, passed: bool| json!({"id": id, "description": "d", "passed": passed, "actual": "x", "threshold": "y"});
+        json!({"decision": {
+            "policy_version": "v", "autonomy": "paging",
+            "actions": [{
+                "action": "page", "outcome": "review", "requested": true,
+                "gate_outcome": "review", "reason": "r",
+                "conditions": [condition("page.requested", true), condition(failed, false)]
+            }]
+        }})
+    }
+
+    #[test]
+    fn a_caption_claiming_a_condition_that_did_not_decide_is_caught() {
+        // Issue 19: step 9 said "(paging budget spent)" while page.group decided.
+        let grouped = page_refused_by("page.group");
+        assert!(shows(&grouped, Claim::Failed("page.group")));
+        let unmet = unmet_claims("checkout cart errors (paging budget spent)", &[&grouped]);
+        assert_eq!(unmet.len(), 1, "{unmet:?}");
+        assert!(unmet[0].contains("paging budget"), "{unmet:?}");
+        assert!(
+            unmet_claims(
+                "checkout cart errors (grouped: checkout already paged)",
+                &[&grouped]
+            )
+            .is_empty()
+        );
+        let budget = page_refused_by("page.rate");
+        assert!(unmet_claims("x (paging budget spent)", &[&budget]).is_empty());
     }
 }

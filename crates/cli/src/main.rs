@@ -2,11 +2,31 @@
 //!
 //! Subcommands: `serve`, `demo`, `simulate`, `sandbox`, `audit verify`, `config check`,
 //! `actions list|retry`.
+//!
+//! Standard output is for results and may be a pipe that closes early
+//! (`| head -1`): everything printed there goes through [`outln!`], and a
+//! closed stdout ends the command quietly with status 0.
+
+/// Prints a line to stdout, returning the write error (instead of
+/// panicking as `println!` does when the reader is gone, e.g. `| head -1`).
+/// Use with `?`: `main` turns a broken pipe into a quiet exit.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Like [`outln!`] without the newline.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
+}
 
 mod actions;
 mod audit;
 mod autonomy;
 mod brain;
+mod check;
 mod demo;
 mod policy_test;
 mod simulate;
@@ -27,8 +47,25 @@ use tg_config::{Config, EnvAndFiles};
     about = "The AI recommends; the system decides."
 )]
 struct Cli {
+    /// Log lines on stderr: `text` (for people; coloured only on a terminal,
+    /// and never when NO_COLOR is set) or `json` (one object per line, for a
+    /// log collector). Levels: RUST_LOG (e.g. `info`, `triage_gate_server=debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "TRIAGE_GATE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,23 +304,20 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration (and its policy file) without starting anything.
-    Check { file: PathBuf },
+    /// Validate a configuration (and its policy file) without starting
+    /// anything. Secret references are read as `serve` reads them; one that
+    /// cannot be read here (unset variable, missing file) is a warning.
+    Check {
+        file: PathBuf,
+        /// An unreadable secret reference is an error (as it is for `serve`).
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let default = match cli.command {
-            Command::Serve { .. } | Command::Sandbox { .. } => "info",
-            _ => "warn",
-        };
-        tracing_subscriber::EnvFilter::new(default)
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -293,11 +327,82 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader of stdout is gone (`| head`): it has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            notice(true, &format!("error: {e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, filtered by RUST_LOG (default: `info` for the long
+/// running commands, `warn` for the others).
+fn init_logs(cli: &Cli) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let default = match cli.command {
+            Command::Serve { .. } | Command::Sandbox { .. } => "info",
+            _ => "warn",
+        };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    let _ = LOG_FORMAT.set(cli.log_format);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder
+            .json()
+            // Event fields (`run_id`, `correlation_id`, ...) at the top
+            // level; the run being processed as `span`.
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => {
+            // Colour codes are for people at a terminal (https://no-color.org).
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+    }
+}
+
+/// The log format chosen at start (for [`notice`]).
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// A message for the operator on stderr: a plain line, or with
+/// `--log-format json` a log record like every other line there.
+/// Like the plain line, it is never filtered out by RUST_LOG.
+fn notice(error: bool, message: &str) {
+    match LOG_FORMAT.get() {
+        Some(LogFormat::Json) => {
+            let record = serde_json::json!({
+                "timestamp": chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": if error { "ERROR" } else { "INFO" },
+                "target": "triage_gate",
+                "message": message,
+            });
+            eprintln!("{record}");
+        }
+        _ => eprintln!("{message}"),
+    }
+}
+
+/// Writes to stdout; see [`outln!`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::io::stdout().lock().write_fmt(args)
+}
+
+/// Whether `e` is (or was caused by) a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -412,35 +517,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             let store = tg_server::open_store(&config.server.data_dir, &selection).await?;
             let version = store.schema_version().await?;
-            println!(
+            outln!(
                 "{} store at schema version {version}",
                 store.backend().as_str()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
-            let (config, policy) = load_config(&file)?;
-            // What `serve` would refuse, the check refuses too.
-            if let Some(why) = config.identity.anonymous_refusal() {
-                anyhow::bail!("{}: {why}", file.display());
-            }
-            tg_server::build::check_pipeline(&config, policy.as_deref(), &CheckOnlySecrets)?;
-            println!("{}: ok", file.display());
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// `config check` validates secret references without reading secret values.
-struct CheckOnlySecrets;
-
-impl tg_config::SecretSource for CheckOnlySecrets {
-    fn read(&self, _r: &tg_config::SecretRef) -> Result<tg_config::Secret, tg_config::SecretError> {
-        Ok(tg_config::Secret::new(
-            "placeholder-secret-for-config-check",
-        ))
+            command: ConfigCommand::Check { file, strict },
+        } => check::run(&file, strict),
     }
 }
 
@@ -450,21 +535,24 @@ fn load_config(path: &Path) -> anyhow::Result<(Config, Option<String>)> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let config = Config::from_yaml(&text, &path.display().to_string())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = match &config.policy.file {
+    let policy = read_policy(path, &config)?;
+    Ok((config, policy))
+}
+
+/// The policy file `config` names (relative to the config file at `path`).
+fn read_policy(path: &Path, config: &Config) -> anyhow::Result<Option<String>> {
+    match &config.policy.file {
         Some(p) => {
-            // Relative policy paths are relative to the config file.
             let full = path
                 .parent()
                 .map(|d| d.join(p))
                 .unwrap_or_else(|| p.clone());
-            Some(
-                std::fs::read_to_string(&full)
-                    .with_context(|| format!("cannot read policy {}", full.display()))?,
-            )
+            Ok(Some(std::fs::read_to_string(&full).with_context(|| {
+                format!("cannot read policy {}", full.display())
+            })?))
         }
-        None => None,
-    };
-    Ok((config, policy))
+        None => Ok(None),
+    }
 }
 
 async fn serve(
@@ -499,10 +587,13 @@ async fn serve(
         &config.server,
     )
     .await?;
-    eprintln!(
-        "triage-gate listening on http://{} (data in {})",
-        running.addr,
-        config.server.data_dir.display()
+    notice(
+        false,
+        &format!(
+            "triage-gate listening on http://{} (data in {})",
+            running.addr,
+            config.server.data_dir.display()
+        ),
     );
     // SIGHUP reloads the policy and the catalog from the same files.
     #[cfg(unix)]
@@ -526,23 +617,28 @@ async fn serve(
                     Err(e) => Err(e),
                 };
                 match outcome {
-                    Ok(r) => eprintln!(
-                        "reloaded {}: policy {} (was {}){}",
-                        path.display(),
-                        r.policy_version,
-                        r.previous_policy_version,
-                        if r.changed { "" } else { ", unchanged" }
+                    Ok(r) => notice(
+                        false,
+                        &format!(
+                            "reloaded {}: policy {} (was {}){}",
+                            path.display(),
+                            r.policy_version,
+                            r.previous_policy_version,
+                            if r.changed { "" } else { ", unchanged" }
+                        ),
                     ),
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "reload refused");
-                        eprintln!("reload refused: {e:#}");
+                        if LOG_FORMAT.get() != Some(&LogFormat::Json) {
+                            eprintln!("reload refused: {e:#}");
+                        }
                     }
                 }
             }
         });
     }
     shutdown_signal().await;
-    eprintln!("shutting down: finishing in-flight work");
+    notice(false, "shutting down: finishing in-flight work");
     running
         .shutdown(std::time::Duration::from_millis(
             config.server.shutdown_grace_ms,

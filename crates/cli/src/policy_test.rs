@@ -101,30 +101,31 @@ pub fn run(
         )?,
         None => (tg_config::Config::default(), None),
     };
-    let pipeline =
-        tg_server::build::check_pipeline(&config, policy.as_deref(), &crate::CheckOnlySecrets)?;
+    // Secrets as `config check` reads them: the gates never see their values.
+    let secrets = crate::check::CheckSecrets::new(&config)?;
+    let pipeline = tg_server::build::check_pipeline(&config, policy.as_deref(), &secrets)?;
     let now = tests
         .now
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_454));
     let mut failed = 0usize;
     for (i, case) in tests.cases.iter().enumerate() {
         match check(&pipeline, case, now, i) {
-            Ok(None) => println!("ok    {}", case.name),
+            Ok(None) => crate::outln!("ok    {}", case.name)?,
             Ok(Some(why)) => {
                 failed += 1;
-                println!("FAIL  {}\n{why}", case.name);
+                crate::outln!("FAIL  {}\n{why}", case.name)?;
             }
             Err(e) => {
                 failed += 1;
-                println!("ERROR {}: {e:#}", case.name);
+                crate::outln!("ERROR {}: {e:#}", case.name)?;
             }
         }
     }
-    println!(
+    crate::outln!(
         "{}: {} passed, {failed} failed",
         file.display(),
         tests.cases.len() - failed
-    );
+    )?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

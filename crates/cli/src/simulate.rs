@@ -30,7 +30,7 @@ pub async fn run(
         },
     )
     .await?;
-    print!("{}", report.render());
+    crate::out!("{}", report.render())?;
     if report.violations.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -64,17 +64,17 @@ pub async fn diff(file: &Path, with: &Path, seed: u64, scale: f64) -> anyhow::Re
         },
     )
     .await?;
-    println!(
+    crate::outln!(
         "scenario {} (seed {seed}): {} decisions; {} moved by {}",
         scenario.name,
         a.decisions.len(),
         moved.len(),
         with.display()
-    );
+    )?;
     let mut tally: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for m in &moved {
         let changes = m.changes();
-        println!(
+        crate::outln!(
             "  #{:<6} {}  {:<20} {:<24} {:<8} {}",
             m.before.index,
             m.before.received_at.format("%H:%M:%S"),
@@ -82,26 +82,26 @@ pub async fn diff(file: &Path, with: &Path, seed: u64, scale: f64) -> anyhow::Re
             m.before.alert_name,
             m.before.status,
             changes.join("; ")
-        );
+        )?;
         for c in changes {
             let key = c.split(" (").next().unwrap_or_default().to_owned();
             *tally.entry(key).or_default() += 1;
         }
     }
-    println!("moved:");
+    crate::outln!("moved:")?;
     for (k, n) in &tally {
-        println!("  {n:>6}  {k}");
+        crate::outln!("  {n:>6}  {k}")?;
     }
     // A change may well miss the scenario's own expectations (that is what
     // it shows); storm invariants and expectations are listed, not fatal.
     for (name, r) in [("before", &a), ("after", &b)] {
         if !r.violations.is_empty() {
-            println!(
+            crate::outln!(
                 "{name}: {} expectation(s) or invariant(s) not met:",
                 r.violations.len()
-            );
+            )?;
             for v in &r.violations {
-                println!("  - {v}");
+                crate::outln!("  - {v}")?;
             }
         }
     }

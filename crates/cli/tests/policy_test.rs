@@ -1,13 +1,22 @@
 //! `triage-gate policy test`: the shipped table tests pass; a changed
 //! expectation fails with the condition that settled it; a malformed file is
 //! refused with its line.
+//!
+//! The `cli` modules test the binary as a user types it (issue 19): the
+//! commands the docs show, `config check` against `serve`, every shipped
+//! example configuration, pipes and log output. They live in this test
+//! binary rather than in one of their own: each test binary is another link.
 
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test code: a failed unwrap is a failed test"
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
+
+mod cli;
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;

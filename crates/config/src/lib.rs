@@ -10,6 +10,7 @@ pub mod console;
 mod identity;
 mod locate;
 mod secrets;
+mod shape;
 pub mod urls;
 
 use std::collections::BTreeMap;
@@ -2160,6 +2161,16 @@ impl std::fmt::Display for ConfigErrors {
     }
 }
 
+/// The 1-based line of the dotted `path` in the YAML `text` (or of its
+/// nearest ancestor that is in the file), for messages about keys found
+/// after parsing (`config check`).
+pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
+    locate::line_of(&locate::key_lines(text), path)
+}
+
+/// Most shape errors (unknown keys, wrong types) reported from one file.
+pub const SHAPE_ERRORS_MAX: usize = 100;
+
 /// Largest configuration file accepted.
 pub const CONFIG_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -2182,25 +2193,72 @@ impl Config {
                 ),
             )]));
         }
+        let lines = locate::key_lines(text);
+        let mut issues = Vec::new();
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| {
-                let line = e.location().map(|l| l.line());
-                ConfigErrors(vec![issue(line, "", e.to_string())])
-            })?
+            match serde_yaml_ng::from_str(text) {
+                Ok(c) => c,
+                Err(first) => {
+                    // Not YAML at all: nothing more can be said than where it broke.
+                    let mut value: serde_yaml_ng::Value =
+                        serde_yaml_ng::from_str(text).map_err(|e| {
+                            let line = e.location().map(|l| l.line());
+                            ConfigErrors(vec![issue(line, "", e.to_string())])
+                        })?;
+                    // A shape error (unknown key, wrong type) at a time: each
+                    // is recorded and its key dropped, so the next one shows.
+                    let mut parsed = None;
+                    while issues.len() < SHAPE_ERRORS_MAX {
+                        match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+                            Ok(c) => {
+                                parsed = Some(c);
+                                break;
+                            }
+                            Err(e) => {
+                                let mut segments = shape::segments(e.path());
+                                let message = e.into_inner().to_string();
+                                if let Some(key) = shape::unknown_field(&message) {
+                                    // serde_path_to_error may or may not have reached the key.
+                                    let key = shape::Segment::Key(key);
+                                    if segments.last() != Some(&key) {
+                                        segments.push(key);
+                                    }
+                                }
+                                let path = shape::dotted(&segments);
+                                let message = shape::humanize(&message, &path);
+                                issues.push(issue(locate::line_of(&lines, &path), &path, message));
+                                if !shape::remove(&mut value, &segments) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    match parsed {
+                        Some(c) if !issues.is_empty() => c,
+                        // The shape errors could not all be set aside: report
+                        // what was found (at least the first one).
+                        _ if issues.is_empty() => {
+                            let line = first.location().map(|l| l.line());
+                            return Err(ConfigErrors(vec![issue(line, "", first.to_string())]));
+                        }
+                        _ => return Err(ConfigErrors(issues)),
+                    }
+                }
+            }
         };
-        let problems = config.validate();
-        if problems.is_empty() {
-            return Ok(config);
-        }
-        let lines = locate::key_lines(text);
-        Err(ConfigErrors(
-            problems
+        issues.extend(
+            config
+                .validate()
                 .into_iter()
-                .map(|(path, msg)| issue(locate::line_of(&lines, &path), &path, msg))
-                .collect(),
-        ))
+                .map(|(path, msg)| issue(locate::line_of(&lines, &path), &path, msg)),
+        );
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(issues))
+        }
     }
 
     /// Semantic checks, all at once: `(dotted path, message)`.
@@ -2209,7 +2267,7 @@ impl Config {
             .catalog
             .validate()
             .into_iter()
-            .map(|i| (i.path, i.message))
+            .map(|i| (format!("catalog.{}", i.path), i.message))
             .collect();
         let s = &self.server;
         if s.listen.parse::<std::net::SocketAddr>().is_err() {

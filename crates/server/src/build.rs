@@ -805,7 +805,13 @@ fn build_executor(
     let bridge = match &a.bridge {
         Some(b) => Some(BridgeConfig {
             webhook_url: match &b.webhook_url {
-                Some(r) => Some(secrets.read(r).context("actions.bridge.webhook_url")?),
+                Some(r) => {
+                    let url = secrets.read(r).context("actions.bridge.webhook_url")?;
+                    // Checked here to name the key (the value is a secret: never shown).
+                    reqwest::Url::parse(url.expose())
+                        .map_err(|e| anyhow!("actions.bridge.webhook_url: not a URL: {e}"))?;
+                    Some(url)
+                }
                 None => None,
             },
             webhooks: b

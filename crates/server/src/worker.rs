@@ -168,7 +168,19 @@ pub struct ClassificationRecord {
     pub usage: Option<serde_json::Value>,
 }
 
+/// [`classify_run`] inside a span naming the run, so that what the classifier
+/// logs carries `run_id` and `correlation_id` (`--log-format json`: `span`).
 async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "run",
+        run_id = %run.run_id,
+        correlation_id = %run.correlation_id
+    );
+    classify_run(state, run).instrument(span).await
+}
+
+async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
     let p = &state.pipeline;
     let event = &run.event;
     let now = state.clock.now();
@@ -222,6 +234,12 @@ async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
             .map(|c| c.recommended_team.clone()),
     };
     let record_json = serde_json::to_value(&record)?;
+    tracing::debug!(
+        classifier = %record.info.classifier,
+        rejected = record.rejection.is_some(),
+        skipped = record.skipped.is_some(),
+        "run classified"
+    );
     Ok(Prepared {
         run,
         record,
