@@ -99,6 +99,13 @@ pub struct StoreConfig {
     /// Below this many free bytes on the file system of the SQLite database
     /// or of the audit file, new events are refused with 503 (0: no floor).
     pub disk_free_min_bytes: u64,
+    /// TLS to PostgreSQL, as libpq's `sslmode`: `disable`, `prefer` (the
+    /// default: TLS when the server offers it), `require`, `verify-ca`,
+    /// `verify-full` (recommended: the certificate chains to `tls_ca_file`
+    /// and names the host).
+    pub tls_mode: Option<String>,
+    /// PEM root certificate(s) for `verify-ca` / `verify-full`.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -111,6 +118,8 @@ impl Default for StoreConfig {
             statement_timeout_ms: 10_000,
             run_lease_secs: 300,
             disk_free_min_bytes: STORE_DISK_FREE_MIN_BYTES_DEFAULT,
+            tls_mode: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -167,6 +176,29 @@ impl StoreConfig {
                     format!("{v} is outside 100..={STORE_TIMEOUT_MS_MAX}"),
                 ));
             }
+        }
+        if let Some(m) = &self.tls_mode {
+            const MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "verify-full"];
+            if !MODES.contains(&m.as_str()) {
+                out.push((
+                    "store.tls_mode".into(),
+                    format!("{m:?} is not one of disable, prefer, require, verify-ca, verify-full"),
+                ));
+            }
+            if !self.is_postgres() {
+                out.push((
+                    "store.tls_mode".into(),
+                    "applies to a postgres:// store.url only".into(),
+                ));
+            }
+        }
+        if self.tls_ca_file.is_some()
+            && !matches!(self.tls_mode.as_deref(), Some("verify-ca" | "verify-full"))
+        {
+            out.push((
+                "store.tls_ca_file".into(),
+                "is used with tls_mode verify-ca or verify-full only".into(),
+            ));
         }
         if self.disk_free_min_bytes > STORE_DISK_FREE_MIN_BYTES_MAX {
             out.push((

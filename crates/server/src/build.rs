@@ -462,6 +462,8 @@ pub fn store_selection(
         pool_max: c.pool_max,
         acquire_timeout: std::time::Duration::from_millis(c.acquire_timeout_ms),
         statement_timeout: std::time::Duration::from_millis(c.statement_timeout_ms),
+        tls_mode: c.tls_mode.clone(),
+        tls_ca_file: c.tls_ca_file.clone(),
     }))
 }
 

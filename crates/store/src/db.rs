@@ -95,6 +95,12 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// A statement running longer is cancelled by the server.
     pub statement_timeout: Duration,
+    /// TLS to the server: `disable`, `prefer`, `require`, `verify-ca` or
+    /// `verify-full` (libpq's `sslmode`); `None` keeps the URL's own.
+    pub tls_mode: Option<String>,
+    /// The root certificate(s) (PEM) the server's certificate must chain
+    /// to, for `verify-ca` and `verify-full` (libpq's `sslrootcert`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -105,6 +111,8 @@ impl std::fmt::Debug for StoreOptions {
             .field("pool_max", &self.pool_max)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("tls_mode", &self.tls_mode)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -222,6 +230,22 @@ impl Store {
         if let Some(p) = &opts.password {
             url.set_password(Some(p))
                 .map_err(|()| StoreError::Config("the URL cannot carry a password".into()))?;
+        }
+        // TLS as libpq spells it, on the URL sqlx parses.
+        if opts.tls_mode.is_some() || opts.tls_ca_file.is_some() {
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "sslmode" && k != "sslrootcert")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let mut q = url.query_pairs_mut();
+            q.clear().extend_pairs(kept);
+            if let Some(m) = &opts.tls_mode {
+                q.append_pair("sslmode", m);
+            }
+            if let Some(ca) = &opts.tls_ca_file {
+                q.append_pair("sslrootcert", &ca.display().to_string());
+            }
         }
         let timeout_ms = opts.statement_timeout.as_millis();
         let pool = AnyPoolOptions::new()

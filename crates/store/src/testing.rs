@@ -72,6 +72,8 @@ pub fn test_options(url: &str) -> StoreOptions {
         pool_max: 8,
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        tls_mode: None,
+        tls_ca_file: None,
     }
 }
 
