@@ -198,7 +198,7 @@ async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
         team: record
             .classification
             .as_ref()
-            .map(|c| c.recommended_team.clone()),
+            .map(|c| tg_engine::routing_team(&p.policy().catalog, &event.service, c).to_owned()),
     };
     let record_json = serde_json::to_value(&record)?;
     Ok(Prepared {
@@ -480,6 +480,7 @@ fn build_audit(
             fingerprint: run.event.fingerprint.clone(),
             occurred_at: run.event.occurred_at,
             submitted_by: run.submitted_by.clone(),
+            correlation_ids: run.event.correlation_ids.clone(),
         },
         classifier: record.info.clone(),
         model_output: record.raw_output.clone(),
