@@ -193,7 +193,7 @@ async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
         owner_team: p
             .policy()
             .catalog
-            .team_for(&event.service)
+            .owner_team(&event.service)
             .map(str::to_owned),
         team: record
             .classification
