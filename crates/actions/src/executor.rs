@@ -46,10 +46,9 @@ enum Mode {
 }
 
 /// `ActionResult::target` values.
-pub const TARGET_SERVICENOW: &str = "servicenow";
-pub const TARGET_PAGERDUTY: &str = "pagerduty";
-pub const TARGET_BRIDGE: &str = "bridge";
-pub const TARGET_SERVICENOW_BRIDGE: &str = "servicenow+bridge";
+pub use tg_model::action::{
+    TARGET_BRIDGE, TARGET_PAGERDUTY, TARGET_SERVICENOW, TARGET_SERVICENOW_BRIDGE,
+};
 
 /// ServiceNow Table API access.
 #[derive(Debug, Clone)]
@@ -340,7 +339,7 @@ impl Executor {
                 })
             }
             (kind, op) => json!({
-                "target": crate::executor::target_name(kind),
+                "target": kind.target(),
                 "request": format!("{} {}", kind.as_str(), op.as_str()),
                 "parent_key": action.parent_key,
             }),
@@ -858,13 +857,4 @@ fn delivered(mut result: ActionResult, attempts: u32) -> ActionResult {
     result.status = ActionStatus::Delivered;
     result.attempts = attempts;
     result
-}
-
-/// The system an action kind goes to.
-pub(crate) fn target_name(kind: ActionKind) -> &'static str {
-    match kind {
-        ActionKind::Ticket => "servicenow",
-        ActionKind::Page => "pagerduty",
-        ActionKind::Mim => "servicenow+bridge",
-    }
 }

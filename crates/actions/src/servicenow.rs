@@ -15,6 +15,8 @@ use crate::secret::{Redactor, Secret};
 
 /// Characters of `short_description` (the column's default length).
 pub const SHORT_DESCRIPTION_CHARS_MAX: usize = 160;
+/// Dictionary length of `correlation_display`.
+pub const CORRELATION_DISPLAY_CHARS_MAX: usize = 100;
 /// Characters of a work note's text (before its marker line); longer evidence is cut.
 pub const WORK_NOTE_CHARS_MAX: usize = 4_000;
 /// Characters of `close_notes` on a resolve.
@@ -197,7 +199,8 @@ pub(crate) fn incident_body(
         "assignment_group": group,
         "category": "software",
         "correlation_id": key,
-        "correlation_display": "triage-gate",
+        // The run's correlation ID: it follows the run across systems (ARCHITECTURE.md).
+        "correlation_display": http::take_chars(action.correlation_id.as_str(), CORRELATION_DISPLAY_CHARS_MAX),
         "work_notes": notes,
     });
     if let Some(obj) = body.as_object_mut() {

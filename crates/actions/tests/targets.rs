@@ -77,7 +77,8 @@ async fn ticket_is_created_after_an_empty_lookup() {
     assert_eq!(body["caller_id"], "6816f79cc0a8016401c5a33be04be441");
     assert_eq!(body["category"], "software");
     assert_eq!(body["correlation_id"], a.idempotency_key);
-    assert_eq!(body["correlation_display"], "triage-gate");
+    // The run's correlation ID, as ARCHITECTURE.md says (not a constant).
+    assert_eq!(body["correlation_display"], a.correlation_id.as_str());
     let notes = body["work_notes"].as_str().unwrap();
     assert!(
         notes.contains("https://prometheus.example.com/graph?g0.expr=x"),

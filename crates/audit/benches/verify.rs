@@ -70,6 +70,7 @@ fn record(n: u64) -> AuditRecord {
             fingerprint: format!("{n:032x}").into(),
             occurred_at: t,
             submitted_by: None,
+            correlation_ids: Default::default(),
         },
         classifier: ClassifierInfo {
             classifier: "rules".into(),

@@ -31,6 +31,7 @@ fn record(n: u64) -> AuditRecord {
             fingerprint: "0123456789abcdef0123456789abcdef".into(),
             occurred_at: t,
             submitted_by: None,
+            correlation_ids: Default::default(),
         },
         classifier: ClassifierInfo {
             classifier: "rules".into(),

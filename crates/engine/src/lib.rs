@@ -20,7 +20,7 @@ use tg_model::{
     RunId,
 };
 use tg_policy::catalog::Catalog;
-use tg_policy::{Facts, GateInput, Gates};
+use tg_policy::{Facts, GateInput, Gates, ids};
 use tg_storm::{
     BreakerConfig, BreakerState, BucketConfig, BucketState, DedupEntry, GroupEntry, GroupField,
     GroupPage, Sighting, Signal, Transition, independent_origins,
@@ -167,6 +167,17 @@ impl Default for StormSettings {
             resolve: ResolveSettings::default(),
         }
     }
+}
+
+/// The team an action for `service` is routed to, assigned to and charged to:
+/// the catalog owner ([`Catalog::owner_team`]). Only when nobody owns the
+/// service is it the model's recommendation, and then the shipped policy sends
+/// every action to review (`ticket.owner`, `page.team`, `mim.team`): the
+/// model's team reaches a target only through a human's approval.
+pub fn routing_team<'a>(catalog: &'a Catalog, service: &str, c: &'a Classification) -> &'a str {
+    catalog
+        .owner_team(service)
+        .unwrap_or(c.recommended_team.as_str())
 }
 
 /// Signals are counted per service and environment.
@@ -369,7 +380,7 @@ pub fn step(
     if event.status == AlertStatus::Resolved {
         effects.push(Effect::CloseDedup(event.fingerprint.clone()));
         let cond = Condition {
-            id: "event.firing".into(),
+            id: ids::EVENT_FIRING.into(),
             description: "only firing events can act".into(),
             passed: false,
             actual: "resolved".into(),
@@ -450,7 +461,7 @@ pub fn step(
     {
         let window_secs = dedup_window.num_seconds();
         let cond = Condition {
-            id: "dedup.window".into(),
+            id: ids::DEDUP_WINDOW.into(),
             description: "no earlier run with this fingerprint inside the suppression window"
                 .into(),
             passed: false,
@@ -533,7 +544,7 @@ pub fn step(
         Some(Ok(c)) => c,
         Some(Err(rejection)) => {
             let cond = Condition {
-                id: "contract.valid".into(),
+                id: ids::CONTRACT_VALID.into(),
                 description: "the model's answer satisfies the classification contract".into(),
                 passed: false,
                 actual: rejection.reason.clone(),
@@ -552,7 +563,7 @@ pub fn step(
         }
         None => {
             let cond = Condition {
-                id: "contract.valid".into(),
+                id: ids::CONTRACT_VALID.into(),
                 description: "a classification is available".into(),
                 passed: false,
                 actual: "none".into(),
@@ -600,7 +611,8 @@ pub fn step(
         .and_then(|g| g.page.clone())
         .filter(|p| now >= p.at && now - p.at < dedup_window);
 
-    let team = classification.recommended_team.as_str();
+    let owner_team = catalog.owner_team(&event.service);
+    let team = routing_team(catalog, &event.service, classification);
     let team_cfg = settings.team_bucket;
     let global_cfg = settings.global_bucket;
     let service_cfg = settings.service_bucket_for(&event.service);
@@ -640,7 +652,9 @@ pub fn step(
     };
     let verdicts = gates.evaluate(&GateInput {
         service: &event.service,
+        owner_team,
         environment: event.environment,
+        source_impact: event.impact.level,
         classification,
         facts,
     });
@@ -659,7 +673,10 @@ pub fn step(
                 .is_some_and(|t| now >= t && now < t + settings.mim_window);
         gates.evaluate(&GateInput {
             service: &umbrella,
+            // The model's team is judged against the owner of the service it classified.
+            owner_team,
             environment: event.environment,
+            source_impact: event.impact.level,
             classification,
             facts: Facts {
                 page_budget_left: facts.page_budget_left,
@@ -700,6 +717,8 @@ pub fn step(
             .cloned();
         let for_umbrella = for_umbrella_verdict.is_some();
         let verdict = for_umbrella_verdict.unwrap_or(own);
+        // The model asked, or its "no" went to review (the source says severe): a draft is made.
+        let wanted = verdict.requested || verdict.declined;
         let (mut outcome, capped_by) = tg_policy::cap(
             autonomy,
             paused,
@@ -715,7 +734,7 @@ pub fn step(
         if verdict.action == ActionKind::Page {
             // Name the bucket behind the budget, so a refusal says which limit held.
             let (key, cfg, _) = &tightest;
-            for c in conditions.iter_mut().filter(|c| c.id == "page.rate") {
+            for c in conditions.iter_mut().filter(|c| c.id == ids::PAGE_RATE) {
                 c.actual = format!("{} ({key})", c.actual);
                 c.threshold = format!(
                     "{} ({key}: burst {}, {}/h)",
@@ -735,7 +754,7 @@ pub fn step(
         {
             let window_secs = dedup_window.num_seconds();
             conditions.push(Condition {
-                id: "page.flap".into(),
+                id: ids::PAGE_FLAP.into(),
                 description: "no page for this fingerprint within the suppression window".into(),
                 passed: false,
                 actual: format!(
@@ -756,7 +775,7 @@ pub fn step(
         {
             let window_secs = dedup_window.num_seconds();
             conditions.push(Condition {
-                id: "page.open".into(),
+                id: ids::PAGE_OPEN.into(),
                 description: "no page for this fingerprint is open in the suppression window"
                     .into(),
                 passed: false,
@@ -779,7 +798,7 @@ pub fn step(
             let window_secs = dedup_window.num_seconds();
             let key = group.as_ref().map(|g| g.key.as_str()).unwrap_or_default();
             conditions.push(Condition {
-                id: "page.group".into(),
+                id: ids::PAGE_GROUP.into(),
                 description: "no page for this alert's group is open in the suppression window"
                     .into(),
                 passed: false,
@@ -798,10 +817,7 @@ pub fn step(
         if verdict.action == ActionKind::Page {
             conditions.push(storm_condition.clone());
             // INVARIANT: while the breaker is open no individual page is sent or drafted.
-            if breaker.open
-                && verdict.requested
-                && matches!(outcome, Outcome::Execute | Outcome::Review)
-            {
+            if breaker.open && wanted && matches!(outcome, Outcome::Execute | Outcome::Review) {
                 outcome = Outcome::Suppressed;
                 let storm = breaker.storm_id.clone().unwrap_or_default();
                 held = Some((HoldReason::Breaker, storm.clone()));
@@ -817,13 +833,13 @@ pub fn step(
             } else {
                 origins.iter().cloned().collect::<Vec<_>>().join(", ")
             };
-            for c in conditions.iter_mut().filter(|c| c.id == "mim.signals") {
+            for c in conditions.iter_mut().filter(|c| c.id == ids::MIM_SIGNALS) {
                 c.actual = format!("{} ({listed})", c.actual);
             }
         }
         if for_umbrella {
             conditions.push(Condition {
-                id: "storm.umbrella".into(),
+                id: ids::STORM_UMBRELLA.into(),
                 description:
                     "in storm mode this action is decided for the environment's umbrella incident"
                         .into(),
@@ -860,7 +876,7 @@ pub fn step(
             && outcome == Outcome::Execute
         {
             conditions.push(Condition {
-                id: "ticket.open".into(),
+                id: ids::TICKET_OPEN.into(),
                 description: "no ticket is open for this fingerprint".into(),
                 passed: false,
                 actual: format!("ticket of run {first} is open"),
@@ -885,7 +901,7 @@ pub fn step(
                 }
                 op = ActionOp::Update;
                 conditions.push(Condition {
-                    id: "ticket.group".into(),
+                    id: ids::TICKET_GROUP.into(),
                     description: "one ticket per group: a related alert adds a work note".into(),
                     passed: true,
                     actual: format!("ticket of run {carrier} is open for {}", g.key),
@@ -897,7 +913,7 @@ pub fn step(
                 ));
             } else {
                 conditions.push(Condition {
-                    id: "ticket.group".into(),
+                    id: ids::TICKET_GROUP.into(),
                     description: "one ticket per group: a related alert adds a work note".into(),
                     passed: false,
                     actual: format!("{} work notes on the ticket of run {carrier}", g.notes),
@@ -970,7 +986,7 @@ pub fn step(
             });
         }
         if let Some((reason, limit)) = held
-            && verdict.requested
+            && wanted
         {
             effects.push(Effect::HoldPage(HeldPage {
                 team: team.to_owned(),
@@ -982,9 +998,9 @@ pub fn step(
                 at: now,
             }));
         }
-        if matches!(outcome, Outcome::Execute | Outcome::Review) && verdict.requested {
+        if matches!(outcome, Outcome::Execute | Outcome::Review) && wanted {
             // (a suppressed escalation ticket plans nothing)
-            let mut action = plan(verdict.action, input, classification);
+            let mut action = plan(verdict.action, input, classification, team);
             if for_umbrella {
                 action = umbrella_plan(action, &umbrella, &breaker, &obs, settings);
             }
@@ -1069,7 +1085,7 @@ fn resolve_group(
         None
     };
     let resolved_cond = Condition {
-        id: "group.resolved".into(),
+        id: ids::GROUP_RESOLVED.into(),
         description: "the group's last firing alert resolved".into(),
         passed: true,
         actual: format!("{} ({firing} firing)", group.key),
@@ -1113,7 +1129,7 @@ fn resolve_group(
         };
         a.conditions.push(resolved_cond.clone());
         a.conditions.push(Condition {
-            id: "resolve.enabled".into(),
+            id: ids::RESOLVE_ENABLED.into(),
             description: format!("{key} is on"),
             passed: enabled,
             actual: enabled.to_string(),
@@ -1262,7 +1278,7 @@ fn breaker_condition(
     let b = &settings.breaker;
     let window_secs = b.window.num_seconds();
     Condition {
-        id: "storm.breaker".into(),
+        id: ids::STORM_BREAKER.into(),
         description: "the storm breaker of this environment is closed".into(),
         passed: !breaker.open,
         actual: if breaker.open {
@@ -1392,7 +1408,7 @@ pub fn idempotency_key(run_id: &RunId, kind: ActionKind) -> String {
 }
 
 /// Builds what a target adapter needs; text is bounded here, once.
-fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification) -> PlannedAction {
+fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification, team: &str) -> PlannedAction {
     let e = input.event;
     let prefix = match kind {
         ActionKind::Ticket => "",
@@ -1424,6 +1440,13 @@ fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification) -> PlannedAc
         run = input.run_id,
         corr = input.correlation_id,
     );
+    details.push_str(&format!("team: {team} (catalog owner)\n"));
+    if c.recommended_team != team {
+        details.push_str(&format!(
+            "model recommended team (not obeyed): {}\n",
+            c.recommended_team
+        ));
+    }
     if let Some(r) = &c.rationale {
         details.push_str("\nmodel rationale (untrusted): ");
         details.push_str(r);
@@ -1440,7 +1463,7 @@ fn plan(kind: ActionKind, input: StepInput<'_>, c: &Classification) -> PlannedAc
         correlation_id: input.correlation_id.clone(),
         idempotency_key: idempotency_key(input.run_id, kind),
         dedup_key: format!("tg:{}", e.fingerprint),
-        team: c.recommended_team.clone(),
+        team: team.to_owned(),
         service: e.service.clone(),
         environment: e.environment,
         severity: c.classification,
@@ -1529,7 +1552,7 @@ pub fn review_recheck(
         }
     };
     conditions.push(cond(
-        "review.not_duplicate",
+        ids::REVIEW_NOT_DUPLICATE,
         "no other run opened this incident since the draft",
         state.open_create.is_none(),
         state
@@ -1541,7 +1564,7 @@ pub fn review_recheck(
     let mut buckets_after = Vec::new();
     if kind == ActionKind::Page {
         conditions.push(cond(
-            "review.storm",
+            ids::REVIEW_STORM,
             "no individual pages while the environment is in storm mode",
             !state.breaker_open,
             if state.breaker_open { "open" } else { "closed" }.to_owned(),
@@ -1557,7 +1580,7 @@ pub fn review_recheck(
             let available = current.available(cfg, now);
             let taken = current.take(cfg, now);
             conditions.push(cond(
-                &format!("review.rate:{key}"),
+                &format!("{}:{key}", ids::REVIEW_RATE),
                 "a paging token is available",
                 taken.is_some(),
                 format!("{available} tokens"),

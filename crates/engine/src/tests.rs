@@ -1618,3 +1618,121 @@ fn a_service_or_source_window_overrides_the_default_suppression_window() {
         }
     );
 }
+
+#[test]
+fn the_catalog_owner_is_routed_and_charged_never_the_models_team() {
+    let f = fixture();
+    let ev = firing("checkout");
+    // The model names dba for checkout (owned by payments).
+    let c = page_worthy("dba");
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    let planned = |kind| {
+        out.planned
+            .iter()
+            .find(|p| p.action.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} planned: {:?}", out.planned))
+    };
+    // The ticket goes to the owner, with the model's pick written in it.
+    let ticket = planned(ActionKind::Ticket);
+    assert_eq!(ticket.outcome, Outcome::Execute);
+    assert_eq!(ticket.action.team, "payments");
+    assert!(
+        ticket
+            .action
+            .details
+            .contains("model recommended team (not obeyed): dba"),
+        "{}",
+        ticket.action.details
+    );
+    // The page waits for a human, drafted for the owner, and spends no budget.
+    let page = planned(ActionKind::Page);
+    assert_eq!(page.outcome, Outcome::Review);
+    assert_eq!(page.action.team, "payments");
+    let team = condition(&out, ActionKind::Page, "page.team");
+    assert!(!team.passed);
+    assert_eq!(team.actual, "dba");
+    assert_eq!(team.threshold, "== owner payments");
+    assert!(buckets(&out).is_empty(), "{:?}", buckets(&out));
+
+    // Naming the owner pages the owner and charges the owner's budget.
+    let c = page_worthy("payments");
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    assert_eq!(
+        out.decision.get(ActionKind::Page).unwrap().outcome,
+        Outcome::Execute
+    );
+    assert!(buckets(&out).contains_key("page:team:payments"));
+}
+
+#[test]
+fn an_unlisted_service_without_a_default_team_routes_nothing_on_the_models_word() {
+    let mut f = fixture();
+    f.catalog.defaults.autonomy = AutonomyLevel::Paging;
+    f.gates = Gates::with_default_policy(&f.catalog).unwrap();
+    let ev = firing("stray");
+    let c = page_worthy("dba");
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    for kind in [ActionKind::Ticket, ActionKind::Page] {
+        assert_eq!(
+            out.decision.get(kind).unwrap().outcome,
+            Outcome::Review,
+            "{kind:?}"
+        );
+    }
+    assert!(!condition(&out, ActionKind::Ticket, "ticket.owner").passed);
+
+    // With defaults.team, that team owns strays.
+    f.catalog.defaults.team = Some("search".into());
+    f.gates = Gates::with_default_policy(&f.catalog).unwrap();
+    let c = page_worthy("search");
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    assert_eq!(
+        out.decision.get(ActionKind::Page).unwrap().outcome,
+        Outcome::Execute
+    );
+    assert!(buckets(&out).contains_key("page:team:search"));
+}
+
+#[test]
+fn a_models_no_to_a_critical_production_event_goes_to_review_not_skip() {
+    let f = fixture();
+    let mut ev = firing("checkout");
+    ev.impact.level = ImpactLevel::Critical;
+    let c = Classification {
+        classification: Severity::Sev1,
+        confidence: 0.99,
+        requires_ticket: false,
+        requires_paging: false,
+        requires_mim: false,
+        recommended_team: "payments".into(),
+        rationale: None,
+    };
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    for (kind, id) in [
+        (ActionKind::Ticket, "ticket.model_declined"),
+        (ActionKind::Page, "page.model_declined"),
+    ] {
+        let d = out.decision.get(kind).unwrap();
+        assert_eq!(d.outcome, Outcome::Review, "{kind:?}: {d:?}");
+        assert!(!d.requested);
+        let cond = condition(&out, kind, id);
+        assert!(!cond.passed);
+        assert_eq!(cond.actual, "critical");
+        // Drafted for a human, to the owner.
+        assert!(
+            out.planned.iter().any(|p| p.action.kind == kind
+                && p.outcome == Outcome::Review
+                && p.action.team == "payments"),
+            "{kind:?}: {:?}",
+            out.planned
+        );
+    }
+    // Where the source itself is not severe, the model may decline.
+    ev.impact.level = ImpactLevel::High;
+    let out = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
+    assert_eq!(
+        out.decision.get(ActionKind::Ticket).unwrap().outcome,
+        Outcome::Skip
+    );
+    assert!(out.planned.is_empty());
+}

@@ -84,6 +84,7 @@ fn record() -> AuditRecord {
             fingerprint: "5f0c2b7e9a1d4c3b8e6f0a2d4c6b8e0f".into(),
             occurred_at: t,
             submitted_by: Some("alertmanager@prod".into()),
+            correlation_ids: Default::default(),
         },
         classifier: ClassifierInfo {
             classifier: "rules".into(),

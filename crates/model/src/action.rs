@@ -28,8 +28,28 @@ pub enum ActionKind {
     Mim,
 }
 
+/// ServiceNow (tickets, work notes, resolves).
+pub const TARGET_SERVICENOW: &str = "servicenow";
+/// PagerDuty Events API v2 (pages, resolves).
+pub const TARGET_PAGERDUTY: &str = "pagerduty";
+/// The major-incident chat bridge alone.
+pub const TARGET_BRIDGE: &str = "bridge";
+/// A major incident: the ServiceNow major-incident proposal, then the chat bridge.
+pub const TARGET_SERVICENOW_BRIDGE: &str = "servicenow+bridge";
+
 impl ActionKind {
     pub const ALL: [ActionKind; 3] = [ActionKind::Ticket, ActionKind::Page, ActionKind::Mim];
+
+    /// The system an action of this kind is carried out on, as recorded in
+    /// action results and attempt records. The one kind -> target map: the
+    /// executor and the outbox both read it.
+    pub fn target(self) -> &'static str {
+        match self {
+            ActionKind::Ticket => TARGET_SERVICENOW,
+            ActionKind::Page => TARGET_PAGERDUTY,
+            ActionKind::Mim => TARGET_SERVICENOW_BRIDGE,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

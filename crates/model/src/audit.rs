@@ -29,6 +29,10 @@ pub struct EventMeta {
     /// Who submitted the event (JWT subject), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<String>,
+    /// The source's own correlation IDs (alarm ARN, Alertmanager fingerprint,
+    /// Datadog event id, ...), as normalized: they find the run from the source.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub correlation_ids: std::collections::BTreeMap<String, String>,
 }
 
 /// When each stage of the run finished.

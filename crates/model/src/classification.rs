@@ -69,10 +69,83 @@ pub struct Classification {
 }
 
 impl Classification {
-    /// Confidence in basis points (0..=10000), the form the policy engine compares.
+    /// Confidence in whole basis points (0..=10000), the form the policy engine
+    /// compares, rounded toward refusal: the largest `bp` with
+    /// `bp / 10000 <= confidence`. So `confidence_bp() >= t` holds exactly when
+    /// the value received is at least `t / 10000` (0.69996 is 6999, below a
+    /// 0.70 threshold). Rounding to two decimals is for display only.
     pub fn confidence_bp(&self) -> i64 {
-        // Validated finite in [0, 1] at the contract boundary, so this cannot overflow.
-        (self.confidence * 10_000.0).round() as i64
+        floor_bp(self.confidence)
+    }
+}
+
+/// The largest whole basis-point value `bp` in `0..=10000` with
+/// `bp / 10000 <= x` (`0` for NaN): rounds toward refusal when `x` is compared
+/// with a threshold `>= t`. Exact against `f64` division, so a confidence
+/// written as `0.7` is 7000, never 6999.
+pub fn floor_bp(x: f64) -> i64 {
+    if x.is_nan() {
+        return 0;
+    }
+    let x = x.clamp(0.0, 1.0);
+    // In 0..=10000 after the clamp, so the cast cannot truncate.
+    let mut bp = (x * 10_000.0).floor() as i64;
+    // `x * 10000` may land one ulp off the decimal value: settle against the division.
+    if bp < 10_000 && ((bp + 1) as f64) / 10_000.0 <= x {
+        bp += 1;
+    }
+    if bp > 0 && (bp as f64) / 10_000.0 > x {
+        bp -= 1;
+    }
+    bp
+}
+
+/// The smallest whole basis-point value `bp` in `0..=10000` with
+/// `bp / 10000 >= x` (`10001`, nothing passes, for NaN): a threshold rounds
+/// toward refusal, so `0.70004` needs 7001.
+pub fn ceil_bp(x: f64) -> i64 {
+    if x.is_nan() {
+        return 10_001;
+    }
+    let x = x.clamp(0.0, 1.0);
+    // In 0..=10000 after the clamp, so the cast cannot truncate.
+    let mut bp = (x * 10_000.0).ceil() as i64;
+    if bp > 0 && ((bp - 1) as f64) / 10_000.0 >= x {
+        bp -= 1;
+    }
+    if bp < 10_000 && (bp as f64) / 10_000.0 < x {
+        bp += 1;
+    }
+    bp
+}
+
+#[cfg(test)]
+mod bp_tests {
+    use super::{ceil_bp, floor_bp};
+
+    #[test]
+    fn confidence_rounds_toward_refusal_and_decimals_are_exact() {
+        assert_eq!(floor_bp(0.69996), 6999);
+        assert_eq!(floor_bp(0.79996), 7999);
+        assert_eq!(floor_bp(0.7), 7000);
+        assert_eq!(floor_bp(0.8), 8000);
+        assert_eq!(floor_bp(0.29), 2900);
+        assert_eq!(floor_bp(0.57), 5700);
+        assert_eq!(floor_bp(1.0), 10_000);
+        assert_eq!(floor_bp(0.0), 0);
+        assert_eq!(floor_bp(f64::NAN), 0);
+        for bp in 0..=10_000_i64 {
+            let x = bp as f64 / 10_000.0;
+            assert_eq!(floor_bp(x), bp, "{x}");
+            assert_eq!(ceil_bp(x), bp, "{x}");
+        }
+    }
+
+    #[test]
+    fn thresholds_round_toward_refusal() {
+        assert_eq!(ceil_bp(0.70004), 7001);
+        assert_eq!(ceil_bp(0.745), 7450);
+        assert_eq!(ceil_bp(f64::NAN), 10_001);
     }
 }
 

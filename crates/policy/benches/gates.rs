@@ -44,7 +44,9 @@ fn main() {
     for (label, service) in [("listed", "checkout"), ("unlisted", "search")] {
         let input = GateInput {
             service,
+            owner_team: gates.catalog().owner_team(service),
             environment: Environment::Production,
+            source_impact: tg_model::ImpactLevel::Unknown,
             classification: &classification,
             facts,
         };

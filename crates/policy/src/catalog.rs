@@ -30,15 +30,15 @@ pub const TIER_MAX: u8 = 5;
 pub struct Threshold(pub f64);
 
 impl Threshold {
-    /// The threshold in basis points (0..=10000), the integer form Cedar compares.
-    /// Only meaningful once validated; out-of-range values are clamped.
+    /// The threshold in basis points (0..=10000), the integer form Cedar
+    /// compares, rounded toward refusal (up: `0.70004` needs 7001). Only
+    /// meaningful once validated; out-of-range values are clamped.
     pub fn bp(self) -> i64 {
         if !self.0.is_finite() {
             // Fail closed: an unvalidated NaN threshold lets nothing through.
             return 10_001;
         }
-        // Rounded and clamped to 0..=10000, so the cast cannot truncate.
-        (self.0.clamp(0.0, 1.0) * 10_000.0).round() as i64
+        tg_model::classification::ceil_bp(self.0)
     }
 
     fn is_valid(self) -> bool {
@@ -65,7 +65,38 @@ impl<'de> Deserialize<'de> for Threshold {
     }
 }
 
-/// The three confidence thresholds.
+/// From which impact the source reports a model's "no" (to a ticket or a
+/// page) goes to review instead of being skipped. `off`: the model may always
+/// decline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineFloor {
+    Low,
+    Medium,
+    High,
+    #[default]
+    Critical,
+    Off,
+}
+
+impl DeclineFloor {
+    /// The rank compared with `context.source.impact` (low 1 .. critical 4; off 5: never).
+    pub fn rank(self) -> i64 {
+        match self {
+            DeclineFloor::Low => 1,
+            DeclineFloor::Medium => 2,
+            DeclineFloor::High => 3,
+            DeclineFloor::Critical => 4,
+            DeclineFloor::Off => 5,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == DeclineFloor::default()
+    }
+}
+
+/// The three confidence thresholds, and the floor of a model's "no".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
@@ -75,6 +106,10 @@ pub struct Thresholds {
     pub page: Threshold,
     #[serde(default = "Thresholds::default_mim")]
     pub mim: Threshold,
+    /// A source impact at or above this (in production) sends a declined
+    /// ticket or page to review (`ticket.model_declined`, `page.model_declined`).
+    #[serde(default, skip_serializing_if = "DeclineFloor::is_default")]
+    pub declined: DeclineFloor,
 }
 
 impl Thresholds {
@@ -103,6 +138,7 @@ impl Default for Thresholds {
             ticket: Self::default_ticket(),
             page: Self::default_page(),
             mim: Self::default_mim(),
+            declined: DeclineFloor::default(),
         }
     }
 }
@@ -117,6 +153,9 @@ pub struct ThresholdOverrides {
     pub page: Option<Threshold>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mim: Option<Threshold>,
+    /// Lowers or raises the floor of a model's "no" for this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declined: Option<DeclineFloor>,
 }
 
 impl ThresholdOverrides {
@@ -126,6 +165,7 @@ impl ThresholdOverrides {
             ticket: self.ticket.unwrap_or(defaults.ticket),
             page: self.page.unwrap_or(defaults.page),
             mim: self.mim.unwrap_or(defaults.mim),
+            declined: self.declined.unwrap_or(defaults.declined),
         }
     }
 }
@@ -139,6 +179,12 @@ pub struct Defaults {
     /// Autonomy of unlisted services; `shadow` unless said otherwise.
     #[serde(default = "Defaults::default_autonomy")]
     pub autonomy: AutonomyLevel,
+    /// The team that owns unlisted services: their actions are routed to it,
+    /// assigned to it and charged to its paging budget. Absent: an unlisted
+    /// service has no owner, and each of its actions goes to review (a model
+    /// never picks who is woken). Must be a key of `teams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 impl Defaults {
@@ -152,6 +198,7 @@ impl Default for Defaults {
         Defaults {
             thresholds: Thresholds::default(),
             autonomy: Self::default_autonomy(),
+            team: None,
         }
     }
 }
@@ -265,6 +312,18 @@ impl Catalog {
             }
         }
 
+        if let Some(team) = &self.defaults.team
+            && !self.teams.contains_key(team)
+        {
+            issues.push(CatalogIssue::new(
+                "defaults.team",
+                format!(
+                    "unknown team {team:?} (known teams: {})",
+                    self.teams.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+
         if self.services.len() > SERVICES_MAX {
             issues.push(CatalogIssue::new(
                 "services",
@@ -364,6 +423,13 @@ impl Catalog {
     /// The owning team of a listed service.
     pub fn team_for(&self, service: &str) -> Option<&str> {
         self.service(service).map(|svc| svc.team.as_str())
+    }
+
+    /// The team that owns a service: its catalog team, or `defaults.team` for
+    /// an unlisted service; `None` when neither exists. This team, never the
+    /// model's recommendation, is paged, assigned and charged.
+    pub fn owner_team(&self, service: &str) -> Option<&str> {
+        self.team_for(service).or(self.defaults.team.as_deref())
     }
 
     /// Whether the service's kill switch is on (unlisted services are not paused).

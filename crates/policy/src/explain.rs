@@ -6,7 +6,33 @@
 //! the wrapper (which built that request) renders the field for people:
 //! basis points as `0.74`, severity ranks as `high`, environments by name.
 
-use tg_model::{Environment, Severity};
+use tg_model::{Environment, ImpactLevel, Severity};
+
+/// The source's impact as the policy compares it: unknown -1, none 0, low 1,
+/// medium 2, high 3, critical 4.
+pub(crate) fn impact_rank(level: ImpactLevel) -> i64 {
+    match level {
+        ImpactLevel::Unknown => -1,
+        ImpactLevel::None => 0,
+        ImpactLevel::Low => 1,
+        ImpactLevel::Medium => 2,
+        ImpactLevel::High => 3,
+        ImpactLevel::Critical => 4,
+    }
+}
+
+/// An impact rank in words (5 and above: `off`, never).
+fn impact_name(rank: i64) -> &'static str {
+    match rank {
+        i64::MIN..=-1 => "unknown",
+        0 => "none",
+        1 => "low",
+        2 => "medium",
+        3 => "high",
+        4 => "critical",
+        _ => "off",
+    }
+}
 
 /// A request field a policy can name in `@value` or in a `{...}` placeholder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +52,15 @@ pub(crate) enum Field {
     TicketMinBp,
     PageMinBp,
     MimMinBp,
+    OwnerTeam,
+    RecommendedTeam,
+    TeamMatches,
+    SourceImpact,
+    DeclinedMin,
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 15] = [
+    pub(crate) const ALL: [Field; 20] = [
         Field::Severity,
         Field::ConfidenceBp,
         Field::RequiresTicket,
@@ -45,6 +76,11 @@ impl Field {
         Field::TicketMinBp,
         Field::PageMinBp,
         Field::MimMinBp,
+        Field::OwnerTeam,
+        Field::RecommendedTeam,
+        Field::TeamMatches,
+        Field::SourceImpact,
+        Field::DeclinedMin,
     ];
 
     /// The path as written in the policy.
@@ -65,6 +101,11 @@ impl Field {
             Field::TicketMinBp => "resource.ticket_min_bp",
             Field::PageMinBp => "resource.page_min_bp",
             Field::MimMinBp => "resource.mim_min_bp",
+            Field::OwnerTeam => "context.routing.owner_team",
+            Field::RecommendedTeam => "context.routing.recommended_team",
+            Field::TeamMatches => "context.routing.team_matches",
+            Field::SourceImpact => "context.source.impact",
+            Field::DeclinedMin => "resource.declined_min",
         }
     }
 
@@ -96,6 +137,11 @@ pub(crate) struct Seen<'a> {
     pub ticket_min_bp: i64,
     pub page_min_bp: i64,
     pub mim_min_bp: i64,
+    pub owner_team: &'a str,
+    pub recommended_team: &'a str,
+    pub team_matches: bool,
+    pub source_impact: ImpactLevel,
+    pub declined_min: i64,
 }
 
 impl Seen<'_> {
@@ -116,6 +162,12 @@ impl Seen<'_> {
             Field::TicketMinBp => format_bp(self.ticket_min_bp),
             Field::PageMinBp => format_bp(self.page_min_bp),
             Field::MimMinBp => format_bp(self.mim_min_bp),
+            Field::OwnerTeam if self.owner_team.is_empty() => "(no owner)".to_owned(),
+            Field::OwnerTeam => self.owner_team.to_owned(),
+            Field::RecommendedTeam => self.recommended_team.to_owned(),
+            Field::TeamMatches => self.team_matches.to_string(),
+            Field::SourceImpact => impact_name(impact_rank(self.source_impact)).to_owned(),
+            Field::DeclinedMin => impact_name(self.declined_min).to_owned(),
         }
     }
 }

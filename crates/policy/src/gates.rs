@@ -15,7 +15,9 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 use tg_model::hash::canonical_json;
-use tg_model::{ActionKind, Classification, Condition, Environment, Outcome, sha256_hex};
+use tg_model::{
+    ActionKind, Classification, Condition, Environment, ImpactLevel, Outcome, sha256_hex,
+};
 
 use crate::catalog::{Catalog, CatalogIssue, Thresholds};
 use crate::explain::{Field, Seen, Template};
@@ -37,7 +39,14 @@ pub const ANNOTATION_BYTES_MAX: usize = 512;
 pub const ERRORS_PER_ACTION_MAX: usize = 16;
 
 /// Annotations a policy may carry; any other is rejected as a likely typo.
-const KNOWN_ANNOTATIONS: [&str; 5] = ["id", "reason", "description", "value", "threshold"];
+const KNOWN_ANNOTATIONS: [&str; 6] = [
+    "id",
+    "reason",
+    "description",
+    "value",
+    "threshold",
+    "declined",
+];
 
 /// Why a policy text (with its catalog) could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,8 +94,13 @@ pub struct Facts {
 pub struct GateInput<'a> {
     /// The service as the event named it (canonical name or alias).
     pub service: &'a str,
+    /// The team that owns the service ([`Catalog::owner_team`]): the one that
+    /// is routed to, assigned and charged. `None`: nobody owns it.
+    pub owner_team: Option<&'a str>,
     /// The event's environment.
     pub environment: Environment,
+    /// The impact the source itself reported (its severity or priority, normalized).
+    pub source_impact: ImpactLevel,
     pub classification: &'a Classification,
     pub facts: Facts,
 }
@@ -97,6 +111,9 @@ pub struct GateVerdict {
     pub action: ActionKind,
     /// Whether the model asked for the action (a permit held).
     pub requested: bool,
+    /// The model did not ask, but a `@declined("review")` forbid held (the
+    /// source says the event is severe): the action goes to review, drafted.
+    pub declined: bool,
     /// `Execute`, `Review` or `Skip`.
     pub outcome: Outcome,
     /// The permit id (execute), the failed conditions' reasons (review), or why
@@ -116,6 +133,10 @@ struct Rule {
     reason: String,
     value: Field,
     threshold: Template,
+    /// `@declined("review")`: when this forbid holds although the model did not
+    /// ask, the action goes to review instead of being skipped (a model's "no"
+    /// is never silent where the source itself says the event is severe).
+    declined: bool,
 }
 
 /// The resource attributes of one service, as put into its Cedar entity.
@@ -128,6 +149,7 @@ struct ServiceAttrs {
     ticket_min_bp: i64,
     page_min_bp: i64,
     mim_min_bp: i64,
+    declined_min: i64,
 }
 
 impl ServiceAttrs {
@@ -140,6 +162,7 @@ impl ServiceAttrs {
             ticket_min_bp: t.ticket.bp(),
             page_min_bp: t.page.bp(),
             mim_min_bp: t.mim.bp(),
+            declined_min: t.declined.rank(),
         }
     }
 
@@ -165,6 +188,10 @@ impl ServiceAttrs {
             (
                 "mim_min_bp".to_owned(),
                 RestrictedExpression::new_long(self.mim_min_bp),
+            ),
+            (
+                "declined_min".to_owned(),
+                RestrictedExpression::new_long(self.declined_min),
             ),
         ]);
         Entity::new(self.uid.clone(), attrs, HashSet::new())
@@ -495,6 +522,16 @@ impl Gates {
                         None
                     }
                 });
+                let declined = match p.annotation("declined").map(str::trim) {
+                    None => false,
+                    Some("review") => true,
+                    Some(other) => {
+                        errors.push(err(format!(
+                            "forbid {id:?}: @declined({other:?}) is not supported (only \"review\")"
+                        )));
+                        false
+                    }
+                };
                 let threshold = threshold.and_then(|t| match Template::parse(&t) {
                     Ok(t) => Some(t),
                     Err(e) => {
@@ -514,10 +551,37 @@ impl Gates {
                                 reason: reason.clone(),
                                 value,
                                 threshold: threshold.clone(),
+                                declined,
                             });
                         }
                     }
                 }
+            }
+        }
+        // The conditions the engine reads must exist, or its annotations would silently vanish.
+        for (action, id) in crate::ids::REQUIRED {
+            // (An @id declared on a policy refused above is already reported.)
+            let present = seen_ids.contains_key(id)
+                || rules
+                    .get(action_index(action))
+                    .is_some_and(|list| list.iter().any(|r| AsRef::<str>::as_ref(&r.id) == id));
+            if !present {
+                // Point at the action's first policy (its section), else the top.
+                let offset = located
+                    .iter()
+                    .find(|l| match l.policy.action_constraint() {
+                        ActionConstraint::Eq(a) => actions.get(action_index(action)) == Some(&a),
+                        _ => false,
+                    })
+                    .map_or(0, |l| l.offset);
+                errors.push(at(
+                    offset,
+                    None,
+                    format!(
+                        "no forbid with @id({id:?}) for action {:?}: the engine reads this condition",
+                        action.as_str()
+                    ),
+                ));
             }
         }
         if !errors.is_empty() {
@@ -660,10 +724,15 @@ impl Gates {
             mim_open: input.facts.mim_open,
             known: attrs.known,
             team: &attrs.team,
+            owner_team: input.owner_team.unwrap_or_default(),
+            recommended_team: &c.recommended_team,
+            team_matches: input.owner_team == Some(c.recommended_team.as_str()),
             tier: attrs.tier,
             ticket_min_bp: attrs.ticket_min_bp,
             page_min_bp: attrs.page_min_bp,
             mim_min_bp: attrs.mim_min_bp,
+            declined_min: attrs.declined_min,
+            source_impact: input.source_impact,
         };
         let context = match self.context(&seen) {
             Ok(context) => context,
@@ -714,6 +783,24 @@ impl Gates {
             ),
             ("mim_open", RestrictedExpression::new_bool(s.mim_open)),
         ])?;
+        let source = record(vec![(
+            "impact",
+            RestrictedExpression::new_long(crate::explain::impact_rank(s.source_impact)),
+        )])?;
+        let routing = record(vec![
+            (
+                "owner_team",
+                RestrictedExpression::new_string(s.owner_team.to_owned()),
+            ),
+            (
+                "recommended_team",
+                RestrictedExpression::new_string(s.recommended_team.to_owned()),
+            ),
+            (
+                "team_matches",
+                RestrictedExpression::new_bool(s.team_matches),
+            ),
+        ])?;
         let environment = RestrictedExpression::new_entity_uid(
             self.environments
                 .get(env_index(s.environment))
@@ -724,6 +811,8 @@ impl Gates {
             ("verdict".to_owned(), verdict),
             ("environment".to_owned(), environment),
             ("facts".to_owned(), facts),
+            ("routing".to_owned(), routing),
+            ("source".to_owned(), source),
         ])
         .map_err(|e| format!("context: {e}"))
     }
@@ -815,7 +904,17 @@ impl Gates {
             ids.sort();
             (Outcome::Execute, ids.join(", "))
         } else if !requested {
-            (Outcome::Skip, "the model did not ask".to_owned())
+            // A model's "no" is silent only where no @declined forbid holds.
+            let floors: Vec<&str> = rules
+                .iter()
+                .filter(|r| r.declined && fired.contains(&r.id))
+                .map(|r| r.reason.as_str())
+                .collect();
+            if floors.is_empty() {
+                (Outcome::Skip, "the model did not ask".to_owned())
+            } else {
+                (Outcome::Review, floors.join("; "))
+            }
         } else {
             let reasons: Vec<&str> = rules
                 .iter()
@@ -827,6 +926,7 @@ impl Gates {
         GateVerdict {
             action,
             requested,
+            declined: !requested && errors.is_empty() && outcome == Outcome::Review,
             outcome,
             reason,
             conditions,
@@ -869,6 +969,7 @@ fn failed_closed(action: ActionKind, conditions: Vec<Condition>, error: String) 
     GateVerdict {
         action,
         requested: false,
+        declined: false,
         outcome: Outcome::Review,
         reason: "policy evaluation failed; sent to review (fail closed)".to_owned(),
         conditions,

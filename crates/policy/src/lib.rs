@@ -14,10 +14,11 @@ pub mod cap;
 pub mod catalog;
 mod explain;
 pub mod gates;
+pub mod ids;
 
 pub use cap::cap;
 pub use catalog::{
-    Catalog, CatalogIssue, Defaults, ServiceEntry, TeamEntry, Threshold, ThresholdOverrides,
-    Thresholds,
+    Catalog, CatalogIssue, DeclineFloor, Defaults, ServiceEntry, TeamEntry, Threshold,
+    ThresholdOverrides, Thresholds,
 };
 pub use gates::{DEFAULT_POLICY, Facts, GateInput, GateVerdict, Gates, PolicyError, SCHEMA};

@@ -84,7 +84,9 @@ fn policy_cases() {
             count += 1;
             let input = GateInput {
                 service: &case.service,
+                owner_team: gates.catalog().owner_team(&case.service),
                 environment: case.environment,
+                source_impact: tg_model::ImpactLevel::Unknown,
                 classification: &case.classification,
                 facts: Facts {
                     page_budget_left: case.facts.page_budget_left,

@@ -47,7 +47,9 @@ fn run(
 ) -> Vec<GateVerdict> {
     gates.evaluate(&GateInput {
         service,
+        owner_team: gates.catalog().owner_team(service),
         environment: env,
+        source_impact: tg_model::ImpactLevel::Unknown,
         classification: c,
         facts,
     })
@@ -84,7 +86,14 @@ fn every_condition_is_listed_with_the_value_seen_and_the_threshold() {
         [
             ("page.severity", true, "high", ">= high"),
             ("page.confidence", false, "0.74", ">= 0.90"),
+            (
+                "page.model_declined",
+                true,
+                "unknown",
+                "below critical when the model declines"
+            ),
             ("page.production", false, "staging", "== production"),
+            ("page.team", true, "payments", "== owner payments"),
             ("page.rate", true, "1", "> 0"),
         ]
     );
@@ -129,8 +138,23 @@ fn aliases_resolve_to_the_service_and_unlisted_services_get_the_defaults() {
     assert_eq!(by_alias[1].outcome, Outcome::Review, "{:?}", by_alias[1]);
     assert_eq!(by_alias[1].conditions[1].threshold, ">= 0.90");
     let unlisted = run(&gates, "search", Environment::Production, &c, FACTS);
-    assert_eq!(unlisted[1].outcome, Outcome::Execute, "{:?}", unlisted[1]);
     assert_eq!(unlisted[1].conditions[1].threshold, ">= 0.80");
+    assert!(unlisted[1].conditions[1].passed);
+    // Nobody owns an unlisted service (no defaults.team): the model's team is not obeyed.
+    let failed: Vec<&str> = unlisted[1]
+        .conditions
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(failed, ["page.team"], "{:?}", unlisted[1]);
+    assert_eq!(unlisted[1].outcome, Outcome::Review);
+    // With defaults.team, that team owns it and the page executes.
+    let mut owned = catalog();
+    owned.defaults.team = Some("payments".into());
+    let gates = Gates::load(Gates::default_policy_text(), &owned).unwrap();
+    let unlisted = run(&gates, "search", Environment::Production, &c, FACTS);
+    assert_eq!(unlisted[1].outcome, Outcome::Execute, "{:?}", unlisted[1]);
     assert_eq!(unlisted[1].reason, "page.requested");
 }
 
@@ -147,6 +171,13 @@ when { context.verdict.requires_paging };
 @threshold("> 0")
 forbid (principal, action == Action::"page", resource)
 unless { context.facts.page_budget_left + 9223372036854775807 > 9223372036854775807 };
+
+@id("mim.signals")
+@reason("fewer than two independent signals confirm impact")
+@value("context.facts.independent_signals")
+@threshold(">= 2")
+forbid (principal, action == Action::"mim", resource)
+unless { context.facts.independent_signals >= 2 };
 "#;
 
 #[test]
@@ -214,6 +245,7 @@ when { resource.tier >= 0 && resource.tier <= 1 && context.verdict.severity < 3 
     );
     let mut cat = catalog();
     cat.services.get_mut("checkout").unwrap().tier = Some(1);
+    cat.defaults.team = Some("payments".into());
     let gates = Gates::load(&policy, &cat).unwrap();
     let c = classification(Severity::High, 0.95);
     let v = run(&gates, "checkout", Environment::Production, &c, FACTS);

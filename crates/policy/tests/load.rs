@@ -42,6 +42,7 @@ fn the_default_policy_loads() {
             "mim.severity",
             "mim.confidence",
             "mim.production",
+            "mim.team",
             "mim.signals",
             "mim.not_open"
         ]
@@ -165,12 +166,14 @@ fn unknown_value_paths_and_placeholders_are_rejected() {
 fn missing_and_duplicate_ids_and_unknown_annotations_are_rejected() {
     let text = default_with("@id(\"page.rate\")", "@id(\"page.confidence\")");
     let errors = load_err(&text);
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    // The duplicate, and the page.rate the engine reads, now missing.
+    assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
         errors[0]
             .to_string()
             .contains("duplicate @id \"page.confidence\"")
     );
+    assert!(errors[1].to_string().contains("@id(\"page.rate\")"));
 
     let text = default_with("@id(\"ticket.requested\")\n", "");
     assert!(load_err(&text)[0].to_string().contains("has no @id"));
@@ -234,4 +237,33 @@ fn the_version_covers_policy_text_and_catalog() {
     other.defaults.thresholds.ticket.0 = 0.75;
     let d = Gates::load(Gates::default_policy_text(), &other).unwrap();
     assert_ne!(a.version(), d.version());
+}
+
+#[test]
+fn a_policy_without_a_condition_the_engine_reads_is_refused_with_line_and_id() {
+    // Renaming page.rate would silently drop the bucket the engine names next to it.
+    let text = default_with("@id(\"page.rate\")", "@id(\"page.budget\")");
+    let errors = load_err(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    let message = e.to_string();
+    assert!(message.contains("\"page.rate\""), "{message}");
+    // At the page section's first policy (its permit).
+    let (line, _) = position_of(&text, "@id(\"page.requested\")");
+    assert_eq!(e.line_col().map(|(l, _)| l), Some(line), "{message}");
+
+    let text = default_with("@id(\"mim.signals\")", "@id(\"mim.sources\")");
+    let errors = load_err(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("\"mim.signals\"")),
+        "{errors:?}"
+    );
+    for (_, id) in triage_gate_policy::ids::REQUIRED {
+        assert!(
+            Gates::default_policy_text().contains(&format!("@id(\"{id}\")")),
+            "{id}"
+        );
+    }
 }

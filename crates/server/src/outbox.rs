@@ -102,7 +102,12 @@ pub async fn run(state: AppState, token: CancellationToken) {
             continue;
         }
         // The kill switch: creates now capped below their level are drafted, not sent.
-        match state.store.hold_capped(state.clock.now()).await {
+        let policy = state.pipeline.policy();
+        match state
+            .store
+            .hold_capped(&policy.catalog, state.clock.now())
+            .await
+        {
             Ok(runs) => {
                 for run_id in runs {
                     complete_quietly(&state, &run_id).await;

@@ -37,6 +37,13 @@ pub(crate) struct Edits {
     severity: Option<tg_model::Severity>,
 }
 
+/// What a decision on a shadow service's item says, in the response and the console.
+pub(crate) const SHADOW_NOTE: &str =
+    "shadow mode: the verdict is recorded as evidence; nothing is sent to any incident tool";
+
+/// Set on the answer to a decision on a shadow service's item.
+pub(crate) const SHADOW_HEADER: &str = "x-triage-gate-shadow";
+
 pub(crate) async fn approve(
     state: State<AppState>,
     caller: Option<axum::Extension<tg_identity::Caller>>,
@@ -135,6 +142,7 @@ async fn decide(
     let by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0))
         .unwrap_or_else(|| "anonymous (identity disabled)".to_owned());
     let now = state.clock.now();
+    let policy = state.pipeline.policy();
     match state
         .store
         .review_decide(
@@ -144,6 +152,7 @@ async fn decide(
             reason.as_deref(),
             &edits,
             &state.pipeline.storm,
+            &policy.catalog,
             now,
         )
         .await
@@ -153,9 +162,9 @@ async fn decide(
                 Verdict::Approve => "approved",
                 Verdict::Reject => "rejected",
             };
-            tracing::info!(action_id = id, run_id = %done.action.run_id, by = %by, verdict = verdict_text, "review decided");
+            tracing::info!(action_id = id, run_id = %done.action.run_id, by = %by, verdict = verdict_text, shadow = done.shadow, "review decided");
             state.audited.notify_waiters();
-            if verdict == Verdict::Approve {
+            if verdict == Verdict::Approve && !done.shadow {
                 state.outbox.notify_one();
             }
             let mut body = crate::actions_api::action_json(&done.action);
@@ -163,8 +172,25 @@ async fn decide(
                 obj.insert("verdict".into(), json!(verdict_text));
                 obj.insert("by".into(), json!(by));
                 obj.insert("conditions".into(), json!(done.conditions));
+                // Whether anything will reach an incident tool.
+                obj.insert(
+                    "sent".into(),
+                    json!(verdict == Verdict::Approve && !done.shadow),
+                );
+                if done.shadow {
+                    obj.insert("shadow".into(), json!(true));
+                    obj.insert("note".into(), json!(SHADOW_NOTE));
+                }
             }
-            Ok((StatusCode::OK, Json(body)).into_response())
+            let mut response = (StatusCode::OK, Json(body)).into_response();
+            if done.shadow {
+                // Lets the console say so without re-reading the body.
+                response.headers_mut().insert(
+                    SHADOW_HEADER,
+                    axum::http::HeaderValue::from_static("recorded-only"),
+                );
+            }
+            Ok(response)
         }
         Err(ReviewError::NotFound(_)) => Err(Problem::not_found("review item")),
         Err(e @ ReviewError::NotOpen { .. }) => Err(Problem::new(

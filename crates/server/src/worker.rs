@@ -226,12 +226,12 @@ async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepar
         owner_team: p
             .policy()
             .catalog
-            .team_for(&event.service)
+            .owner_team(&event.service)
             .map(str::to_owned),
         team: record
             .classification
             .as_ref()
-            .map(|c| c.recommended_team.clone()),
+            .map(|c| tg_engine::routing_team(&p.policy().catalog, &event.service, c).to_owned()),
     };
     let record_json = serde_json::to_value(&record)?;
     tracing::debug!(
@@ -529,6 +529,7 @@ fn build_audit(
             fingerprint: run.event.fingerprint.clone(),
             occurred_at: run.event.occurred_at,
             submitted_by: run.submitted_by.clone(),
+            correlation_ids: run.event.correlation_ids.clone(),
         },
         classifier: record.info.clone(),
         model_output: record.raw_output.clone(),

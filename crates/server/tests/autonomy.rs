@@ -217,3 +217,62 @@ async fn the_kill_switch_stops_all_paging_within_a_second_during_a_storm() {
         "storm: {sent} events, {before} pages before the switch, {held} queued pages held for review"
     );
 }
+
+/// Issue 20, item 7: a team's kill switch holds every queued action of the
+/// team's services, by the catalog owner (whatever team the model named), with
+/// the policy's own autonomy table (`limited` creates only low and medium
+/// tickets alone, so a queued high ticket is held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_cap_holds_queued_actions_of_its_services_by_owner() {
+    let h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
+    // ServiceNow fails once: the ticket waits in the outbox for its retry.
+    h.state()
+        .inject_fault(tg_sandbox::FaultSpec {
+            target: "servicenow".into(),
+            status: Some(503),
+            count: 1,
+            retry_after_secs: None,
+            delay_ms: None,
+        })
+        .unwrap();
+    // checkout is owned by payments; the model names dba.
+    h.script_tool("KS-OWNER", answer("high", 0.95, true, false, false, "dba"));
+    let ids = h
+        .submit(
+            "generic",
+            &event("checkout", "CheckoutDown", "prod", "datadog", "KS-OWNER"),
+            None,
+        )
+        .await;
+    let run_id = ids[0].clone();
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    while h
+        .state()
+        .requests(tg_sandbox::Target::Servicenow)
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no ticket attempt");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The failed attempt is recorded; its retry waits for the (manual) clock.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = set(&h, json!({"scope": "team:payments", "level": "limited"})).await;
+    assert_eq!(status, 200, "{body}");
+    // The outbox holds it before its retry: a review item, not an incident.
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    while !h
+        .review()
+        .await
+        .iter()
+        .any(|i| i["run_id"] == run_id.as_str() && i["action"] == "ticket")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued ticket was not held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    h.advance_to_next_attempt().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(h.state().incidents().is_empty(), "nothing was delivered");
+}

@@ -134,7 +134,7 @@ async fn the_obeying_model_is_really_asked_and_really_obeyed() {
     let h = Harness::start().await;
     h.script_tool(
         "event_json",
-        answer("sev1", 0.99, true, true, true, "platform-ops"),
+        answer("sev1", 0.99, true, true, true, "payments"),
     );
     let run = h.run_generic(&flood.events[0]).await;
     assert_eq!(

@@ -277,6 +277,12 @@ async fn staging_event_goes_to_review_with_production_conditions_failed() {
 async fn autonomy_caps_turn_gate_executes_into_review_or_skip() {
     let h = Harness::start().await;
     // Every gate passes; only the service's autonomy level stops the action.
+    // search's own team for search (the first matching script answers):
+    // a model naming another team than the owner sends the page to review.
+    h.script_tool(
+        "SearchErrors on search",
+        answer("high", 0.95, true, true, false, "search"),
+    );
     h.script_tool(
         "scn-cap",
         answer("high", 0.95, true, true, false, "payments"),

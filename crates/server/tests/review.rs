@@ -537,3 +537,171 @@ async fn incidents_opened_by_another_path_are_compared_with_the_gates_decision()
     let report = tg_audit::verify_file(h.audit_path()).unwrap();
     assert!(report.ok, "{report}");
 }
+
+/// The PagerDuty routing key the test secrets give `team` (see `common::test_secrets`).
+fn routing_key_of(team: &str) -> String {
+    let i = ["platform-ops", "dba", "payments", "search"]
+        .iter()
+        .position(|t| *t == team)
+        .unwrap();
+    format!("{i:0>2}{}", "t3stk3y0".repeat(4))[..32].to_owned()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 20, item 1: with the model answering `recommended_team = dba` for
+/// checkout (owned by payments), nothing reaches dba's routing key or
+/// assignment group; the ticket goes to payments with the model's pick noted,
+/// the page waits for a human, and an approved page still wakes payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_naming_another_team_routes_nothing_to_it() {
+    let h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
+    h.script_tool("ROUTE-1", answer("high", 0.95, true, true, false, "dba"));
+    let run = h
+        .run_generic(&event(
+            "checkout",
+            "CheckoutDown",
+            "prod",
+            "datadog",
+            "ROUTE-1",
+        ))
+        .await;
+    assert_eq!(outcome(&run, "ticket"), "execute", "{run}");
+    assert_eq!(outcome(&run, "page"), "review", "{run}");
+    let team = common::failed_condition(&run, "page", "page.team");
+    assert_eq!(team["actual"], "dba", "{team}");
+    assert_eq!(team["threshold"], "== owner payments", "{team}");
+
+    let incidents = h.state().incidents();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        incidents[0].field("assignment_group"),
+        Some(common::GROUP_PAYMENTS),
+        "assigned to the owner"
+    );
+    assert!(
+        incidents[0]
+            .field("description")
+            .unwrap_or_default()
+            .contains("model recommended team (not obeyed): dba"),
+        "{:?}",
+        incidents[0].field("description")
+    );
+    assert!(
+        h.state().pagerduty_alerts().is_empty(),
+        "no page without a human"
+    );
+
+    // The draft is for the owner; approving it pages payments, never dba.
+    let run_id = run["run_id"].as_str().unwrap();
+    let items = h.review().await;
+    let page = item(&items, run_id, "page");
+    assert_eq!(
+        page["draft"]["body"]["routing_key"], "[routing key of team payments]",
+        "{page}"
+    );
+    let (status, body) = post(
+        &h,
+        &format!("/v1/review/{}/approve", page["id"]),
+        Some(json!({"reason": "payments confirmed"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sent"], true, "{body}");
+    wait_for("the approved page", || {
+        !h.state().pagerduty_alerts().is_empty()
+    })
+    .await;
+    let alerts = h.state().pagerduty_alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].routing_key.expose(), routing_key_of("payments"));
+    assert!(
+        h.state()
+            .pagerduty_alerts()
+            .iter()
+            .all(|a| a.routing_key.expose() != routing_key_of("dba"))
+    );
+    assert!(
+        h.state()
+            .incidents()
+            .iter()
+            .all(|i| i.field("assignment_group") != Some(common::GROUP_DBA))
+    );
+}
+
+/// Issue 20, item 4: in shadow mode a reviewer's approval is recorded as a
+/// human verdict and never reaches an incident tool; the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_shadow_services_item_records_the_verdict_and_sends_nothing() {
+    let mut h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
+    // search is at `shadow`; 0.75 is below the paging threshold, so the gates
+    // refuse the page: a draft in the review queue.
+    h.script_tool(
+        "SHADOW-1",
+        answer("high", 0.75, false, true, false, "search"),
+    );
+    let run = h
+        .run_generic(&event(
+            "search",
+            "QueryLatency",
+            "prod",
+            "prometheus",
+            "SHADOW-1",
+        ))
+        .await;
+    assert_eq!(outcome(&run, "page"), "review", "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let items = h.review().await;
+    let page_id = item(&items, &run_id, "page")["id"].as_i64().unwrap();
+
+    let (status, body) = post(
+        &h,
+        &format!("/v1/review/{page_id}/approve"),
+        Some(json!({"reason": "would have paged"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["verdict"], "approved", "{body}");
+    assert_eq!(body["sent"], false, "{body}");
+    assert_eq!(body["shadow"], true, "{body}");
+    assert!(
+        body["note"].as_str().unwrap().contains("nothing is sent"),
+        "{body}"
+    );
+    // Give the outbox every chance to (wrongly) deliver it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    h.advance_to_next_attempt().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        h.received(Target::Pagerduty),
+        0,
+        "nothing reached PagerDuty"
+    );
+    assert!(
+        h.review().await.iter().all(|i| i["id"] != page_id),
+        "the item is decided"
+    );
+    h.stop_gate().await;
+    // The verdict is on the chain: evidence for `report autonomy`.
+    let verdicts: Vec<Value> = std::fs::read_to_string(h.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "review_decision" && r["review"]["action_id"] == page_id)
+        .collect();
+    assert_eq!(verdicts.len(), 1, "{verdicts:#?}");
+    assert_eq!(verdicts[0]["review"]["verdict"], "approved");
+    assert_eq!(
+        verdicts[0]["review"]["conditions"][0]["id"],
+        "review.shadow"
+    );
+}

@@ -1377,10 +1377,11 @@ pub fn check(
     let mut by_team: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
     let mut all_pages = Vec::new();
     for r in records.iter().filter(|r| executed(r, ActionKind::Page)) {
+        // The team a page is charged to: the owner, never the model's pick.
         let team = r
             .classification
             .as_ref()
-            .map(|c| c.recommended_team.clone())
+            .map(|c| tg_engine::routing_team(&config.catalog, &r.event.service, c).to_owned())
             .unwrap_or_default();
         by_team
             .entry(team)

@@ -134,26 +134,21 @@ impl Store {
     }
 }
 
-/// The level an executed create needs: a cap below it holds the action.
-fn level_needed(kind: tg_model::ActionKind) -> AutonomyLevel {
-    match kind {
-        tg_model::ActionKind::Ticket => AutonomyLevel::Limited,
-        tg_model::ActionKind::Page => AutonomyLevel::Paging,
-        tg_model::ActionKind::Mim => AutonomyLevel::Mim,
-    }
-}
-
 /// Pending actions examined per call at most.
 pub const HOLD_SCAN_MAX: i64 = 10_000;
 
 impl Store {
     /// The kill switch reaches the outbox too: a pending, unclaimed create
-    /// (ticket, page, MIM) whose service or team is now capped below the level
-    /// it needs is not delivered; it becomes an open review draft, with an
-    /// audit step record. Returns the runs left with nothing pending (to be
-    /// audited). Nothing to do, and one query, when no cap is set.
+    /// (ticket, page, MIM) that [`tg_policy::cap`] would no longer execute
+    /// under the lowest cap over `all`, its service, and its service's owner
+    /// team in `catalog` (and the team it is routed to, if another) is not
+    /// delivered; it becomes an open review draft, with an audit step record.
+    /// The store decides nothing itself: the autonomy table is the policy's.
+    /// Returns the runs left with nothing pending (to be audited). Nothing to
+    /// do, and one query, when no cap is set.
     pub async fn hold_capped(
         &self,
+        catalog: &tg_policy::Catalog,
         now: DateTime<Utc>,
     ) -> Result<Vec<tg_model::RunId>, StoreError> {
         // Caps are few: read them once, match in memory.
@@ -197,8 +192,12 @@ impl Store {
         for row in &rows {
             let action = crate::db::action_from_row(row)?;
             let planned = &action.planned;
+            // A team's kill switch holds its services by owner (the catalog's),
+            // and whatever is routed to it.
+            let owner = catalog.owner_team(&planned.service);
             let Some(cap) = [
                 caps.get("all"),
+                owner.and_then(|t| caps.get(&format!("team:{t}"))),
                 caps.get(&format!("team:{}", planned.team)),
                 caps.get(&format!("service:{}", planned.service)),
             ]
@@ -208,7 +207,14 @@ impl Store {
             .copied() else {
                 continue;
             };
-            if cap >= level_needed(action.kind) {
+            let (allowed, _) = tg_policy::cap(
+                cap,
+                false,
+                action.kind,
+                planned.severity,
+                tg_model::Outcome::Execute,
+            );
+            if allowed == tg_model::Outcome::Execute {
                 continue;
             }
             sqlx::query(

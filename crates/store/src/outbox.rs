@@ -61,6 +61,9 @@ impl OutboxTarget {
     }
 }
 
+/// The outbox queue (`actions.target` column) of an action kind: a delivery
+/// lane, not the system acted on; that is [`ActionKind::target`], which
+/// attempt records name.
 pub(crate) fn target_of(kind: ActionKind) -> &'static str {
     OutboxTarget::of(kind).as_str()
 }
@@ -464,7 +467,7 @@ impl Store {
                     action_key: planned.idempotency_key.clone(),
                     action: planned.kind.as_str().to_owned(),
                     op: planned.op.as_str().to_owned(),
-                    target: target_of(claimed.action.kind).to_owned(),
+                    target: claimed.action.kind.target().to_owned(),
                     attempt: u32::try_from(claimed.attempt_no).unwrap_or(u32::MAX),
                     outcome: outcome_text.to_owned(),
                     http_status,
@@ -791,7 +794,7 @@ async fn interrupt_attempts(
                 action_key: planned.idempotency_key.clone(),
                 action: planned.kind.as_str().to_owned(),
                 op: planned.op.as_str().to_owned(),
-                target: target_of(planned.kind).to_owned(),
+                target: planned.kind.target().to_owned(),
                 attempt: u32::try_from(attempt_no).unwrap_or(u32::MAX),
                 outcome: "interrupted".to_owned(),
                 http_status: None,

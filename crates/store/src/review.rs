@@ -77,12 +77,20 @@ impl DraftEdits {
 pub struct Reviewed {
     pub action: StoredAction,
     pub conditions: Vec<Condition>,
+    /// The service is in shadow mode now: the verdict is recorded (evidence
+    /// for `report autonomy`) and nothing is sent, approved or not.
+    pub shadow: bool,
 }
+
+/// The id of the condition an approval in shadow mode records.
+pub const SHADOW_CONDITION: &str = "review.shadow";
 
 impl Store {
     /// Approves or rejects the open draft `id` as `by`. An approval re-checks
     /// (dedup and, for a page, storm mode and the paging budgets) and, if it
-    /// holds, turns the draft into an executed action in the outbox.
+    /// holds, turns the draft into an executed action in the outbox. In shadow
+    /// mode (the service's level in `catalog`, lowered by any runtime cap, at
+    /// approval time) the verdict is recorded as a human's and nothing is sent.
     #[expect(
         clippy::too_many_arguments,
         reason = "one reviewer's decision, its facts recorded in one call"
@@ -95,6 +103,7 @@ impl Store {
         reason: Option<&str>,
         edits: &DraftEdits,
         settings: &StormSettings,
+        catalog: &tg_policy::Catalog,
         now: DateTime<Utc>,
     ) -> Result<Reviewed, ReviewError> {
         let reason = reason.map(|r| r.chars().take(REVIEW_REASON_CHARS_MAX).collect::<String>());
@@ -114,7 +123,37 @@ impl Store {
         let action = action_from_row(&row)?;
         let mut planned = action.planned.clone();
         let mut edited = std::collections::BTreeMap::new();
+        // The autonomy table decides what an approval may do, at approval time.
+        let runtime_cap = crate::autonomy::cap_for(
+            &mut tx,
+            &planned.service,
+            catalog.owner_team(&planned.service),
+        )
+        .await?;
+        let level = catalog.autonomy_for(&planned.service);
+        let level = runtime_cap.map_or(level, |c| level.min(c));
+        let shadow = level == tg_model::AutonomyLevel::Shadow;
         let (verdict_text, conditions) = match verdict {
+            Verdict::Approve if shadow => {
+                // Recorded as the human's verdict; status stays not_executed: never delivered.
+                sqlx::query(
+                    "UPDATE actions SET review_state = 'approved', updated_at = $1 WHERE id = $2",
+                )
+                .bind(to_ms(now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let shadow_condition = Condition {
+                    id: SHADOW_CONDITION.to_owned(),
+                    description:
+                        "above shadow mode an approval is sent; in shadow it is recorded only"
+                            .to_owned(),
+                    passed: false,
+                    actual: format!("{} (at approval time)", level.as_str()),
+                    threshold: "above shadow to send".to_owned(),
+                };
+                ("approved", vec![shadow_condition])
+            }
             Verdict::Reject => {
                 sqlx::query(
                     "UPDATE actions SET review_state = 'rejected', updated_at = $1 WHERE id = $2",
@@ -230,7 +269,11 @@ impl Store {
         if verdict_text == "refused" {
             return Err(ReviewError::Refused { conditions });
         }
-        Ok(Reviewed { action, conditions })
+        Ok(Reviewed {
+            action,
+            conditions,
+            shadow,
+        })
     }
 }
 

@@ -98,6 +98,7 @@ fn audit_record(run_id: &str, fp: &str) -> AuditRecord {
             fingerprint: e.fingerprint,
             occurred_at: e.occurred_at,
             submitted_by: None,
+            correlation_ids: Default::default(),
         },
         classifier: ClassifierInfo {
             classifier: "rules".into(),

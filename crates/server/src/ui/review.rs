@@ -231,6 +231,16 @@ pub(crate) async fn decide(
     };
     let secure = state.pipeline.console.config.cookie_secure;
     let jar = match result {
+        Ok(r) if approve && r.headers().contains_key(crate::review::SHADOW_HEADER) => set_flash(
+            jar,
+            secure,
+            true,
+            &format!(
+                "#{id} approved by {}: {}.",
+                user.label(),
+                crate::review::SHADOW_NOTE
+            ),
+        ),
         Ok(_) if approve => set_flash(
             jar,
             secure,
