@@ -326,9 +326,11 @@ impl Draft {
         received_at: DateTime<Utc>,
     ) -> NormalizedEvent {
         let red = &ctx.redactor;
-        // INVARIANT: every string from the payload goes through `clean` (or is
-        // redacted before `error_signature`) before it enters the event.
-        let clean = |s: &str, max: usize| truncate(one_line(&red.redact(s)), max);
+        // INVARIANT: every string from the payload goes through `clean` (the
+        // message through `redact_line` before `error_signature`) before it
+        // enters the event. Redaction is the last transformation: made one
+        // line first, then redacted, then only cut (issue 27).
+        let clean = |s: &str, max: usize| truncate(red.redact_line(s), max);
         let or = |s: String, fallback: &str| if s.is_empty() { fallback.to_owned() } else { s };
 
         let mut service = or(clean(&self.service, m::NAME_BYTES_MAX), "unknown");
@@ -340,7 +342,7 @@ impl Draft {
         let message = if self.message.trim().is_empty() {
             summary.clone()
         } else {
-            red.redact(&self.message)
+            red.redact_line(&self.message)
         };
         let error_signature = error_signature(&message);
         let fingerprint: Fingerprint = fingerprint(
@@ -380,7 +382,7 @@ impl Draft {
             .log_pointers
             .iter()
             .filter_map(|(label, url)| {
-                let url = one_line(&red.redact(url));
+                let url = red.redact_line(url);
                 let lower = url.to_ascii_lowercase();
                 let web = lower.starts_with("https://") || lower.starts_with("http://");
                 (web && url.len() <= m::URL_BYTES_MAX).then(|| LogPointer {

@@ -15,6 +15,18 @@
 //! | `email` | e-mail addresses |
 //! | `custom` | each extra pattern given to [`Redactor::with_extra`] |
 //!
+//! [`Redactor::redact_line`] is what every stored, logged or model-shown string
+//! gets: the text is made one line *first* (a run of white space becomes one
+//! space; control characters, which JSON escapes such as `\b` and `\u0000`
+//! decode to, and invisible format characters such as zero-width spaces and
+//! joiners, bidi marks, soft hyphens and variation selectors are removed), then
+//! redacted, so no later transformation can re-form a secret: the result is a
+//! fixed point of [`Redactor::redact`] (the `normalizer` fuzz target's
+//! invariant). An invisible character may hide a secret either way: standing
+//! between `Bearer` and its token (it separates them) or inside an access key
+//! (it splits it). So a text that holds one is redacted twice: once with each
+//! run of them read as a space, then once more with them removed.
+//!
 //! The regexes are compiled once; a `Redactor` is cheap to clone and share.
 //! Redaction errs on the side of removing too much: a false positive costs a
 //! word of context, a false negative leaks a credential to a model and to logs.
@@ -100,6 +112,56 @@ static BUILTINS: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         })
         .collect()
 });
+
+/// A run of separators: white space, control characters (what JSON escapes
+/// such as `\b`, `\f` and `\u0000` decode to) and default-ignorable code
+/// points (zero-width space and joiners, bidi marks and isolates, soft hyphen,
+/// word joiner, byte order mark, variation selectors, tag characters).
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern; redact::tests::separators_are_flattened runs it"
+)]
+static SEPARATORS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[\s\p{Cc}\p{Default_Ignorable_Code_Point}]+").expect("separator pattern compiles")
+});
+
+/// Stands for a run of invisible characters during the first pass: white
+/// space to every rule (so it separates `Bearer` from its token), never
+/// produced otherwise (every white space run becomes `' '`), and removed
+/// before the second pass.
+const INVISIBLE: &str = "\u{2002}";
+
+/// `text` as one line: a separator run holding white space becomes one
+/// space, a run of control and invisible characters only becomes
+/// [`INVISIBLE`]; the ends are trimmed.
+fn flatten(text: &str) -> String {
+    let flat = SEPARATORS.replace_all(text, |c: &regex::Captures<'_>| {
+        let run = c.get(0).map_or("", |m| m.as_str());
+        if run.chars().any(char::is_whitespace) {
+            " "
+        } else {
+            INVISIBLE
+        }
+    });
+    flat.trim_matches(|c: char| c == ' ' || INVISIBLE.contains(c))
+        .to_owned()
+}
+
+/// Removes [`INVISIBLE`]; where one touches a redaction marker it becomes a
+/// space (`Bearer [REDACTED:bearer]`, not `Bearer[REDACTED:bearer]`).
+fn join(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((before, after)) = rest.split_once(INVISIBLE) {
+        out.push_str(before);
+        if out.ends_with(']') || after.starts_with("[REDACTED:") {
+            out.push(' ');
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Why extra redaction patterns were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +253,20 @@ impl Redactor {
         out.into_owned()
     }
 
+    /// `text` made one line, then redacted: what every string that is
+    /// stored, logged or shown to a model gets (see the module docs). The
+    /// result has no control, format or non-space white space characters and
+    /// is a fixed point of [`Redactor::redact`]; cutting it (on a char
+    /// boundary) cannot form a secret either, except a cut marker.
+    pub fn redact_line(&self, text: &str) -> String {
+        let flat = flatten(text);
+        if !flat.contains(INVISIBLE) {
+            return self.redact(&flat);
+        }
+        let split = self.redact(&flat);
+        self.redact(&join(&split))
+    }
+
     /// The kinds the built-in patterns report, in the order they are applied.
     pub fn builtin_kinds() -> impl Iterator<Item = &'static str> {
         BUILTINS.iter().map(|r| r.kind)
@@ -203,6 +279,29 @@ mod tests {
 
     fn r(s: &str) -> String {
         Redactor::new().redact(s)
+    }
+
+    #[test]
+    fn separators_are_flattened() {
+        let red = Redactor::new();
+        assert_eq!(
+            red.redact_line("  a\tb\r\n c\u{0}d\u{8} \u{1b}e  "),
+            "a b cd e"
+        );
+        // Invisible characters alone join; next to white space they are one space.
+        assert_eq!(
+            red.redact_line("ab\u{200b}c\u{ad}d e \u{200d} f"),
+            "abcd e f"
+        );
+        assert_eq!(
+            red.redact_line("Bearer\u{200b}tok1 AKIAIOSF\u{ad}ODNN7EXAMPLE"),
+            "Bearer [REDACTED:bearer] [REDACTED:aws_access_key]"
+        );
+        assert_eq!(
+            red.redact_line("Bearer \u{8}c123tok"),
+            "Bearer [REDACTED:bearer]"
+        );
+        assert!(!red.redact_line("x\u{2002}y").contains(INVISIBLE));
     }
 
     #[test]
