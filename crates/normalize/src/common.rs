@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tg_model::event::limits as m;
+use tg_model::json::StrictJsonError;
 use tg_model::{
     AlertStatus, Environment, Fingerprint, Impact, ImpactLevel, LogPointer, NormalizedEvent, Source,
 };
@@ -45,7 +46,8 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Size check, depth scan, parse, and a walk bounding every string.
+/// Size check, depth scan, strict parse (no repeated key), and a walk
+/// bounding every string.
 pub(crate) fn parse_body(body: &[u8], limits: &Limits) -> Result<Value, NormalizeError> {
     if body.len() > limits.body_bytes_max {
         return Err(NormalizeError::new(
@@ -59,8 +61,17 @@ pub(crate) fn parse_body(body: &[u8], limits: &Limits) -> Result<Value, Normaliz
         ));
     }
     check_depth(body, limits.depth_max)?;
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| NormalizeError::malformed("", format!("body is not valid json: {e}")))?;
+    // Strict: an object repeating a key is refused, naming it (serde_json
+    // would keep the last value; another parser of the same payload may keep
+    // the first).
+    let value = tg_model::json::from_slice_strict(body).map_err(|e| match e {
+        StrictJsonError::DuplicateKey { .. } => {
+            NormalizeError::new(crate::ErrorKind::DuplicateKey, "", e.to_string())
+        }
+        StrictJsonError::Syntax(e) => {
+            NormalizeError::malformed("", format!("body is not valid json: {e}"))
+        }
+    })?;
     let mut path = String::new();
     check_strings(&value, &mut path, limits.string_bytes_max)?;
     Ok(value)

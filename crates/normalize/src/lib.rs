@@ -106,8 +106,8 @@ pub struct NormalizeContext {
     pub aws_account_environments: BTreeMap<String, tg_model::Environment>,
 }
 
-/// Why a payload was rejected. The server maps `Malformed` and
-/// `LimitExceeded` to 400 and `TooLarge` to 413.
+/// Why a payload was rejected. The server maps `Malformed`, `LimitExceeded`
+/// and `DuplicateKey` to 400 and `TooLarge` to 413.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -117,6 +117,8 @@ pub enum ErrorKind {
     TooLarge,
     /// A named limit other than the body size was exceeded.
     LimitExceeded,
+    /// An object in the payload repeats a key (the message names it).
+    DuplicateKey,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -125,6 +127,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Malformed => "malformed",
             ErrorKind::TooLarge => "too large",
             ErrorKind::LimitExceeded => "limit exceeded",
+            ErrorKind::DuplicateKey => "duplicate key",
         })
     }
 }
