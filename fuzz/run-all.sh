@@ -56,7 +56,7 @@ else
 fi
 mkdir -p "$FUZZ_SCRATCH" "$FUZZ_LOGS"
 commit=$(git -C "$here" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$here/.." status --porcelain --untracked-files=no -- crates/normalize crates/model fuzz 2>/dev/null)" ]; then
+if [ -n "$(git -C "$here/.." status --porcelain --untracked-files=no -- crates/normalize crates/model fuzz/src fuzz/fuzz_targets fuzz/Cargo.toml fuzz/Cargo.lock 2>/dev/null)" ]; then
     commit="$commit+dirty"
 fi
 
