@@ -185,16 +185,24 @@ fn join(text: &str) -> String {
         out.push_str(before);
         rest = after;
         if ends_with_marker(&out) {
-            out.push(' ');
+            push_space(&mut out);
             let word = rest.find([' ', '\u{2002}']).unwrap_or(rest.len());
             rest = rest.get(word..).unwrap_or_default();
             rest = rest.strip_prefix(' ').unwrap_or(rest);
         } else if rest.starts_with("[REDACTED:") {
-            out.push(' ');
+            push_space(&mut out);
         }
     }
     out.push_str(rest);
+    out.truncate(out.trim_end_matches(' ').len());
     out
+}
+
+/// One space, never two (a dropped word between two markers).
+fn push_space(out: &mut String) {
+    if !out.is_empty() && !out.ends_with(' ') {
+        out.push(' ');
+    }
 }
 
 /// `text` is exactly one `[REDACTED:<kind>]` marker.
@@ -360,6 +368,15 @@ mod tests {
             "Bearer [REDACTED:bearer]"
         );
         assert!(!red.redact_line("x\u{2002}y").contains(INVISIBLE));
+        // Found by redact_signature: two markers around a dropped word left two spaces.
+        assert_eq!(
+            red.redact_line("a@example.cob\u{0}x1\u{0}s@example.co end"),
+            "[REDACTED:email] [REDACTED:email] end"
+        );
+        assert_eq!(
+            red.redact_line("a@example.com\u{0}tail"),
+            "[REDACTED:email]"
+        );
         // A rule's match that stops at an invisible character takes the glued word along.
         assert_eq!(
             red.redact_line("Bearer AKIAIOSF\u{ad}ODNN7EXAMPLE next"),
