@@ -274,6 +274,23 @@ pub(crate) fn environment_from(value: &str) -> Environment {
         .unwrap_or(Environment::Unknown)
 }
 
+/// A label's (or correlation ID's) value, redacted with its key as context:
+/// `password` = `hunter2`, or a Datadog tag `Authorization:Token abc` split
+/// into key and value, is a secret only the pair shows. The value alone is
+/// redacted too; if the pair `key=value` redacts more, the value is taken
+/// from it (or is one marker when the key's own redaction moved the `=`).
+fn redact_pair(red: &crate::Redactor, key: &str, value: &str) -> String {
+    let alone = red.redact_line(value);
+    let key = red.redact_line(key);
+    let pair = red.redact_line(&format!("{key}={alone}"));
+    match pair.strip_prefix(&format!("{key}=")) {
+        Some(rest) if rest == alone => alone,
+        Some(rest) => rest.to_owned(),
+        None if pair == format!("{key}={alone}") => alone,
+        None => "[REDACTED:secret]".to_owned(),
+    }
+}
+
 /// An event before redaction, cleaning and bounding.
 pub(crate) struct Draft {
     pub source: Source,
@@ -369,7 +386,7 @@ impl Draft {
             .map(|(k, v)| {
                 (
                     clean(k, m::NAME_BYTES_MAX),
-                    clean(v, m::LABEL_VALUE_BYTES_MAX),
+                    truncate(redact_pair(red, k, v), m::LABEL_VALUE_BYTES_MAX),
                 )
             })
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())
@@ -381,7 +398,7 @@ impl Draft {
             .map(|(k, v)| {
                 (
                     clean(k, m::LABEL_KEY_BYTES_MAX),
-                    clean(v, m::LABEL_VALUE_BYTES_MAX),
+                    truncate(redact_pair(red, k, v), m::LABEL_VALUE_BYTES_MAX),
                 )
             })
             .filter(|(k, _)| !k.is_empty())

@@ -198,3 +198,32 @@ fn separators_between_the_parts_of_a_secret_do_not_hide_it() {
         leaks.join("\n")
     );
 }
+
+/// Issue 21 (5), found by the property test: a label (or a Datadog tag split
+/// on its colon) whose key names the secret and whose value is the secret
+/// (`password` = `hunter2`, `Authorization` = `Token abc`) leaked: the value
+/// was redacted alone, without the key that makes it a secret.
+#[test]
+fn property_test_a_secret_split_into_label_key_and_value_leaked() {
+    let body = json!({
+        "service": "checkout", "alert_name": "a", "summary": "s",
+        "labels": {"password": "hunter2PairQz7", "Authorization": "Token tokPairQz7", "region": "eu-west-1"},
+        "correlation_ids": {"api_key": "keyPairQz7"},
+    });
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let events = common::normalize_fn("generic")(&bytes, &common::ctx(), common::now()).unwrap();
+    let out = serde_json::to_string(&events).unwrap();
+    for needle in ["hunter2PairQz7", "tokPairQz7", "keyPairQz7"] {
+        assert!(!out.contains(needle), "{needle} leaked: {out}");
+    }
+    assert_eq!(events[0].labels["region"], "eu-west-1", "{out}");
+    assert_redaction_stable(&events[0], "labels");
+    let dd = json!({"id": "1", "title": "t", "alert_transition": "Triggered",
+                    "tags": "service:checkout,Authorization:Token tokDdQz7"});
+    let bytes = serde_json::to_vec(&dd).unwrap();
+    let out = match common::normalize_fn("datadog")(&bytes, &common::ctx(), common::now()) {
+        Ok(events) => serde_json::to_string(&events).unwrap(),
+        Err(e) => e.to_string(),
+    };
+    assert!(!out.contains("tokDdQz7"), "{out}");
+}

@@ -171,7 +171,10 @@ fn arb_secret() -> impl Strategy<Value = (String, Vec<String>)> {
         (
             "[A-Z0-9]{16}",
             b64,
-            prop::sample::select(vec![" ", ":", ",", " = "])
+            // Not `,`: Datadog splits its tags on commas before anything is
+            // redacted, and the secret key alone is not recognisable (a
+            // documented limit, docs/api.md).
+            prop::sample::select(vec![" ", ":", " = "])
         )
             .prop_map(|(k, s, sep)| (format!("ASIA{k}{sep}{s}"), vec![k, s[..20].to_owned()])),
         b64.prop_map(|s| (
