@@ -1,6 +1,8 @@
 //! The redactor, the error signature and the fingerprint on arbitrary text:
-//! never panic; a planted AWS access key never survives redaction; signatures
-//! are bounded, lowercase, single-line.
+//! never panic; `redact_line` gives one clean line that is a fixed point of
+//! `redact` (issue 27); a planted AWS access key never survives redaction,
+//! also when an invisible or control character splits it; signatures are
+//! bounded, lowercase, single-line.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -22,6 +24,23 @@ fuzz_target!(|data: &[u8]| {
         !planted.contains(PLANTED),
         "planted key survived: {planted:?}"
     );
+
+    let line = REDACTOR.redact_line(&text);
+    assert_eq!(REDACTOR.redact(&line), line, "redact_line left a secret");
+    triage_gate_fuzz::assert_one_clean_line(&line);
+    // The first byte picks a separator that splits the planted key.
+    let sep = ['\u{ad}', '\u{200b}', '\u{200d}', '\u{8}', '\u{0}', '\u{feff}', '\u{2060}']
+        [usize::from(data.first().copied().unwrap_or(0)) % 7];
+    let split = format!("{text} AKIAIOSF{sep}ODNN7EXAMPLE {text}");
+    let line = REDACTOR.redact_line(&split);
+    // The text may hold the tail itself: only more of it than twice the
+    // text's own is the planted key surviving.
+    let tail = |s: &str| s.matches("ODNN7EXAMPLE").count();
+    assert!(
+        tail(&line) <= 2 * tail(&REDACTOR.redact_line(&text)),
+        "a split key survived: {line:?}"
+    );
+
     let sig = error_signature(&redacted);
     assert!(sig.len() <= SIGNATURE_BYTES_MAX);
     assert!(!sig.contains('\n'));

@@ -6,13 +6,11 @@
 //! duplicated key: each is a rejection, never a guess).
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::LazyLock;
 
-use serde::Deserialize;
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tg_model::classification::RATIONALE_BYTES_MAX;
+use tg_model::json::StrictJsonError;
 use tg_model::{Classification, Rejection};
 
 /// Maximum bytes of a model answer. A classification is a few hundred bytes;
@@ -244,90 +242,12 @@ pub fn validate(raw: &str, known_teams: &BTreeSet<String>) -> Result<Classificat
 
 /// Parses one JSON document, rejecting duplicate keys at any depth.
 fn parse_strict(raw: &str) -> Result<Value, Rejection> {
-    match serde_json::from_str::<StrictValue>(raw) {
-        Ok(StrictValue(value)) => Ok(value),
-        Err(e) => {
-            let message = e.to_string();
-            if e.is_data() && message.starts_with(DUPLICATE_PREFIX) {
-                Err(rejection(reason::DUPLICATE_KEY, message))
-            } else {
-                Err(rejection(
-                    reason::NOT_JSON,
-                    format!("not one json document: {message}"),
-                ))
-            }
+    tg_model::json::from_str_strict(raw).map_err(|e| match e {
+        StrictJsonError::DuplicateKey { .. } => rejection(reason::DUPLICATE_KEY, e.to_string()),
+        StrictJsonError::Syntax(e) => {
+            rejection(reason::NOT_JSON, format!("not one json document: {e}"))
         }
-    }
-}
-
-const DUPLICATE_PREFIX: &str = "duplicate key ";
-
-/// A `serde_json::Value` whose deserialization fails on a repeated object key
-/// (serde_json's own `Value` silently keeps the last one).
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any json value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom(format!("number {v} is not finite")))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        StrictValue::deserialize(d).map(|v| v.0)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("{DUPLICATE_PREFIX}{key:?}")));
-            }
-            let StrictValue(value) = map.next_value()?;
-            out.insert(key, value);
-        }
-        Ok(Value::Object(out))
-    }
+    })
 }
 
 fn json_kind(value: &Value) -> &'static str {

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod event;
 pub mod hash;
 pub mod ids;
+pub mod json;
 pub mod schema;
 pub mod secret;
 

@@ -4,7 +4,8 @@
 //! alone. Each source's group also measures `serde_json::from_slice::<Value>`
 //! of the same bytes: the baseline every normalizer pays, so a report can
 //! state each adapter as a multiple of plain JSON parsing measured in the
-//! same run.
+//! same run, and `tg_model::json::from_slice_strict` (duplicate keys
+//! refused), which the normalizers use.
 //!
 //! ```sh
 //! cargo bench -p triage-gate-normalize --bench normalize -- --quick
@@ -127,6 +128,10 @@ fn bench_sources(c: &mut Criterion) {
         });
         g.bench_function("json_parse_baseline", |b| {
             b.iter(|| serde_json::from_slice::<Value>(black_box(body)).unwrap())
+        });
+        // What the normalizers parse with since issue 21 (10): duplicate keys refused.
+        g.bench_function("json_parse_strict", |b| {
+            b.iter(|| tg_model::json::from_slice_strict(black_box(body)).unwrap())
         });
         g.finish();
     }

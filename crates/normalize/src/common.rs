@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tg_model::event::limits as m;
+use tg_model::json::StrictJsonError;
 use tg_model::{
     AlertStatus, Environment, Fingerprint, Impact, ImpactLevel, LogPointer, NormalizedEvent, Source,
 };
@@ -45,7 +46,8 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Size check, depth scan, parse, and a walk bounding every string.
+/// Size check, depth scan, strict parse (no repeated key), and a walk
+/// bounding every string.
 pub(crate) fn parse_body(body: &[u8], limits: &Limits) -> Result<Value, NormalizeError> {
     if body.len() > limits.body_bytes_max {
         return Err(NormalizeError::new(
@@ -59,8 +61,17 @@ pub(crate) fn parse_body(body: &[u8], limits: &Limits) -> Result<Value, Normaliz
         ));
     }
     check_depth(body, limits.depth_max)?;
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| NormalizeError::malformed("", format!("body is not valid json: {e}")))?;
+    // Strict: an object repeating a key is refused, naming it (serde_json
+    // would keep the last value; another parser of the same payload may keep
+    // the first).
+    let value = tg_model::json::from_slice_strict(body).map_err(|e| match e {
+        StrictJsonError::DuplicateKey { .. } => {
+            NormalizeError::new(crate::ErrorKind::DuplicateKey, "", e.to_string())
+        }
+        StrictJsonError::Syntax(e) => {
+            NormalizeError::malformed("", format!("body is not valid json: {e}"))
+        }
+    })?;
     let mut path = String::new();
     check_strings(&value, &mut path, limits.string_bytes_max)?;
     Ok(value)
@@ -263,6 +274,23 @@ pub(crate) fn environment_from(value: &str) -> Environment {
         .unwrap_or(Environment::Unknown)
 }
 
+/// A label's (or correlation ID's) value, redacted with its key as context:
+/// `password` = `hunter2`, or a Datadog tag `Authorization:Token abc` split
+/// into key and value, is a secret only the pair shows. The value alone is
+/// redacted too; if the pair `key=value` redacts more, the value is taken
+/// from it (or is one marker when the key's own redaction moved the `=`).
+fn redact_pair(red: &crate::Redactor, key: &str, value: &str) -> String {
+    let alone = red.redact_line(value);
+    let key = red.redact_line(key);
+    let pair = red.redact_line(&format!("{key}={alone}"));
+    match pair.strip_prefix(&format!("{key}=")) {
+        Some(rest) if rest == alone => alone,
+        Some(rest) => rest.to_owned(),
+        None if pair == format!("{key}={alone}") => alone,
+        None => "[REDACTED:secret]".to_owned(),
+    }
+}
+
 /// An event before redaction, cleaning and bounding.
 pub(crate) struct Draft {
     pub source: Source,
@@ -326,9 +354,11 @@ impl Draft {
         received_at: DateTime<Utc>,
     ) -> NormalizedEvent {
         let red = &ctx.redactor;
-        // INVARIANT: every string from the payload goes through `clean` (or is
-        // redacted before `error_signature`) before it enters the event.
-        let clean = |s: &str, max: usize| truncate(one_line(&red.redact(s)), max);
+        // INVARIANT: every string from the payload goes through `clean` (the
+        // message through `redact_line` before `error_signature`) before it
+        // enters the event. Redaction is the last transformation: made one
+        // line first, then redacted, then only cut (issue 27).
+        let clean = |s: &str, max: usize| truncate(red.redact_line(s), max);
         let or = |s: String, fallback: &str| if s.is_empty() { fallback.to_owned() } else { s };
 
         let mut service = or(clean(&self.service, m::NAME_BYTES_MAX), "unknown");
@@ -340,7 +370,7 @@ impl Draft {
         let message = if self.message.trim().is_empty() {
             summary.clone()
         } else {
-            red.redact(&self.message)
+            red.redact_line(&self.message)
         };
         let error_signature = error_signature(&message);
         let fingerprint: Fingerprint = fingerprint(
@@ -356,7 +386,7 @@ impl Draft {
             .map(|(k, v)| {
                 (
                     clean(k, m::NAME_BYTES_MAX),
-                    clean(v, m::LABEL_VALUE_BYTES_MAX),
+                    truncate(redact_pair(red, k, v), m::LABEL_VALUE_BYTES_MAX),
                 )
             })
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())
@@ -368,7 +398,7 @@ impl Draft {
             .map(|(k, v)| {
                 (
                     clean(k, m::LABEL_KEY_BYTES_MAX),
-                    clean(v, m::LABEL_VALUE_BYTES_MAX),
+                    truncate(redact_pair(red, k, v), m::LABEL_VALUE_BYTES_MAX),
                 )
             })
             .filter(|(k, _)| !k.is_empty())
@@ -380,7 +410,7 @@ impl Draft {
             .log_pointers
             .iter()
             .filter_map(|(label, url)| {
-                let url = one_line(&red.redact(url));
+                let url = red.redact_line(url);
                 let lower = url.to_ascii_lowercase();
                 let web = lower.starts_with("https://") || lower.starts_with("http://");
                 (web && url.len() <= m::URL_BYTES_MAX).then(|| LogPointer {

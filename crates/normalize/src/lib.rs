@@ -106,8 +106,8 @@ pub struct NormalizeContext {
     pub aws_account_environments: BTreeMap<String, tg_model::Environment>,
 }
 
-/// Why a payload was rejected. The server maps `Malformed` and
-/// `LimitExceeded` to 400 and `TooLarge` to 413.
+/// Why a payload was rejected. The server maps `Malformed`, `LimitExceeded`
+/// and `DuplicateKey` to 400 and `TooLarge` to 413.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -117,6 +117,8 @@ pub enum ErrorKind {
     TooLarge,
     /// A named limit other than the body size was exceeded.
     LimitExceeded,
+    /// An object in the payload repeats a key (the message names it).
+    DuplicateKey,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -125,6 +127,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Malformed => "malformed",
             ErrorKind::TooLarge => "too large",
             ErrorKind::LimitExceeded => "limit exceeded",
+            ErrorKind::DuplicateKey => "duplicate key",
         })
     }
 }
@@ -165,8 +168,8 @@ impl NormalizeError {
     /// which may be secrets.
     pub(crate) fn redacted(self, redactor: &Redactor) -> Self {
         let clean = |s: &str| {
-            let r = redactor.redact(s);
-            common::truncate(common::one_line(&r), ERROR_TEXT_BYTES_MAX)
+            let r = redactor.redact_line(&unescape(s));
+            common::truncate(r, ERROR_TEXT_BYTES_MAX)
         };
         NormalizeError {
             kind: self.kind,
@@ -174,6 +177,55 @@ impl NormalizeError {
             message: clean(&self.message),
         }
     }
+}
+
+/// Error text quotes offending values the way Rust and serde do (`{:?}`:
+/// `"Bearer\u{200b}tok"`, `"a\tb"`). The escapes are turned back into the
+/// characters they stand for, so that [`Redactor::redact_line`] sees a secret
+/// split by one exactly as it sees it in a field (issue 27). `\\` stays.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some('u') => {
+                let mut probe = chars.clone();
+                probe.next();
+                let code: Option<char> = (probe.next() == Some('{'))
+                    .then(|| {
+                        let hex: String = probe.by_ref().take_while(|h| *h != '}').collect();
+                        u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
+                    })
+                    .flatten();
+                match code {
+                    Some(ch) => {
+                        out.push(ch);
+                        chars = probe;
+                        continue;
+                    }
+                    None => {
+                        out.push('\\');
+                        continue;
+                    }
+                }
+            }
+            Some('\\') => out.push_str("\\\\"),
+            _ => {
+                out.push('\\');
+                continue;
+            }
+        }
+        chars.next();
+    }
+    out
 }
 
 /// The signature every normalizer has.

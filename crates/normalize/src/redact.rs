@@ -1,6 +1,7 @@
 //! Redaction of secrets and personal data from every string that reaches an event.
 //!
-//! Built-in patterns (applied in this order), each replaced by `[REDACTED:<kind>]`:
+//! Built-in patterns (applied in this order), each replaced by `[REDACTED:<kind>]`;
+//! a marker already in the text is never replaced again:
 //!
 //! | kind | matches |
 //! |---|---|
@@ -8,12 +9,27 @@
 //! | `jwt` | three base64url segments starting `eyJ` |
 //! | `bearer` | the token after `Bearer ` (the word `Bearer` is kept) |
 //! | `basic` | the credentials after `Basic ` |
+//! | `authorization` | the credentials of an `Authorization:` (or `Proxy-Authorization:`) value, after a scheme word if any (`Token`, `Digest`, `Splunk`, `SSWS`, `ApiKey` ...; `Bearer` and `Basic` keep their own kinds) |
 //! | `url_password` | the password in `scheme://user:password@host` (user kept) |
 //! | `aws_access_key` | AWS access key IDs (`AKIA...`, `ASIA...` and the other 4-letter prefixes) |
-//! | `aws_secret` | the value after an `aws_secret_access_key`-like key |
-//! | `secret` | the value after a `password`, `passwd`, `pwd`, `secret`, `token`, `api_key`, `access_key` key (`=` or `:`; quoted or not; `client_secret`, `X-Api-Key` ...) |
+//! | `aws_secret` | the value after an `aws_secret_access_key`-like key; and 40 base64 characters written right after an access key ID (`AKIA... wJalr...`, `AKIA...:wJalr...`, `AKIA...,wJalr...`) |
+//! | `slack` | Slack tokens `xox?-...` (`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxe-` ...) |
+//! | `github` | GitHub tokens `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` and fine-grained `github_pat_` |
+//! | `secret` | the whole value after a `password`, `passwd`, `pwd`, `secret`, `token`, `api_key`, `access_key` key (`=` or `:`, spaces around them; `client_secret`, `X-Api-Key` ...): a double- or single-quoted value with its spaces (escaped quotes too), a bracketed value (`[Hunter2Secret]`), or a bare word |
 //! | `email` | e-mail addresses |
 //! | `custom` | each extra pattern given to [`Redactor::with_extra`] |
+//!
+//! [`Redactor::redact_line`] is what every stored, logged or model-shown string
+//! gets: the text is made one line *first* (a run of white space becomes one
+//! space; control characters, which JSON escapes such as `\b` and `\u0000`
+//! decode to, and invisible format characters such as zero-width spaces and
+//! joiners, bidi marks, soft hyphens and variation selectors are removed), then
+//! redacted, so no later transformation can re-form a secret: the result is a
+//! fixed point of [`Redactor::redact`] (the `normalizer` fuzz target's
+//! invariant). An invisible character may hide a secret either way: standing
+//! between `Bearer` and its token (it separates them) or inside an access key
+//! (it splits it). So a text that holds one is redacted twice: once with each
+//! run of them read as a space, then once more with them removed.
 //!
 //! The regexes are compiled once; a `Redactor` is cheap to clone and share.
 //! Redaction errs on the side of removing too much: a false positive costs a
@@ -60,6 +76,11 @@ const BUILTIN_SOURCES: &[(&str, &str, &str)] = &[
         "${keep}[REDACTED:basic]",
     ),
     (
+        "authorization",
+        r#"(?i)(?P<keep>\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:(?:token|bearer|basic|digest|negotiate|apikey|api-key|key|sso-key|splunk|ssws|dsn)\s+)?)[^\s"',;&]+"#,
+        "${keep}[REDACTED:authorization]",
+    ),
+    (
         "url_password",
         r"(?i)(?P<keep>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@",
         "${keep}[REDACTED:url_password]@",
@@ -75,8 +96,24 @@ const BUILTIN_SOURCES: &[(&str, &str, &str)] = &[
         "${keep}[REDACTED:aws_secret]",
     ),
     (
+        // A secret access key (40 base64 characters) written next to its key
+        // id, which the `aws_access_key` rule has just replaced:
+        // `AKIA... wJalr...`, `AKIA...:wJalr...`, CSV `AKIA...,wJalr...`.
+        "aws_secret",
+        r#"(?P<keep>\[REDACTED:aws_access_key\]["']?[\s:,;=|/"']{1,6})[A-Za-z0-9/+]{40}"#,
+        "${keep}[REDACTED:aws_secret]",
+    ),
+    ("slack", r"\bxox[a-z]-[A-Za-z0-9-]{8,}", "[REDACTED:slack]"),
+    (
+        "github",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",
+        "[REDACTED:github]",
+    ),
+    (
+        // The whole value: double- or single-quoted (spaces and escaped
+        // quotes inside, `\"` quoting too), bracketed, or a bare word.
         "secret",
-        r#"(?i)(?P<keep>[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)["']?\s*[:=]\s*["']?)[^\s"',;&\[][^\s"',;&]*"#,
+        r#"(?i)(?P<keep>[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)(?:\\?["'])?\s*[:=]\s*)(?:\\?"(?:[^"\\]|\\[^"])*(?:\\?")?|\\?'(?:[^'\\]|\\[^'])*(?:\\?')?|\[[^\]]*\]?[A-Za-z0-9_+/=~-]*|[^\s"',;&]+)"#,
         "${keep}[REDACTED:secret]",
     ),
     (
@@ -100,6 +137,85 @@ static BUILTINS: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         })
         .collect()
 });
+
+/// A run of separators: white space, control characters (what JSON escapes
+/// such as `\b`, `\f` and `\u0000` decode to) and default-ignorable code
+/// points (zero-width space and joiners, bidi marks and isolates, soft hyphen,
+/// word joiner, byte order mark, variation selectors, tag characters).
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern; redact::tests::separators_are_flattened runs it"
+)]
+static SEPARATORS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[\s\p{Cc}\p{Default_Ignorable_Code_Point}]+").expect("separator pattern compiles")
+});
+
+/// Stands for a run of invisible characters during the first pass: white
+/// space to every rule (so it separates `Bearer` from its token), never
+/// produced otherwise (every white space run becomes `' '`), and removed
+/// before the second pass.
+const INVISIBLE: &str = "\u{2002}";
+
+/// `text` as one line: a separator run holding white space becomes one
+/// space, a run of control and invisible characters only becomes
+/// [`INVISIBLE`]; the ends are trimmed.
+fn flatten(text: &str) -> String {
+    let flat = SEPARATORS.replace_all(text, |c: &regex::Captures<'_>| {
+        let run = c.get(0).map_or("", |m| m.as_str());
+        if run.chars().any(char::is_whitespace) {
+            " "
+        } else {
+            INVISIBLE
+        }
+    });
+    flat.trim_matches(|c: char| c == ' ' || INVISIBLE.contains(c))
+        .to_owned()
+}
+
+/// Removes [`INVISIBLE`]. Where one touches a redaction marker of the first
+/// pass it becomes a space (`Bearer [REDACTED:bearer]`), and the word glued
+/// after such a marker is dropped: the marker's secret may have gone on past
+/// the invisible character (`Bearer AKIAIOSF\u{ad}ODNN7EXAMPLE`: the bearer
+/// rule took `AKIAIOSF`, the second pass would no longer see a key in
+/// `ODNN7EXAMPLE`).
+fn join(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((before, after)) = rest.split_once(INVISIBLE) {
+        out.push_str(before);
+        rest = after;
+        if ends_with_marker(&out) {
+            push_space(&mut out);
+            let word = rest.find([' ', '\u{2002}']).unwrap_or(rest.len());
+            rest = rest.get(word..).unwrap_or_default();
+            rest = rest.strip_prefix(' ').unwrap_or(rest);
+        } else if rest.starts_with("[REDACTED:") {
+            push_space(&mut out);
+        }
+    }
+    out.push_str(rest);
+    out.truncate(out.trim_end_matches(' ').len());
+    out
+}
+
+/// One space, never two (a dropped word between two markers).
+fn push_space(out: &mut String) {
+    if !out.is_empty() && !out.ends_with(' ') {
+        out.push(' ');
+    }
+}
+
+/// `text` is exactly one `[REDACTED:<kind>]` marker.
+fn is_marker(text: &str) -> bool {
+    text.strip_prefix("[REDACTED:")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|kind| kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+}
+
+fn ends_with_marker(text: &str) -> bool {
+    text.rsplit_once("[REDACTED:")
+        .is_some_and(|(_, kind)| kind.ends_with(']') && !kind.contains([' ', '[']))
+}
 
 /// Why extra redaction patterns were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,7 +290,19 @@ impl Redactor {
     pub fn redact(&self, text: &str) -> String {
         let mut out: Cow<'_, str> = Cow::Borrowed(text);
         for rule in BUILTINS.iter() {
-            if let Cow::Owned(s) = rule.regex.replace_all(&out, rule.replacement) {
+            let replaced = rule.regex.replace_all(&out, |c: &regex::Captures<'_>| {
+                let whole = c.get(0).map_or("", |m| m.as_str());
+                let keep = c.name("keep").map_or(0, |m| m.len());
+                // INVARIANT: a marker is never redacted again, so its kind is
+                // the first rule's and redaction is idempotent.
+                if whole.get(keep..).is_some_and(is_marker) {
+                    return whole.to_owned();
+                }
+                let mut replacement = String::new();
+                c.expand(rule.replacement, &mut replacement);
+                replacement
+            });
+            if let Cow::Owned(s) = replaced {
                 out = Cow::Owned(s);
             }
         }
@@ -191,6 +319,20 @@ impl Redactor {
         out.into_owned()
     }
 
+    /// `text` made one line, then redacted: what every string that is
+    /// stored, logged or shown to a model gets (see the module docs). The
+    /// result has no control, format or non-space white space characters and
+    /// is a fixed point of [`Redactor::redact`]; cutting it (on a char
+    /// boundary) cannot form a secret either, except a cut marker.
+    pub fn redact_line(&self, text: &str) -> String {
+        let flat = flatten(text);
+        if !flat.contains(INVISIBLE) {
+            return self.redact(&flat);
+        }
+        let split = self.redact(&flat);
+        self.redact(&join(&split))
+    }
+
     /// The kinds the built-in patterns report, in the order they are applied.
     pub fn builtin_kinds() -> impl Iterator<Item = &'static str> {
         BUILTINS.iter().map(|r| r.kind)
@@ -203,6 +345,43 @@ mod tests {
 
     fn r(s: &str) -> String {
         Redactor::new().redact(s)
+    }
+
+    #[test]
+    fn separators_are_flattened() {
+        let red = Redactor::new();
+        assert_eq!(
+            red.redact_line("  a\tb\r\n c\u{0}d\u{8} \u{1b}e  "),
+            "a b cd e"
+        );
+        // Invisible characters alone join; next to white space they are one space.
+        assert_eq!(
+            red.redact_line("ab\u{200b}c\u{ad}d e \u{200d} f"),
+            "abcd e f"
+        );
+        assert_eq!(
+            red.redact_line("Bearer\u{200b}tok1 AKIAIOSF\u{ad}ODNN7EXAMPLE"),
+            "Bearer [REDACTED:bearer] [REDACTED:aws_access_key]"
+        );
+        assert_eq!(
+            red.redact_line("Bearer \u{8}c123tok"),
+            "Bearer [REDACTED:bearer]"
+        );
+        assert!(!red.redact_line("x\u{2002}y").contains(INVISIBLE));
+        // Found by redact_signature: two markers around a dropped word left two spaces.
+        assert_eq!(
+            red.redact_line("a@example.cob\u{0}x1\u{0}s@example.co end"),
+            "[REDACTED:email] [REDACTED:email] end"
+        );
+        assert_eq!(
+            red.redact_line("a@example.com\u{0}tail"),
+            "[REDACTED:email]"
+        );
+        // A rule's match that stops at an invisible character takes the glued word along.
+        assert_eq!(
+            red.redact_line("Bearer AKIAIOSF\u{ad}ODNN7EXAMPLE next"),
+            "Bearer [REDACTED:bearer] next"
+        );
     }
 
     #[test]
@@ -280,6 +459,86 @@ mod tests {
             assert!(out.contains("[REDACTED:secret]"), "{input} -> {out}");
         }
         assert_eq!(r("token=xyz&next=1"), "token=[REDACTED:secret]&next=1");
+    }
+
+    #[test]
+    fn whole_values_and_more_token_shapes() {
+        for (input, hidden) in [
+            ("password=[Hunter2Secret]", &["Hunter2Secret"][..]),
+            (
+                "password=[correct horse battery]",
+                &["correct", "horse", "battery"],
+            ),
+            (
+                r#"password: "correct horse battery""#,
+                &["correct", "horse", "battery"],
+            ),
+            (
+                "password = 'correct horse battery' next",
+                &["correct", "horse", "battery"],
+            ),
+            (
+                r#"{\"password\": \"correct horse battery\"}"#,
+                &["correct", "horse", "battery"],
+            ),
+            ("token: [REDACTED:bearer]tail9Secret", &["tail9Secret"]),
+            (
+                "xoxb-1234567890-abcdefghijKLMN",
+                &["abcdefghijKLMN", "1234567890"],
+            ),
+            ("xoxp-12345-67890-abcdef0123", &["abcdef0123"]),
+            (
+                "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                &["aBcDeFgHiJkLmNoPqRsTuVwXyZ"],
+            ),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123",
+                &["abcdefghijklmnopqrstuvwxyz"],
+            ),
+            ("Authorization: Token abc123def456", &["abc123def456"]),
+            ("authorization=SSWS 00QCjAl4MlV-WPXM", &["00QCjAl4MlV"]),
+            ("Authorization: Splunk 9f1a2b3c-4d5e", &["9f1a2b3c"]),
+            (
+                "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                &["wJalrXUtnFEMI"],
+            ),
+            (
+                "AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                &["wJalrXUtnFEMI"],
+            ),
+            (
+                "AKIAIOSFODNN7EXAMPLE,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                &["wJalrXUtnFEMI"],
+            ),
+        ] {
+            let out = r(input);
+            for h in hidden {
+                assert!(!out.contains(h), "{input} -> {out}");
+            }
+            assert!(out.contains("[REDACTED:"), "{input} -> {out}");
+            assert_eq!(r(&out), out, "{input}: not a fixed point");
+        }
+        assert_eq!(
+            r("Authorization: Token abc123"),
+            "Authorization: Token [REDACTED:authorization]"
+        );
+        assert_eq!(
+            r("Authorization: Bearer abc123"),
+            "Authorization: Bearer [REDACTED:bearer]"
+        );
+        assert_eq!(r("xoxb-1234567890-abcdefghij"), "[REDACTED:slack]");
+        // Markers keep their kind: the aws_secret value is not re-redacted as a secret.
+        assert_eq!(
+            r("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG"),
+            "aws_secret_access_key=[REDACTED:aws_secret]"
+        );
+        assert_eq!(
+            r("AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "[REDACTED:aws_access_key] [REDACTED:aws_secret]"
+        );
+        // Ordinary words are left alone.
+        let s = "authorization failed: token expired for user (xox) ghp";
+        assert_eq!(r(s), s);
     }
 
     #[test]

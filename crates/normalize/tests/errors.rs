@@ -48,6 +48,51 @@ fn ok_event() -> Value {
     json!({"service": "a", "alert_name": "b", "summary": "c"})
 }
 
+/// Issue 21 (10): a repeated key anywhere in any source's payload refuses it,
+/// naming the key (every golden input, its first key written twice).
+#[test]
+fn a_repeated_key_is_refused_in_every_source() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut refused = 0;
+    for (source, _) in common::SOURCES {
+        let mut cases: Vec<_> = std::fs::read_dir(golden.join(source))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        cases.sort();
+        for case in cases {
+            let input = std::fs::read_to_string(case.join("input.json")).unwrap();
+            let Value::Object(map) = serde_json::from_str::<Value>(&input).unwrap() else {
+                continue;
+            };
+            let (key, value) = map.iter().next().unwrap();
+            let dup = format!("{{{}: {value}, {}", json!(key), &input.trim_start()[1..]);
+            let e = common::normalize_fn(source)(dup.as_bytes(), &common::ctx(), common::now())
+                .unwrap_err();
+            assert_err(
+                &e,
+                ErrorKind::DuplicateKey,
+                "",
+                &format!("duplicate key {}", json!(key)),
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused > 20, "{refused}");
+    // Nested, and the key is redacted like any echoed text.
+    let e = gen_err_raw(
+        r#"{"service": "a", "alert_name": "b", "summary": "c", "labels": {"x": "1", "x": "2"}}"#,
+    );
+    assert_err(&e, ErrorKind::DuplicateKey, "", "duplicate key \"x\"");
+    let e = gen_err_raw(r#"{"password=hunter2Dup": 1, "password=hunter2Dup": 2}"#);
+    assert_eq!(e.kind, ErrorKind::DuplicateKey, "{e:?}");
+    assert!(!e.message.contains("hunter2Dup"), "{e:?}");
+}
+
+fn gen_err_raw(body: &str) -> NormalizeError {
+    generic::normalize(body.as_bytes(), &common::ctx(), common::now()).unwrap_err()
+}
+
 #[test]
 fn not_json_is_malformed_at_the_root() {
     let e = generic::normalize(b"{nope", &common::ctx(), common::now()).unwrap_err();

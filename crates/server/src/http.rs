@@ -187,9 +187,10 @@ pub(crate) fn normalize_problem(label: &'static str, e: &tg_normalize::Normalize
             "malformed-event",
             "Malformed event",
         ),
+        ErrorKind::DuplicateKey => (StatusCode::BAD_REQUEST, "duplicate-key", "Duplicate key"),
     };
     let mut p = Problem::new(status, slug, title, e.message.clone()).field(e.field.clone());
-    if e.kind != ErrorKind::Malformed {
+    if matches!(e.kind, ErrorKind::TooLarge | ErrorKind::LimitExceeded) {
         p = p.limit(limit_name(&e.message));
     }
     p
@@ -254,7 +255,7 @@ pub(crate) async fn accept_body(
         .filter(|s| CorrelationId::is_valid(s))
         // A caller's ID is stored, logged and sent on verbatim: one the
         // redactor would change (an access key, a JWT) is not used.
-        .filter(|s| state.pipeline.normalize.redactor.redact(s) == *s)
+        .filter(|s| state.pipeline.normalize.redactor.redact_line(s) == *s)
         .map(CorrelationId::from);
     let runs: Vec<NewRun> = events
         .into_iter()

@@ -344,7 +344,11 @@ pub(crate) async fn ingest(
         Err(Refusal::Forbidden(e)) => {
             m::rejected(LABEL, "forbidden");
             // The MessageId is the sender's text: redacted before it is logged.
-            let message_id = state.pipeline.normalize.redactor.redact(&env.message_id);
+            let message_id = state
+                .pipeline
+                .normalize
+                .redactor
+                .redact_line(&env.message_id);
             tracing::warn!(message_id = %tg_engine::truncate(&message_id, 128), reason = %e, "SNS message refused");
             return Err(forbidden(&e));
         }
@@ -396,7 +400,11 @@ pub(crate) async fn ingest(
         }
         MessageType::SubscriptionConfirmation => sns.confirm(&env).await,
         MessageType::UnsubscribeConfirmation => {
-            let topic_arn = state.pipeline.normalize.redactor.redact(&env.topic_arn);
+            let topic_arn = state
+                .pipeline
+                .normalize
+                .redactor
+                .redact_line(&env.topic_arn);
             tracing::info!(%topic_arn, "SNS unsubscribe confirmation received");
             Ok((StatusCode::OK, Json(json!({"status": "unsubscribed"}))).into_response())
         }

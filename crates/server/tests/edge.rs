@@ -46,6 +46,47 @@ async fn assert_nothing_happened(h: &mut Harness) {
     assert_eq!(h.run_records(), Vec::<Value>::new(), "no run was audited");
 }
 
+/// Issue 21 (10): an event repeating a key (last wins in serde_json, first
+/// in other parsers) is refused whole, 400 `duplicate-key` naming the key,
+/// at the top level or nested, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_json_keys_are_400_duplicate_key_naming_the_key() {
+    let mut h = Harness::start().await;
+    for (source, body, key) in [
+        (
+            "generic",
+            r#"{"service": "checkout", "alert_name": "a", "summary": "s", "service": "payments"}"#,
+            "service",
+        ),
+        (
+            "generic",
+            r#"{"service": "checkout", "alert_name": "a", "summary": "s",
+                "labels": {"env": "staging", "env": "prod"}}"#,
+            "env",
+        ),
+        (
+            "alertmanager",
+            r#"{"version": "4", "status": "firing", "groupKey": "g", "alerts": [
+                {"status": "firing", "status": "resolved", "labels": {"service": "a"},
+                 "annotations": {}, "startsAt": "2026-11-24T03:12:00Z"}]}"#,
+            "status",
+        ),
+    ] {
+        let resp = h.post_raw(source, body.as_bytes().to_vec(), None).await;
+        let p = problem(resp, 400).await;
+        assert!(
+            p["type"].as_str().unwrap().ends_with("/duplicate-key"),
+            "{source}: {p}"
+        );
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("duplicate key \"{key}\"")),
+            "{source}: {p}"
+        );
+    }
+    assert_nothing_happened(&mut h).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_event_missing_service_is_400_problem_naming_the_field() {
     let mut h = Harness::start().await;

@@ -146,7 +146,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
+/// The process's one subscriber (several tests share it; each searches all of it).
 fn capture_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(install_log_capture).clone()
+}
+
+fn install_log_capture() -> LogBuffer {
     let buffer = LogBuffer::default();
     // DEBUG everywhere except the HTTP/TLS plumbing's wire-level chatter; the
     // triage_gate crates at TRACE (whatever they log, at any level).
@@ -755,4 +761,208 @@ async fn a_secret_in_every_field_of_every_source_never_leaves_the_normalizer() {
         }
     }
     assert!(leaks.is_empty(), "{} leaks (first 40 above)", leaks.len());
+}
+
+/// Issue 27, end to end: a secret whose parts a control character (a JSON
+/// escape such as `\b` or `\u0000`), an invisible format character (zero-width
+/// space, soft hyphen, bidi mark) or a white space variant separates, sent in
+/// the fields of a generic event over HTTP, reaches neither the store (SQLite
+/// file and WAL, audit.jsonl) nor the model request, the logs or the answers;
+/// the model sees the redaction marker instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_split_by_a_control_or_invisible_character_reaches_neither_store_nor_model() {
+    never_stored_nor_shown(&[
+        (
+            "token Bearer \u{8}SuperSecretTok123 end",
+            "SuperSecretTok123",
+            "[REDACTED:bearer]",
+        ),
+        (
+            "Bearer\u{8}tokBs8Wq3Zn5Rk",
+            "tokBs8Wq3Zn5Rk",
+            "[REDACTED:bearer]",
+        ),
+        (
+            "Bearer\u{200b}tokZw8Wq3Zn5Rk",
+            "tokZw8Wq3Zn5Rk",
+            "[REDACTED:bearer]",
+        ),
+        (
+            "Bearer\u{202e}tokRlo8Wq3Zn5Rk",
+            "tokRlo8Wq3Zn5Rk",
+            "[REDACTED:bearer]",
+        ),
+        (
+            "Bearer\u{a0}tokNb8Wq3Zn5Rk",
+            "tokNb8Wq3Zn5Rk",
+            "[REDACTED:bearer]",
+        ),
+        (
+            "AKIAQ9SH7YMD\u{ad}2WF4KXUP",
+            "2WF4KXUP",
+            "[REDACTED:aws_access_key]",
+        ),
+        (
+            "AKIAR4TJ8ZNE\u{200d}3XG5LYVQ",
+            "3XG5LYVQ",
+            "[REDACTED:aws_access_key]",
+        ),
+        (
+            "password=\u{0}pwNul8Wq3Zn5Rk",
+            "pwNul8Wq3Zn5Rk",
+            "[REDACTED:secret]",
+        ),
+        (
+            "pass\u{ad}word=pwShy8Wq3Zn5Rk",
+            "pwShy8Wq3Zn5Rk",
+            "[REDACTED:secret]",
+        ),
+    ])
+    .await;
+}
+
+/// Issue 21 (5), end to end: whole quoted and bracketed values, Slack and
+/// GitHub tokens, `Authorization: Token`, and an AWS secret access key next
+/// to its key ID reach neither the store nor the model request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_values_and_token_shapes_reach_neither_store_nor_model() {
+    never_stored_nor_shown(&[
+        (
+            "password=[Hunter2SecretQz7]",
+            "Hunter2SecretQz7",
+            "[REDACTED:secret]",
+        ),
+        (
+            r#"password: "correct horseQz7 battery""#,
+            "horseQz7",
+            "[REDACTED:secret]",
+        ),
+        (
+            "db_password = 'staple batteryQz7 horse'",
+            "batteryQz7",
+            "[REDACTED:secret]",
+        ),
+        (
+            "xoxb-2233445566-SlackTokQz7Wv9Lm4",
+            "SlackTokQz7Wv9Lm4",
+            "[REDACTED:slack]",
+        ),
+        (
+            "ghp_GhTokQz7Wv9Lm4Xc2Rt8Yb3Nd6Kf1Hs5Pa0",
+            "GhTokQz7Wv9Lm4Xc2Rt8",
+            "[REDACTED:github]",
+        ),
+        (
+            "github_pat_11AAQZ7WV9LM4XC2RT8YB_PatTokQz7Wv9Lm4Xc2Rt8Yb3Nd6Kf1Hs5Pa0",
+            "PatTokQz7Wv9Lm4Xc2Rt8",
+            "[REDACTED:github]",
+        ),
+        (
+            "Authorization: Token AuthTokQz7Wv9Lm4",
+            "AuthTokQz7Wv9Lm4",
+            "[REDACTED:authorization]",
+        ),
+        (
+            "AKIAT5UK9AOF4YH6MZWR WsecQz7Wv9Lm4Xc2Rt8Yb3Nd6Kf1Hs5Pa0Ge4Jq6",
+            "WsecQz7Wv9Lm4Xc2Rt8",
+            "[REDACTED:aws_secret]",
+        ),
+    ])
+    .await;
+}
+
+/// Posts each `(text, needle, marker)` in the fields of a generic event (and
+/// once in a field that must refuse it), lets the runs complete through the
+/// model, then searches the model requests, every file of the data dir (or
+/// the PostgreSQL store), the logs and the gate's answers for each needle;
+/// the model must have seen each marker.
+async fn never_stored_nor_shown(cases: &[(&str, &str, &str)]) {
+    let logs = capture_logs();
+    let mut run = Run {
+        harness: Harness::start_with(&config()).await,
+        answers: Vec::new(),
+        run_ids: Vec::new(),
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    for (i, (text, _, _)) in cases.iter().enumerate() {
+        let body = json!({
+            "service": "checkout",
+            "alert_name": format!("Probe{tag}n{i}"),
+            "summary": format!("upstream said {text}"),
+            "message": format!("auth failed: {text}"),
+            "severity": "high",
+            "labels": {"note": text, "region": "eu-west-1"},
+            "correlation_ids": {"trace": format!("t-{i} {text}")},
+        });
+        let status = run.post(Source::Generic, &body, None).await;
+        assert_eq!(status, 202, "{text:?}: {}", run.answers.last().unwrap());
+        // Refused with the secret in an enumerated field: the answer must not echo it.
+        let refused =
+            json!({"service": "checkout", "alert_name": "a", "summary": "s", "status": text});
+        let status = run.post(Source::Generic, &refused, None).await;
+        assert_eq!(status, 400, "{text:?}: {}", run.answers.last().unwrap());
+    }
+    let ids = run.run_ids.clone();
+    assert_eq!(ids.len(), cases.len());
+    for id in &ids {
+        run.harness.wait_completed(id).await;
+        run.get_text(&format!("/v1/runs/{id}")).await;
+    }
+    let model_text: String = run
+        .harness
+        .state()
+        .requests(Target::Anthropic)
+        .iter()
+        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .collect();
+    for (i, (text, _, marker)) in cases.iter().enumerate() {
+        assert!(
+            model_text.contains(&format!("Probe{tag}n{i}")),
+            "{text:?}: the model never saw its run"
+        );
+        assert!(
+            model_text.contains(marker),
+            "{text:?}: no {marker} reached the model"
+        );
+    }
+    run.harness.stop_gate().await;
+
+    let mut leaks = Vec::new();
+    let mut check = |place: &str, hay: &[u8]| {
+        for (text, needle, _) in cases {
+            if let Some(context) = find(hay, needle) {
+                leaks.push(format!("{text:?} ({needle}) in {place}: …{context}…"));
+            }
+        }
+    };
+    check("the model requests", model_text.as_bytes());
+    if let Some(url) = &run.harness.store_url {
+        let rows = tg_store::testing::dump_postgres_text(url).await.unwrap();
+        assert!(
+            rows.contains(&format!("Probe{tag}n0")),
+            "the dump holds the runs"
+        );
+        check("the PostgreSQL store", rows.as_bytes());
+    }
+    let mut files = Vec::new();
+    files_under(run.harness.data.path(), &mut files);
+    let mut seen_in_files = false;
+    files.sort_by_key(|f| f.extension().is_some_and(|e| e == "sqlite"));
+    for f in &files {
+        if let Ok(bytes) = std::fs::read(f) {
+            seen_in_files |= find(&bytes, &format!("Probe{tag}n0")).is_some();
+            check(&f.display().to_string(), &bytes);
+        }
+    }
+    assert!(seen_in_files, "the runs were found in the data dir's files");
+    check("the logs", logs.text().as_bytes());
+    for (i, a) in run.answers.iter().enumerate() {
+        check(&format!("gate answer #{i}"), a.as_bytes());
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
 }
