@@ -511,6 +511,13 @@ async fn console_sign_in_is_csrf_protected_and_sign_out_ends_every_copy() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "another site's origin");
+    // `Origin: null` (our own no-referrer policy) without the form token.
+    let r = attempt("", "/ui/now", Some("null")).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a null origin without the token"
+    );
     let own = h.base.clone();
     let r = attempt(&form_token, "/ui/now\r\nX-Injected: 1", Some(&own))
         .await

@@ -470,13 +470,18 @@ pub(crate) async fn login_page(
 }
 
 /// Whether the request's `Origin` (or, without one, `Referer`) names this
-/// host; a request with neither is left to the form token.
+/// host; a request with neither (or `Origin: null`) is left to the form token.
 fn same_origin(headers: &axum::http::HeaderMap) -> bool {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|v| v.to_str().ok());
-    let claimed = headers
+    // `Origin: null` is what a browser sends under our own
+    // `Referrer-Policy: no-referrer` (and from sandboxed frames): it names
+    // no host, so it is treated as absent; the form token still decides.
+    let origin = headers
         .get(axum::http::header::ORIGIN)
+        .filter(|v| v.as_bytes() != b"null");
+    let claimed = origin
         .or_else(|| headers.get(axum::http::header::REFERER))
         .and_then(|v| v.to_str().ok());
     match (claimed, host) {
