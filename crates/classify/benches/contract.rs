@@ -53,6 +53,7 @@ fn event() -> NormalizedEvent {
         labels: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
         occurred_at: at,
         received_at: at,
+        sender: None,
     }
 }
 

@@ -122,7 +122,20 @@ pub struct InboundConfig {
     /// A signed delivery older or newer than this is refused, and a
     /// signature is accepted once within it (replay protection).
     pub replay_window_secs: u64,
+    /// The origins each verified sender may claim, by sender identity
+    /// (`jwt:<client>`, `webhook:<name>`, `sns:<topic arn>`). A bound sender
+    /// claiming any other origin is refused (403 `origin-not-bound`); an
+    /// unbound sender's claims are labels. Independence is counted by sender
+    /// either way (docs/policy.md).
+    pub origins: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// Senders in `identity.inbound.origins` at most.
+pub const ORIGIN_SENDERS_MAX: usize = 1_024;
+/// Origins one sender may be bound to at most.
+pub const ORIGINS_PER_SENDER_MAX: usize = 64;
+/// The sender identity prefixes the gate assigns.
+pub const SENDER_PREFIXES: [&str; 3] = ["jwt:", "webhook:", "sns:"];
 
 impl Default for InboundConfig {
     fn default() -> Self {
@@ -142,6 +155,7 @@ impl Default for InboundConfig {
             jwks_stale_max_secs: 86_400,
             webhooks: Vec::new(),
             replay_window_secs: 300,
+            origins: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -173,6 +187,32 @@ impl IdentityConfig {
         out.extend(self.console.check());
         let i = &self.inbound;
         let p = |k: &str| format!("identity.inbound.{k}");
+        if i.origins.len() > ORIGIN_SENDERS_MAX {
+            out.push((
+                p("origins"),
+                format!("{} senders, at most {ORIGIN_SENDERS_MAX}", i.origins.len()),
+            ));
+        }
+        for (sender, origins) in &i.origins {
+            let sp = format!("identity.inbound.origins.{sender}");
+            if !SENDER_PREFIXES.iter().any(|pre| sender.starts_with(pre)) {
+                out.push((
+                    sp.clone(),
+                    format!(
+                        "a sender identity starts with one of {SENDER_PREFIXES:?} (jwt:<client_id or sub>, webhook:<name>, sns:<topic arn>)"
+                    ),
+                ));
+            }
+            if origins.is_empty() || origins.len() > ORIGINS_PER_SENDER_MAX {
+                out.push((
+                    sp,
+                    format!(
+                        "1 to {ORIGINS_PER_SENDER_MAX} origins, got {}",
+                        origins.len()
+                    ),
+                ));
+            }
+        }
         // Signed webhooks are enforced in either mode, so checked in either.
         if i.webhooks.len() > INBOUND_WEBHOOKS_MAX {
             out.push((

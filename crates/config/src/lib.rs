@@ -1323,8 +1323,11 @@ pub struct StormConfig {
     pub dedup_window_secs: u64,
     /// Per-service and per-source suppression windows (a service's wins).
     pub dedup_overrides: DedupOverrides,
-    /// Events from distinct origins within this window are independent signals.
+    /// Events from distinct verified senders within this window are
+    /// independent signals (docs/policy.md).
     pub signal_window_secs: u64,
+    /// An event confirms a major incident only at this source impact or above.
+    pub signal_min_impact: tg_model::ImpactLevel,
     /// At most one MIM per service within this window.
     pub mim_window_secs: u64,
     pub paging: PagingLimits,
@@ -1586,6 +1589,7 @@ impl Default for StormConfig {
             dedup_window_secs: 600,
             dedup_overrides: DedupOverrides::default(),
             signal_window_secs: 900,
+            signal_min_impact: tg_model::ImpactLevel::High,
             mim_window_secs: 3600,
             paging: PagingLimits::default(),
             breaker: BreakerSpec::default(),

@@ -9,7 +9,7 @@
 //! This crate must never do I/O, read the clock, or execute an action: it only
 //! says what should happen and why.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use tg_policy::catalog::Catalog;
 use tg_policy::{Facts, GateInput, Gates, ids};
 use tg_storm::{
     BreakerConfig, BreakerState, BucketConfig, BucketState, DedupEntry, GroupEntry, GroupField,
-    GroupPage, Sighting, Signal, Transition, independent_origins,
+    GroupPage, Sighting, Signal, Transition, independent_signals,
 };
 
 /// Storm-control settings the step needs (from configuration).
@@ -35,8 +35,10 @@ pub struct StormSettings {
     pub dedup_service_windows: BTreeMap<String, chrono::Duration>,
     /// Per-source suppression windows, by source (`alertmanager`, `splunk`, ...).
     pub dedup_source_windows: BTreeMap<String, chrono::Duration>,
-    /// Window in which events from distinct origins count as independent signals.
+    /// Window in which events from distinct senders count as independent signals.
     pub signal_window: chrono::Duration,
+    /// The lowest source impact at which an event is a signal ([`Self::is_signal`]).
+    pub signal_min_impact: tg_model::ImpactLevel,
     /// At most one MIM per service within this window.
     pub mim_window: chrono::Duration,
     /// Paging budget per team.
@@ -131,6 +133,13 @@ impl StormSettings {
             .unwrap_or(self.dedup_window)
     }
 
+    /// Whether an event of source impact `level` is a signal: at
+    /// `signal_min_impact` or above, or `unknown` (a source without a
+    /// severity scale, such as a CloudWatch alarm, is not filtered by it).
+    pub fn is_signal(&self, level: tg_model::ImpactLevel) -> bool {
+        level == tg_model::ImpactLevel::Unknown || level >= self.signal_min_impact
+    }
+
     /// The paging budget of a service: its override, or the per-service default.
     pub fn service_bucket_for(&self, service: &str) -> BucketConfig {
         self.service_buckets
@@ -147,6 +156,7 @@ impl Default for StormSettings {
             dedup_service_windows: BTreeMap::new(),
             dedup_source_windows: BTreeMap::new(),
             signal_window: chrono::Duration::minutes(15),
+            signal_min_impact: tg_model::ImpactLevel::High,
             mim_window: chrono::Duration::hours(1),
             team_bucket: BucketConfig {
                 burst: 3,
@@ -182,7 +192,12 @@ pub fn routing_team<'a>(catalog: &'a Catalog, service: &str, c: &'a Classificati
 
 /// Signals are counted per service and environment.
 pub fn signal_key(event: &NormalizedEvent) -> String {
-    format!("{}@{}", event.service, event.environment.as_str())
+    signal_key_for(&event.service, event.environment)
+}
+
+/// [`signal_key`] of a service in an environment.
+pub fn signal_key_for(service: &str, environment: tg_model::Environment) -> String {
+    format!("{service}@{}", environment.as_str())
 }
 
 /// The key of the global paging bucket.
@@ -415,13 +430,19 @@ pub fn step(
         };
     }
 
-    effects.push(Effect::RecordSignal {
-        key: signal_key(event),
-        signal: Signal {
-            origin: event.origin.clone(),
-            seen_at: now,
-        },
+    // A signal is (verified sender, origin); only a severe enough event is one.
+    let sender = Signal::sender_of(event.sender.as_deref(), &event.origin);
+    let signal = settings.is_signal(event.impact.level).then(|| Signal {
+        sender: sender.clone(),
+        origin: event.origin.clone(),
+        seen_at: now,
     });
+    if let Some(signal) = &signal {
+        effects.push(Effect::RecordSignal {
+            key: signal_key(event),
+            signal: signal.clone(),
+        });
+    }
 
     // The breaker sees every firing event, duplicates included: a storm is mostly repeats.
     let obs = tg_storm::observe(
@@ -432,7 +453,8 @@ pub fn step(
         &state.sightings,
         Some(tg_storm::Current {
             service: &event.service,
-            origin: &event.origin,
+            // The storm's confirming signals are counted by sender too.
+            origin: &sender,
             run_id: input.run_id,
         }),
         now,
@@ -506,17 +528,7 @@ pub fn step(
     // not closed remotely on resolution yet, so a new one would be a duplicate.)
     // With `actions.resolve.ticket`, a group whose last alert resolved had its
     // ticket resolved remotely: a re-fire opens a new one.
-    let ticket_resolved = |d: &DedupEntry| {
-        settings.resolve.ticket
-            && d.resolved
-            && state
-                .group
-                .as_ref()
-                .is_some_and(|g| g.resolved && g.ticket_run == d.ticket_run)
-    };
-    let open_ticket = previous
-        .filter(|d| now >= d.opened_at && now < d.expires_at && !ticket_resolved(d))
-        .and_then(|d| d.ticket_run.clone());
+    let open_ticket = rules::open_ticket(settings, state, now);
     window.ticket_run = open_ticket.clone();
     // The origins that reported the fingerprint in this window, this one included.
     let mut seen: Vec<String> = previous
@@ -530,13 +542,9 @@ pub fn step(
     window.origins = seen;
     // A confirmation or an escalation inside an open window does not page again:
     // the window's page is still open.
-    let page_open = previous
-        .filter(|d| d.suppresses(now) && d.paged_within(now, dedup_window))
-        .and_then(|d| d.paged_at);
+    let page_open = rules::open_page(previous, now, dedup_window);
     // A re-fire after a resolution must not page again inside the window of the last page.
-    let flap_hold = previous
-        .filter(|d| d.resolved && d.paged_within(now, dedup_window))
-        .and_then(|d| d.paged_at);
+    let flap_hold = rules::flapped_page(previous, now, dedup_window);
     let window_at = effects.len();
     effects.push(Effect::OpenDedup(window.clone()));
 
@@ -606,48 +614,28 @@ pub fn step(
     let group_ticket = group_before
         .filter(|g| Some(&g.key) == group.as_ref().map(|n| &n.key))
         .and_then(|g| g.ticket_run.clone());
-    let group_page = group_before
-        .filter(|g| Some(&g.key) == group.as_ref().map(|n| &n.key))
-        .and_then(|g| g.page.clone())
-        .filter(|p| now >= p.at && now - p.at < dedup_window);
+    let group_page = rules::group_page(
+        state.group.as_ref(),
+        group.as_ref().map(|g| g.key.as_str()),
+        now,
+        dedup_window,
+    )
+    .cloned();
 
     let owner_team = catalog.owner_team(&event.service);
     let team = routing_team(catalog, &event.service, classification);
-    let team_cfg = settings.team_bucket;
-    let global_cfg = settings.global_bucket;
-    let service_cfg = settings.service_bucket_for(&event.service);
-    let service_key = service_bucket_key(&event.service);
-    let team_key = team_bucket_key(team);
-    let team_state = state
-        .team_bucket
-        .unwrap_or_else(|| BucketState::full(team_cfg, now));
-    let global_state = state
-        .global_bucket
-        .unwrap_or_else(|| BucketState::full(global_cfg, now));
-    let service_state = state
-        .service_bucket
-        .unwrap_or_else(|| BucketState::full(service_cfg, now));
+    let budgets = rules::page_budgets(settings, state, &event.service, team, now);
     // The tightest budget names the limit; on a tie the most specific one.
-    let levels = [
-        (&service_key, service_cfg, service_state),
-        (&team_key, team_cfg, team_state),
-        (&GLOBAL_BUCKET.to_owned(), global_cfg, global_state),
-    ]
-    .map(|(k, cfg, st)| (k.clone(), cfg, st.available(cfg, now)));
-    let tightest = levels
+    let tightest = budgets
         .iter()
+        .map(|b| (b.key.clone(), b.cfg, b.state.available(b.cfg, now)))
         .min_by_key(|(_, _, left)| *left)
-        .cloned()
-        .unwrap_or((GLOBAL_BUCKET.to_owned(), global_cfg, 0));
-    let origins: BTreeSet<String> =
-        independent_origins(&state.signals, &event.origin, now, settings.signal_window);
-    let mim_open = state
-        .open_mim
-        .as_ref()
-        .is_some_and(|(_, until)| *until > now);
+        .unwrap_or((GLOBAL_BUCKET.to_owned(), settings.global_bucket, 0));
+    let signals = independent_signals(&state.signals, signal.as_ref(), now, settings.signal_window);
+    let mim_open = rules::open_mim(state.open_mim.as_ref(), now).is_some();
     let facts = Facts {
         page_budget_left: tightest.2,
-        independent_signals: i64::try_from(origins.len()).unwrap_or(i64::MAX),
+        independent_signals: i64::try_from(signals.len()).unwrap_or(i64::MAX),
         mim_open,
     };
     let verdicts = gates.evaluate(&GateInput {
@@ -664,10 +652,7 @@ pub fn step(
     let umbrella = umbrella_service(event.environment);
     let storm_origins = breaker.origins.clone();
     let umbrella_verdicts = breaker.open.then(|| {
-        let mim_open = state
-            .umbrella_mim
-            .as_ref()
-            .is_some_and(|(_, until)| *until > now)
+        let mim_open = rules::open_mim(state.umbrella_mim.as_ref(), now).is_some()
             || breaker
                 .last_mim_at
                 .is_some_and(|t| now >= t && now < t + settings.mim_window);
@@ -753,16 +738,7 @@ pub fn step(
             && let Some(paged_at) = flap_hold
         {
             let window_secs = dedup_window.num_seconds();
-            conditions.push(Condition {
-                id: ids::PAGE_FLAP.into(),
-                description: "no page for this fingerprint within the suppression window".into(),
-                passed: false,
-                actual: format!(
-                    "paged at {} before the alert resolved",
-                    paged_at.to_rfc3339()
-                ),
-                threshold: format!("none within {window_secs}s"),
-            });
+            conditions.push(rules::page_flap_condition(paged_at, dedup_window));
             if outcome == Outcome::Execute {
                 outcome = Outcome::Review;
                 flap_reason = Some(format!(
@@ -773,15 +749,7 @@ pub fn step(
         if verdict.action == ActionKind::Page
             && let Some(paged_at) = page_open
         {
-            let window_secs = dedup_window.num_seconds();
-            conditions.push(Condition {
-                id: ids::PAGE_OPEN.into(),
-                description: "no page for this fingerprint is open in the suppression window"
-                    .into(),
-                passed: false,
-                actual: format!("paged at {}", paged_at.to_rfc3339()),
-                threshold: format!("none within {window_secs}s"),
-            });
+            conditions.push(rules::page_open_condition(paged_at, dedup_window));
             if outcome == Outcome::Execute {
                 outcome = Outcome::Suppressed;
                 held = None;
@@ -795,16 +763,8 @@ pub fn step(
             && page_open.is_none()
             && let Some(p) = &group_page
         {
-            let window_secs = dedup_window.num_seconds();
             let key = group.as_ref().map(|g| g.key.as_str()).unwrap_or_default();
-            conditions.push(Condition {
-                id: ids::PAGE_GROUP.into(),
-                description: "no page for this alert's group is open in the suppression window"
-                    .into(),
-                passed: false,
-                actual: format!("run {} paged {key} at {}", p.run_id, p.at.to_rfc3339()),
-                threshold: format!("none within {window_secs}s"),
-            });
+            conditions.push(rules::page_group_condition(p, key, dedup_window));
             if outcome == Outcome::Execute {
                 outcome = Outcome::Suppressed;
                 held = None;
@@ -827,14 +787,29 @@ pub fn step(
             }
         }
         if verdict.action == ActionKind::Mim {
-            // Name the confirming origins next to the count, so a reader sees which signals agreed.
-            let listed = if for_umbrella {
-                storm_origins.iter().cloned().collect::<Vec<_>>().join(", ")
+            // Name the confirming senders (and the origins they claimed) next
+            // to the count, so a reader sees which signals agreed, and say
+            // when the gate could not vouch for their independence.
+            let listed: Vec<String> = if for_umbrella {
+                storm_origins.iter().cloned().collect()
             } else {
-                origins.iter().cloned().collect::<Vec<_>>().join(", ")
+                signals
+                    .iter()
+                    .map(|(sender, origin)| format!("{sender} ({origin})"))
+                    .collect()
+            };
+            let unverified = if for_umbrella {
+                storm_origins.iter().any(|s| !Signal::verified(s))
+            } else {
+                signals.keys().any(|s| !Signal::verified(s))
             };
             for c in conditions.iter_mut().filter(|c| c.id == ids::MIM_SIGNALS) {
-                c.actual = format!("{} ({listed})", c.actual);
+                c.actual = format!("{} ({})", c.actual, listed.join(", "));
+                if unverified {
+                    c.actual.push_str(
+                        "; senders not verified (identity.inbound.mode none): independence is not vouched for",
+                    );
+                }
             }
         }
         if for_umbrella {
@@ -875,13 +850,7 @@ pub fn step(
             && let Some(first) = &open_ticket
             && outcome == Outcome::Execute
         {
-            conditions.push(Condition {
-                id: ids::TICKET_OPEN.into(),
-                description: "no ticket is open for this fingerprint".into(),
-                passed: false,
-                actual: format!("ticket of run {first} is open"),
-                threshold: "none open".into(),
-            });
+            conditions.push(rules::ticket_open_condition(first));
             outcome = Outcome::Suppressed;
             flap_reason = Some(format!(
                 "the ticket of run {first} is still open for this fingerprint"
@@ -895,30 +864,18 @@ pub fn step(
         {
             let max = settings.group.notes_max;
             window.ticket_run = Some(carrier.clone());
-            if g.notes < max {
+            let (fits, condition) = rules::group_note_condition(&g.key, carrier, g.notes, max);
+            conditions.push(condition);
+            if fits {
                 if outcome == Outcome::Execute {
                     g.notes = g.notes.saturating_add(1);
                 }
                 op = ActionOp::Update;
-                conditions.push(Condition {
-                    id: ids::TICKET_GROUP.into(),
-                    description: "one ticket per group: a related alert adds a work note".into(),
-                    passed: true,
-                    actual: format!("ticket of run {carrier} is open for {}", g.key),
-                    threshold: format!("work note {} of at most {max}", g.notes),
-                });
                 flap_reason = Some(format!(
                     "grouped: this alert's evidence goes to the ticket of run {carrier} as a work note ({})",
                     g.key
                 ));
             } else {
-                conditions.push(Condition {
-                    id: ids::TICKET_GROUP.into(),
-                    description: "one ticket per group: a related alert adds a work note".into(),
-                    passed: false,
-                    actual: format!("{} work notes on the ticket of run {carrier}", g.notes),
-                    threshold: format!("at most {max} per group (storm.group.notes_max)"),
-                });
                 outcome = Outcome::Suppressed;
                 flap_reason = Some(format!(
                     "the ticket of run {carrier} already has {max} work notes for {}",
@@ -938,12 +895,7 @@ pub fn step(
             }
         }
         if outcome == Outcome::Execute && verdict.action == ActionKind::Page {
-            // INVARIANT: an executed page spends one token of its service's, its team's and the global budget.
-            if let (Some(s), Some(t), Some(g)) = (
-                service_state.take(service_cfg, now),
-                team_state.take(team_cfg, now),
-                global_state.take(global_cfg, now),
-            ) {
+            if let Some(taken) = rules::take_page_tokens(&budgets, now) {
                 window.paged_at = Some(now);
                 if let Some(g) = group.as_mut() {
                     g.page = Some(GroupPage {
@@ -953,18 +905,11 @@ pub fn step(
                         at: now,
                     });
                 }
-                effects.push(Effect::PutBucket {
-                    key: service_key.clone(),
-                    state: s,
-                });
-                effects.push(Effect::PutBucket {
-                    key: team_key.clone(),
-                    state: t,
-                });
-                effects.push(Effect::PutBucket {
-                    key: GLOBAL_BUCKET.into(),
-                    state: g,
-                });
+                effects.extend(
+                    taken
+                        .into_iter()
+                        .map(|(key, state)| Effect::PutBucket { key, state }),
+                );
             } else {
                 // Unreachable while page.rate gates on the smallest budget; fail closed anyway.
                 outcome = Outcome::Review;
@@ -1487,113 +1432,9 @@ pub fn truncate(s: &str, max: usize) -> String {
     s.get(..end).unwrap_or_default().to_owned()
 }
 
+mod approve;
+mod rules;
 #[cfg(test)]
 mod tests;
 
-/// What a human's approval of a drafted action is checked against, at approval
-/// time: a draft may be hours old, and since then another run may have opened
-/// the incident, or the paging budget may be spent.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReviewState {
-    /// Another run's executed create of the same kind for the same fingerprint
-    /// within the dedup window (its run), if any.
-    pub open_create: Option<RunId>,
-    /// Whether the action's environment is in storm mode.
-    pub breaker_open: bool,
-    /// Stored paging buckets by key (`None`: never used, so full).
-    pub buckets: BTreeMap<String, Option<BucketState>>,
-}
-
-/// The outcome of [`review_recheck`]: every condition with its value, and the
-/// bucket states to store when the approval stands.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recheck {
-    pub allowed: bool,
-    pub conditions: Vec<tg_model::Condition>,
-    pub buckets_after: Vec<(String, BucketState)>,
-}
-
-/// The bucket keys (with their settings) a page by `planned` draws from.
-pub fn page_buckets(
-    settings: &StormSettings,
-    planned: &tg_model::PlannedAction,
-) -> Vec<(String, BucketConfig)> {
-    vec![
-        (
-            service_bucket_key(&planned.service),
-            settings
-                .service_buckets
-                .get(&planned.service)
-                .copied()
-                .unwrap_or(settings.service_bucket),
-        ),
-        (team_bucket_key(&planned.team), settings.team_bucket),
-        (GLOBAL_BUCKET.to_owned(), settings.global_bucket),
-    ]
-}
-
-/// Re-checks a drafted `create` at approval time: no duplicate incident, and a
-/// page only within the paging budgets and outside storm mode. Pure.
-pub fn review_recheck(
-    settings: &StormSettings,
-    kind: ActionKind,
-    planned: &tg_model::PlannedAction,
-    state: &ReviewState,
-    now: DateTime<Utc>,
-) -> Recheck {
-    let mut conditions = Vec::new();
-    let cond = |id: &str, description: &str, passed: bool, actual: String, threshold: &str| {
-        tg_model::Condition {
-            id: id.to_owned(),
-            description: description.to_owned(),
-            passed,
-            actual,
-            threshold: threshold.to_owned(),
-        }
-    };
-    conditions.push(cond(
-        ids::REVIEW_NOT_DUPLICATE,
-        "no other run opened this incident since the draft",
-        state.open_create.is_none(),
-        state
-            .open_create
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), |r| format!("opened by {r}")),
-        "none",
-    ));
-    let mut buckets_after = Vec::new();
-    if kind == ActionKind::Page {
-        conditions.push(cond(
-            ids::REVIEW_STORM,
-            "no individual pages while the environment is in storm mode",
-            !state.breaker_open,
-            if state.breaker_open { "open" } else { "closed" }.to_owned(),
-            "closed",
-        ));
-        for (key, cfg) in page_buckets(settings, planned) {
-            let current = state
-                .buckets
-                .get(&key)
-                .copied()
-                .flatten()
-                .unwrap_or_else(|| BucketState::full(cfg, now));
-            let available = current.available(cfg, now);
-            let taken = current.take(cfg, now);
-            conditions.push(cond(
-                &format!("{}:{key}", ids::REVIEW_RATE),
-                "a paging token is available",
-                taken.is_some(),
-                format!("{available} tokens"),
-                ">= 1 token",
-            ));
-            if let Some(t) = taken {
-                buckets_after.push((key, t));
-            }
-        }
-    }
-    Recheck {
-        allowed: conditions.iter().all(|c| c.passed),
-        conditions,
-        buckets_after,
-    }
-}
+pub use approve::{Approval, Approved, approve};

@@ -82,6 +82,7 @@ fn event(service: &str, origin: &str, fingerprint: &str, status: AlertStatus) ->
         labels: BTreeMap::new(),
         occurred_at: t0(),
         received_at: t0(),
+        sender: None,
     }
 }
 
@@ -466,6 +467,7 @@ fn mim_needs_two_independent_origins() {
     // One origin (the event's own, plus an earlier sighting from the same origin).
     let state = StepState {
         signals: vec![Signal {
+            sender: "unverified:cloudwatch".into(),
             origin: "cloudwatch".into(),
             seen_at: now - Duration::minutes(1),
         }],
@@ -483,6 +485,7 @@ fn mim_needs_two_independent_origins() {
     // A second origin inside the signal window confirms it.
     let state = StepState {
         signals: vec![Signal {
+            sender: "unverified:datadog".into(),
             origin: "datadog".into(),
             seen_at: now - Duration::minutes(3),
         }],
@@ -508,6 +511,7 @@ fn mim_needs_two_independent_origins() {
     assert!(out.effects.contains(&Effect::RecordSignal {
         key: "orders-db@production".into(),
         signal: Signal {
+            sender: "unverified:cloudwatch".into(),
             origin: "cloudwatch".into(),
             seen_at: now,
         },
@@ -516,6 +520,7 @@ fn mim_needs_two_independent_origins() {
     // A sighting older than the signal window does not count.
     let state = StepState {
         signals: vec![Signal {
+            sender: "unverified:datadog".into(),
             origin: "datadog".into(),
             seen_at: now - f.settings.signal_window - Duration::seconds(1),
         }],
@@ -533,6 +538,7 @@ fn an_open_mim_sends_another_to_review() {
     let now = t0();
     let state = StepState {
         signals: vec![Signal {
+            sender: "unverified:datadog".into(),
             origin: "datadog".into(),
             seen_at: now - Duration::minutes(1),
         }],
@@ -589,10 +595,12 @@ fn the_same_inputs_give_the_same_output() {
     let state = StepState {
         signals: vec![
             Signal {
+                sender: "unverified:datadog".into(),
                 origin: "datadog".into(),
                 seen_at: now - Duration::minutes(2),
             },
             Signal {
+                sender: "unverified:apm".into(),
                 origin: "apm".into(),
                 seen_at: now - Duration::minutes(1),
             },
@@ -673,9 +681,9 @@ impl Sim {
                     self.buckets.insert(key.clone(), *state);
                 }
                 Effect::RecordSignal { key, signal } => {
-                    // Last sighting per origin, as the store keeps it.
+                    // Last sighting per sender, as the store keeps it.
                     let v = self.signals.entry(key.clone()).or_default();
-                    v.retain(|s| s.origin != signal.origin);
+                    v.retain(|s| s.sender != signal.sender);
                     v.push(signal.clone());
                 }
                 Effect::OpenMim {
@@ -838,6 +846,7 @@ fn a_new_origin_inside_the_window_confirms_the_mim_without_a_second_ticket_or_pa
     let state = StepState {
         dedup: Some(opened_window(&first)),
         signals: vec![Signal {
+            sender: "unverified:prometheus".into(),
             origin: "prometheus".into(),
             seen_at: t0(),
         }],
@@ -1735,4 +1744,314 @@ fn a_models_no_to_a_critical_production_event_goes_to_review_not_skip() {
         Outcome::Skip
     );
     assert!(out.planned.is_empty());
+}
+
+// ---- approval: the decision's rules, at approval time (issue 20 item 5) ----
+
+/// A draft that goes to review: low confidence for everything the model asked.
+fn doubtful(team: &str) -> Classification {
+    Classification {
+        confidence: 0.30,
+        ..mim_worthy(team)
+    }
+}
+
+fn draft(out: &StepOutput, kind: ActionKind) -> PlannedAction {
+    out.planned
+        .iter()
+        .find(|p| p.action.kind == kind && p.outcome == Outcome::Review)
+        .unwrap_or_else(|| panic!("no {kind:?} draft in {:?}", out.planned))
+        .action
+        .clone()
+}
+
+fn approve_in(
+    f: &Fixture,
+    sim: &Sim,
+    ev: &NormalizedEvent,
+    planned: &PlannedAction,
+    group: Option<&str>,
+    now: DateTime<Utc>,
+) -> Approved {
+    let state = sim.state_for(ev, &planned.team);
+    approve(
+        &f.catalog,
+        &f.settings,
+        &state,
+        Approval {
+            planned,
+            group,
+            open_create: None,
+        },
+        now,
+    )
+}
+
+fn approval_condition<'a>(a: &'a Approved, id: &str) -> &'a Condition {
+    a.conditions
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no condition {id}: {:?}", a.conditions))
+}
+
+#[test]
+fn an_approved_page_for_a_paged_group_is_refused_and_its_ticket_becomes_a_work_note() {
+    let f = fixture();
+    let mut sim = Sim::default();
+    // run_b's alert is drafted (low confidence), then run_a, in the same group, acts.
+    let ev_b = event("checkout", "prometheus", "fp-b", AlertStatus::Firing);
+    let b = run_as(
+        &f,
+        &sim.state_for(&ev_b, "payments"),
+        "run_b",
+        &ev_b,
+        Some(&doubtful("payments")),
+        t0(),
+    );
+    sim.apply(&b.effects);
+    let ev_a = event("checkout", "prometheus", "fp-a", AlertStatus::Firing);
+    let at = t0() + Duration::minutes(1);
+    let a = run_as(
+        &f,
+        &sim.state_for(&ev_a, "payments"),
+        "run_a",
+        &ev_a,
+        Some(&page_worthy("payments")),
+        at,
+    );
+    sim.apply(&a.effects);
+    assert!(a.decision.creates(ActionKind::Page) && a.decision.creates(ActionKind::Ticket));
+    let group = b.decision.group.clone().unwrap();
+    let now = at + Duration::minutes(1);
+
+    let page = approve_in(
+        &f,
+        &sim,
+        &ev_b,
+        &draft(&b, ActionKind::Page),
+        Some(&group),
+        now,
+    );
+    assert!(!page.allowed, "{:?}", page.conditions);
+    let c = approval_condition(&page, "page.group");
+    assert!(!c.passed && c.actual.contains("run_a"), "{c:?}");
+    assert!(page.effects.is_empty(), "a refusal changes nothing");
+
+    let ticket = approve_in(
+        &f,
+        &sim,
+        &ev_b,
+        &draft(&b, ActionKind::Ticket),
+        Some(&group),
+        now,
+    );
+    assert!(ticket.allowed, "{:?}", ticket.conditions);
+    assert_eq!(ticket.action.op, ActionOp::Update);
+    assert_eq!(ticket.action.parent_key.as_deref(), Some("tg:run_a:ticket"));
+    assert_eq!(ticket.action.idempotency_key, "tg:run_b:ticket");
+    assert!(approval_condition(&ticket, "ticket.group").passed);
+    let noted = ticket
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::PutGroup(g) => Some(g.notes),
+            _ => None,
+        })
+        .expect("the group counts the note");
+    assert_eq!(noted, 1);
+}
+
+#[test]
+fn an_approved_mim_is_refused_while_one_is_open_for_the_service() {
+    let f = fixture();
+    let mut sim = Sim::default();
+    let ev = event("orders-db", "cloudwatch", "fp-1", AlertStatus::Firing);
+    let held = run_as(
+        &f,
+        &sim.state_for(&ev, "dba"),
+        "run_held",
+        &ev,
+        Some(&doubtful("dba")),
+        t0(),
+    );
+    sim.apply(&held.effects);
+    let planned = draft(&held, ActionKind::Mim);
+    // Nothing open: the approval opens the MIM.
+    let now = t0() + Duration::minutes(1);
+    let ok = approve_in(&f, &sim, &ev, &planned, None, now);
+    assert!(ok.allowed, "{:?}", ok.conditions);
+    assert!(
+        ok.effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenMim { run_id, .. } if run_id.as_str() == "run_held"))
+    );
+    // Another run opened one meanwhile: refused, and the condition names it.
+    sim.mims.insert(
+        "orders-db".into(),
+        (RunId("run_other".into()), now + Duration::hours(4)),
+    );
+    let refused = approve_in(&f, &sim, &ev, &planned, None, now);
+    assert!(!refused.allowed);
+    let c = approval_condition(&refused, "mim.not_open");
+    assert!(!c.passed && c.actual.contains("run_other"), "{c:?}");
+    assert!(refused.effects.is_empty());
+}
+
+#[test]
+fn an_approved_page_takes_a_token_of_each_budget_or_is_refused_naming_the_empty_one() {
+    let mut f = fixture();
+    f.settings.team_bucket = BucketConfig {
+        burst: 1,
+        per_hour: 1,
+    };
+    let mut sim = Sim::default();
+    let ev = firing("checkout");
+    let out = run(
+        &f,
+        &sim.state_for(&ev, "payments"),
+        &ev,
+        Some(Ok(&doubtful("payments"))),
+        t0(),
+    );
+    sim.apply(&out.effects);
+    let planned = draft(&out, ActionKind::Page);
+    let ok = approve_in(&f, &sim, &ev, &planned, out.decision.group.as_deref(), t0());
+    assert!(ok.allowed, "{:?}", ok.conditions);
+    let taken: Vec<&str> = ok
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::PutBucket { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        taken,
+        ["page:service:checkout", "page:team:payments", "page:global"]
+    );
+    sim.apply(&ok.effects);
+    // The window now records the page: a second approval is refused by page.open.
+    let again = approve_in(&f, &sim, &ev, &planned, out.decision.group.as_deref(), t0());
+    assert!(!again.allowed);
+    assert!(!approval_condition(&again, "page.open").passed);
+    assert!(!approval_condition(&again, "review.rate:page:team:payments").passed);
+}
+
+#[test]
+fn an_approval_for_a_paused_service_is_refused_by_the_autonomy_condition() {
+    let mut f = fixture();
+    let mut sim = Sim::default();
+    let ev = firing("checkout");
+    let out = run(
+        &f,
+        &sim.state_for(&ev, "payments"),
+        &ev,
+        Some(Ok(&doubtful("payments"))),
+        t0(),
+    );
+    sim.apply(&out.effects);
+    let planned = draft(&out, ActionKind::Ticket);
+    if let Some(s) = f.catalog.services.get_mut("checkout") {
+        s.paused = true;
+    }
+    let refused = approve_in(&f, &sim, &ev, &planned, None, t0());
+    assert!(!refused.allowed);
+    let c = approval_condition(&refused, "review.autonomy");
+    assert!(!c.passed && c.actual.contains("paused"), "{c:?}");
+}
+
+// ---- independent signals (issue 20 item 3) ----
+
+fn sent_by(sender: &str, origin: &str) -> NormalizedEvent {
+    NormalizedEvent {
+        sender: Some(sender.into()),
+        ..event("orders-db", origin, "fp-db", AlertStatus::Firing)
+    }
+}
+
+fn earlier(sender: &str, origin: &str) -> Signal {
+    Signal {
+        sender: sender.into(),
+        origin: origin.into(),
+        seen_at: t0() - Duration::minutes(1),
+    }
+}
+
+#[test]
+fn one_sender_claiming_two_origins_is_one_signal() {
+    let f = fixture();
+    let state = StepState {
+        signals: vec![earlier("jwt:relay", "prometheus")],
+        ..Default::default()
+    };
+    let ev = sent_by("jwt:relay", "cloudwatch");
+    let out = run(&f, &state, &ev, Some(Ok(&mim_worthy("dba"))), t0());
+    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
+    let c = condition(&out, ActionKind::Mim, "mim.signals");
+    assert!(!c.passed);
+    assert!(
+        c.actual.starts_with("1 (jwt:relay (cloudwatch))"),
+        "{}",
+        c.actual
+    );
+    assert!(!c.actual.contains("not verified"), "{}", c.actual);
+}
+
+#[test]
+fn two_verified_senders_are_two_signals() {
+    let f = fixture();
+    let state = StepState {
+        signals: vec![earlier("jwt:prom", "prometheus")],
+        ..Default::default()
+    };
+    let ev = sent_by("jwt:cw", "cloudwatch");
+    let out = run(&f, &state, &ev, Some(Ok(&mim_worthy("dba"))), t0());
+    assert_eq!(
+        out.decision.outcome(ActionKind::Mim),
+        Some(Outcome::Execute)
+    );
+    let c = condition(&out, ActionKind::Mim, "mim.signals");
+    assert_eq!(c.actual, "2 (jwt:cw (cloudwatch), jwt:prom (prometheus))");
+}
+
+#[test]
+fn unverified_senders_count_by_origin_and_the_mim_gate_says_so() {
+    let f = fixture();
+    let state = StepState {
+        signals: vec![earlier("unverified:prometheus", "prometheus")],
+        ..Default::default()
+    };
+    let ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
+    let out = run(&f, &state, &ev, Some(Ok(&mim_worthy("dba"))), t0());
+    let c = condition(&out, ActionKind::Mim, "mim.signals");
+    assert!(c.passed, "{c:?}");
+    assert!(
+        c.actual.contains("independence is not vouched for"),
+        "{}",
+        c.actual
+    );
+}
+
+#[test]
+fn an_event_below_the_signal_impact_is_no_signal() {
+    let f = fixture();
+    let state = StepState {
+        signals: vec![earlier("jwt:prom", "prometheus")],
+        ..Default::default()
+    };
+    let mut ev = sent_by("jwt:cw", "cloudwatch");
+    ev.impact.level = ImpactLevel::Medium;
+    let out = run(&f, &state, &ev, Some(Ok(&mim_worthy("dba"))), t0());
+    assert!(
+        !out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RecordSignal { .. })),
+        "a medium event is not recorded as a signal"
+    );
+    let c = condition(&out, ActionKind::Mim, "mim.signals");
+    assert!(!c.passed && c.actual.starts_with("1 "), "{}", c.actual);
+    // A source without a severity scale (a CloudWatch alarm) is not filtered.
+    ev.impact.level = ImpactLevel::Unknown;
+    let out = run(&f, &state, &ev, Some(Ok(&mim_worthy("dba"))), t0());
+    assert!(condition(&out, ActionKind::Mim, "mim.signals").passed);
 }

@@ -176,4 +176,11 @@ pub struct NormalizedEvent {
     pub labels: BTreeMap<String, String>,
     pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// Who delivered the event, as the gate verified it: `jwt:<client>`,
+    /// `webhook:<sender>` or `sns:<topic arn>`. Set by the gate after
+    /// normalizing, never read from the payload; `None` when nobody was
+    /// verified (`identity.inbound.mode: none`). The unit of independence
+    /// for multi-signal confirmation (docs/policy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }

@@ -451,6 +451,7 @@ impl Draft {
             labels,
             occurred_at: self.occurred_at,
             received_at,
+            sender: None,
         }
     }
 }

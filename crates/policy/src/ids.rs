@@ -47,6 +47,13 @@ pub const GROUP_RESOLVED: &str = "group.resolved";
 pub const RESOLVE_ENABLED: &str = "resolve.enabled";
 /// Approval: no other run opened this incident since the draft.
 pub const REVIEW_NOT_DUPLICATE: &str = "review.not_duplicate";
+/// Approval: a human approved the draft (stands in for the model's request).
+pub const REVIEW_APPROVED: &str = "review.approved";
+/// Approval: the service's autonomy level (and kill switch) at approval time.
+pub const REVIEW_AUTONOMY: &str = "review.autonomy";
+/// Approval: no major incident is open for the service (the shipped policy's
+/// condition of the same id decides it for the model's request).
+pub const MIM_NOT_OPEN: &str = "mim.not_open";
 /// Approval: no individual pages in storm mode.
 pub const REVIEW_STORM: &str = "review.storm";
 /// Approval: a paging token is available (suffixed `:<bucket key>`).

@@ -168,7 +168,7 @@ async fn signed(state: AppState, req: Request, next: Next, source: &str) -> Resp
             // Checked and remembered by the store with the events it accepts.
             req.extensions_mut().insert(verified.replay);
             req.extensions_mut().insert(Caller {
-                issuer: "hmac".to_owned(),
+                issuer: SIGNED_ISSUER.to_owned(),
                 sub: format!("webhook:{name}"),
                 client_id: None,
                 scopes: [Scope::EventsWrite.as_str().to_owned()].into(),
@@ -243,6 +243,23 @@ fn refuse(e: &AuthError, scope: Scope) -> Response {
     }
     resp
 }
+
+/// The sender identity of a verified caller, the unit of independence for
+/// multi-signal confirmation (docs/policy.md): `webhook:<name>` for a signed
+/// sender, `jwt:<client_id, else sub>` for a bearer token. `None`: nobody
+/// was verified (`mode: none`).
+pub fn sender_identity(caller: Option<&Caller>) -> Option<String> {
+    caller.map(|c| {
+        if c.issuer == SIGNED_ISSUER && c.sub.starts_with("webhook:") {
+            c.sub.clone()
+        } else {
+            format!("jwt:{}", c.client_id.as_deref().unwrap_or(&c.sub))
+        }
+    })
+}
+
+/// The issuer recorded on the caller of a signed delivery.
+const SIGNED_ISSUER: &str = "hmac";
 
 /// The caller label stored on a run (`submitted_by`), if a caller was verified.
 pub fn submitted_by(caller: Option<&Caller>) -> Option<String> {

@@ -43,6 +43,8 @@ pub struct Pipeline {
     pub inbound: crate::auth::Inbound,
     /// Senders that sign their deliveries instead of a JWT (`identity.inbound.webhooks`).
     pub signed: Arc<crate::signed::SignedSources>,
+    /// The origins each verified sender may claim (`identity.inbound.origins`).
+    pub origin_bindings: std::collections::BTreeMap<String, Vec<String>>,
     /// How often open storm breakers are checked without an event (`storm.breaker.tick_ms`; `None`: never).
     pub breaker_tick: Option<std::time::Duration>,
     /// Checkpoint key and cadence, the configuration's hash (`audit`).
@@ -286,6 +288,7 @@ fn build(
             .map(|s| (s.clone(), config.dedup_window_for("", s)))
             .collect(),
         signal_window: config.signal_window(),
+        signal_min_impact: config.storm.signal_min_impact,
         mim_window: config.mim_window(),
         team_bucket: BucketConfig {
             burst: config.storm.paging.team.burst,
@@ -333,6 +336,7 @@ fn build(
         outbox: crate::outbox::OutboxSettings::from_config(&config.actions),
         inbound: build_inbound(&config.identity.inbound)?,
         signed: Arc::new(build_signed(&config.identity.inbound, secrets)?),
+        origin_bindings: config.identity.inbound.origins.clone(),
         breaker_tick: (config.storm.breaker.tick_ms > 0)
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
         audit: crate::audit::settings(config, secrets)?,

@@ -107,6 +107,7 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let submitted_by = crate::auth::submitted_by(caller.as_ref().map(|c| &c.0));
+    let sender = crate::auth::sender_identity(caller.as_ref().map(|c| &c.0));
     let replay = replay.map(|r| Replay {
         key: r.0,
         answer: ReplayAnswer::Conflict,
@@ -125,7 +126,20 @@ async fn ingest(
     let label = src.as_str();
     m::received(label);
     let body = body.map_err(|e| body_problem(&state, label, &e))?;
-    accept_body(&state, src, &body, &headers, submitted_by, replay).await
+    let who = Submitter {
+        label: submitted_by,
+        sender,
+    };
+    accept_body(&state, src, &body, &headers, who, replay).await
+}
+
+/// Who submitted a body, as the gate verified it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Submitter {
+    /// Stored on the run (`submitted_by`).
+    pub label: Option<String>,
+    /// Set on every event ([`tg_model::NormalizedEvent::sender`]).
+    pub sender: Option<String>,
 }
 
 /// A delivery to accept at most once inside its window.
@@ -202,15 +216,38 @@ pub(crate) async fn accept_body(
     src: Source,
     body: &[u8],
     headers: &HeaderMap,
-    submitted_by: Option<String>,
+    who: Submitter,
     replay: Option<Replay>,
 ) -> Result<Response, Problem> {
     let label = src.as_str();
     let normalize =
         tg_normalize::normalizer(src).ok_or_else(|| Problem::not_found("source adapter"))?;
     let now = state.clock.now();
-    let events = normalize(body, &state.pipeline.normalize, now)
+    let mut events = normalize(body, &state.pipeline.normalize, now)
         .map_err(|e| normalize_problem(label, &e))?;
+    let submitted_by = who.label;
+    if let Some(sender) = &who.sender {
+        // A bound sender claims only its own origins (identity.inbound.origins).
+        if let Some(bound) = state.pipeline.origin_bindings.get(sender)
+            && let Some(e) = events.iter().find(|e| !bound.contains(&e.origin))
+        {
+            m::rejected(label, "origin");
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "origin-not-bound",
+                "Origin not bound to the sender",
+                format!(
+                    "sender {sender} may claim only the origins {bound:?} (identity.inbound.origins); \
+                     an event claims {:?}",
+                    truncate(&e.origin, 64)
+                ),
+            )
+            .field("origin"));
+        }
+    }
+    for e in &mut events {
+        e.sender.clone_from(&who.sender);
+    }
     if events.is_empty() {
         m::rejected(label, "empty");
         return Err(Problem::new(

@@ -389,7 +389,10 @@ pub(crate) async fn ingest(
                 Source::CloudwatchSns,
                 &body,
                 &headers,
-                Some("sns-signature".to_owned()),
+                crate::http::Submitter {
+                    label: Some("sns-signature".to_owned()),
+                    sender: Some(format!("sns:{}", env.topic_arn)),
+                },
                 Some(replay),
             )
             .await;

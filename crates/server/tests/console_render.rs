@@ -74,6 +74,7 @@ fn event(i: usize, at: chrono::DateTime<chrono::Utc>) -> NormalizedEvent {
         labels: [("cluster".to_owned(), "eu-1".to_owned())].into(),
         occurred_at: at,
         received_at: at,
+        sender: None,
     }
 }
 

@@ -568,3 +568,129 @@ async fn console_sign_in_is_csrf_protected_and_sign_out_ends_every_copy() {
         copy.headers()
     );
 }
+
+/// Issue 20 item 3: independence is a property of verified senders. One JWT
+/// client claiming two origins is one signal; a client bound to its origins
+/// (`identity.inbound.origins`) cannot claim another; two clients bound to
+/// two origins are two signals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_signals_are_verified_senders_bound_to_their_origins() {
+    let jwks = Arc::new(Jwks {
+        down: AtomicBool::new(false),
+        fetches: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/keys", get(keys))
+        .with_state(jwks.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let yaml = format!(
+        "{CONFIG}\nidentity:\n  inbound:\n    mode: jwt\n    issuer: {ISS}\n    audiences: [triage-gate]\n    jwks_url: http://{addr}/keys\n    origins:\n      \"jwt:0oa-prom\": [prometheus]\n      \"jwt:0oa-cw\": [cloudwatch]\n"
+    );
+    let h = Harness::start_with(&yaml).await;
+    let bearer = |client: &str| {
+        let mut c = claims();
+        c["sub"] = json!(format!("{client}-sub"));
+        c["client_id"] = json!(client);
+        format!("Bearer {}", sign(&c))
+    };
+    let mim_answer = common::answer("sev1", 0.95, true, true, true, "dba");
+    let decided = |run: reqwest::Response, auth: String| {
+        let h = &h;
+        async move {
+            assert_eq!(run.status().as_u16(), 202);
+            let body: Value = run.json().await.unwrap();
+            let run_id = body["runs"][0]["run_id"].as_str().unwrap().to_owned();
+            for _ in 0..400 {
+                let run: Value = h
+                    .http
+                    .get(format!("{}/v1/runs/{run_id}", h.base))
+                    .header("authorization", &auth)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if run["decision"].is_object() {
+                    return run;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("run {run_id} was not decided");
+        }
+    };
+
+    // One client (bound to nothing) claims two origins for orders-db: one signal.
+    let relay = bearer("0oa-relay");
+    for (i, origin) in ["prometheus", "cloudwatch"].into_iter().enumerate() {
+        let marker = format!("IND-R{i}");
+        h.script_tool(&marker, mim_answer.clone());
+        let ev = event("orders-db", &format!("Relay{i}"), "prod", origin, &marker);
+        let run = decided(post(&h, Some(&relay), &ev).await, relay.clone()).await;
+        let c = common::failed_condition(&run, "mim", "mim.signals");
+        assert!(
+            c["actual"]
+                .as_str()
+                .unwrap()
+                .starts_with("1 (jwt:0oa-relay"),
+            "{run}"
+        );
+    }
+
+    // A bound client claiming another client's origin is refused, and no run is made.
+    let cw = bearer("0oa-cw");
+    let resp = post(
+        &h,
+        Some(&cw),
+        &event("checkout", "Spoofed", "prod", "prometheus", "IND-S"),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 403);
+    let problem: Value = resp.json().await.unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/origin-not-bound"),
+        "{problem}"
+    );
+
+    // Two clients, each on its own origin, for checkout: two signals.
+    let prom = bearer("0oa-prom");
+    h.script_tool("IND-P", mim_answer.clone());
+    decided(
+        post(
+            &h,
+            Some(&prom),
+            &event("checkout", "ErrorsP", "prod", "prometheus", "IND-P"),
+        )
+        .await,
+        prom.clone(),
+    )
+    .await;
+    h.script_tool("IND-C", mim_answer.clone());
+    let run = decided(
+        post(
+            &h,
+            Some(&cw),
+            &event("checkout", "ErrorsC", "prod", "cloudwatch", "IND-C"),
+        )
+        .await,
+        cw.clone(),
+    )
+    .await;
+    let signals = common::action(&run, "mim")["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "mim.signals")
+        .cloned()
+        .unwrap();
+    assert_eq!(signals["passed"], true, "{run}");
+    assert_eq!(
+        signals["actual"], "2 (jwt:0oa-cw (cloudwatch), jwt:0oa-prom (prometheus))",
+        "{run}"
+    );
+}

@@ -705,3 +705,135 @@ async fn approving_a_shadow_services_item_records_the_verdict_and_sends_nothing(
         "review.shadow"
     );
 }
+
+async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 20 item 5: an approval runs the decision's storm rules at approval
+/// time. A page drafted for an alert whose group was paged meanwhile is
+/// refused (`page.group`, naming the run that paged); its ticket, approved,
+/// becomes a work note on the group's incident, not a second incident. A MIM
+/// drafted while another run opened one for the service is refused
+/// (`mim.not_open`, naming that run). Emulator recordings are the evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_rechecks_grouping_and_the_open_major_incident() {
+    let h = Harness::start_with(common::CONFIG).await;
+    // checkout (paging, grouped by environment and service): B is drafted
+    // (confidence below both thresholds), then A in the same group acts.
+    h.script_tool("GRP-B", answer("high", 0.50, true, true, false, "payments"));
+    let b = h
+        .run_generic(&event("checkout", "LatencyB", "prod", "datadog", "GRP-B"))
+        .await;
+    assert_eq!(
+        (outcome(&b, "ticket"), outcome(&b, "page")),
+        ("review", "review"),
+        "{b}"
+    );
+    h.script_tool("GRP-A", answer("high", 0.95, true, true, false, "payments"));
+    let a = h
+        .run_generic(&event("checkout", "ErrorsA", "prod", "datadog", "GRP-A"))
+        .await;
+    assert_eq!(
+        (outcome(&a, "ticket"), outcome(&a, "page")),
+        ("execute", "execute"),
+        "{a}"
+    );
+    let a_run = a["run_id"].as_str().unwrap().to_owned();
+    let b_run = b["run_id"].as_str().unwrap().to_owned();
+    h.wait_completed(&a_run).await;
+    let incidents = h.state().incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let pages = h.state().pagerduty_alerts().len();
+    assert_eq!(pages, 1);
+
+    let items = h.review().await;
+    let page_id = item(&items, &b_run, "page")["id"].as_i64().unwrap();
+    let ticket_id = item(&items, &b_run, "ticket")["id"].as_i64().unwrap();
+    let (status, problem) = post(&h, &format!("/v1/review/{page_id}/approve"), None).await;
+    assert_eq!(status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("page.group") && detail.contains(&a_run),
+        "{problem}"
+    );
+
+    let (status, body) = post(&h, &format!("/v1/review/{ticket_id}/approve"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let noted = wait_until("the work note on A's incident", || {
+        let all = h.state().incidents();
+        all.iter()
+            .find(|i| i.work_notes.iter().any(|n| n.contains("LatencyB")))
+            .map(|i| (all.len(), i.number.clone()))
+    })
+    .await;
+    assert_eq!(
+        noted,
+        (1, incidents[0].number.clone()),
+        "a work note, not a second incident"
+    );
+    assert_eq!(
+        h.state().pagerduty_alerts().len(),
+        pages,
+        "no second page for the group"
+    );
+
+    // orders-db (mim autonomy): H's MIM is held (one signal), then two
+    // origins confirm another alert's MIM, which opens.
+    h.script_tool("MIM-H", answer("sev1", 0.95, true, true, true, "dba"));
+    let held = h
+        .run_generic(&event(
+            "orders-db",
+            "ReplicaLag",
+            "prod",
+            "datadog",
+            "MIM-H",
+        ))
+        .await;
+    assert_eq!(outcome(&held, "mim"), "review", "{held}");
+    let held_run = held["run_id"].as_str().unwrap().to_owned();
+    h.script_tool("MIM-O", answer("sev1", 0.95, true, true, true, "dba"));
+    let open = h
+        .run_generic(&event(
+            "orders-db",
+            "ConnectionsRefused",
+            "prod",
+            "cloudwatch",
+            "MIM-O",
+        ))
+        .await;
+    assert_eq!(outcome(&open, "mim"), "execute", "{open}");
+    let open_run = open["run_id"].as_str().unwrap().to_owned();
+    h.wait_completed(&open_run).await;
+    let bridges = h.state().bridge_posts().len();
+    let incidents = h.state().incidents().len();
+    assert_eq!(bridges, 1);
+
+    let items = h.review().await;
+    let mim_id = item(&items, &held_run, "mim")["id"].as_i64().unwrap();
+    let (status, problem) = post(&h, &format!("/v1/review/{mim_id}/approve"), None).await;
+    assert_eq!(status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("mim.not_open") && detail.contains(&open_run),
+        "{problem}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(h.state().bridge_posts().len(), bridges, "no second bridge");
+    assert_eq!(
+        h.state().incidents().len(),
+        incidents,
+        "no second major incident"
+    );
+    assert!(
+        h.review().await.iter().any(|i| i["id"] == mim_id),
+        "still open"
+    );
+}

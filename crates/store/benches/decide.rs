@@ -53,6 +53,7 @@ fn event(n: u64) -> (NormalizedEvent, DateTime<Utc>) {
         labels: BTreeMap::new(),
         occurred_at: now,
         received_at: now,
+        sender: None,
     };
     (ev, now)
 }

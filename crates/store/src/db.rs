@@ -662,6 +662,84 @@ pub type StepFn<'a> = Box<dyn FnOnce(&StepState) -> StepOutput + Send + 'a>;
 /// The run's audit record, when its decision leaves nothing for the outbox.
 pub type SealFn<'a> = Box<dyn FnOnce(&StepOutput) -> Option<AuditRecord> + Send + 'a>;
 
+/// The state a decision (or an approval) reads for `keys`, as stored now.
+pub(crate) async fn load_step_state(
+    tx: &mut Tx,
+    keys: &PrefetchKeys,
+    environment: &str,
+) -> Result<StepState, StoreError> {
+    let mut state = StepState {
+        autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
+            .await?,
+        ..StepState::default()
+    };
+    if let Some(r) = sqlx::query(
+        "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
+    )
+    .bind(keys.fingerprint.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    {
+        state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
+    }
+    let team_key = keys.team.as_deref().map(team_bucket_key);
+    let service_key = tg_engine::service_bucket_key(&keys.service);
+    for (key, bucket) in load_buckets(
+        tx,
+        [
+            Some(GLOBAL_BUCKET),
+            team_key.as_deref(),
+            Some(service_key.as_str()),
+        ],
+    )
+    .await?
+    {
+        if key == GLOBAL_BUCKET {
+            state.global_bucket = Some(bucket);
+        } else if Some(key.as_str()) == team_key.as_deref() {
+            state.team_bucket = Some(bucket);
+        } else if key == service_key {
+            state.service_bucket = Some(bucket);
+        }
+    }
+    for r in sqlx::query("SELECT sender, origin, seen_at FROM signals WHERE key = $1")
+        .bind(&keys.signal_key)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        state.signals.push(Signal {
+            sender: r.try_get("sender")?,
+            origin: r.try_get("origin")?,
+            seen_at: from_ms(r.try_get("seen_at")?),
+        });
+    }
+    let umbrella = format!("storm:{environment}");
+    for r in sqlx::query("SELECT service, run_id, expires_at FROM mim WHERE service IN ($1, $2)")
+        .bind(&keys.service)
+        .bind(&umbrella)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        let service: String = r.try_get("service")?;
+        let window = Some((
+            RunId(r.try_get("run_id")?),
+            from_ms(r.try_get("expires_at")?),
+        ));
+        if service == keys.service {
+            state.open_mim = window.clone();
+        }
+        if service == umbrella {
+            state.umbrella_mim = window;
+        }
+    }
+
+    crate::storm::prefetch(tx, environment, &mut state).await?;
+    if let Some(key) = &keys.group_key {
+        state.group = crate::storm::load_group(tx, key).await?;
+    }
+    Ok(state)
+}
+
 /// One run of [`Store::decide_batch`].
 pub struct DecideItem<'a> {
     pub run_id: &'a RunId,
@@ -706,75 +784,7 @@ async fn decide_in(
     let environment: Option<String> = run.try_get("environment")?;
     let environment = environment.unwrap_or_else(|| "unknown".to_owned());
 
-    let mut state = StepState {
-        autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
-            .await?,
-        ..StepState::default()
-    };
-    if let Some(r) = sqlx::query(
-        "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
-    )
-    .bind(keys.fingerprint.as_str())
-    .fetch_optional(&mut **tx)
-    .await?
-    {
-        state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
-    }
-    let team_key = keys.team.as_deref().map(team_bucket_key);
-    let service_key = tg_engine::service_bucket_key(&keys.service);
-    for (key, bucket) in load_buckets(
-        tx,
-        [
-            Some(GLOBAL_BUCKET),
-            team_key.as_deref(),
-            Some(service_key.as_str()),
-        ],
-    )
-    .await?
-    {
-        if key == GLOBAL_BUCKET {
-            state.global_bucket = Some(bucket);
-        } else if Some(key.as_str()) == team_key.as_deref() {
-            state.team_bucket = Some(bucket);
-        } else if key == service_key {
-            state.service_bucket = Some(bucket);
-        }
-    }
-    for r in sqlx::query("SELECT origin, seen_at FROM signals WHERE key = $1")
-        .bind(&keys.signal_key)
-        .fetch_all(&mut **tx)
-        .await?
-    {
-        state.signals.push(Signal {
-            origin: r.try_get("origin")?,
-            seen_at: from_ms(r.try_get("seen_at")?),
-        });
-    }
-    let umbrella = format!("storm:{environment}");
-    for r in sqlx::query("SELECT service, run_id, expires_at FROM mim WHERE service IN ($1, $2)")
-        .bind(&keys.service)
-        .bind(&umbrella)
-        .fetch_all(&mut **tx)
-        .await?
-    {
-        let service: String = r.try_get("service")?;
-        let window = Some((
-            RunId(r.try_get("run_id")?),
-            from_ms(r.try_get("expires_at")?),
-        ));
-        if service == keys.service {
-            state.open_mim = window.clone();
-        }
-        if service == umbrella {
-            state.umbrella_mim = window;
-        }
-    }
-
-    crate::storm::prefetch(tx, &environment, &mut state).await?;
-    if let Some(key) = &keys.group_key {
-        state.group = crate::storm::load_group(tx, key).await?;
-    }
-
+    let state = load_step_state(tx, keys, &environment).await?;
     let out = step(&state);
 
     for effect in &out.effects {
@@ -1197,23 +1207,6 @@ pub(crate) fn keyed_bucket(r: &sqlx::any::AnyRow) -> Result<(String, BucketState
     ))
 }
 
-pub(crate) async fn load_bucket(
-    tx: &mut crate::db::Tx,
-    key: &str,
-) -> Result<Option<BucketState>, StoreError> {
-    let row = sqlx::query("SELECT tokens_milli, updated_at FROM buckets WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(|r| {
-        Ok(BucketState {
-            tokens_milli: r.try_get("tokens_milli")?,
-            updated_at: from_ms(r.try_get("updated_at")?),
-        })
-    })
-    .transpose()
-}
-
 pub(crate) async fn apply_effect(
     tx: &mut crate::db::Tx,
     effect: &Effect,
@@ -1260,11 +1253,13 @@ pub(crate) async fn apply_effect(
         }
         Effect::RecordSignal { key, signal } => {
             sqlx::query(
-                "INSERT INTO signals (key, origin, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key, origin) DO UPDATE SET seen_at = CASE WHEN signals.seen_at > excluded.seen_at \
-                 THEN signals.seen_at ELSE excluded.seen_at END",
+                "INSERT INTO signals (key, sender, origin, seen_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key, sender) DO UPDATE SET \
+                 origin = CASE WHEN signals.seen_at > excluded.seen_at THEN signals.origin ELSE excluded.origin END, \
+                 seen_at = CASE WHEN signals.seen_at > excluded.seen_at THEN signals.seen_at ELSE excluded.seen_at END",
             )
             .bind(key)
+            .bind(&signal.sender)
             .bind(&signal.origin)
             .bind(to_ms(signal.seen_at))
             .execute(&mut **tx)

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use tg_engine::{Effect, ReviewState, StormSettings};
-use tg_model::{ActionKind, ActionOp, Condition, ReviewStep, StepKind, StepRecord};
+use tg_engine::StormSettings;
+use tg_model::{ActionOp, Condition, ReviewStep, StepKind, StepRecord};
 
-use crate::db::{action_from_row, apply_effect, load_bucket};
+use crate::db::{action_from_row, apply_effect};
 use crate::{Store, StoreError, StoredAction, to_ms};
 
 /// Longest reviewer reason kept.
@@ -165,58 +165,57 @@ impl Store {
                 ("rejected", Vec::new())
             }
             Verdict::Approve => {
-                let mut review = ReviewState::default();
-                if planned.op == ActionOp::Create {
-                    let window = settings.dedup_window;
-                    let sql = match crate::db::backend_of(&tx) {
-                        crate::Backend::Sqlite => {
-                            "SELECT run_id FROM actions WHERE kind = $1 AND id <> $2 AND outcome = 'execute' \
-                             AND status IN ('pending', 'delivered') \
-                             AND json_extract(planned_json, '$.fingerprint') = $3 \
-                             AND json_extract(planned_json, '$.op') IS NULL AND created_at >= $4 LIMIT 1"
-                        }
-                        crate::Backend::Postgres => {
-                            "SELECT run_id FROM actions WHERE kind = $1 AND id <> $2 AND outcome = 'execute' \
-                             AND status IN ('pending', 'delivered') \
-                             AND (planned_json::jsonb ->> 'fingerprint') = $3 \
-                             AND (planned_json::jsonb ->> 'op') IS NULL AND created_at >= $4 LIMIT 1"
-                        }
-                    };
-                    review.open_create = sqlx::query_scalar::<_, String>(sql)
-                        .bind(action.kind.as_str())
-                        .bind(id)
-                        .bind(planned.fingerprint.as_str())
-                        .bind(to_ms(now - window))
+                let open_create = if planned.op == ActionOp::Create {
+                    open_create(&mut tx, &action, settings, now).await?
+                } else {
+                    None
+                };
+                // The run's group, as its decision named it.
+                let decision: Option<String> =
+                    sqlx::query_scalar("SELECT decision_json FROM runs WHERE run_id = $1")
+                        .bind(planned.run_id.as_str())
                         .fetch_optional(&mut *tx)
                         .await?
-                        .map(tg_model::RunId);
-                }
-                if action.kind == ActionKind::Page {
-                    review.breaker_open = sqlx::query_scalar::<_, i64>(
-                        "SELECT open FROM storm_breaker WHERE environment = $1",
-                    )
-                    .bind(planned.environment.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some_and(|o| o != 0);
-                    for (key, _) in tg_engine::page_buckets(settings, &planned) {
-                        let b = load_bucket(&mut tx, &key).await?;
-                        review.buckets.insert(key, b);
-                    }
-                }
-                let check =
-                    tg_engine::review_recheck(settings, action.kind, &planned, &review, now);
-                if check.allowed {
+                        .flatten();
+                let group = decision
+                    .and_then(|d| serde_json::from_str::<tg_model::Decision>(&d).ok())
+                    .and_then(|d| d.group);
+                let keys = crate::PrefetchKeys {
+                    fingerprint: planned.fingerprint.clone(),
+                    service: planned.service.clone(),
+                    signal_key: tg_engine::signal_key_for(&planned.service, planned.environment),
+                    team: Some(planned.team.clone()),
+                    group_key: group.clone(),
+                    owner_team: catalog.owner_team(&planned.service).map(str::to_owned),
+                };
+                let state =
+                    crate::db::load_step_state(&mut tx, &keys, planned.environment.as_str())
+                        .await?;
+                let approved = tg_engine::approve(
+                    catalog,
+                    settings,
+                    &state,
+                    tg_engine::Approval {
+                        planned: &planned,
+                        group: group.as_deref(),
+                        open_create: open_create.as_ref(),
+                    },
+                    now,
+                );
+                if approved.allowed {
+                    planned = approved.action;
                     edited = edits.apply(&mut planned);
-                    if !edited.is_empty() {
+                    if planned != action.planned {
                         sqlx::query("UPDATE actions SET planned_json = $1 WHERE id = $2")
                             .bind(crate::db::json(&planned)?)
                             .bind(id)
                             .execute(&mut *tx)
                             .await?;
                     }
-                    for (key, state) in check.buckets_after {
-                        apply_effect(&mut tx, &Effect::PutBucket { key, state }).await?;
+                    for effect in &approved.effects {
+                        if !crate::storm::apply(&mut tx, effect).await? {
+                            apply_effect(&mut tx, effect).await?;
+                        }
                     }
                     sqlx::query(
                         "UPDATE actions SET review_state = 'approved', outcome = 'execute', \
@@ -227,9 +226,9 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                    ("approved", check.conditions)
+                    ("approved", approved.conditions)
                 } else {
-                    ("refused", check.conditions)
+                    ("refused", approved.conditions)
                 }
             }
         };
@@ -337,4 +336,36 @@ impl Store {
 fn planned_created(row: &sqlx::any::AnyRow) -> Result<String, StoreError> {
     let ms: i64 = row.try_get("created_at")?;
     Ok(crate::from_ms(ms).to_rfc3339())
+}
+
+/// Another run's executed create of `action`'s kind for its fingerprint inside
+/// the dedup window: the incident the draft would open is already open.
+async fn open_create(
+    tx: &mut crate::db::Tx,
+    action: &StoredAction,
+    settings: &StormSettings,
+    now: DateTime<Utc>,
+) -> Result<Option<tg_model::RunId>, StoreError> {
+    let sql = match crate::db::backend_of(tx) {
+        crate::Backend::Sqlite => {
+            "SELECT run_id FROM actions WHERE kind = $1 AND id <> $2 AND outcome = 'execute' \
+             AND status IN ('pending', 'delivered') \
+             AND json_extract(planned_json, '$.fingerprint') = $3 \
+             AND json_extract(planned_json, '$.op') IS NULL AND created_at >= $4 LIMIT 1"
+        }
+        crate::Backend::Postgres => {
+            "SELECT run_id FROM actions WHERE kind = $1 AND id <> $2 AND outcome = 'execute' \
+             AND status IN ('pending', 'delivered') \
+             AND (planned_json::jsonb ->> 'fingerprint') = $3 \
+             AND (planned_json::jsonb ->> 'op') IS NULL AND created_at >= $4 LIMIT 1"
+        }
+    };
+    Ok(sqlx::query_scalar::<_, String>(sql)
+        .bind(action.kind.as_str())
+        .bind(action.id)
+        .bind(action.planned.fingerprint.as_str())
+        .bind(to_ms(now - settings.dedup_window))
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(tg_model::RunId))
 }

@@ -46,7 +46,16 @@ impl WriteTx {
         health: &Arc<HealthCell>,
     ) -> Result<Self, StoreError> {
         let mut conn = pool.acquire().await?;
-        if let Err(e) = conn.execute("BEGIN").await {
+        // SQLite: IMMEDIATE takes the write lock now, under the busy timeout.
+        // A deferred BEGIN that reads first and then writes fails at once with
+        // SQLITE_BUSY (no busy wait) when another process (a second replica on
+        // the same file) committed in between.
+        let begin = if crate::db::backend_of(&conn) == crate::db::Backend::Sqlite {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        if let Err(e) = conn.execute(begin).await {
             // A connection that cannot begin is in a state we do not know.
             conn.close_on_drop();
             if let Some(cause) = crate::health::sqlx_storage_failure(&e) {
@@ -137,5 +146,41 @@ impl DerefMut for WriteTx {
         self.conn
             .as_deref_mut()
             .expect("an open transaction has its connection")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    /// Two replicas on one SQLite file: a write transaction that reads before
+    /// it writes must not fail because the other committed in between (with a
+    /// deferred `BEGIN` SQLite answers SQLITE_BUSY at once, without waiting,
+    /// and the gate marked the store failing: a 503 for a healthy store).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+    async fn a_transaction_that_reads_first_survives_another_replicas_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.db");
+        let a = crate::Store::open(&path).await.unwrap();
+        let b = crate::Store::open(&path).await.unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 5, 0, 0).unwrap();
+        let mut tx = a.begin_write().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_probe")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let other = tokio::spawn(async move { b.probe_write(now).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query(
+            "INSERT INTO store_probe (id, probed_at) VALUES (1, 1) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        assert!(a.health().accepts(), "{:?}", a.health());
     }
 }

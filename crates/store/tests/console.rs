@@ -47,6 +47,7 @@ fn event(summary: &str) -> NormalizedEvent {
         labels: BTreeMap::new(),
         occurred_at: t0(),
         received_at: t0(),
+        sender: None,
     }
 }
 

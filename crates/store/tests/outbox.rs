@@ -55,6 +55,7 @@ fn event(fp: &str) -> NormalizedEvent {
         labels: BTreeMap::new(),
         occurred_at: t0(),
         received_at: t0(),
+        sender: None,
     }
 }
 

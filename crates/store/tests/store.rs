@@ -46,6 +46,7 @@ fn event(fp: &str) -> NormalizedEvent {
         labels: BTreeMap::new(),
         occurred_at: t0(),
         received_at: t0(),
+        sender: None,
     }
 }
 

@@ -18,4 +18,4 @@ pub use breaker::{
 pub use bucket::{BucketConfig, BucketState};
 pub use dedup::DedupEntry;
 pub use group::{GroupEntry, GroupField, GroupPage};
-pub use signals::{Signal, independent_origins};
+pub use signals::{Signal, UNVERIFIED_PREFIX, independent_signals};

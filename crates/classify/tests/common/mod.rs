@@ -34,6 +34,7 @@ pub fn event(level: ImpactLevel) -> NormalizedEvent {
         labels: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
         occurred_at: at,
         received_at: at,
+        sender: None,
     }
 }
 
