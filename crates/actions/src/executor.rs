@@ -36,6 +36,9 @@ pub struct Attempt {
     /// The failure and its class; `None` when delivered. Its text is scrubbed
     /// the same way `result.error` is before it is stored or logged.
     pub error: Option<TargetError>,
+    /// Which outbound credential the attempt used ([`Executor::identity`]):
+    /// never the secret itself.
+    pub identity: String,
 }
 
 /// Whether the executor retries in-process or makes exactly one attempt.
@@ -307,7 +310,64 @@ impl Executor {
     /// or is deduplicated (by `dedup_key`).
     pub async fn attempt(&self, action: &PlannedAction) -> Attempt {
         let (result, error) = self.carry_out(action, Mode::Once).await;
-        Attempt { result, error }
+        Attempt {
+            result,
+            error,
+            identity: self.identity(action),
+        }
+    }
+
+    /// Which outbound identity an attempt of `action` uses, for the audit
+    /// record: the OAuth client id and scopes, or which configured static
+    /// credential (by its configuration key). Never a secret. Pure.
+    pub fn identity(&self, action: &PlannedAction) -> String {
+        let oauth = |t: &TokenSource| {
+            format!(
+                "oauth client_credentials client_id={} scope={}",
+                t.client_id(),
+                if t.scopes().is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    t.scopes().join(" ")
+                }
+            )
+        };
+        let servicenow = || match self.servicenow.as_ref().map(|s| &s.auth) {
+            Some(ServiceNowAuth::OAuth(t)) => format!("servicenow: {}", oauth(t)),
+            Some(ServiceNowAuth::Token(_)) => {
+                "servicenow: static token (actions.servicenow.token)".to_owned()
+            }
+            None => "servicenow: not configured".to_owned(),
+        };
+        let bridge = || match &self.bridge {
+            Some(b) => {
+                let mut parts = Vec::new();
+                if b.webhook_url.is_some() {
+                    parts.push("chat webhook URL (actions.bridge.webhook_url)".to_owned());
+                }
+                parts.extend(
+                    b.webhooks
+                        .iter()
+                        .map(|w| format!("signed webhook {} (HMAC secret)", w.name)),
+                );
+                format!("bridge: {}", parts.join(", "))
+            }
+            None => "bridge: not configured".to_owned(),
+        };
+        match action.kind {
+            ActionKind::Ticket => servicenow(),
+            ActionKind::Mim => format!("{}; {}", servicenow(), bridge()),
+            ActionKind::Page => match &self.pagerduty {
+                Some(PagerDutyConfig {
+                    rest: Some(rest), ..
+                }) => format!("pagerduty REST: {}", oauth(&rest.tokens)),
+                Some(_) => format!(
+                    "pagerduty: routing key of team {team} (actions.pagerduty.routing_keys.{team})",
+                    team = action.team
+                ),
+                None => "pagerduty: not configured".to_owned(),
+            },
+        }
     }
 
     /// What an attempt of `action` would send, for a reviewer: the ServiceNow

@@ -99,10 +99,14 @@ fn run_entries(r: &AuditRecord, out: &mut Vec<Entry>) {
         .model_latency_ms
         .map(|ms| format!(" in {ms} ms"))
         .unwrap_or_default();
+    // A hash without the text: `classifier.output_retention: sha256`.
     let output = r
         .model_output_sha256
         .as_ref()
-        .map(|h| format!("; output sha256 {h}"))
+        .map(|h| match r.model_output {
+            Some(_) => format!("; output sha256 {h}"),
+            None => format!("; output sha256 {h} (text not kept)"),
+        })
         .unwrap_or_default();
     match (&r.classification, &r.rejection) {
         (Some(c), _) => out.push(entry(
@@ -263,8 +267,13 @@ fn step_entries(s: &StepRecord, out: &mut Vec<Entry>) {
                         .next_attempt_at
                         .map(|t| format!(", next at {}", t.to_rfc3339()))
                         .unwrap_or_default();
+                    let identity = a
+                        .identity
+                        .as_deref()
+                        .map(|i| format!(" [as {i}]"))
+                        .unwrap_or_default();
                     format!(
-                        "{} {} to {} attempt {}: {}{status}{ids}{err}{next}",
+                        "{} {} to {} attempt {}: {}{status}{ids}{err}{next}{identity}",
                         a.action, a.op, a.target, a.attempt, a.outcome
                     )
                 }

@@ -463,6 +463,21 @@ pub struct ClassifierConfig {
     /// First matching route chooses the profile; none matching: `default`.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// What of the model's answer the store and the audit trail keep.
+    #[serde(default)]
+    pub output_retention: OutputRetention,
+}
+
+/// `classifier.output_retention`: what of a model's answer is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputRetention {
+    /// The answer's text (bounded) and its SHA-256.
+    #[default]
+    Full,
+    /// Only the SHA-256 of the text: the text and the model's rationale are
+    /// not kept (the validated fields are: the decision rests on them).
+    Sha256,
 }
 
 impl Default for ClassifierConfig {
@@ -477,6 +492,7 @@ impl Default for ClassifierConfig {
             guard: GuardConfig::default(),
             profiles: BTreeMap::new(),
             routes: Vec::new(),
+            output_retention: OutputRetention::default(),
         }
     }
 }

@@ -188,6 +188,10 @@ pub struct AttemptStep {
     /// When the next attempt is due (a retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The outbound identity the attempt used: the OAuth client id and
+    /// scopes, or which static credential (by configuration key). Never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// An operator's replay of a dead letter.

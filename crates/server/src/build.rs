@@ -29,6 +29,8 @@ pub struct Pipeline {
     pub disk_free_min_bytes: u64,
     pub normalize: NormalizeContext,
     pub classifier: Arc<dyn Classifier>,
+    /// What of a model's answer is kept (`classifier.output_retention`).
+    pub output_retention: tg_config::OutputRetention,
     /// The gates and the catalog: swapped whole by a hot reload ([`Pipeline::policy`]).
     pub policy: PolicyCell,
     pub storm: StormSettings,
@@ -328,6 +330,7 @@ fn build(
         disk_free_min_bytes: config.store.disk_free_min_bytes,
         normalize,
         classifier,
+        output_retention: config.classifier.output_retention,
         policy: PolicyCell::new(policy),
         storm,
         executor,

@@ -240,6 +240,7 @@ async fn deliver(state: &AppState, owner: &str, target: OutboxTarget, claimed: C
                 outcome,
                 http_status,
                 result.error.as_deref(),
+                Some(&attempt.identity),
                 &end,
                 now,
             )

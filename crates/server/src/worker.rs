@@ -200,10 +200,17 @@ async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepar
             let teams = p.teams_for(&event.service);
             let out = p.classifier.classify(event, &teams).await;
             m::classified(&out.info.classifier, out.result.is_ok());
+            // With `output_retention: sha256` only the hash of the model's
+            // text is kept: not the text, not the rationale it wrote.
+            let keep_text = p.output_retention == tg_config::OutputRetention::Full;
+            let mut classification = out.result.as_ref().ok().cloned();
+            if !keep_text && let Some(c) = classification.as_mut() {
+                c.rationale = None;
+            }
             ClassificationRecord {
                 output_sha256: out.raw_output.as_deref().map(|s| sha256_hex(s.as_bytes())),
-                raw_output: out.raw_output,
-                classification: out.result.as_ref().ok().cloned(),
+                raw_output: out.raw_output.filter(|_| keep_text),
+                classification,
                 rejection: out.result.err(),
                 info: out.info,
                 skipped: None,

@@ -131,6 +131,18 @@ async fn every_step_is_on_the_chain_and_checkpoints_verify_with_the_public_key_a
         whats.last() == Some(&"completed") || whats.last() == Some(&"action"),
         "{whats:?}"
     );
+    // Issue 21 item 15: each attempt names the outbound identity it used.
+    for e in story["story"].as_array().unwrap() {
+        if e["what"] == "attempt" {
+            assert!(
+                e["text"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("[as servicenow: static token (actions.servicenow.token)]"),
+                "{e}"
+            );
+        }
+    }
     let ticket_line = story["story"]
         .as_array()
         .unwrap()
@@ -449,4 +461,69 @@ async fn sinks_ship_from_the_store_through_an_outage_in_order_exactly_once() {
         .collect();
     assert!(report.ok, "{report}\n{firsts:#?}");
     assert!(report.records >= head, "{report}");
+}
+
+/// Issue 21 item 15: with `classifier.output_retention: sha256` the store and
+/// the audit trail keep only the SHA-256 of the model's text (not the text,
+/// not its rationale), and the story and the console say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sha256_retention_only_the_hash_of_the_model_text_is_kept() {
+    let _serial = SERIAL.lock().await;
+    let yaml = common::ungrouped(common::CONFIG).replace(
+        "    retries_max: 0\n",
+        "    retries_max: 0\n  output_retention: sha256\n",
+    );
+    assert!(yaml.contains("output_retention: sha256"));
+    let mut h = Harness::start_with(&yaml).await;
+    h.script_tool(
+        "RET-1",
+        answer("medium", 0.9, true, false, false, "payments"),
+    );
+    let run = h
+        .run_generic(&event(
+            "payments-api",
+            "ApiErrors",
+            "prod",
+            "prometheus",
+            "RET-1",
+        ))
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let text = run.to_string();
+    assert!(
+        !text.contains("scripted by the end-to-end test"),
+        "the rationale is model text: {text}"
+    );
+    let story = h.get_json(&format!("/v1/audit?run_id={run_id}")).await;
+    let line = story["story"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["what"] == "classification")
+        .unwrap()
+        .clone();
+    assert!(
+        line["text"].as_str().unwrap().contains("(text not kept)"),
+        "{line}"
+    );
+    h.stop_gate().await;
+    let records = h.run_records();
+    let record = records
+        .iter()
+        .find(|r| r["run_id"] == run_id.as_str())
+        .unwrap();
+    assert!(
+        record.get("model_output").is_none_or(Value::is_null),
+        "{record}"
+    );
+    assert_eq!(
+        record["model_output_sha256"].as_str().map(str::len),
+        Some(64),
+        "{record}"
+    );
+    assert!(
+        !record
+            .to_string()
+            .contains("scripted by the end-to-end test")
+    );
 }

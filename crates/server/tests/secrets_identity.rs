@@ -267,6 +267,18 @@ async fn oauth_client_secrets_private_keys_and_access_tokens_never_leak() {
     tokens.extend(h2.state().servicenow_issued_tokens());
     assert_eq!(tokens.len(), 4);
 
+    // Issue 21 item 15: each delivery attempt's audit record names the
+    // outbound identity it used (the OAuth client, never its secret).
+    let seen = String::from_utf8_lossy(&outputs);
+    for client in ["tg-leak-basic", "tg-leak-key"] {
+        assert!(
+            seen.contains(&format!(
+                "\"identity\":\"servicenow: oauth client_credentials client_id={client}"
+            )),
+            "no attempt record names {client}"
+        );
+    }
+
     // Every recording of both sandboxes (they redact what they were sent).
     for sb in [&h.sandbox, &h2.sandbox] {
         for t in tg_sandbox::Target::ALL {

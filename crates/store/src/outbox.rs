@@ -384,6 +384,7 @@ impl Store {
         outcome: AttemptOutcome,
         http_status: Option<u16>,
         error: Option<&str>,
+        identity: Option<&str>,
         end: &DeliveryEnd,
         now: DateTime<Utc>,
     ) -> Result<Progress, StoreError> {
@@ -474,6 +475,7 @@ impl Store {
                     external_ids,
                     error: error.clone(),
                     next_attempt_at: next_at,
+                    identity: identity.map(cut),
                 }),
                 ..StepRecord::new(
                     StepKind::ActionAttempt,
@@ -803,6 +805,7 @@ async fn interrupt_attempts(
                     "the gate stopped during the attempt; delivered again idempotently".to_owned(),
                 ),
                 next_attempt_at: Some(next_at),
+                identity: None,
             }),
             ..StepRecord::new(
                 StepKind::ActionAttempt,

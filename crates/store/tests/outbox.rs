@@ -166,6 +166,7 @@ async fn fail(store: &Store, c: &Claimed, now: DateTime<Utc>, retry_at: DateTime
             AttemptOutcome::Retryable,
             Some(503),
             Some("servicenow answered 503"),
+            None,
             &DeliveryEnd::Retry {
                 at: retry_at,
                 wait_ms,
@@ -183,6 +184,7 @@ async fn deliver(store: &Store, c: &Claimed, now: DateTime<Utc>) {
             c,
             OWNER,
             AttemptOutcome::Delivered,
+            None,
             None,
             None,
             &DeliveryEnd::Delivered(result(ActionStatus::Delivered, c.attempt)),
@@ -292,6 +294,7 @@ async fn an_operator_retry_is_recorded_with_who_and_when() {
             AttemptOutcome::Permanent,
             Some(400),
             Some("servicenow answered 400"),
+            None,
             &DeliveryEnd::Dead(result(ActionStatus::Failed, 1)),
             t0(),
         )
@@ -337,6 +340,7 @@ async fn an_operator_retry_is_recorded_with_who_and_when() {
             AttemptOutcome::Permanent,
             Some(400),
             Some("again"),
+            None,
             &DeliveryEnd::Dead(result(ActionStatus::Failed, 1)),
             secs(61),
         )
@@ -351,6 +355,7 @@ async fn an_operator_retry_is_recorded_with_who_and_when() {
             AttemptOutcome::Permanent,
             Some(400),
             Some("again"),
+            None,
             &DeliveryEnd::Dead(result(ActionStatus::Failed, 1)),
             secs(71),
         )

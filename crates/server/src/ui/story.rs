@@ -337,6 +337,9 @@ pub(crate) fn model_answer(v: Option<&serde_json::Value>) -> Markup {
                 @if let Some(r) = &c.rationale { dt { "Rationale" } dd { (r) } }
             }
         }
+        @if let (None, Some(h)) = (&rec.raw_output, &rec.output_sha256) {
+            p.small { "The model's text was not kept (classifier.output_retention: sha256); its SHA-256 is " code { (h) } "." }
+        }
         @if let Some(r) = &rec.rejection {
             p.flash.flash-error { "Answer refused by the contract: " code { (r.reason) } " " (r.detail) }
         }
