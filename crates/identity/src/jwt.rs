@@ -281,7 +281,9 @@ fn family_of(alg: Algorithm) -> Option<Family> {
         | Algorithm::PS512 => Some(Family::Rsa),
         Algorithm::ES256 | Algorithm::ES384 => Some(Family::Ec),
         Algorithm::EdDSA => Some(Family::Okp),
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => None,
+        // Symmetric algorithms are never accepted (the HS256 confusion), and
+        // an algorithm a later jsonwebtoken adds is refused until named here.
+        _ => None,
     }
 }
 
@@ -373,8 +375,9 @@ fn usable_key(v: &Value) -> Option<Key> {
         AlgorithmParameters::RSA(_) => Family::Rsa,
         AlgorithmParameters::EllipticCurve(_) => Family::Ec,
         AlgorithmParameters::OctetKeyPair(_) => Family::Okp,
-        // Never accept a symmetric key from a key set: that is the HS256 confusion.
-        AlgorithmParameters::OctetKey(_) => return None,
+        // Never accept a symmetric key from a key set (the HS256 confusion),
+        // nor a key type this code does not name.
+        _ => return None,
     };
     let alg = match jwk.common.key_algorithm {
         None => None,
