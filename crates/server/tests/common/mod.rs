@@ -171,18 +171,34 @@ impl Harness {
 
     /// Starts the sandbox and a gate configured by `yaml` (with `${SANDBOX}`).
     pub async fn start_with(yaml: &str) -> Harness {
+        Harness::start_with_at(yaml, t0()).await
+    }
+
+    /// As [`Harness::start_with`], with the gate's clock starting at `start`
+    /// (a test against a real token issuer starts it at the wall clock's time).
+    pub async fn start_with_at(yaml: &str, start: chrono::DateTime<chrono::Utc>) -> Harness {
         let sandbox = Sandbox::start(SandboxConfig::default())
             .await
             .expect("sandbox starts");
         let config = Config::from_yaml(&yaml.replace("${SANDBOX}", &sandbox.base_url()), "test")
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let secrets = test_secrets(&sandbox);
-        Harness::launch(sandbox, &config, &secrets).await
+        Harness::launch_at(sandbox, &config, &secrets, start).await
     }
 
     /// Starts a gate for `config` (already resolved against `sandbox`) with `secrets`.
     #[allow(dead_code)]
     pub async fn launch(sandbox: Sandbox, config: &Config, secrets: &MapSecrets) -> Harness {
+        Harness::launch_at(sandbox, config, secrets, t0()).await
+    }
+
+    /// As [`Harness::launch`], with the gate's clock starting at `start`.
+    pub async fn launch_at(
+        sandbox: Sandbox,
+        config: &Config,
+        secrets: &MapSecrets,
+        start: chrono::DateTime<chrono::Utc>,
+    ) -> Harness {
         // TG_TEST_STORE=postgres runs the same suite on a fresh PostgreSQL database.
         let mut config = config.clone();
         if tg_store::testing::postgres_selected() {
@@ -193,7 +209,7 @@ impl Harness {
             );
         }
         let config = &config;
-        let clock = Arc::new(tg_server::ManualClock::new(t0()));
+        let clock = Arc::new(tg_server::ManualClock::new(start));
         let pipeline = tg_server::build_pipeline_with_clock(config, None, secrets, clock.clone())
             .expect("pipeline builds");
         let data = tempfile::Builder::new()
