@@ -41,6 +41,10 @@ struct Incident {
 struct Step {
     label: String,
     source: String,
+    /// The client at the sandbox's authorization server that submits it:
+    /// one per detecting system, each bound to its origin in the demo's
+    /// `identity.inbound.origins` (independent signals are independent senders).
+    sender: String,
     body: Option<Value>,
     /// Resend the body of this earlier step (a repeat notification).
     #[serde(default)]
@@ -51,6 +55,54 @@ struct Step {
 struct Row {
     step: usize,
     run: Value,
+}
+
+/// The demo's readers' client: reads runs and the review queue.
+const DEMO_READER: &str = "demo-reader";
+
+/// Registers `client` with a fresh secret and `scopes` at the sandbox's
+/// authorization server, and fetches its access token (client credentials).
+async fn demo_access_token(
+    sandbox: &tg_sandbox::Sandbox,
+    client: &str,
+    scopes: &[&str],
+) -> anyhow::Result<String> {
+    use rand_core::RngCore as _;
+    let mut raw = [0u8; 24];
+    rand_core::OsRng.fill_bytes(&mut raw);
+    let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    sandbox
+        .state()
+        .idp_client(client, &secret, scopes)
+        .map_err(|e| anyhow!("the sandbox's authorization server: {e}"))?;
+    let answer: Value = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .post(format!("{}/idp/token", sandbox.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client),
+            ("client_secret", secret.as_str()),
+            ("scope", &scopes.join(" ")),
+        ])
+        .send()
+        .await
+        .context("the sandbox's token endpoint")?
+        .error_for_status()
+        .context("the sandbox's token endpoint")?
+        .json()
+        .await?;
+    answer["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the sandbox's token endpoint answered no access_token"))
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive (never logged).
+fn bearer(token: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -116,15 +168,37 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let base = format!("http://{}", gate.addr);
+    // Inbound identity on, as a deployment runs it: the sandbox's
+    // authorization server issues the demo's access token (client
+    // credentials) and the gate checks it against the sandbox's key set.
+    // One client per detecting system submits its events; reads use a
+    // client that may only read.
+    let mut senders = BTreeMap::new();
+    for step in &incident.steps {
+        if !senders.contains_key(&step.sender) {
+            let token = demo_access_token(&sandbox, &step.sender, &["events:write"]).await?;
+            senders.insert(step.sender.clone(), bearer(&token)?);
+        }
+    }
+    let reader = demo_access_token(&sandbox, DEMO_READER, &["runs:read"]).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            bearer(&reader)?,
+        )]))
         .build()?;
 
     crate::outln!("triage-gate demo: {}", incident.description)?;
     crate::outln!(
-        "gate {base}  sandbox {}  data {}\n",
+        "gate {base}  sandbox {}  data {}",
         sandbox.base_url(),
         data_dir.display()
+    )?;
+    crate::outln!(
+        "identity: each source submits with its own JWT access token ({}; scope events:write), reads use {DEMO_READER} (runs:read); issuer {}\n",
+        senders.keys().cloned().collect::<Vec<_>>().join(", "),
+        sandbox.state().idp_issuer()
     )?;
 
     let mut rows = Vec::new();
@@ -138,8 +212,12 @@ pub async fn run(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow!("step {i} repeats missing step {j}"))?,
             (None, None) => bail!("step {i} has no body"),
         };
+        let sender = senders
+            .get(&step.sender)
+            .ok_or_else(|| anyhow!("step {} has no token", i + 1))?;
         let resp = http
             .post(format!("{base}/v1/events/{}", step.source))
+            .header(reqwest::header::AUTHORIZATION, sender.clone())
             .json(&body)
             .send()
             .await

@@ -23,6 +23,7 @@ pub mod bridge;
 pub mod cloudwatch;
 mod control;
 pub mod faults;
+pub mod idp;
 pub mod openai;
 pub mod otlp;
 pub mod pagerduty;
@@ -158,6 +159,11 @@ pub struct SandboxState {
     splunk: splunk::SplunkState,
     cloudwatch: cloudwatch::CloudWatchState,
     otlp: otlp::OtlpState,
+    /// The authorization server of inbound tokens (`idp.rs`); `Err`: its key
+    /// could not be made (every request then answers 503).
+    idp: Result<idp::IdpState, String>,
+    /// `http://127.0.0.1:PORT`, once the server is bound (the IdP's issuer).
+    base_url: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -198,6 +204,8 @@ impl SandboxState {
             splunk: splunk::SplunkState::new(DEFAULT_SPLUNK_HEC_TOKEN),
             cloudwatch: cloudwatch::CloudWatchState::default(),
             otlp: otlp::OtlpState::default(),
+            idp: idp::IdpState::new(),
+            base_url: std::sync::OnceLock::new(),
         }
     }
 
@@ -224,6 +232,24 @@ impl SandboxState {
     /// Set the instance property
     /// `glide.oauth.inbound.client.credential.grant_type.enabled` (off by
     /// default: `/oauth_token.do` then refuses client_credentials).
+    /// Registers a client of the inbound-token authorization server (`/idp/token`).
+    pub fn idp_client(&self, client_id: &str, secret: &str, scopes: &[&str]) -> Result<(), String> {
+        match &self.idp {
+            Ok(idp) => idp.register(client_id, secret, scopes),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// The `iss` of the tokens `/idp/token` issues: `<base url>/idp`.
+    pub fn idp_issuer(&self) -> String {
+        format!(
+            "{}/idp",
+            self.base_url
+                .get()
+                .map_or("http://sandbox.invalid", String::as_str)
+        )
+    }
+
     pub fn servicenow_oauth_enable_client_credentials(&self, enabled: bool) {
         self.servicenow_oauth.set_enabled(enabled);
     }
@@ -601,6 +627,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         // STS is served at its root path; with and without the trailing slash.
         .route("/sts", axum::routing::post(sts::assume))
         .route("/sts/", axum::routing::post(sts::assume))
+        .nest("/idp", idp::routes())
         .nest("/_sandbox", control::routes())
         .with_state(state)
 }
@@ -686,6 +713,11 @@ impl Sandbox {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(SandboxState::new(&cfg));
+        let mut base = addr;
+        if base.ip().is_unspecified() {
+            base.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let _ = state.base_url.set(format!("http://{base}"));
         let app = router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -158,7 +158,6 @@ mod tests {
     /// deferred `BEGIN` SQLite answers SQLITE_BUSY at once, without waiting,
     /// and the gate marked the store failing: a 503 for a healthy store).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
     async fn a_transaction_that_reads_first_survives_another_replicas_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gate.db");
