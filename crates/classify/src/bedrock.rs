@@ -144,6 +144,8 @@ pub struct BedrockConfig {
     pub retry: RetryPolicy,
     /// Ask once more after a schema failure.
     pub reask: bool,
+    /// The certificate authorities the endpoint may chain to.
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl BedrockConfig {
@@ -161,6 +163,7 @@ impl BedrockConfig {
             max_tokens: 512,
             retry: RetryPolicy::default(),
             reask: false,
+            tls: tg_identity::TrustRoots::bundled(),
         }
     }
 }
@@ -217,7 +220,7 @@ impl BedrockClassifier {
         config.retry.check()?;
         let default_base = format!("https://bedrock-runtime.{}.amazonaws.com", config.region);
         let base = transport::base_url(config.base_url.as_deref().unwrap_or(&default_base))?;
-        let client = config.retry.client()?;
+        let client = config.retry.client(&config.tls)?;
         let url = format!(
             "{base}/model/{}/converse",
             utf8_percent_encode(&config.model_id, LABEL)
