@@ -124,7 +124,7 @@ impl From<WebIdentityConfig> for AwsCredentialSource {
 #[derive(Debug)]
 enum Creds {
     Static(AwsCredentials),
-    WebIdentity(WebIdentityCredentials),
+    WebIdentity(Box<WebIdentityCredentials>),
 }
 
 /// What Bedrock calls a credential that expired (the client then refreshes once).
@@ -213,7 +213,7 @@ impl BedrockClassifier {
                 Creds::Static(c.clone())
             }
             AwsCredentialSource::WebIdentity(w) => {
-                Creds::WebIdentity(WebIdentityCredentials::new(w.clone())?)
+                Creds::WebIdentity(Box::new(WebIdentityCredentials::new(w.clone())?))
             }
         };
         transport::check_max_tokens(config.max_tokens)?;

@@ -54,7 +54,7 @@ pub fn cloudwatch_batch_bytes(batch: &[ShipRecord]) -> usize {
 
 enum Creds {
     Static(AwsCredentials),
-    WebIdentity(WebIdentityCredentials),
+    WebIdentity(Box<WebIdentityCredentials>),
 }
 
 pub struct CloudWatchSink {
@@ -143,9 +143,9 @@ impl CloudWatchSink {
                 }
                 Creds::Static(c)
             }
-            AwsCredentialSource::WebIdentity(w) => Creds::WebIdentity(
+            AwsCredentialSource::WebIdentity(w) => Creds::WebIdentity(Box::new(
                 WebIdentityCredentials::new(w).map_err(|e| format!("credentials: {e}"))?,
-            ),
+            )),
         };
         let default = format!("https://logs.{}.amazonaws.com", config.region);
         let base = config
