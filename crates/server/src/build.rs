@@ -1105,7 +1105,8 @@ actions:
     ) -> anyhow::Result<(tg_actions::Executor, TokenSources)> {
         let clock: Arc<dyn tg_identity::IdentityClock> = Arc::new(tg_identity::SystemIdentityClock);
         let mut tokens = Vec::new();
-        let exec = build_executor(config, secrets, &clock, &mut tokens)?;
+        let trust = tg_identity::TrustLoader::new(config.tls.ca_file());
+        let exec = build_executor(config, secrets, &clock, &trust, &mut tokens)?;
         Ok((exec, tokens))
     }
 
