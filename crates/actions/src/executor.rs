@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use tg_identity::TokenSource;
+use tg_identity::{TokenSource, TrustRoots};
 
 use tg_model::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 
@@ -68,6 +68,8 @@ pub struct ServiceNowConfig {
     pub close_code: String,
     /// Per request.
     pub timeout_ms: u64,
+    /// The certificate authorities the instance (and its token endpoint) may chain to.
+    pub tls: TrustRoots,
 }
 
 /// The credential of the ServiceNow Table API.
@@ -92,6 +94,8 @@ pub struct PagerDutyConfig {
     pub timeout_ms: u64,
     /// Open and resolve pages as REST API incidents instead of Events v2 alerts.
     pub rest: Option<PagerDutyRest>,
+    /// The certificate authorities the Events and REST APIs may chain to.
+    pub tls: TrustRoots,
 }
 
 /// The chat flavour of the major-incident bridge webhook.
@@ -115,6 +119,8 @@ pub struct BridgeConfig {
     pub timeout_ms: u64,
     /// Generic receivers, posted a signed JSON body after the chat post.
     pub webhooks: Vec<SignedWebhook>,
+    /// The certificate authorities the chat webhook and the receivers may chain to.
+    pub tls: TrustRoots,
 }
 
 /// A generic receiver of the major-incident announcement, signed with
@@ -132,12 +138,31 @@ pub struct SignedWebhook {
 /// Carries out planned actions against the configured targets.
 #[derive(Debug, Clone)]
 pub struct Executor {
-    client: reqwest::Client,
+    clients: Clients,
     servicenow: Option<ServiceNowConfig>,
     pagerduty: Option<PagerDutyConfig>,
     bridge: Option<BridgeConfig>,
     retry: RetryPolicy,
     redact: Redactor,
+}
+
+/// One HTTP client per target: each trusts its own certificate authorities.
+#[derive(Debug, Clone)]
+struct Clients {
+    servicenow: reqwest::Client,
+    pagerduty: reqwest::Client,
+    bridge: reqwest::Client,
+}
+
+fn client(tls: Option<&TrustRoots>) -> Result<reqwest::Client, ConfigError> {
+    tls.cloned()
+        .unwrap_or_default()
+        .client_builder()
+        // A redirect would carry the bearer token to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("triage-gate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::Client(e.without_url().to_string()))
 }
 
 fn check_base_url(which: &'static str, url: &str) -> Result<(), ConfigError> {
@@ -278,14 +303,13 @@ impl Executor {
                 redact.add(&hook.secret);
             }
         }
-        let client = reqwest::Client::builder()
-            // A redirect would carry the bearer token to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("triage-gate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::Client(e.without_url().to_string()))?;
+        let clients = Clients {
+            servicenow: client(servicenow.as_ref().map(|c| &c.tls))?,
+            pagerduty: client(pagerduty.as_ref().map(|c| &c.tls))?,
+            bridge: client(bridge.as_ref().map(|c| &c.tls))?,
+        };
         Ok(Executor {
-            client,
+            clients,
             servicenow,
             pagerduty,
             bridge,
@@ -502,7 +526,7 @@ impl Executor {
         let (outcome, attempts) = self
             .call(mode, &action.idempotency_key, || {
                 pagerduty_rest::ensure_incident(
-                    &self.client,
+                    &self.clients.pagerduty,
                     rest,
                     cfg.timeout_ms,
                     &self.redact,
@@ -535,7 +559,7 @@ impl Executor {
             let (outcome, attempts) = self
                 .call(mode, dedup_key, || {
                     pagerduty_rest::resolve(
-                        &self.client,
+                        &self.clients.pagerduty,
                         rest,
                         cfg.timeout_ms,
                         &self.redact,
@@ -571,7 +595,7 @@ impl Executor {
         };
         let (outcome, attempts) = self
             .call(mode, dedup_key, || {
-                pagerduty::enqueue(&self.client, cfg, &self.redact, &body)
+                pagerduty::enqueue(&self.clients.pagerduty, cfg, &self.redact, &body)
             })
             .await;
         match outcome {
@@ -607,7 +631,7 @@ impl Executor {
         }
         let (outcome, attempts) = self
             .call(mode, &action.idempotency_key, || {
-                servicenow::add_note(&self.client, cfg, &self.redact, action)
+                servicenow::add_note(&self.clients.servicenow, cfg, &self.redact, action)
             })
             .await;
         match outcome {
@@ -648,7 +672,7 @@ impl Executor {
         }
         let (outcome, attempts) = self
             .call(mode, &action.idempotency_key, || {
-                servicenow::resolve(&self.client, cfg, &self.redact, action)
+                servicenow::resolve(&self.clients.servicenow, cfg, &self.redact, action)
             })
             .await;
         match outcome {
@@ -741,7 +765,7 @@ impl Executor {
         };
         let (outcome, attempts) = self
             .call(mode, &action.idempotency_key, || {
-                pagerduty::enqueue(&self.client, cfg, &self.redact, &body)
+                pagerduty::enqueue(&self.clients.pagerduty, cfg, &self.redact, &body)
             })
             .await;
         match outcome {
@@ -792,7 +816,7 @@ impl Executor {
             let (posted, bridge_attempts) = self
                 .call(mode, &key, || {
                     bridge::post(
-                        &self.client,
+                        &self.clients.bridge,
                         url,
                         bridge_cfg.format,
                         bridge_cfg.timeout_ms,
@@ -817,7 +841,7 @@ impl Executor {
                 .call(mode, &delivery_id, || {
                     let now = chrono::Utc::now().timestamp();
                     bridge::post_signed(
-                        &self.client,
+                        &self.clients.bridge,
                         hook,
                         bridge_cfg.timeout_ms,
                         &self.redact,
@@ -850,7 +874,7 @@ impl Executor {
             return (Err(e), 0);
         }
         self.call(mode, &action.idempotency_key, || {
-            servicenow::ensure_incident(&self.client, cfg, &self.redact, action, major)
+            servicenow::ensure_incident(&self.clients.servicenow, cfg, &self.redact, action, major)
         })
         .await
     }

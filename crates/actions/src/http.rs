@@ -86,6 +86,10 @@ fn transport_error(
     if e.is_timeout() {
         return TargetError::retryable(target, format!("timed out after {timeout_ms} ms"));
     }
+    if let Some(why) = tg_identity::trust::certificate_failure(&e) {
+        // Retryable: the action waits in the outbox until the trust is fixed.
+        return TargetError::retryable(target, format!("connection failed: {why}"));
+    }
     // The source chain says why (refused, reset, dns); the URL was stripped above.
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);

@@ -47,6 +47,7 @@ fn once() -> RetryPolicy {
 
 fn snow(sb: &Sandbox) -> ServiceNowConfig {
     ServiceNowConfig {
+        tls: Default::default(),
         base_url: sb.servicenow_url(),
         auth: ServiceNowAuth::Token(Secret::new(SN_TOKEN)),
         assignment_groups: [(
@@ -62,6 +63,7 @@ fn snow(sb: &Sandbox) -> ServiceNowConfig {
 
 fn pd(sb: &Sandbox) -> PagerDutyConfig {
     PagerDutyConfig {
+        tls: Default::default(),
         base_url: sb.pagerduty_url(),
         routing_keys: [("payments".to_owned(), Secret::new(PD_KEY))].into(),
         timeout_ms: 2_000,
@@ -430,6 +432,7 @@ async fn unsupported_ops_fail_permanently_without_requests() {
 
 fn bridge(sb: &Sandbox, hook_secret: &str) -> BridgeConfig {
     BridgeConfig {
+        tls: Default::default(),
         webhook_url: Some(Secret::new(sb.slack_webhook_url(SLACK_TOKEN))),
         format: BridgeFormat::Slack,
         conference_url: Some("https://meet.example.com/mi".into()),

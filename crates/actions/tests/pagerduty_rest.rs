@@ -56,6 +56,7 @@ fn tokens(sb: &Sandbox, secret: &str, scopes: &[&str]) -> Arc<TokenSource> {
             extra: Vec::new(),
             timeout_ms: 2_000,
             refresh_margin_secs: 60,
+            tls: Default::default(),
         })
         .unwrap(),
     )
@@ -65,6 +66,7 @@ const SCOPES: &[&str] = &["as_account-us.acme", "incidents.read", "incidents.wri
 
 fn executor_with(sb: &Sandbox, tokens: Arc<TokenSource>) -> Executor {
     let pd = PagerDutyConfig {
+        tls: Default::default(),
         base_url: sb.pagerduty_url(),
         routing_keys: Default::default(),
         timeout_ms: 2_000,

@@ -51,6 +51,7 @@ fn source(sb: &Sandbox, auth: ClientAuth, client_id: &str) -> Arc<TokenSource> {
             extra: Vec::new(),
             timeout_ms: 2_000,
             refresh_margin_secs: 60,
+            tls: Default::default(),
         })
         .unwrap(),
     )
@@ -68,6 +69,7 @@ fn secret_source(sb: &Sandbox) -> Arc<TokenSource> {
 
 fn executor(sb: &Sandbox, tokens: Arc<TokenSource>) -> Executor {
     let snow = ServiceNowConfig {
+        tls: Default::default(),
         base_url: sb.servicenow_url(),
         auth: ServiceNowAuth::OAuth(tokens),
         assignment_groups: [(

@@ -84,6 +84,9 @@ pub struct AnthropicConfig {
     /// Ask once more after a schema failure (telling the model only the reason code).
     #[serde(default)]
     pub reask: bool,
+    /// The certificate authorities the API may chain to (built, never parsed).
+    #[serde(skip)]
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl AnthropicConfig {
@@ -100,6 +103,7 @@ impl AnthropicConfig {
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
             reask: false,
+            tls: tg_identity::TrustRoots::bundled(),
         }
     }
 
@@ -135,7 +139,7 @@ impl AnthropicClassifier {
         transport::check_max_tokens(config.max_tokens)?;
         let policy = config.policy();
         policy.check()?;
-        let client = policy.client()?;
+        let client = policy.client(&config.tls)?;
         let url = format!("{base}/v1/messages");
         Ok(AnthropicClassifier {
             config,

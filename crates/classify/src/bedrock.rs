@@ -124,7 +124,7 @@ impl From<WebIdentityConfig> for AwsCredentialSource {
 #[derive(Debug)]
 enum Creds {
     Static(AwsCredentials),
-    WebIdentity(WebIdentityCredentials),
+    WebIdentity(Box<WebIdentityCredentials>),
 }
 
 /// What Bedrock calls a credential that expired (the client then refreshes once).
@@ -144,6 +144,8 @@ pub struct BedrockConfig {
     pub retry: RetryPolicy,
     /// Ask once more after a schema failure.
     pub reask: bool,
+    /// The certificate authorities the endpoint may chain to.
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl BedrockConfig {
@@ -161,6 +163,7 @@ impl BedrockConfig {
             max_tokens: 512,
             retry: RetryPolicy::default(),
             reask: false,
+            tls: tg_identity::TrustRoots::bundled(),
         }
     }
 }
@@ -210,14 +213,14 @@ impl BedrockClassifier {
                 Creds::Static(c.clone())
             }
             AwsCredentialSource::WebIdentity(w) => {
-                Creds::WebIdentity(WebIdentityCredentials::new(w.clone())?)
+                Creds::WebIdentity(Box::new(WebIdentityCredentials::new(w.clone())?))
             }
         };
         transport::check_max_tokens(config.max_tokens)?;
         config.retry.check()?;
         let default_base = format!("https://bedrock-runtime.{}.amazonaws.com", config.region);
         let base = transport::base_url(config.base_url.as_deref().unwrap_or(&default_base))?;
-        let client = config.retry.client()?;
+        let client = config.retry.client(&config.tls)?;
         let url = format!(
             "{base}/model/{}/converse",
             utf8_percent_encode(&config.model_id, LABEL)

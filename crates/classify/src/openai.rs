@@ -38,6 +38,8 @@ pub struct OpenAiConfig {
     pub retry: RetryPolicy,
     /// Ask once more after a schema failure.
     pub reask: bool,
+    /// The certificate authorities the endpoint may chain to.
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl OpenAiConfig {
@@ -49,6 +51,7 @@ impl OpenAiConfig {
             max_tokens: 512,
             retry: RetryPolicy::default(),
             reask: false,
+            tls: tg_identity::TrustRoots::bundled(),
         }
     }
 }
@@ -97,7 +100,7 @@ impl OpenAiClassifier {
         }
         transport::check_max_tokens(config.max_tokens)?;
         config.retry.check()?;
-        let client = config.retry.client()?;
+        let client = config.retry.client(&config.tls)?;
         let url = format!("{base}/v1/chat/completions");
         Ok(OpenAiClassifier {
             config,

@@ -47,6 +47,8 @@ pub struct WebIdentityConfig {
     pub duration_secs: u32,
     /// Timeout of one STS call.
     pub timeout_ms: u64,
+    /// The certificate authorities the STS endpoint may chain to.
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl WebIdentityConfig {
@@ -59,6 +61,7 @@ impl WebIdentityConfig {
             sts_base_url: format!("https://sts.{region}.amazonaws.com"),
             duration_secs: 3600,
             timeout_ms: 10_000,
+            tls: tg_identity::TrustRoots::bundled(),
         }
     }
 }
@@ -140,7 +143,7 @@ impl WebIdentityCredentials {
             timeout_ms: config.timeout_ms,
             ..RetryPolicy::default()
         }
-        .client()?;
+        .client(&config.tls)?;
         Ok(WebIdentityCredentials {
             url: format!("{base}/"),
             config,

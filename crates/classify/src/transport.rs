@@ -169,8 +169,11 @@ impl RetryPolicy {
 
     /// A reqwest client with this policy's timeout and no redirects (a redirect
     /// would carry credentials to another origin).
-    pub(crate) fn client(&self) -> Result<reqwest::Client, BuildError> {
-        reqwest::Client::builder()
+    pub(crate) fn client(
+        &self,
+        tls: &tg_identity::TrustRoots,
+    ) -> Result<reqwest::Client, BuildError> {
+        tls.client_builder()
             .timeout(Duration::from_millis(self.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -186,9 +189,13 @@ impl RetryPolicy {
             )
         } else {
             let kind = if e.is_connect() { "connect" } else { "request" };
+            let detail = match tg_identity::trust::certificate_failure(e) {
+                Some(why) => why.to_owned(),
+                None => error_chain(e),
+            };
             rejection(
                 reason::PROVIDER_TRANSPORT,
-                format!("{kind} failed: {}", error_chain(e)),
+                format!("{kind} failed: {detail}"),
             )
         };
         Failure {

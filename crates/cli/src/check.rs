@@ -211,9 +211,18 @@ pub fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    // Every CA file at once (the build stops at the first it cannot use).
+    let tls = tg_server::build::check_tls(&config);
+    for (key, message) in &tls {
+        errors.push(format!("{}{message}", at(file, &text, key)));
+    }
     let secrets = CheckSecrets::new(&config)?;
     if let Err(e) = tg_server::build::check_pipeline(&config, policy.as_deref(), &secrets) {
-        errors.push(locate_build_error(file, &text, &e));
+        // Not twice: a CA file's error is already listed.
+        let message = format!("{e:#}");
+        if !tls.iter().any(|(_, m)| *m == message) {
+            errors.push(locate_build_error(file, &text, &e));
+        }
     }
     let mut warnings = Vec::new();
     for u in secrets.unresolved() {

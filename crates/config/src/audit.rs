@@ -126,6 +126,16 @@ impl AuditSinkConfig {
         }
     }
 
+    /// The sink's `tls` section; `None` for sinks that make no HTTP request.
+    pub fn tls(&self) -> Option<&crate::TlsTrust> {
+        match self {
+            AuditSinkConfig::SplunkHec(c) => Some(&c.tls),
+            AuditSinkConfig::Cloudwatch(c) => Some(&c.tls),
+            AuditSinkConfig::Otlp(c) => Some(&c.tls),
+            AuditSinkConfig::File(_) | AuditSinkConfig::Stdout(_) => None,
+        }
+    }
+
     /// The `type` tag.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -169,6 +179,10 @@ pub struct SplunkHecSinkConfig {
     pub batch_records_max: usize,
     #[serde(default = "default_splunk_bytes")]
     pub batch_bytes_max: usize,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// CloudWatch Logs `PutLogEvents`, SigV4-signed (service `logs`).
@@ -193,6 +207,10 @@ pub struct CloudWatchSinkConfig {
     pub timeout_ms: u64,
     #[serde(default = "default_cloudwatch_records")]
     pub batch_records_max: usize,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// OTLP/HTTP logs, JSON encoding (`POST {endpoint}/v1/logs`).
@@ -211,6 +229,10 @@ pub struct OtlpSinkConfig {
     pub batch_records_max: usize,
     #[serde(default = "default_otlp_bytes")]
     pub batch_bytes_max: usize,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// A JSON Lines file, rotated by size.

@@ -128,6 +128,10 @@ pub struct InboundConfig {
     /// unbound sender's claims are labels. Independence is counted by sender
     /// either way (docs/policy.md).
     pub origins: std::collections::BTreeMap<String, Vec<String>>,
+    /// Certificate authorities the JWKS server may chain to besides the
+    /// bundled roots; its `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// Senders in `identity.inbound.origins` at most.
@@ -156,6 +160,7 @@ impl Default for InboundConfig {
             webhooks: Vec::new(),
             replay_window_secs: 300,
             origins: std::collections::BTreeMap::new(),
+            tls: crate::TlsTrust::default(),
         }
     }
 }

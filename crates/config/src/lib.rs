@@ -11,6 +11,7 @@ mod identity;
 mod locate;
 mod secrets;
 mod shape;
+pub mod tls;
 pub mod urls;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use audit::{
 pub use console::{ConsoleConfig, ConsoleMode, ProxyConfig};
 pub use identity::{IdentityConfig, InboundConfig, InboundMode, InboundWebhook, OutboundConfig};
 pub use secrets::{EnvAndFiles, MapSecrets, Secret, SecretError, SecretRef, SecretSource};
+pub use tls::TlsTrust;
 
 /// The whole configuration file. Every section is optional: an empty file (or
 /// none) means the built-in defaults: rules classifier, default policy and
@@ -60,6 +62,10 @@ pub struct Config {
     /// Where state lives: SQLite in `server.data_dir` (default) or PostgreSQL.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Certificate authorities every outbound HTTPS client trusts besides the
+    /// bundled roots (a target's own `tls.ca_file` replaces it for that target).
+    #[serde(default, skip_serializing_if = "TlsTrust::is_unset")]
+    pub tls: TlsTrust,
 }
 
 /// Most connections one gate process opens to PostgreSQL.
@@ -991,6 +997,10 @@ pub struct AnthropicConfig {
     pub max_tokens: u32,
     #[serde(default = "default_model_retries")]
     pub retries_max: u32,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// Amazon Bedrock Converse. Credentials come from secret references
@@ -1013,6 +1023,10 @@ pub struct BedrockConfig {
     pub max_tokens: u32,
     #[serde(default = "default_model_retries")]
     pub retries_max: u32,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// Where the AWS credentials are read from.
@@ -1139,6 +1153,10 @@ pub struct OpenAiConfig {
     pub max_tokens: u32,
     #[serde(default = "default_model_retries")]
     pub retries_max: u32,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// What answers when the provider is down, slow, over budget or its breaker is open.
@@ -1780,6 +1798,10 @@ pub struct ServiceNowTarget {
     /// How a ticket op `resolve` closes the incident.
     #[serde(default)]
     pub resolve: ServiceNowResolve,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// `actions.servicenow.auth`.
@@ -1964,6 +1986,10 @@ pub struct PagerDutyTarget {
     /// REST API access; required with `api: rest`.
     #[serde(default)]
     pub rest: Option<PagerDutyRestTarget>,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// `actions.pagerduty.api`.
@@ -2084,6 +2110,10 @@ pub struct BridgeTarget {
     /// Generic receivers of the announcement, signed with HMAC-SHA256 (docs/webhooks.md).
     #[serde(default)]
     pub webhooks: Vec<SignedWebhookTarget>,
+    /// Certificate authorities trusted besides the bundled roots; its
+    /// `ca_file` replaces the top-level `tls.ca_file` here.
+    #[serde(default, skip_serializing_if = "crate::TlsTrust::is_unset")]
+    pub tls: crate::TlsTrust,
 }
 
 /// Most signed webhooks (`actions.bridge.webhooks`).
@@ -2366,6 +2396,11 @@ impl Config {
             ));
         }
         out.extend(self.store.validate());
+        for (key, path) in self.tls_ca_files() {
+            if path.as_os_str().is_empty() {
+                out.push((key, "must name a PEM file (or be left out)".into()));
+            }
+        }
         let m = self.review.external_match_secs;
         if !(1..=REVIEW_EXTERNAL_MATCH_SECS_MAX).contains(&m) {
             out.push((
@@ -2475,6 +2510,67 @@ impl Config {
             }
         }
         out
+    }
+
+    /// Every `tls.ca_file` set in the file, with its dotted key
+    /// (`tls.ca_file`, `actions.servicenow.tls.ca_file`,
+    /// `audit.sinks[0].tls.ca_file`, ...): what `config check` reads.
+    pub fn tls_ca_files(&self) -> Vec<(String, PathBuf)> {
+        let mut sections: Vec<(String, &TlsTrust)> = vec![(String::new(), &self.tls)];
+        let c = &self.classifier;
+        let profiles = std::iter::once((
+            "classifier".to_owned(),
+            c.anthropic.as_ref(),
+            c.bedrock.as_ref(),
+            c.openai.as_ref(),
+        ))
+        .chain(c.profiles.iter().map(|(name, p)| {
+            (
+                format!("classifier.profiles.{name}"),
+                p.anthropic.as_ref(),
+                p.bedrock.as_ref(),
+                p.openai.as_ref(),
+            )
+        }));
+        for (prefix, a, b, o) in profiles {
+            if let Some(a) = a {
+                sections.push((format!("{prefix}.anthropic"), &a.tls));
+            }
+            if let Some(b) = b {
+                sections.push((format!("{prefix}.bedrock"), &b.tls));
+            }
+            if let Some(o) = o {
+                sections.push((format!("{prefix}.openai"), &o.tls));
+            }
+        }
+        let a = &self.actions;
+        if let Some(t) = &a.servicenow {
+            sections.push(("actions.servicenow".into(), &t.tls));
+        }
+        if let Some(t) = &a.pagerduty {
+            sections.push(("actions.pagerduty".into(), &t.tls));
+        }
+        if let Some(t) = &a.bridge {
+            sections.push(("actions.bridge".into(), &t.tls));
+        }
+        for (i, sink) in self.audit.sinks.iter().enumerate() {
+            if let Some(t) = sink.tls() {
+                sections.push((format!("audit.sinks[{i}]"), t));
+            }
+        }
+        sections.push(("identity.inbound".into(), &self.identity.inbound.tls));
+        sections
+            .into_iter()
+            .filter_map(|(prefix, t)| {
+                let path = t.ca_file.clone()?;
+                let key = if prefix.is_empty() {
+                    "tls.ca_file".to_owned()
+                } else {
+                    format!("{prefix}.tls.ca_file")
+                };
+                Some((key, path))
+            })
+            .collect()
     }
 
     pub fn dedup_window(&self) -> chrono::Duration {

@@ -37,6 +37,8 @@ pub struct JwksConfig {
     /// While the IdP is unreachable, keep using the last good set this long
     /// after it was fetched; then fail closed.
     pub stale_max_secs: u64,
+    /// The certificate authorities the key set's server may chain to.
+    pub tls: crate::TrustRoots,
 }
 
 impl Default for JwksConfig {
@@ -47,6 +49,7 @@ impl Default for JwksConfig {
             max_age_secs: 3_600,
             refresh_min_interval_secs: 30,
             stale_max_secs: 86_400,
+            tls: crate::TrustRoots::bundled(),
         }
     }
 }
@@ -105,7 +108,9 @@ impl Authenticator {
         if !crate::http_url_without_userinfo(&cfg.url) {
             return Err(BuildError::Url);
         }
-        let http = reqwest::Client::builder()
+        let http = cfg
+            .tls
+            .client_builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             // The key set URL is ours; a redirect elsewhere is not followed.
             .redirect(reqwest::redirect::Policy::none())
@@ -294,6 +299,9 @@ fn max_age_of(v: &str) -> Option<u64> {
 }
 
 fn without_url(e: &reqwest::Error) -> String {
+    if let Some(why) = crate::trust::certificate_failure(e) {
+        return why.to_owned();
+    }
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

@@ -123,6 +123,8 @@ pub struct ClientCredentials {
     pub timeout_ms: u64,
     /// Refresh this long before `expires_in` runs out.
     pub refresh_margin_secs: i64,
+    /// The certificate authorities the token endpoint may chain to.
+    pub tls: crate::TrustRoots,
 }
 
 /// Why no token could be obtained. Retryable unless [`OAuthError::is_permanent`].
@@ -255,7 +257,9 @@ impl TokenSource {
         if cfg.client_id.is_empty() {
             return Err("client_id must not be empty".to_owned());
         }
-        let http = reqwest::Client::builder()
+        let http = cfg
+            .tls
+            .client_builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -417,7 +421,11 @@ impl TokenSource {
             .send()
             .await
             .map_err(|e| {
-                OAuthError::Transport(if e.is_timeout() { "timeout" } else { "connect" })
+                OAuthError::Transport(match crate::trust::certificate_failure(&e) {
+                    Some(why) => why,
+                    None if e.is_timeout() => "timeout",
+                    None => "connect",
+                })
             })?;
         let status = resp.status().as_u16();
         // The answer holds the access token: wiped when dropped.

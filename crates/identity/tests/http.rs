@@ -104,6 +104,7 @@ async fn idp_with(keys: &[&str]) -> (Arc<Idp>, Authenticator) {
             max_age_secs: 600,
             refresh_min_interval_secs: 30,
             stale_max_secs: 3_600,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -259,6 +260,7 @@ fn source_at(url: &str, auth: ClientAuth, clock: Arc<ManualIdentityClock>) -> To
         extra: vec![],
         timeout_ms: 2_000,
         refresh_margin_secs: 60,
+        tls: Default::default(),
     })
     .unwrap()
     .with_clock(clock)

@@ -208,6 +208,21 @@ pub fn check_pipeline(
     )
 }
 
+/// Reads every `tls.ca_file` of `config` as the build would, all of them
+/// (the build stops at the first bad one): `(dotted key, message starting
+/// with the key)` for each file that cannot be used (`config check`).
+pub fn check_tls(config: &Config) -> Vec<(String, String)> {
+    config
+        .tls_ca_files()
+        .into_iter()
+        .filter_map(|(key, path)| {
+            tg_identity::TrustRoots::load(&path)
+                .err()
+                .map(|e| (key.clone(), format!("{key}: {e}")))
+        })
+        .collect()
+}
+
 /// Builds the pipeline with the clock the server will run on: the classifier
 /// guard (cache TTL, breaker cooldown, budget) reads it, so a `ManualClock`
 /// makes them deterministic.
@@ -254,16 +269,19 @@ fn build(
         limits,
         aws_account_environments,
     };
-    let sns = build_sns(&config.sources.sns)?;
+    // Every CA file is read here, once (a change needs a restart).
+    let trust = tg_identity::TrustLoader::new(config.tls.ca_file());
+    let global_trust = trust.global().map_err(|e| anyhow!(e))?;
+    let sns = build_sns(&config.sources.sns, &global_trust)?;
 
     let identity_clock: Arc<dyn tg_identity::IdentityClock> =
         Arc::new(IdentityClockAdapter(clock.clone()));
     let guard_clock: Arc<dyn tg_classify::GuardClock> =
         Arc::new(crate::clock::GuardClockAdapter::new(clock));
-    let classifier = build_classifier(&config.classifier, secrets, &guard_clock)?;
+    let classifier = build_classifier(&config.classifier, secrets, &guard_clock, &trust)?;
 
     let mut token_sources = Vec::new();
-    let executor = build_executor(config, secrets, &identity_clock, &mut token_sources)?;
+    let executor = build_executor(config, secrets, &identity_clock, &trust, &mut token_sources)?;
     // Probed from now on, so readiness knows before the first action needs a token.
     let token_probes = if probe_tokens {
         tg_identity::spawn_probes(
@@ -335,15 +353,15 @@ fn build(
         storm,
         executor,
         sns,
-        summary: build_summary(&config.storm.summary, secrets)?,
+        summary: build_summary(&config.storm.summary, secrets, global_trust)?,
         outbox: crate::outbox::OutboxSettings::from_config(&config.actions),
-        inbound: build_inbound(&config.identity.inbound)?,
+        inbound: build_inbound(&config.identity.inbound, &trust)?,
         signed: Arc::new(build_signed(&config.identity.inbound, secrets)?),
         origin_bindings: config.identity.inbound.origins.clone(),
         breaker_tick: (config.storm.breaker.tick_ms > 0)
             .then(|| std::time::Duration::from_millis(config.storm.breaker.tick_ms)),
         audit: crate::audit::settings(config, secrets)?,
-        sinks: build_sinks(config, secrets)?,
+        sinks: build_sinks(config, secrets, &trust)?,
         review_expire_after_secs: config.review.expire_after_secs,
         promotion: config.review.promotion.clone(),
         review_notify: config.review.notify,
@@ -358,22 +376,23 @@ fn build(
 fn build_sinks(
     config: &Config,
     secrets: &dyn SecretSource,
+    trust: &tg_identity::TrustLoader,
 ) -> anyhow::Result<Vec<Arc<dyn tg_ship::Sink>>> {
     if config.audit.sinks.is_empty() {
         return Ok(Vec::new());
     }
-    // Each sink bounds its own requests (`timeout_ms`); this client only pools connections.
-    let http = reqwest::Client::builder()
-        .build()
-        .map_err(|e| anyhow::anyhow!("audit sinks: cannot build the HTTP client: {e}"))?;
+    // Each sink has its own client (its CA roots) and bounds its own requests (`timeout_ms`).
     let sinks =
-        tg_ship::build(&config.audit.sinks, secrets, &http).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tg_ship::build(&config.audit.sinks, secrets, trust).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(sinks.into_iter().map(Arc::from).collect())
 }
 
 /// `identity.inbound`: the JWT authenticator (its key set is fetched on first use
 /// and kept fresh; see `tg_identity::jwks`).
-fn build_inbound(c: &tg_config::InboundConfig) -> anyhow::Result<crate::auth::Inbound> {
+fn build_inbound(
+    c: &tg_config::InboundConfig,
+    trust: &tg_identity::TrustLoader,
+) -> anyhow::Result<crate::auth::Inbound> {
     use tg_config::InboundMode;
     match c.mode {
         InboundMode::None => {
@@ -405,6 +424,9 @@ fn build_inbound(c: &tg_config::InboundConfig) -> anyhow::Result<crate::auth::In
                 max_age_secs: c.jwks_max_age_secs,
                 refresh_min_interval_secs: c.jwks_refresh_min_interval_secs,
                 stale_max_secs: c.jwks_stale_max_secs,
+                tls: trust
+                    .for_target("identity.inbound", c.tls.ca_file())
+                    .map_err(|e| anyhow!(e))?,
             };
             let auth = tg_identity::Authenticator::new(policy, jwks)
                 .map_err(|e| anyhow!("identity.inbound: {e}"))?;
@@ -477,6 +499,7 @@ pub fn store_selection(
 fn build_summary(
     c: &tg_config::SummarySpec,
     secrets: &dyn SecretSource,
+    tls: tg_identity::TrustRoots,
 ) -> anyhow::Result<crate::storm::SummaryConfig> {
     let mut webhooks = BTreeMap::new();
     for (team, r) in &c.webhooks {
@@ -493,6 +516,7 @@ fn build_summary(
         webhooks,
         teams_format: c.format == "teams",
         timeout: std::time::Duration::from_millis(c.timeout_ms),
+        tls,
     })
 }
 
@@ -502,15 +526,19 @@ fn build_classifier(
     c: &tg_config::ClassifierConfig,
     secrets: &dyn SecretSource,
     clock: &Arc<dyn tg_classify::GuardClock>,
+    trust: &tg_identity::TrustLoader,
 ) -> anyhow::Result<Arc<dyn Classifier>> {
-    let default = build_profile("classifier", &c.default_profile(), c, secrets, clock)?;
+    let default = build_profile("classifier", &c.default_profile(), c, secrets, clock, trust)?;
     if c.profiles.is_empty() && c.routes.is_empty() {
         return Ok(default);
     }
     let mut named = BTreeMap::new();
     for (name, p) in &c.profiles {
         let path = format!("classifier.profiles.{name}");
-        named.insert(name.clone(), build_profile(&path, p, c, secrets, clock)?);
+        named.insert(
+            name.clone(),
+            build_profile(&path, p, c, secrets, clock, trust)?,
+        );
     }
     let mut routes = Vec::with_capacity(c.routes.len());
     for (i, r) in c.routes.iter().enumerate() {
@@ -540,7 +568,13 @@ fn build_profile(
     c: &tg_config::ClassifierConfig,
     secrets: &dyn SecretSource,
     clock: &Arc<dyn tg_classify::GuardClock>,
+    trust: &tg_identity::TrustLoader,
 ) -> anyhow::Result<Arc<dyn Classifier>> {
+    let tls = |provider: &str, own: &tg_config::TlsTrust| {
+        trust
+            .for_target(&format!("{path}.{provider}"), own.ca_file())
+            .map_err(|e| anyhow!(e))
+    };
     let rules = || -> anyhow::Result<tg_classify::RulesClassifier> {
         let rules = match &c.rules {
             Some(v) => serde_json::from_value(v.clone()).context("classifier.rules")?,
@@ -588,6 +622,7 @@ fn build_profile(
             ac.max_tokens = a.max_tokens;
             ac.retries_max = a.retries_max;
             ac.reask = p.reask;
+            ac.tls = tls("anthropic", &a.tls)?;
             let inner = tg_classify::AnthropicClassifier::new(ac)
                 .map_err(|e| anyhow!("{path}.anthropic: {e}"))?;
             guarded(Box::new(inner))?
@@ -597,13 +632,15 @@ fn build_profile(
                 .bedrock
                 .as_ref()
                 .ok_or_else(|| anyhow!("{path}.bedrock is missing"))?;
-            let credentials = aws_credentials(path, b, secrets)?;
+            let roots = tls("bedrock", &b.tls)?;
+            let credentials = aws_credentials(path, b, secrets, &roots)?;
             let mut bc =
                 tg_classify::BedrockConfig::new(b.region.clone(), b.model_id.clone(), credentials);
             bc.base_url = b.base_url.clone();
             bc.max_tokens = b.max_tokens;
             bc.retry = retry(b.timeout_ms, b.retries_max);
             bc.reask = p.reask;
+            bc.tls = roots;
             let inner = tg_classify::BedrockClassifier::new(bc)
                 .map_err(|e| anyhow!("{path}.bedrock: {e}"))?;
             guarded(Box::new(inner))?
@@ -625,6 +662,7 @@ fn build_profile(
             oc.max_tokens = o.max_tokens;
             oc.retry = retry(o.timeout_ms, o.retries_max);
             oc.reask = p.reask;
+            oc.tls = tls("openai", &o.tls)?;
             let inner = tg_classify::OpenAiClassifier::new(oc)
                 .map_err(|e| anyhow!("{path}.openai: {e}"))?;
             guarded(Box::new(inner))?
@@ -670,6 +708,7 @@ fn aws_credentials(
     path: &str,
     b: &tg_config::BedrockConfig,
     secrets: &dyn SecretSource,
+    tls: &tg_identity::TrustRoots,
 ) -> anyhow::Result<tg_classify::AwsCredentialSource> {
     let r = &b.credentials;
     let cpath = format!("{path}.bedrock.credentials");
@@ -685,6 +724,7 @@ fn aws_credentials(
         }
         wc.duration_secs = w.duration_secs;
         wc.timeout_ms = w.timeout_ms;
+        wc.tls = tls.clone();
         return Ok(wc.into());
     }
     let optional = |name: &str| -> anyhow::Result<Option<String>> {
@@ -705,6 +745,7 @@ fn aws_credentials(
                 ));
             };
             let mut wc = tg_classify::WebIdentityConfig::new(file.into(), role, &b.region);
+            wc.tls = tls.clone();
             if let Some(name) = optional(AWS_ROLE_SESSION_NAME)? {
                 wc.session_name = name;
             }
@@ -731,7 +772,10 @@ fn aws_credentials(
     Ok(credentials.into())
 }
 
-fn build_sns(c: &tg_config::SnsSourceConfig) -> anyhow::Result<crate::sns::SnsVerifier> {
+fn build_sns(
+    c: &tg_config::SnsSourceConfig,
+    tls: &tg_identity::TrustRoots,
+) -> anyhow::Result<crate::sns::SnsVerifier> {
     let policy = tg_normalize::sns::CertUrlPolicy::new(
         &c.cert_host_pattern,
         c.allow_insecure_loopback_cert_urls,
@@ -752,6 +796,7 @@ fn build_sns(c: &tg_config::SnsSourceConfig) -> anyhow::Result<crate::sns::SnsVe
             i64::try_from(c.cert_cache_ttl_secs).unwrap_or(i64::MAX / 1000),
         ),
         message_ids_max: c.message_ids_max.max(1),
+        tls: tls.clone(),
     };
     crate::sns::SnsVerifier::new(settings).context("sources.sns: http client")
 }
@@ -761,6 +806,7 @@ fn build_executor(
     config: &Config,
     secrets: &dyn SecretSource,
     clock: &Arc<dyn tg_identity::IdentityClock>,
+    trust: &tg_identity::TrustLoader,
     tokens: &mut TokenSources,
 ) -> anyhow::Result<tg_actions::Executor> {
     use tg_actions::{
@@ -768,19 +814,30 @@ fn build_executor(
         ServiceNowConfig, SignedWebhook,
     };
     let a = &config.actions;
+    let target_trust = |prefix: &str, own: &tg_config::TlsTrust| {
+        trust
+            .for_target(prefix, own.ca_file())
+            .map_err(|e| anyhow!(e))
+    };
     let servicenow = match &a.servicenow {
-        Some(sn) => Some(ServiceNowConfig {
-            base_url: sn.base_url.clone(),
-            auth: servicenow_auth(sn, secrets, clock)?,
-            assignment_groups: sn.assignment_groups.clone(),
-            caller_id: sn.caller_id.clone(),
-            close_code: sn.resolve.close_code.clone(),
-            timeout_ms: sn.timeout_ms,
-        }),
+        Some(sn) => {
+            // The instance and its OAuth token endpoint trust the same roots.
+            let tls = target_trust("actions.servicenow", &sn.tls)?;
+            Some(ServiceNowConfig {
+                base_url: sn.base_url.clone(),
+                auth: servicenow_auth(sn, secrets, clock, &tls)?,
+                assignment_groups: sn.assignment_groups.clone(),
+                caller_id: sn.caller_id.clone(),
+                close_code: sn.resolve.close_code.clone(),
+                timeout_ms: sn.timeout_ms,
+                tls,
+            })
+        }
         None => None,
     };
     let pagerduty = match &a.pagerduty {
         Some(pd) => {
+            let tls = target_trust("actions.pagerduty", &pd.tls)?;
             let mut keys = BTreeMap::new();
             for (team, r) in &pd.routing_keys {
                 let k = secrets
@@ -794,7 +851,7 @@ fn build_executor(
             };
             let rest = match (pd.api, &pd.rest) {
                 (tg_config::PagerDutyApiConfig::Rest, Some(r)) => {
-                    Some(build_pagerduty_rest(region, r, secrets, clock)?)
+                    Some(build_pagerduty_rest(region, r, secrets, clock, &tls)?)
                 }
                 (tg_config::PagerDutyApiConfig::Rest, None) => {
                     return Err(anyhow!("actions.pagerduty.api: rest needs a rest section"));
@@ -807,6 +864,7 @@ fn build_executor(
                 base_url: region.events_url(pd.base_url.as_deref()),
                 routing_keys: keys,
                 timeout_ms: pd.timeout_ms,
+                tls,
             })
         }
         None => None,
@@ -843,6 +901,7 @@ fn build_executor(
             },
             conference_url: b.conference_url.clone(),
             timeout_ms: b.timeout_ms,
+            tls: target_trust("actions.bridge", &b.tls)?,
         }),
         None => None,
     };
@@ -875,6 +934,7 @@ fn servicenow_auth(
     sn: &tg_config::ServiceNowTarget,
     secrets: &dyn SecretSource,
     clock: &Arc<dyn tg_identity::IdentityClock>,
+    tls: &tg_identity::TrustRoots,
 ) -> anyhow::Result<tg_actions::ServiceNowAuth> {
     let oauth = match (&sn.token, &sn.auth) {
         (Some(token), None) => {
@@ -935,6 +995,7 @@ fn servicenow_auth(
         extra: Vec::new(),
         timeout_ms: oauth.timeout_ms,
         refresh_margin_secs: i64::try_from(oauth.refresh_margin_secs).unwrap_or(i64::MAX),
+        tls: tls.clone(),
     })
     .map_err(|e| anyhow!("actions.servicenow.auth.oauth: {e}"))?
     .with_clock(clock.clone());
@@ -946,6 +1007,7 @@ fn build_pagerduty_rest(
     r: &tg_config::PagerDutyRestTarget,
     secrets: &dyn SecretSource,
     clock: &Arc<dyn tg_identity::IdentityClock>,
+    tls: &tg_identity::TrustRoots,
 ) -> anyhow::Result<tg_actions::PagerDutyRest> {
     let secret = secrets
         .read(&r.oauth.client_secret)
@@ -962,6 +1024,7 @@ fn build_pagerduty_rest(
         extra: Vec::new(),
         timeout_ms: r.oauth.timeout_ms,
         refresh_margin_secs: 300,
+        tls: tls.clone(),
     })
     .map_err(|e| anyhow!("actions.pagerduty.rest.oauth: {e}"))?
     .with_clock(clock.clone());
@@ -1045,7 +1108,8 @@ actions:
     ) -> anyhow::Result<(tg_actions::Executor, TokenSources)> {
         let clock: Arc<dyn tg_identity::IdentityClock> = Arc::new(tg_identity::SystemIdentityClock);
         let mut tokens = Vec::new();
-        let exec = build_executor(config, secrets, &clock, &mut tokens)?;
+        let trust = tg_identity::TrustLoader::new(config.tls.ca_file());
+        let exec = build_executor(config, secrets, &clock, &trust, &mut tokens)?;
         Ok((exec, tokens))
     }
 

@@ -268,7 +268,11 @@ pub async fn notify_task(state: AppState, token: tokio_util::sync::CancellationT
     if !state.pipeline.review_notify || state.pipeline.summary.webhooks.is_empty() {
         return;
     }
-    let http = match reqwest::Client::builder()
+    let http = match state
+        .pipeline
+        .summary
+        .tls
+        .client_builder()
         .timeout(state.pipeline.summary.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()

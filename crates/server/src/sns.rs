@@ -55,6 +55,8 @@ pub struct SnsSettings {
     pub cert_cache_max: usize,
     pub cert_cache_ttl: chrono::Duration,
     pub message_ids_max: usize,
+    /// The certificate authorities the certificate host may chain to (`tls.ca_file`).
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl Default for SnsSettings {
@@ -67,6 +69,7 @@ impl Default for SnsSettings {
             cert_cache_max: 32,
             cert_cache_ttl: chrono::Duration::hours(24),
             message_ids_max: 10_000,
+            tls: tg_identity::TrustRoots::bundled(),
         }
     }
 }
@@ -109,7 +112,9 @@ enum Refusal {
 
 impl SnsVerifier {
     pub fn new(settings: SnsSettings) -> anyhow::Result<SnsVerifier> {
-        let http = reqwest::Client::builder()
+        let http = settings
+            .tls
+            .client_builder()
             // A redirect could lead anywhere: the allow-list covers only the URL we were given.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.fetch_timeout)
@@ -172,12 +177,13 @@ impl SnsVerifier {
             return Ok(c.cert.clone());
         }
         let unavailable = |what: String| Refusal::Unavailable(what);
-        let mut resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("cannot fetch the signing certificate: {e}")))?;
+        let mut resp = self.http.get(url).send().await.map_err(|e| {
+            let why = match tg_identity::trust::certificate_failure(&e) {
+                Some(tls) => tls.to_owned(),
+                None => e.to_string(),
+            };
+            unavailable(format!("cannot fetch the signing certificate: {why}"))
+        })?;
         let status = resp.status();
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(unavailable(format!(

@@ -34,6 +34,9 @@ pub struct SummaryConfig {
     /// `true`: Teams Workflows payload; `false`: Slack.
     pub teams_format: bool,
     pub timeout: Duration,
+    /// The certificate authorities the chat webhooks may chain to (`tls.ca_file`);
+    /// review notifications use them too.
+    pub tls: tg_identity::TrustRoots,
 }
 
 impl std::fmt::Debug for SummaryConfig {
@@ -216,7 +219,9 @@ pub async fn summary_task(state: AppState, token: CancellationToken) {
     if cfg.webhooks.is_empty() {
         return;
     }
-    let http = match reqwest::Client::builder()
+    let http = match cfg
+        .tls
+        .client_builder()
         .timeout(cfg.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -54,7 +54,7 @@ pub fn cloudwatch_batch_bytes(batch: &[ShipRecord]) -> usize {
 
 enum Creds {
     Static(AwsCredentials),
-    WebIdentity(WebIdentityCredentials),
+    WebIdentity(Box<WebIdentityCredentials>),
 }
 
 pub struct CloudWatchSink {
@@ -143,9 +143,9 @@ impl CloudWatchSink {
                 }
                 Creds::Static(c)
             }
-            AwsCredentialSource::WebIdentity(w) => Creds::WebIdentity(
+            AwsCredentialSource::WebIdentity(w) => Creds::WebIdentity(Box::new(
                 WebIdentityCredentials::new(w).map_err(|e| format!("credentials: {e}"))?,
-            ),
+            )),
         };
         let default = format!("https://logs.{}.amazonaws.com", config.region);
         let base = config
@@ -450,6 +450,7 @@ pub(crate) fn credentials(
     path: &str,
     c: &CloudWatchSinkConfig,
     secrets: &dyn SecretSource,
+    tls: &tg_identity::TrustRoots,
 ) -> Result<AwsCredentialSource, String> {
     let r = &c.credentials;
     let cpath = format!("{path}.credentials");
@@ -465,6 +466,7 @@ pub(crate) fn credentials(
         }
         wc.duration_secs = w.duration_secs;
         wc.timeout_ms = w.timeout_ms;
+        wc.tls = tls.clone();
         return Ok(wc.into());
     }
     let optional = |name: &str| -> Result<Option<String>, String> {
@@ -486,6 +488,7 @@ pub(crate) fn credentials(
                 ));
             };
             let mut wc = tg_classify::WebIdentityConfig::new(file.into(), role, &c.region);
+            wc.tls = tls.clone();
             if let Some(name) = optional(AWS_ROLE_SESSION_NAME)? {
                 wc.session_name = name;
             }

@@ -51,6 +51,9 @@ pub(crate) async fn read(mut resp: reqwest::Response) -> Result<Answer, ShipErro
 /// A failure before an answer: always retryable (the batch may or may not
 /// have arrived; every sink documents how it deals with a resend).
 pub(crate) fn transport(e: &reqwest::Error) -> ShipError {
+    if let Some(why) = tg_identity::trust::certificate_failure(e) {
+        return ShipError::retry(format!("connection failed: {why}"));
+    }
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

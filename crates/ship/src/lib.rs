@@ -179,31 +179,42 @@ pub(crate) fn check_batch(limits: &BatchLimits, batch: &[ShipRecord]) -> Result<
     Ok(())
 }
 
-/// Builds every configured sink, resolving secrets through `secrets`. `http`
-/// is shared (connection pool); each sink sets its own per-request timeout.
-/// Errors name the sink and key (`audit.sinks[0].token: ...`), never a value.
+/// Builds every configured sink, resolving secrets through `secrets`. Each
+/// HTTP sink gets its own client, trusting the certificate authorities `trust`
+/// resolves for it (its `tls.ca_file`, else the top-level one); each sets its
+/// own per-request timeout. Errors name the sink and key
+/// (`audit.sinks[0].token: ...`), never a value.
 pub fn build(
     sinks: &[AuditSinkConfig],
     secrets: &dyn SecretSource,
-    http: &reqwest::Client,
+    trust: &tg_identity::TrustLoader,
 ) -> Result<Vec<Box<dyn Sink>>, String> {
     let mut out: Vec<Box<dyn Sink>> = Vec::with_capacity(sinks.len());
     for (i, config) in sinks.iter().enumerate() {
         let path = format!("audit.sinks[{i}]");
+        let http = || -> Result<(reqwest::Client, tg_identity::TrustRoots), String> {
+            let own = config.tls().and_then(|t| t.ca_file());
+            let roots = trust.for_target(&path, own)?;
+            let client = roots
+                .client_builder()
+                .build()
+                .map_err(|e| format!("{path}: cannot build the HTTP client: {e}"))?;
+            Ok((client, roots))
+        };
         let sink: Box<dyn Sink> = match config {
             AuditSinkConfig::SplunkHec(c) => {
                 let token = secrets
                     .read(&c.token)
                     .map_err(|e| format!("{path}.token: {e}"))?;
                 Box::new(
-                    SplunkHecSink::new(c, token, http.clone())
-                        .map_err(|e| format!("{path}: {e}"))?,
+                    SplunkHecSink::new(c, token, http()?.0).map_err(|e| format!("{path}: {e}"))?,
                 )
             }
             AuditSinkConfig::Cloudwatch(c) => {
-                let credentials = cloudwatch::credentials(&path, c, secrets)?;
+                let (client, roots) = http()?;
+                let credentials = cloudwatch::credentials(&path, c, secrets, &roots)?;
                 Box::new(
-                    CloudWatchSink::new(c, credentials, http.clone())
+                    CloudWatchSink::new(c, credentials, client)
                         .map_err(|e| format!("{path}: {e}"))?,
                 )
             }
@@ -212,7 +223,7 @@ pub fn build(
                     Some(r) => Some(secrets.read(r).map_err(|e| format!("{path}.token: {e}"))?),
                     None => None,
                 };
-                Box::new(OtlpSink::new(c, token, http.clone()).map_err(|e| format!("{path}: {e}"))?)
+                Box::new(OtlpSink::new(c, token, http()?.0).map_err(|e| format!("{path}: {e}"))?)
             }
             AuditSinkConfig::File(c) => Box::new(FileSink::new(c)),
             AuditSinkConfig::Stdout(c) => Box::new(StdoutSink::new(c)),

@@ -326,6 +326,7 @@ mod tests {
             timeout_ms: 1000,
             batch_records_max: 10,
             batch_bytes_max: 10_000,
+            tls: Default::default(),
         }
     }
 

@@ -203,7 +203,11 @@ async fn build_errors_name_the_key_not_the_value() {
     let cfg = common::sinks(
         "audit:\n  sinks:\n    - name: s\n      type: splunk_hec\n      url: http://127.0.0.1:1\n      token: {env: MISSING_HEC}\n",
     );
-    let err = match tg_ship::build(&cfg, &MapSecrets::default(), &reqwest::Client::new()) {
+    let err = match tg_ship::build(
+        &cfg,
+        &MapSecrets::default(),
+        &tg_identity::TrustLoader::new(None),
+    ) {
         Err(e) => e,
         Ok(_) => panic!("a missing secret must fail the build"),
     };

@@ -394,6 +394,7 @@ pub fn fast_retry(attempts_max: u32) -> RetryPolicy {
 
 pub fn snow_config(addr: SocketAddr) -> ServiceNowConfig {
     ServiceNowConfig {
+        tls: Default::default(),
         base_url: format!("http://{addr}"),
         auth: ServiceNowAuth::Token(Secret::new(SNOW_TOKEN)),
         assignment_groups: [
@@ -412,6 +413,7 @@ pub fn snow_config(addr: SocketAddr) -> ServiceNowConfig {
 
 pub fn pd_config(addr: SocketAddr) -> PagerDutyConfig {
     PagerDutyConfig {
+        tls: Default::default(),
         base_url: format!("http://{addr}"),
         routing_keys: [
             ("payments".to_owned(), Secret::new(PD_KEY_PAYMENTS)),
@@ -429,6 +431,7 @@ pub fn bridge_config(addr: SocketAddr, format: BridgeFormat) -> BridgeConfig {
         BridgeFormat::Teams => format!("/workflows{WEBHOOK_PATH}"),
     };
     BridgeConfig {
+        tls: Default::default(),
         webhook_url: Some(Secret::new(format!("http://{addr}{path}"))),
         format,
         conference_url: Some("https://meet.example.com/mi-bridge".into()),

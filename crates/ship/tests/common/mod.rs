@@ -36,7 +36,12 @@ pub fn recs(seqs: std::ops::RangeInclusive<u64>) -> Vec<ShipRecord> {
 /// The sinks of an `audit:` YAML section, built with `secrets`.
 pub fn build(yaml: &str, secrets: &MapSecrets) -> Vec<Box<dyn Sink>> {
     let config = Config::from_yaml(yaml, "test.yaml").unwrap();
-    tg_ship::build(&config.audit.sinks, secrets, &reqwest::Client::new()).unwrap()
+    tg_ship::build(
+        &config.audit.sinks,
+        secrets,
+        &tg_identity::TrustLoader::new(None),
+    )
+    .unwrap()
 }
 
 pub fn one(yaml: &str, secrets: &MapSecrets) -> Box<dyn Sink> {
