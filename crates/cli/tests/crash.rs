@@ -324,6 +324,8 @@ fn demo_exits_zero_and_its_audit_trail_detects_tampering() {
     let started = Instant::now();
     let out = run_bin(&["demo", "--data-dir", data.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout_demo = stdout.to_string();
+    let stderr_demo = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         out.status.success(),
         "demo failed:\n{stdout}\n{}",
@@ -355,8 +357,31 @@ fn demo_exits_zero_and_its_audit_trail_detects_tampering() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: "));
 
-    // ... and an edit to its second record is found and named.
+    // Issue 21 item 14(b): the demo runs with inbound identity on: every run
+    // names the detecting system's own client as its verified caller, and
+    // the one major incident was confirmed by two distinct senders.
     let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        stdout_demo.contains("identity: each source submits with its own JWT access token"),
+        "{stdout_demo}"
+    );
+    for client in [
+        "demo-cloudwatch",
+        "demo-prometheus",
+        "demo-apm",
+        "demo-splunk",
+    ] {
+        assert!(
+            text.contains(&format!("\"submitted_by\":\"{client}\"")),
+            "no run submitted by {client}"
+        );
+    }
+    assert!(
+        !text.contains("mode is none"),
+        "no anonymous-access warning"
+    );
+
+    // ... and an edit to its second record is found and named.
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     assert!(lines.len() >= 3, "the demo audits several runs");
     let mut record: Value = serde_json::from_str(&lines[1]).unwrap();

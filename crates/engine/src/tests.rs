@@ -1603,15 +1603,7 @@ fn a_service_or_source_window_overrides_the_default_suppression_window() {
 
     let mut sim = Sim::default();
     let answer = page_worthy("payments");
-    let first = run_as(
-        &f,
-        &sim.state_for(&ev, "payments"),
-        "run_a",
-        &ev,
-        Some(&answer),
-        t0(),
-    );
-    sim.apply(&first.effects);
+    let first = sim.decide(&f, "run_a", &ev, &answer, t0());
     assert_eq!(
         opened_window(&first).expires_at,
         t0() + Duration::seconds(60)
@@ -1794,32 +1786,33 @@ fn approval_condition<'a>(a: &'a Approved, id: &str) -> &'a Condition {
         .unwrap_or_else(|| panic!("no condition {id}: {:?}", a.conditions))
 }
 
+impl Sim {
+    /// Decides `ev` as run `run` on this in-memory state and applies the effects.
+    fn decide(
+        &mut self,
+        f: &Fixture,
+        run: &str,
+        ev: &NormalizedEvent,
+        c: &Classification,
+        now: DateTime<Utc>,
+    ) -> StepOutput {
+        let state = self.state_for(ev, &c.recommended_team);
+        let out = run_as(f, &state, run, ev, Some(c), now);
+        self.apply(&out.effects);
+        out
+    }
+}
+
 #[test]
 fn an_approved_page_for_a_paged_group_is_refused_and_its_ticket_becomes_a_work_note() {
     let f = fixture();
     let mut sim = Sim::default();
     // run_b's alert is drafted (low confidence), then run_a, in the same group, acts.
     let ev_b = event("checkout", "prometheus", "fp-b", AlertStatus::Firing);
-    let b = run_as(
-        &f,
-        &sim.state_for(&ev_b, "payments"),
-        "run_b",
-        &ev_b,
-        Some(&doubtful("payments")),
-        t0(),
-    );
-    sim.apply(&b.effects);
+    let b = sim.decide(&f, "run_b", &ev_b, &doubtful("payments"), t0());
     let ev_a = event("checkout", "prometheus", "fp-a", AlertStatus::Firing);
     let at = t0() + Duration::minutes(1);
-    let a = run_as(
-        &f,
-        &sim.state_for(&ev_a, "payments"),
-        "run_a",
-        &ev_a,
-        Some(&page_worthy("payments")),
-        at,
-    );
-    sim.apply(&a.effects);
+    let a = sim.decide(&f, "run_a", &ev_a, &page_worthy("payments"), at);
     assert!(a.decision.creates(ActionKind::Page) && a.decision.creates(ActionKind::Ticket));
     let group = b.decision.group.clone().unwrap();
     let now = at + Duration::minutes(1);
@@ -1866,15 +1859,7 @@ fn an_approved_mim_is_refused_while_one_is_open_for_the_service() {
     let f = fixture();
     let mut sim = Sim::default();
     let ev = event("orders-db", "cloudwatch", "fp-1", AlertStatus::Firing);
-    let held = run_as(
-        &f,
-        &sim.state_for(&ev, "dba"),
-        "run_held",
-        &ev,
-        Some(&doubtful("dba")),
-        t0(),
-    );
-    sim.apply(&held.effects);
+    let held = sim.decide(&f, "run_held", &ev, &doubtful("dba"), t0());
     let planned = draft(&held, ActionKind::Mim);
     // Nothing open: the approval opens the MIM.
     let now = t0() + Duration::minutes(1);
@@ -1906,14 +1891,7 @@ fn an_approved_page_takes_a_token_of_each_budget_or_is_refused_naming_the_empty_
     };
     let mut sim = Sim::default();
     let ev = firing("checkout");
-    let out = run(
-        &f,
-        &sim.state_for(&ev, "payments"),
-        &ev,
-        Some(Ok(&doubtful("payments"))),
-        t0(),
-    );
-    sim.apply(&out.effects);
+    let out = sim.decide(&f, "run_test", &ev, &doubtful("payments"), t0());
     let planned = draft(&out, ActionKind::Page);
     let ok = approve_in(&f, &sim, &ev, &planned, out.decision.group.as_deref(), t0());
     assert!(ok.allowed, "{:?}", ok.conditions);
@@ -1942,14 +1920,7 @@ fn an_approval_for_a_paused_service_is_refused_by_the_autonomy_condition() {
     let mut f = fixture();
     let mut sim = Sim::default();
     let ev = firing("checkout");
-    let out = run(
-        &f,
-        &sim.state_for(&ev, "payments"),
-        &ev,
-        Some(Ok(&doubtful("payments"))),
-        t0(),
-    );
-    sim.apply(&out.effects);
+    let out = sim.decide(&f, "run_test", &ev, &doubtful("payments"), t0());
     let planned = draft(&out, ActionKind::Ticket);
     if let Some(s) = f.catalog.services.get_mut("checkout") {
         s.paused = true;

@@ -19,7 +19,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -31,8 +31,8 @@ use serde_json::json;
 use std::sync::Arc;
 
 use crate::SandboxState;
-use crate::pagerduty_rest::form;
 use crate::record::{Secret, lock};
+use crate::servicenow_oauth::{client_credentials_form, oauth_error};
 
 /// The audience of every issued token (the gate's default `identity.inbound.audiences`).
 pub const AUDIENCE: &str = "triage-gate";
@@ -124,14 +124,6 @@ async fn jwks(State(state): State<Arc<SandboxState>>) -> Response {
     }
 }
 
-fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": code, "error_description": description })),
-    )
-        .into_response()
-}
-
 async fn token(
     State(state): State<Arc<SandboxState>>,
     headers: HeaderMap,
@@ -147,25 +139,10 @@ async fn token(
             );
         }
     };
-    let form_body = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form_body {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
-    }
-    let f = form(&body);
-    if f.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only client_credentials",
-        );
-    }
+    let f = match client_credentials_form(&headers, &body) {
+        Ok(f) => f,
+        Err(answer) => return answer,
+    };
     let (Some(id), Some(secret)) = (f.get("client_id"), f.get("client_secret")) else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,

@@ -184,12 +184,42 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
     Router::new().route("/oauth_token.do", post(token))
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
         status,
         axum::Json(json!({"error": error, "error_description": description})),
     )
         .into_response()
+}
+
+/// The form of a client-credentials token request (RFC 6749 section 4.4),
+/// or the OAuth error to answer: the body must be form-encoded and the grant
+/// `client_credentials`.
+pub(crate) fn client_credentials_form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<BTreeMap<String, String>, Response> {
+    let form_encoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_encoded {
+        // The platform's answer to JSON is unspecified; a 400 is what a client should expect.
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let f = form(body);
+    if f.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "the sandbox issues client_credentials tokens only",
+        ));
+    }
+    Ok(f)
 }
 
 /// An injected fault on the token endpoint, in its error shape.
@@ -251,26 +281,10 @@ async fn token(
 ) -> Response {
     let oauth = &state.servicenow_oauth;
     lock(&oauth.inner).token_requests += 1;
-    let form_encoded = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form_encoded {
-        // The platform's answer to JSON is unspecified; a 400 is what a client should expect.
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
-    }
-    let f = form(&body);
-    if f.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "the sandbox issues client_credentials tokens only",
-        );
-    }
+    let f = match client_credentials_form(&headers, &body) {
+        Ok(f) => f,
+        Err(answer) => return answer,
+    };
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

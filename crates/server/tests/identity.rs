@@ -62,6 +62,15 @@ async fn start() -> (Harness, Arc<Jwks>) {
 /// `up`: whether the issuer answers from the start (the gate fetches its key
 /// set in the background as soon as it starts).
 async fn start_issuer(up: bool) -> (Harness, Arc<Jwks>) {
+    start_issuer_with(
+        up,
+        "    leeway_secs: 30\n    jwks_max_age_secs: 60\n    jwks_stale_max_secs: 120\n    jwks_refresh_min_interval_secs: 10\n",
+    )
+    .await
+}
+
+/// [`start_issuer`] with `inbound` appended to `identity.inbound`.
+async fn start_issuer_with(up: bool, inbound: &str) -> (Harness, Arc<Jwks>) {
     let jwks = Arc::new(Jwks {
         down: AtomicBool::new(!up),
         fetches: std::sync::atomic::AtomicUsize::new(0),
@@ -73,7 +82,7 @@ async fn start_issuer(up: bool) -> (Harness, Arc<Jwks>) {
         .with_state(jwks.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let yaml = format!(
-        "{CONFIG}\nidentity:\n  inbound:\n    mode: jwt\n    issuer: {ISS}\n    audiences: [triage-gate]\n    jwks_url: http://{addr}/keys\n    leeway_secs: 30\n    jwks_max_age_secs: 60\n    jwks_stale_max_secs: 120\n    jwks_refresh_min_interval_secs: 10\n"
+        "{CONFIG}\nidentity:\n  inbound:\n    mode: jwt\n    issuer: {ISS}\n    audiences: [triage-gate]\n    jwks_url: http://{addr}/keys\n{inbound}"
     );
     (Harness::start_with(&yaml).await, jwks)
 }
@@ -575,20 +584,11 @@ async fn console_sign_in_is_csrf_protected_and_sign_out_ends_every_copy() {
 /// two origins are two signals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_signals_are_verified_senders_bound_to_their_origins() {
-    let jwks = Arc::new(Jwks {
-        down: AtomicBool::new(false),
-        fetches: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = Router::new()
-        .route("/keys", get(keys))
-        .with_state(jwks.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let yaml = format!(
-        "{CONFIG}\nidentity:\n  inbound:\n    mode: jwt\n    issuer: {ISS}\n    audiences: [triage-gate]\n    jwks_url: http://{addr}/keys\n    origins:\n      \"jwt:0oa-prom\": [prometheus]\n      \"jwt:0oa-cw\": [cloudwatch]\n"
-    );
-    let h = Harness::start_with(&yaml).await;
+    let (h, _jwks) = start_issuer_with(
+        true,
+        "    origins:\n      \"jwt:0oa-prom\": [prometheus]\n      \"jwt:0oa-cw\": [cloudwatch]\n",
+    )
+    .await;
     let bearer = |client: &str| {
         let mut c = claims();
         c["sub"] = json!(format!("{client}-sub"));
