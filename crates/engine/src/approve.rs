@@ -7,7 +7,9 @@
 //! is now, because a draft may be hours old:
 //!
 //! - the service's autonomy level and kill switch (`review.autonomy`);
-//! - no other run opened this incident (`review.not_duplicate`, `ticket.open`);
+//! - no other run opened this incident (`review.not_duplicate`, `ticket.open`;
+//!   in storm mode an approved ticket is still the service's own: a human
+//!   chose it, the umbrella carries only what the gates create alone);
 //! - one ticket per group: the approved ticket becomes a work note on the
 //!   group's ticket (`ticket.group`), or is refused when the group has its
 //!   notes;
@@ -129,15 +131,10 @@ pub fn approve(
                     action = work_note_plan(action, &carrier, &g.key);
                     g.notes = g.notes.saturating_add(1);
                 }
-            } else if let Some(carrier) = breaker.and_then(|b| b.umbrella_run.as_ref()) {
-                conditions.push(Condition {
-                    id: ids::STORM_UMBRELLA.into(),
-                    description: "in storm mode the umbrella ticket carries every service".into(),
-                    passed: false,
-                    actual: format!("the umbrella ticket of run {carrier} is open"),
-                    threshold: "no umbrella ticket open".into(),
-                });
             } else if action.op == ActionOp::Create {
+                // In storm mode the umbrella ticket carries what the gates
+                // would create alone; a human approving this service's own
+                // ticket chose it deliberately, so it is not folded in.
                 if let Some(d) = dedup.as_mut() {
                     d.ticket_run = Some(p.run_id.clone());
                 }
