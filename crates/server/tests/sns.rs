@@ -184,6 +184,27 @@ async fn signed_v1_and_v2_notifications_create_runs_and_redeliveries_do_not() {
             ev["correlation_ids"]["alarm_arn"],
             format!("arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:{name}")
         );
+        // Issue 20 item 9: the source's correlation IDs are sealed into the
+        // audit record too; item 3: the verified sender is the SNS topic.
+        let audit = h.get_json(&format!("/v1/audit?run_id={}", ids[0])).await;
+        let record = audit["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r.get("kind").is_none())
+            .unwrap_or_else(|| panic!("no run record: {audit}"))
+            .clone();
+        assert_eq!(
+            record["event"]["correlation_ids"]["alarm_arn"], ev["correlation_ids"]["alarm_arn"],
+            "{record}"
+        );
+        assert!(
+            ev["sender"]
+                .as_str()
+                .unwrap()
+                .starts_with("sns:arn:aws:sns:"),
+            "{ev}"
+        );
         assert!(
             ev["log_pointers"][0]["url"].as_str().unwrap().starts_with(
                 "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1#alarmsV2:alarm/"
