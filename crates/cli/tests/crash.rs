@@ -377,8 +377,8 @@ fn demo_exits_zero_and_its_audit_trail_detects_tampering() {
         );
     }
     assert!(
-        !text.contains("mode is none"),
-        "no anonymous-access warning"
+        !stderr_demo.contains("not authenticated"),
+        "no anonymous-access warning: {stderr_demo}"
     );
 
     // ... and an edit to its second record is found and named.

@@ -141,7 +141,7 @@ async fn token(
     };
     let f = match client_credentials_form(&headers, &body) {
         Ok(f) => f,
-        Err(answer) => return answer,
+        Err((status, error, description)) => return oauth_error(status, error, description),
     };
     let (Some(id), Some(secret)) = (f.get("client_id"), f.get("client_secret")) else {
         return oauth_error(

@@ -192,20 +192,23 @@ pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) ->
         .into_response()
 }
 
+/// An OAuth error answer: (status, `error`, `error_description`).
+pub(crate) type OAuthRefusal = (StatusCode, &'static str, &'static str);
+
 /// The form of a client-credentials token request (RFC 6749 section 4.4),
-/// or the OAuth error to answer: the body must be form-encoded and the grant
-/// `client_credentials`.
+/// or the OAuth error to answer ([`oauth_error`]): the body must be
+/// form-encoded and the grant `client_credentials`.
 pub(crate) fn client_credentials_form(
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<BTreeMap<String, String>, Response> {
+) -> Result<BTreeMap<String, String>, OAuthRefusal> {
     let form_encoded = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !form_encoded {
         // The platform's answer to JSON is unspecified; a 400 is what a client should expect.
-        return Err(oauth_error(
+        return Err((
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the body must be application/x-www-form-urlencoded",
@@ -213,7 +216,7 @@ pub(crate) fn client_credentials_form(
     }
     let f = form(body);
     if f.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return Err(oauth_error(
+        return Err((
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             "the sandbox issues client_credentials tokens only",
@@ -283,7 +286,7 @@ async fn token(
     lock(&oauth.inner).token_requests += 1;
     let f = match client_credentials_form(&headers, &body) {
         Ok(f) => f,
-        Err(answer) => return answer,
+        Err((status, error, description)) => return oauth_error(status, error, description),
     };
     let basic = headers
         .get(header::AUTHORIZATION)
