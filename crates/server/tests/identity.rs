@@ -305,18 +305,22 @@ async fn every_attack_is_refused_and_creates_no_run() {
 }
 
 /// Polls the run (with the caller's token) until it is completed and audited.
+/// `GET /v1/runs/{run_id}` as the caller `auth`.
+async fn get_run(h: &Harness, run_id: &str, auth: &str) -> Value {
+    h.http
+        .get(format!("{}/v1/runs/{run_id}", h.base))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn wait_completed(h: &Harness, run_id: &str, auth: &str) {
     for _ in 0..200 {
-        let run: Value = h
-            .http
-            .get(format!("{}/v1/runs/{run_id}", h.base))
-            .header("authorization", auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run: Value = get_run(h, run_id, auth).await;
         if run["status"] == "completed" {
             return;
         }
@@ -339,16 +343,7 @@ async fn a_good_token_is_accepted_and_the_caller_reaches_the_run_and_the_audit_r
         assert_eq!(resp.status().as_u16(), 202);
         let body: Value = resp.json().await.unwrap();
         let run_id = body["runs"][0]["run_id"].as_str().unwrap().to_owned();
-        let run: Value = h
-            .http
-            .get(format!("{}/v1/runs/{run_id}", h.base))
-            .header("authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run: Value = get_run(&h, &run_id, &auth).await;
         assert_eq!(
             run["submitted_by"], "alertmanager-prod (client 0oa-am)",
             "{run}"
@@ -603,16 +598,7 @@ async fn independent_signals_are_verified_senders_bound_to_their_origins() {
             let body: Value = run.json().await.unwrap();
             let run_id = body["runs"][0]["run_id"].as_str().unwrap().to_owned();
             for _ in 0..400 {
-                let run: Value = h
-                    .http
-                    .get(format!("{}/v1/runs/{run_id}", h.base))
-                    .header("authorization", &auth)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let run: Value = get_run(h, &run_id, &auth).await;
                 if run["decision"].is_object() {
                     return run;
                 }
