@@ -113,13 +113,20 @@ pub fn approve(
         ActionKind::Ticket => {
             let other = |r: &&RunId| **r != p.run_id;
             let open = rules::open_ticket(settings, state, now);
-            if let Some(first) = open.as_ref().filter(other) {
-                conditions.push(rules::ticket_open_condition(first));
-            } else if let Some((g, carrier)) = group
+            // The group's ticket, when another run carries it.
+            let carried = group
                 .as_mut()
                 .and_then(|g| g.ticket_run.clone().map(|c| (g, c)))
-                .filter(|(_, c)| *c != p.run_id)
+                .filter(|(_, c)| *c != p.run_id);
+            if p.op == ActionOp::Create
+                && let Some(first) = open.as_ref().filter(other)
             {
+                conditions.push(rules::ticket_open_condition(first));
+            } else if matches!(p.op, ActionOp::Create | ActionOp::Update)
+                && let Some((g, carrier)) = carried
+            {
+                // One ticket per group: an approved ticket becomes a work
+                // note on the group's (a drafted note already is one).
                 let (fits, c) = rules::group_note_condition(
                     &g.key,
                     &carrier,
@@ -127,11 +134,13 @@ pub fn approve(
                     settings.group.notes_max,
                 );
                 conditions.push(c);
-                if fits && p.op == ActionOp::Create {
-                    action = work_note_plan(action, &carrier, &g.key);
+                if fits {
+                    if p.op == ActionOp::Create {
+                        action = work_note_plan(action, &carrier, &g.key);
+                    }
                     g.notes = g.notes.saturating_add(1);
                 }
-            } else if action.op == ActionOp::Create {
+            } else if p.op == ActionOp::Create {
                 // In storm mode the umbrella ticket carries what the gates
                 // would create alone; a human approving this service's own
                 // ticket chose it deliberately, so it is not folded in.

@@ -2026,3 +2026,26 @@ fn an_event_below_the_signal_impact_is_no_signal() {
     let out = run(&f, &state, &ev, Some(Ok(&mim_worthy("dba"))), t0());
     assert!(condition(&out, ActionKind::Mim, "mim.signals").passed);
 }
+
+#[test]
+fn an_approved_work_note_draft_is_added_to_the_groups_ticket() {
+    let mut f = fixture();
+    let mut sim = Sim::default();
+    // run_a's ticket carries the group; then checkout drops to assist, and
+    // run_b's related alert is drafted as a work note on run_a's ticket.
+    let ev_a = event("checkout", "prometheus", "fp-a", AlertStatus::Firing);
+    let a = sim.decide(&f, "run_a", &ev_a, &page_worthy("payments"), t0());
+    assert!(a.decision.creates(ActionKind::Ticket));
+    if let Some(s) = f.catalog.services.get_mut("checkout") {
+        s.autonomy = AutonomyLevel::Assist;
+    }
+    let ev_b = event("checkout", "prometheus", "fp-b", AlertStatus::Firing);
+    let at = t0() + Duration::minutes(1);
+    let b = sim.decide(&f, "run_b", &ev_b, &page_worthy("payments"), at);
+    let note = draft(&b, ActionKind::Ticket);
+    assert_eq!(note.op, ActionOp::Update);
+    let approved = approve_in(&f, &sim, &ev_b, &note, b.decision.group.as_deref(), at);
+    assert!(approved.allowed, "{:?}", approved.conditions);
+    assert_eq!(approved.action, note, "a drafted note is sent as drafted");
+    assert!(approval_condition(&approved, "ticket.group").passed);
+}
