@@ -29,15 +29,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(REDACTOR.redact(&line), line, "redact_line left a secret");
     triage_gate_fuzz::assert_one_clean_line(&line);
     // The first byte picks a separator that splits the planted key.
-    let sep = ['\u{ad}', '\u{200b}', '\u{200d}', '\u{8}', '\u{0}', '\u{feff}', '\u{2060}']
-        [usize::from(data.first().copied().unwrap_or(0)) % 7];
+    let sep = [
+        '\u{ad}', '\u{200b}', '\u{200d}', '\u{8}', '\u{0}', '\u{feff}', '\u{2060}',
+    ][usize::from(data.first().copied().unwrap_or(0)) % 7];
     let split = format!("{text} AKIAIOSF{sep}ODNN7EXAMPLE {text}");
     let line = REDACTOR.redact_line(&split);
-    // The text may hold the tail itself: only more of it than twice the
-    // text's own is the planted key surviving.
-    let tail = |s: &str| s.matches("ODNN7EXAMPLE").count();
+    // The planted key's head is what it adds: more of it than twice the
+    // text's own is the planted key surviving. (Its tail is a poor probe: the
+    // text may hold the tail too, and whether the text's own copy is
+    // swallowed by a secret rule depends on what follows it.)
+    let head = |s: &str| s.matches("AKIAIOSF").count();
     assert!(
-        tail(&line) <= 2 * tail(&REDACTOR.redact_line(&text)),
+        head(&line) <= 2 * head(&REDACTOR.redact_line(&text)),
         "a split key survived: {line:?}"
     );
 
