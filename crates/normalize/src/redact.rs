@@ -15,9 +15,10 @@
 //! | `aws_secret` | the value after an `aws_secret_access_key`-like key; and 40 base64 characters written right after an access key ID (`AKIA... wJalr...`, `AKIA...:wJalr...`, `AKIA...,wJalr...`) |
 //! | `slack` | Slack tokens `xox?-...` (`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxe-` ...) |
 //! | `github` | GitHub tokens `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` and fine-grained `github_pat_` |
-//! | `secret` | the whole value after a `password`, `passwd`, `pwd`, `secret`, `token`, `api_key`, `access_key` key (`=` or `:`, spaces around them; `client_secret`, `X-Api-Key` ...): a double- or single-quoted value with its spaces (escaped quotes too), a bracketed value (`[Hunter2Secret]`), or a bare word |
+//! | `secret` | the whole value after a `password`, `passwd`, `pwd`, `secret`, `token`, `api_key`, `access_key` key (`=` or `:`, spaces around them; `client_secret`, `X-Api-Key` ...): a double- or single-quoted value with its spaces (escaped quotes too) or a bracketed value (`[Hunter2Secret]`), each with the quoted parts and word characters glued after it (`'ab'cd`), or a bare word |
 //! | `email` | e-mail addresses |
-//! | `custom` | each extra pattern given to [`Redactor::with_extra`] |
+//! | `custom` | each extra pattern given to [`Redactor::with_extra`], matched between markers only |
+//! | `unstable` | the whole text, when redaction has not settled after [`REDACT_PASSES_MAX`] passes (fail closed; no input is known to do this) |
 //!
 //! [`Redactor::redact_line`] is what every stored, logged or model-shown string
 //! gets: the text is made one line *first* (a run of white space becomes one
@@ -46,6 +47,14 @@ pub const EXTRA_PATTERNS_MAX: usize = 64;
 pub const EXTRA_PATTERN_BYTES_MAX: usize = 1024;
 /// Compiled size of one extra pattern (regex's own bound on program size).
 pub const EXTRA_PATTERN_COMPILED_BYTES_MAX: usize = 1024 * 1024;
+/// Passes of every rule [`Redactor::redact`] makes before it gives up on
+/// reaching a fixed point and replaces the text whole.
+pub const REDACT_PASSES_MAX: usize = 8;
+
+/// What an extra pattern's match becomes.
+const CUSTOM: &str = "[REDACTED:custom]";
+/// What a text becomes whose redaction does not settle.
+const UNSTABLE: &str = "[REDACTED:unstable]";
 
 struct Rule {
     kind: &'static str,
@@ -111,9 +120,13 @@ const BUILTIN_SOURCES: &[(&str, &str, &str)] = &[
     ),
     (
         // The whole value: double- or single-quoted (spaces and escaped
-        // quotes inside, `\"` quoting too), bracketed, or a bare word.
+        // quotes inside, `\"` quoting too) or bracketed, with every quoted
+        // part and word character glued after it (`'ab'cd`, `"ab"'cd'`: one
+        // shell word); or a bare word. Taking the glued rest is what keeps
+        // redaction idempotent: a marker with a word glued to it would be a
+        // bracketed value to the next pass.
         "secret",
-        r#"(?i)(?P<keep>[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)(?:\\?["'])?\s*[:=]\s*)(?:\\?"(?:[^"\\]|\\[^"])*(?:\\?")?|\\?'(?:[^'\\]|\\[^'])*(?:\\?')?|\[[^\]]*\]?[A-Za-z0-9_+/=~-]*|[^\s"',;&]+)"#,
+        r#"(?i)(?P<keep>[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)(?:\\?["'])?\s*[:=]\s*)(?:(?:\\?"(?:[^"\\]|\\[^"])*(?:\\?")?|\\?'(?:[^'\\]|\\[^'])*(?:\\?')?|\[[^\]]*\]?)(?:[A-Za-z0-9_+/=~-]|\\?"(?:[^"\\]|\\[^"])*(?:\\?")?|\\?'(?:[^'\\]|\\[^'])*(?:\\?')?)*|[^\s"',;&]+)"#,
         "${keep}[REDACTED:secret]",
     ),
     (
@@ -205,6 +218,44 @@ fn push_space(out: &mut String) {
     }
 }
 
+/// A `[REDACTED:<kind>]` marker anywhere in a text.
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern; redact::tests::extra_patterns_leave_markers_alone runs it"
+)]
+static MARKER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[REDACTED:[a-z_]+\]").expect("marker pattern compiles"));
+
+/// `text` with each non-empty match of an extra pattern replaced by
+/// [`CUSTOM`], looking only between markers: an extra pattern never touches
+/// a marker (`secret\S*` would otherwise eat `secret]` out of
+/// `[REDACTED:secret]`, and a pattern matching `[REDACTED:custom]` would
+/// never settle). `None` when nothing changed.
+fn replace_outside_markers(regex: &Regex, text: &str) -> Option<String> {
+    if !regex.is_match(text) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut gap = |out: &mut String, part: &str| {
+        // Empty matches would insert a marker between every character.
+        let replaced = regex.replace_all(part, |c: &regex::Captures<'_>| match c.get(0) {
+            Some(m) if !m.as_str().is_empty() => CUSTOM.to_owned(),
+            _ => String::new(),
+        });
+        changed |= *replaced != *part;
+        out.push_str(&replaced);
+    };
+    let mut last = 0;
+    for marker in MARKER.find_iter(text) {
+        gap(&mut out, text.get(last..marker.start()).unwrap_or_default());
+        out.push_str(marker.as_str());
+        last = marker.end();
+    }
+    gap(&mut out, text.get(last..).unwrap_or_default());
+    changed.then_some(out)
+}
+
 /// `text` is exactly one `[REDACTED:<kind>]` marker.
 fn is_marker(text: &str) -> bool {
     text.strip_prefix("[REDACTED:")
@@ -286,15 +337,38 @@ impl Redactor {
         })
     }
 
-    /// `text` with every match of every pattern replaced.
+    /// `text` with every match of every pattern replaced, repeated until
+    /// nothing changes: the result is a fixed point of `redact`. One pass
+    /// is not always enough, because a replacement can complete a match of
+    /// an earlier rule (`x://u:token='a b'@h`: the `secret` rule removes the
+    /// space that kept `url_password` from matching). A text without a
+    /// secret costs one pass; one with secrets usually two. A text still
+    /// changing after [`REDACT_PASSES_MAX`] passes (none is known) is
+    /// replaced whole by `[REDACTED:unstable]`: redaction fails closed.
     pub fn redact(&self, text: &str) -> String {
-        let mut out: Cow<'_, str> = Cow::Borrowed(text);
+        let mut current = match self.pass(text) {
+            Cow::Borrowed(_) => return text.to_owned(),
+            Cow::Owned(s) => s,
+        };
+        for _ in 1..REDACT_PASSES_MAX {
+            let next = self.pass(&current);
+            if *next == *current {
+                return current;
+            }
+            current = next.into_owned();
+        }
+        UNSTABLE.to_owned()
+    }
+
+    /// Every rule once, in order: built-ins, then the extra patterns.
+    fn pass<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut out: Cow<'t, str> = Cow::Borrowed(text);
         for rule in BUILTINS.iter() {
             let replaced = rule.regex.replace_all(&out, |c: &regex::Captures<'_>| {
                 let whole = c.get(0).map_or("", |m| m.as_str());
                 let keep = c.name("keep").map_or(0, |m| m.len());
                 // INVARIANT: a marker is never redacted again, so its kind is
-                // the first rule's and redaction is idempotent.
+                // the first rule's.
                 if whole.get(keep..).is_some_and(is_marker) {
                     return whole.to_owned();
                 }
@@ -307,16 +381,11 @@ impl Redactor {
             }
         }
         for regex in self.extra.iter() {
-            // Empty matches would insert a marker between every character.
-            let replaced = regex.replace_all(&out, |c: &regex::Captures<'_>| match c.get(0) {
-                Some(m) if !m.as_str().is_empty() => "[REDACTED:custom]".to_owned(),
-                _ => String::new(),
-            });
-            if let Cow::Owned(s) = replaced {
-                out = Cow::Owned(s);
+            if let Some(replaced) = replace_outside_markers(regex, &out) {
+                out = Cow::Owned(replaced);
             }
         }
-        out.into_owned()
+        out
     }
 
     /// `text` made one line, then redacted: what every string that is
@@ -582,5 +651,34 @@ mod tests {
             Redactor::with_extra(&many),
             Err(RedactorError::TooManyPatterns { .. })
         ));
+    }
+
+    #[test]
+    fn redaction_settles_when_a_replacement_completes_another_rules_match() {
+        let red = Redactor::new();
+        // The space in the quoted token kept `url_password` from matching;
+        // the `secret` rule removes it; the next pass takes the password.
+        let once = red.redact("x://u:token='a b'@host");
+        assert_eq!(once, "x://u:[REDACTED:url_password]@host");
+        assert_eq!(red.redact(&once), once);
+        // A text without a secret is returned as it is.
+        assert_eq!(red.redact("disk 91% full"), "disk 91% full");
+    }
+
+    #[test]
+    fn extra_patterns_leave_markers_alone() {
+        let red = Redactor::with_extra(&[
+            r"(?i)secret\S*".to_owned(),
+            r"\[REDACTED:custom\]".to_owned(),
+            "REDACTED".to_owned(),
+        ])
+        .unwrap();
+        let once = red.redact("password=abc the secretive REDACTED word");
+        assert_eq!(
+            once,
+            "password=[REDACTED:secret] the [REDACTED:custom] [REDACTED:custom] word"
+        );
+        assert_eq!(red.redact(&once), once);
+        assert!(MARKER.is_match(UNSTABLE));
     }
 }

@@ -254,3 +254,32 @@ fn a_planted_key_split_by_a_word_joiner_is_redacted_beside_a_fake_marker() {
     );
     assert_eq!(r.redact(&line), line);
 }
+
+/// Fuzzing (redact_signature, CI smoke on 443a979): a quoted secret value
+/// with a word glued after it (`key ='ab'cd`) lost only its quoted part; the
+/// glued word survived the first pass and was taken by the second, so
+/// `redact_line` was not a fixed point and the word was a leaked secret.
+#[test]
+fn a_word_glued_after_a_quoted_secret_value_is_redacted_with_it() {
+    let r = Redactor::new();
+    let text = "awsQsecret_access_key ='wJcess_key ='wJalrXUtnFEMI/K4MDENG/bPxRfiCYEXTED:AIOSFODNN7EXAMPLE";
+    let line = r.redact_line(text);
+    assert!(
+        !line.contains("wJalrXUtnFEMI"),
+        "the glued word survived: {line:?}"
+    );
+    assert_eq!(r.redact(&line), line);
+    for (text, secret) in [
+        ("token='ab cd'Hunter2", "Hunter2"),
+        ("password=\"ab\"'cd'Hunter2", "Hunter2"),
+        ("api_key=[abc]Hunter2'x y'", "Hunter2"),
+        // The aws_secret rule stops at the quote; the secret rule takes the rest.
+        ("aws_secret_access_key='abc'Hunter2", "Hunter2"),
+    ] {
+        let once = r.redact(text);
+        assert!(!once.contains(secret), "{text:?} -> {once:?}");
+        assert_eq!(r.redact(&once), once, "{text:?} is not redacted at once");
+    }
+    // What is not glued stays: a separator ends the value.
+    assert_eq!(r.redact("token='ab' next"), "token=[REDACTED:secret] next");
+}
