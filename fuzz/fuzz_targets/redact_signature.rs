@@ -32,17 +32,15 @@ fuzz_target!(|data: &[u8]| {
     let sep = [
         '\u{ad}', '\u{200b}', '\u{200d}', '\u{8}', '\u{0}', '\u{feff}', '\u{2060}',
     ][usize::from(data.first().copied().unwrap_or(0)) % 7];
-    let split = format!("{text} AKIAIOSF{sep}ODNN7EXAMPLE {text}");
+    // The text with its upper-case `K`s lowered: the planted key's `K` is
+    // then the only one (markers have none), so a `K` in the result is the
+    // planted key surviving, whatever the text around it swallows or not.
+    // Every rule but `pem` (`KEY`) and the `AKIA`/`APKA` key IDs sees the
+    // text as it was (the other rules ignore case).
+    let lowered = text.replace('K', "k");
+    let split = format!("{lowered} AKIAIOSF{sep}ODNN7EXAMPLE {lowered}");
     let line = REDACTOR.redact_line(&split);
-    // The planted key's head is what it adds: more of it than twice the
-    // text's own is the planted key surviving. (Its tail is a poor probe: the
-    // text may hold the tail too, and whether the text's own copy is
-    // swallowed by a secret rule depends on what follows it.)
-    let head = |s: &str| s.matches("AKIAIOSF").count();
-    assert!(
-        head(&line) <= 2 * head(&REDACTOR.redact_line(&text)),
-        "a split key survived: {line:?}"
-    );
+    assert!(!line.contains('K'), "a split key survived: {line:?}");
 
     let sig = error_signature(&redacted);
     assert!(sig.len() <= SIGNATURE_BYTES_MAX);
