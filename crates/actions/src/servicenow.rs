@@ -199,7 +199,8 @@ pub(crate) fn incident_body(
         "assignment_group": group,
         "category": "software",
         "correlation_id": key,
-        // The run's correlation ID: it follows the run across systems (ARCHITECTURE.md).
+        // The run's correlation ID: it follows the run across systems
+        // (ARCHITECTURE.md, Terms; docs/configuration.md, Actions).
         "correlation_display": http::take_chars(action.correlation_id.as_str(), CORRELATION_DISPLAY_CHARS_MAX),
         "work_notes": notes,
     });

@@ -345,6 +345,21 @@ fn demo_exits_zero_and_its_audit_trail_detects_tampering() {
         stdout.contains("Emulators match the decisions one for one"),
         "{stdout}"
     );
+    // What the README promises the demo shows: tickets, pages, exactly one
+    // MIM, suppressed duplicates and review items.
+    let total = |label: &str| -> usize {
+        stdout
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count for {label:?} in:\n{stdout}"))
+    };
+    assert!(total("tickets created") >= 1, "{stdout}");
+    assert!(total("pages sent") >= 1, "{stdout}");
+    assert_eq!(total("MIM bridges opened"), 1, "{stdout}");
+    assert!(total("duplicates suppressed") >= 1, "{stdout}");
+    assert!(total("waiting for a human") >= 1, "{stdout}");
     eprintln!("demo took {:?}", started.elapsed());
 
     // The demo's audit file verifies ...

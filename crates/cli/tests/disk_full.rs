@@ -277,6 +277,18 @@ async fn sqlite_on_a_full_disk_answers_503_never_loses_a_202_and_resumes_by_itse
     assert_all_stored(&http, &gate.base, &t.accepted).await;
     wait_completed(&http, &gate.base, &t.accepted, Duration::from_secs(60)).await;
     drop(gate);
+    // Nothing answered 503 was half-stored: the store holds exactly the runs
+    // answered 202, no more.
+    let store = tg_store::Store::open(&data.join("triage-gate.sqlite"))
+        .await
+        .unwrap();
+    let stored = store.count_runs().await.unwrap();
+    assert_eq!(
+        usize::try_from(stored).unwrap(),
+        t.accepted.len(),
+        "runs in the store vs events answered 202: {t:?}"
+    );
+    drop(store);
     verify_audit(&["--data-dir".as_ref(), data.as_os_str()]);
     // The audit file, written from the store while the disk was full, holds no
     // torn line: it verifies as far as it got.

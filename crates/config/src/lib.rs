@@ -2037,6 +2037,9 @@ fn default_pagerduty_token_url() -> String {
 impl PagerDutyTarget {
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if let Some(Err(e)) = self.base_url.as_deref().map(crate::urls::outbound) {
+            out.push(("actions.pagerduty.base_url".into(), e));
+        }
         let Some(rest) = &self.rest else {
             if self.api == PagerDutyApiConfig::Rest {
                 out.push((

@@ -306,3 +306,63 @@ actions:
     assert!(err.contains("private_key_alg"), "{err}");
     assert!(err.contains("timeout_ms"), "{err}");
 }
+
+/// Issue 21 item 4: every URL-taking setting is parsed by `urls::outbound`:
+/// the tricky forms `urls::tests` lists are refused at each, located.
+#[test]
+fn every_url_setting_refuses_user_info_and_non_http_urls() {
+    let settings: &[(&str, &str)] = &[
+        (
+            "actions.servicenow.base_url",
+            "actions:\n  servicenow:\n    base_url: URL\n    token: { env: SN_TOKEN }\n",
+        ),
+        (
+            "actions.servicenow.auth.oauth.token_url",
+            "actions:\n  servicenow:\n    base_url: https://acme.service-now.com\n    auth:\n      oauth:\n        client_id: c\n        client_secret: { env: S }\n        token_url: URL\n",
+        ),
+        (
+            "actions.pagerduty.base_url",
+            "actions:\n  pagerduty:\n    base_url: URL\n    routing_keys: {}\n",
+        ),
+        (
+            "actions.bridge.webhooks[0].url",
+            "actions:\n  bridge:\n    webhooks:\n      - name: mim-bot\n        url: URL\n        secret: { file: /run/secrets/mim-bot }\n",
+        ),
+        (
+            "classifier.openai.base_url",
+            "classifier:\n  provider: openai\n  openai:\n    base_url: URL\n    model: m\n",
+        ),
+        (
+            "classifier.bedrock.base_url",
+            "classifier:\n  provider: bedrock\n  bedrock:\n    region: eu-west-1\n    model_id: m\n    base_url: URL\n",
+        ),
+        (
+            "audit.sinks[0].url",
+            "audit:\n  sinks:\n    - name: splunk\n      type: splunk_hec\n      url: URL\n      token: {env: HEC_TOKEN}\n",
+        ),
+        (
+            "audit.sinks[0].endpoint",
+            "audit:\n  sinks:\n    - name: otel\n      type: otlp\n      endpoint: URL\n",
+        ),
+    ];
+    for (path, template) in settings {
+        let good = template.replace("URL", "https://host.example.com:8443/x");
+        if let Err(e) = Config::from_yaml(&good, "gate.yaml") {
+            panic!("{path}: the template is valid with a good URL: {e}");
+        }
+        for bad in [
+            "http://127.0.0.1:1@jwks.example.com/keys",
+            "https://user:pass@host.example.com/",
+            "https://user@host.example.com/",
+            "file:///etc/passwd",
+            "ftp://host.example.com/",
+            "host.example.com/x",
+        ] {
+            let err = Config::from_yaml(&template.replace("URL", bad), "gate.yaml")
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(path), "{path} = {bad}: {err}");
+        }
+    }
+}

@@ -46,7 +46,10 @@ pub(crate) fn action_json(a: &StoredAction) -> Value {
         "id": a.id,
         "run_id": a.run_id,
         "action": a.kind,
-        "target": tg_store::OutboxTarget::of(a.kind),
+        // The system acted on (the one kind -> target map, as attempt
+        // records name it) and the outbox lane the action waits in.
+        "target": a.kind.target(),
+        "lane": tg_store::OutboxTarget::of(a.kind),
         "status": status,
         "idempotency_key": a.planned.idempotency_key,
         "service": a.planned.service,

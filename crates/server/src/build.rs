@@ -874,9 +874,13 @@ fn build_executor(
             webhook_url: match &b.webhook_url {
                 Some(r) => {
                     let url = secrets.read(r).context("actions.bridge.webhook_url")?;
-                    // Checked here to name the key (the value is a secret: never shown).
-                    reqwest::Url::parse(url.expose())
-                        .map_err(|e| anyhow!("actions.bridge.webhook_url: not a URL: {e}"))?;
+                    // Checked here to name the key (the value is a secret: never
+                    // shown, so neither is the parser's message that quotes it).
+                    tg_config::urls::outbound(url.expose()).map_err(|_| {
+                        anyhow!(
+                            "actions.bridge.webhook_url: not an http(s) URL with a host and without user info"
+                        )
+                    })?;
                     Some(url)
                 }
                 None => None,

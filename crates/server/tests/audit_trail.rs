@@ -506,6 +506,21 @@ async fn with_sha256_retention_only_the_hash_of_the_model_text_is_kept() {
         line["text"].as_str().unwrap().contains("(text not kept)"),
         "{line}"
     );
+    // The console's run page says so too (identity off: the console is open).
+    let page = h
+        .http
+        .get(format!("{}/ui/runs/{run_id}", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("The model&#39;s text was not kept")
+            || html.contains("The model's text was not kept"),
+        "{html}"
+    );
+    assert!(!html.contains("scripted by the end-to-end test"));
     h.stop_gate().await;
     let records = h.run_records();
     let record = records

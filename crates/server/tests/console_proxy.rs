@@ -221,3 +221,44 @@ async fn roles_decide_who_may_approve_and_the_approver_is_audited() {
     assert!(chain.contains("\"actor\":\"dave\""), "{chain}");
     assert!(chain.contains("\"verdict\":\"approved\""), "{chain}");
 }
+
+/// Issue 20 item 4: approving a shadow service's item in the console records
+/// the verdict, sends nothing, and the console says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_says_a_shadow_approval_sends_nothing() {
+    let h = Harness::start_with(&common::ungrouped(&config("127.0.0.1"))).await;
+    let (_, id) = h.shadow_page_draft("scn-shadow-ui").await;
+    let (_, html, cookie) = get(&h, "/ui/review", Some("dave"), None).await;
+    let dave = cookie.expect("a session cookie");
+    let resp = browser()
+        .post(format!("{}/ui/review/{id}", h.base))
+        .header("x-forwarded-user", "dave")
+        .header("cookie", &dave)
+        .form(&[("csrf", csrf_of(&html).as_str()), ("verdict", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let flash = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tg_flash="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a flash message");
+    let (status, page, _) = get(
+        &h,
+        "/ui/review",
+        Some("dave"),
+        Some(&format!("{dave}; {flash}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("nothing is sent to any incident tool"),
+        "{page}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.received(tg_sandbox::Target::Pagerduty), 0);
+}

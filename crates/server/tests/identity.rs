@@ -166,6 +166,27 @@ fn attacks() -> Vec<(&'static str, Option<String>, u16)> {
         ("wrong audience", with("aud", json!("another-api")), 401),
         ("expired", with("exp", json!(now() - 60)), 401),
         ("not yet valid", with("nbf", json!(now() + 600)), 401),
+        // identity.inbound.max_token_lifetime_secs (default 86400).
+        (
+            "exp in the year 9999",
+            with("exp", json!(253_402_300_799_i64)),
+            401,
+        ),
+        (
+            "lifetime of two days",
+            with("exp", json!(now() + 172_800)),
+            401,
+        ),
+        (
+            "no iat, exp two days away",
+            {
+                let mut c = claims();
+                c.as_object_mut().unwrap().remove("iat");
+                c["exp"] = json!(now() + 172_800);
+                bearer(sign(&c))
+            },
+            401,
+        ),
         (
             "unknown kid",
             bearer(sign_with(Algorithm::RS256, "rsa1", "nope", &claims())),
@@ -608,12 +629,15 @@ async fn independent_signals_are_verified_senders_bound_to_their_origins() {
         }
     };
 
-    // One client (bound to nothing) claims two origins for orders-db: one signal.
+    // One client (bound to nothing) claims two origins for checkout: one signal.
     let relay = bearer("0oa-relay");
     for (i, origin) in ["prometheus", "cloudwatch"].into_iter().enumerate() {
         let marker = format!("IND-R{i}");
-        h.script_tool(&marker, mim_answer.clone());
-        let ev = event("orders-db", &format!("Relay{i}"), "prod", origin, &marker);
+        h.script_tool(
+            &marker,
+            common::answer("sev1", 0.95, true, true, true, "payments"),
+        );
+        let ev = event("checkout", &format!("Relay{i}"), "prod", origin, &marker);
         let run = decided(post(&h, Some(&relay), &ev).await, relay.clone()).await;
         let c = common::failed_condition(&run, "mim", "mim.signals");
         assert!(
@@ -643,14 +667,15 @@ async fn independent_signals_are_verified_senders_bound_to_their_origins() {
         "{problem}"
     );
 
-    // Two clients, each on its own origin, for checkout: two signals.
+    // Two clients, each on its own origin, for orders-db (MIM autonomy): two
+    // signals, and the MIM opens.
     let prom = bearer("0oa-prom");
     h.script_tool("IND-P", mim_answer.clone());
     decided(
         post(
             &h,
             Some(&prom),
-            &event("checkout", "ErrorsP", "prod", "prometheus", "IND-P"),
+            &event("orders-db", "ErrorsP", "prod", "prometheus", "IND-P"),
         )
         .await,
         prom.clone(),
@@ -661,7 +686,7 @@ async fn independent_signals_are_verified_senders_bound_to_their_origins() {
         post(
             &h,
             Some(&cw),
-            &event("checkout", "ErrorsC", "prod", "cloudwatch", "IND-C"),
+            &event("orders-db", "ErrorsC", "prod", "cloudwatch", "IND-C"),
         )
         .await,
         cw.clone(),
@@ -675,8 +700,34 @@ async fn independent_signals_are_verified_senders_bound_to_their_origins() {
         .cloned()
         .unwrap();
     assert_eq!(signals["passed"], true, "{run}");
+    assert_eq!(common::outcome(&run, "mim"), "execute", "{run}");
     assert_eq!(
         signals["actual"], "2 (jwt:0oa-cw (cloudwatch), jwt:0oa-prom (prometheus))",
         "{run}"
+    );
+    // The emulators: one major incident and one bridge, both for orders-db
+    // (the relay's checkout alerts were one signal: no MIM).
+    let mut waited = 0;
+    while h.state().bridge_posts().is_empty() {
+        assert!(waited < 400, "the confirmed MIM never reached the bridge");
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let posts = h.state().bridge_posts();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert!(posts[0].text.contains("orders-db"), "{}", posts[0].text);
+    let majors: Vec<_> = h
+        .state()
+        .incidents()
+        .into_iter()
+        .filter(|i| i.field("major_incident_state") == Some("proposed"))
+        .collect();
+    assert_eq!(majors.len(), 1, "{majors:#?}");
+    assert!(
+        majors[0]
+            .field("short_description")
+            .is_some_and(|d| d.contains("orders-db")),
+        "{majors:#?}"
     );
 }

@@ -232,6 +232,12 @@ async fn servicenow_down_five_minutes_queues_loses_nothing_and_resumes_in_decisi
     assert_eq!(status, 200);
     let pending = listed["actions"].as_array().unwrap().clone();
     assert_eq!(pending.len(), 6, "{listed}");
+    assert!(
+        pending
+            .iter()
+            .all(|a| a["target"] == "servicenow" && a["lane"] == "servicenow"),
+        "{listed}"
+    );
     let ids: Vec<i64> = pending.iter().map(|a| a["id"].as_i64().unwrap()).collect();
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),

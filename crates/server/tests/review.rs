@@ -643,25 +643,7 @@ async fn a_model_naming_another_team_routes_nothing_to_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approving_a_shadow_services_item_records_the_verdict_and_sends_nothing() {
     let mut h = Harness::start_with(&common::ungrouped(common::CONFIG)).await;
-    // search is at `shadow`; 0.75 is below the paging threshold, so the gates
-    // refuse the page: a draft in the review queue.
-    h.script_tool(
-        "SHADOW-1",
-        answer("high", 0.75, false, true, false, "search"),
-    );
-    let run = h
-        .run_generic(&event(
-            "search",
-            "QueryLatency",
-            "prod",
-            "prometheus",
-            "SHADOW-1",
-        ))
-        .await;
-    assert_eq!(outcome(&run, "page"), "review", "{run}");
-    let run_id = run["run_id"].as_str().unwrap().to_owned();
-    let items = h.review().await;
-    let page_id = item(&items, &run_id, "page")["id"].as_i64().unwrap();
+    let (_, page_id) = h.shadow_page_draft("SHADOW-1").await;
 
     let (status, body) = post(
         &h,
@@ -690,6 +672,12 @@ async fn approving_a_shadow_services_item_records_the_verdict_and_sends_nothing(
         h.review().await.iter().all(|i| i["id"] != page_id),
         "the item is decided"
     );
+    // The verdict counts as evidence for a promotion.
+    let report = h
+        .get_json("/v1/reports/autonomy?service=search&since=7d")
+        .await;
+    assert_eq!(report["services"][0]["service"], "search", "{report}");
+    assert_eq!(report["services"][0]["verdicts"], 1, "{report}");
     h.stop_gate().await;
     // The verdict is on the chain: evidence for `report autonomy`.
     let verdicts: Vec<Value> = std::fs::read_to_string(h.audit_path())

@@ -95,6 +95,33 @@ const SECRETS: &[Secret] = &[
             "TGVha1Byb2JlUGVtQm9keUxpbmVUd29PZlRoZUtleQ",
         ],
     },
+    // The shapes issue 21 (item 5) added: whole quoted and bracketed
+    // values, Slack and GitHub tokens, an `Authorization: Token` value.
+    Secret {
+        kind: "secret",
+        text: "db_password: \"staple sweepQz8 horse\"",
+        needles: &["sweepQz8"],
+    },
+    Secret {
+        kind: "secret",
+        text: "api_key=[BracketSweepQz8Lm]",
+        needles: &["BracketSweepQz8Lm"],
+    },
+    Secret {
+        kind: "slack",
+        text: "xoxb-2233445566-SlackSweepQz8Wv9",
+        needles: &["SlackSweepQz8Wv9"],
+    },
+    Secret {
+        kind: "github",
+        text: "ghp_GhSweepQz8Wv9Lm4Xc2Rt8Yb3Nd6Kf1Hs5P",
+        needles: &["GhSweepQz8Wv9Lm4Xc2"],
+    },
+    Secret {
+        kind: "authorization",
+        text: "Authorization: Token AuthSweepQz8Wv9Lm4",
+        needles: &["AuthSweepQz8Wv9Lm4"],
+    },
     Secret {
         kind: "email",
         text: "leakprobe.oncall@payments-corp.example",

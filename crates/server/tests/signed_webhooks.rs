@@ -125,15 +125,7 @@ async fn only_a_fresh_valid_signature_is_accepted_once_and_names_the_sender() {
     assert_eq!(problem["field"], "signature_replayed");
 
     // Only the one accepted delivery made a run.
-    let store = &h.gate.as_ref().unwrap().state.store;
-    let total: i64 = store
-        .count_by_status()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(total, 1);
+    assert_eq!(h.runs_total().await, 1);
 }
 
 const WEBHOOK_CONFIG: &str = "identity:\n  inbound:\n    webhooks:\n      - name: apm-prod\n        secret: { env: INBOUND_WEBHOOK_SECRET }\n        sources: [generic]\nstorm:\n";
@@ -168,40 +160,6 @@ async fn post_to(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn run_count(h: &Harness) -> i64 {
-    let store = &h.gate.as_ref().unwrap().state.store;
-    store
-        .count_by_status()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum()
-}
-
-/// A second gate on the same store: another replica, or the same gate after
-/// a restart (the replay memory lives in the store, not the process).
-async fn second_gate(h: &Harness, yaml: &str) -> triage_gate_server::Running {
-    let mut config =
-        tg_config::Config::from_yaml(&yaml.replace("${SANDBOX}", &h.sandbox.base_url()), "test")
-            .unwrap();
-    config.store.url = h.store_url.clone();
-    let secrets = common::test_secrets(&h.sandbox);
-    let pipeline =
-        triage_gate_server::build_pipeline_with_clock(&config, None, &secrets, h.clock.clone())
-            .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    triage_gate_server::start(
-        listener,
-        h.data.path(),
-        pipeline,
-        h.clock.clone(),
-        &config.server,
-    )
-    .await
-    .unwrap()
-}
-
 /// Issue 21 items 1 and 2: a delivery is accepted once inside its window,
 /// whatever the case of its hex signature, and also by another replica or
 /// after a restart (the replay memory is the store's).
@@ -220,13 +178,13 @@ async fn a_delivery_is_accepted_once_whatever_its_hex_case_and_whichever_replica
     assert_eq!(status, 409, "the upper-case copy was accepted: {problem}");
     assert_eq!(problem["field"], "signature_replayed");
 
-    let other = second_gate(&h, &config).await;
+    let other = h.second_gate(&config).await;
     let other_base = format!("http://{}", other.addr);
     for s in [&sig, &upper] {
         let (status, problem) = post_to(&h, &other_base, path, &body, s, now).await;
         assert_eq!(status, 409, "another replica accepted a replay: {problem}");
     }
-    assert_eq!(run_count(&h).await, 1, "one delivery, one run");
+    assert_eq!(h.runs_total().await, 1, "one delivery, one run");
 
     // Past the window the key is pruned, and a fresh delivery is accepted.
     h.advance_secs(301);
@@ -269,7 +227,7 @@ async fn an_encoded_path_cannot_reach_a_signed_source_unsigned() {
     }
     let (status, _, _) = post(&h, &body, None).await;
     assert_eq!(status, 401, "the plain path still needs its signature");
-    assert_eq!(run_count(&h).await, 0);
+    assert_eq!(h.runs_total().await, 0);
 }
 
 /// Issue 21 item 9: a v2 signature binds the route; a sender configured for

@@ -42,19 +42,6 @@ async fn start() -> Harness {
     Harness::start_with(&config(true)).await
 }
 
-/// Total runs in the gate's store, any status.
-async fn runs_total(h: &Harness) -> i64 {
-    let gate = h.gate.as_ref().expect("gate running");
-    gate.state
-        .store
-        .count_by_status()
-        .await
-        .expect("store readable")
-        .iter()
-        .map(|(_, n)| n)
-        .sum()
-}
-
 fn alarm(name: &str, description: &str, state: &str) -> Value {
     json!({
         "AlarmName": name,
@@ -112,9 +99,14 @@ fn sign(h: &Harness, env: &Value, version: u8) -> Value {
 
 /// POSTs like SNS: JSON as `text/plain; charset=UTF-8`, with the type header.
 async fn post_sns(h: &Harness, env: &Value) -> (u16, String, Value) {
+    post_sns_at(h, &h.base, env).await
+}
+
+/// As [`post_sns`], to the gate at `base`.
+async fn post_sns_at(h: &Harness, base: &str, env: &Value) -> (u16, String, Value) {
     let resp = h
         .http
-        .post(format!("{}/v1/events/cloudwatch-sns", h.base))
+        .post(format!("{base}/v1/events/cloudwatch-sns"))
         .header("content-type", "text/plain; charset=UTF-8")
         .header("user-agent", "Amazon Simple Notification Service Agent")
         .header(
@@ -224,13 +216,36 @@ async fn signed_v1_and_v2_notifications_create_runs_and_redeliveries_do_not() {
         2,
     );
     assert_eq!(post_sns(&h, &env).await.0, 202);
-    assert_eq!(runs_total(&h).await, 3);
+    assert_eq!(h.runs_total().await, 3);
     let gate = h.gate.as_ref().unwrap();
     assert_eq!(
         gate.state.pipeline.sns.cached_certs(),
         1,
         "one certificate, fetched once and cached"
     );
+}
+
+/// Issue 21 item 2: the `MessageId` memory is the store's, so SNS's
+/// redelivery is a duplicate also for another replica, or after a restart,
+/// inside the replay window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_is_a_duplicate_for_another_replica_and_after_a_restart() {
+    let h = start().await;
+    let name = "orders-db-cpu-replayed";
+    let env = sign(
+        &h,
+        &notification(&h, &alarm(name, "CPU high", "ALARM"), Some("ALARM")),
+        2,
+    );
+    let (status, _, body) = post_sns(&h, &env).await;
+    assert_eq!(status, 202, "{body}");
+    // Another gate on the same store: its in-process memory is empty.
+    let other = h.second_gate(&config(true)).await;
+    let (status, _, body) = post_sns_at(&h, &format!("http://{}", other.addr), &env).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "duplicate", "{body}");
+    assert_eq!(h.runs_total().await, 1, "one message, one run");
+    other.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,12 +314,12 @@ async fn forged_stripped_tampered_disallowed_or_stale_messages_are_403_and_creat
     env["TopicArn"] = json!(OTHER_TOPIC);
     assert_forbidden("other topic", &post_sns(&h, &sign(&h, &env, 2)).await);
 
-    assert_eq!(runs_total(&h).await, 0, "nothing was accepted");
+    assert_eq!(h.runs_total().await, 0, "nothing was accepted");
     assert_eq!(h.model_calls(), 0);
 
     // The untouched original still passes: the refusals were about the changes.
     assert_eq!(post_sns(&h, &good).await.0, 202);
-    assert_eq!(runs_total(&h).await, 1);
+    assert_eq!(h.runs_total().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +332,7 @@ async fn loopback_http_cert_needs_the_explicit_flag() {
     );
     let r = post_sns(&h, &env).await;
     assert_forbidden("loopback without flag", &r);
-    assert_eq!(runs_total(&h).await, 0);
+    assert_eq!(h.runs_total().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +370,7 @@ async fn subscription_is_confirmed_only_for_configured_topics() {
     let (status, _, body) = post_sns(&h, &sign(&h, &unsub, 2)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h.state().sns_confirmations().len(), 1);
-    assert_eq!(runs_total(&h).await, 0);
+    assert_eq!(h.runs_total().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1087,6 +1087,11 @@ impl Store {
             .transpose()
     }
 
+    /// Runs in the store, any status.
+    pub async fn count_runs(&self) -> Result<i64, StoreError> {
+        Ok(self.count_by_status().await?.iter().map(|(_, n)| n).sum())
+    }
+
     /// Runs counted by status (for readiness and the demo).
     pub async fn count_by_status(&self) -> Result<Vec<(RunStatus, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")

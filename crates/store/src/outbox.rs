@@ -52,6 +52,8 @@ impl OutboxTarget {
         }
     }
 
+    /// The lane of an action kind. INVARIANT: the lane's system is one of
+    /// [`ActionKind::target`]'s (`outbox::tests::each_lane_is_a_system_of_its_kinds_target`).
     pub fn of(kind: ActionKind) -> OutboxTarget {
         match kind {
             ActionKind::Ticket => OutboxTarget::Servicenow,
@@ -826,4 +828,24 @@ async fn interrupt_attempts(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lane is a delivery queue, not a second kind -> target map: it
+    /// always names a system the one map ([`ActionKind::target`]) names.
+    #[test]
+    fn each_lane_is_a_system_of_its_kinds_target() {
+        for kind in ActionKind::ALL {
+            let lane = OutboxTarget::of(kind).as_str();
+            assert!(
+                kind.target().split('+').any(|system| system == lane),
+                "{kind}: lane {lane} is not part of target {}",
+                kind.target()
+            );
+        }
+        assert_eq!(ActionKind::Mim.target(), "servicenow+bridge");
+    }
 }

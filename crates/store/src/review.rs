@@ -86,9 +86,12 @@ pub struct Reviewed {
 pub const SHADOW_CONDITION: &str = "review.shadow";
 
 impl Store {
-    /// Approves or rejects the open draft `id` as `by`. An approval re-checks
-    /// (dedup and, for a page, storm mode and the paging budgets) and, if it
-    /// holds, turns the draft into an executed action in the outbox. In shadow
+    /// Approves or rejects the open draft `id` as `by`. An approval is
+    /// decided by [`tg_engine::approve`] on the state as it is now (autonomy
+    /// and kill switch, dedup, the group's ticket or page, storm mode, the
+    /// paging budgets, one MIM per service) and, if it holds, turns the draft
+    /// (or a work note on the group's ticket) into an executed action in the
+    /// outbox. In shadow
     /// mode (the service's level in `catalog`, lowered by any runtime cap, at
     /// approval time) the verdict is recorded as a human's and nothing is sent.
     #[expect(

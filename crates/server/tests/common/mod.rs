@@ -244,6 +244,71 @@ impl Harness {
         }
     }
 
+    /// A second gate configured by `yaml` on this harness's store, data
+    /// directory and clock: another replica, or the same gate after a
+    /// restart (what lives in the store survives; what a process kept does
+    /// not).
+    #[allow(dead_code)]
+    pub async fn second_gate(&self, yaml: &str) -> tg_server::Running {
+        let mut config = Config::from_yaml(
+            &yaml.replace("${SANDBOX}", &self.sandbox.base_url()),
+            "test",
+        )
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        config.store.url = self.store_url.clone();
+        let secrets = test_secrets(&self.sandbox);
+        let pipeline =
+            tg_server::build_pipeline_with_clock(&config, None, &secrets, self.clock.clone())
+                .expect("pipeline builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tg_server::start(
+            listener,
+            self.data.path(),
+            pipeline,
+            self.clock.clone(),
+            &config.server,
+        )
+        .await
+        .expect("second gate starts")
+    }
+
+    /// Runs in the gate's store, any status.
+    #[allow(dead_code)]
+    pub async fn runs_total(&self) -> i64 {
+        let gate = self.gate.as_ref().expect("gate running");
+        gate.state.store.count_runs().await.expect("store readable")
+    }
+
+    /// A page draft for `search` (autonomy `shadow`): the model asks for a
+    /// page at 0.75, below the paging threshold, so the gates refuse it and
+    /// it waits for review. Returns (run id, review item id).
+    #[allow(dead_code)]
+    pub async fn shadow_page_draft(&self, marker: &str) -> (String, i64) {
+        self.script_tool(marker, answer("high", 0.75, false, true, false, "search"));
+        let run = self
+            .run_generic(&event(
+                "search",
+                "QueryLatency",
+                "prod",
+                "prometheus",
+                marker,
+            ))
+            .await;
+        assert_eq!(outcome(&run, "page"), "review", "{run}");
+        let run_id = run["run_id"].as_str().expect("run id").to_owned();
+        let id = self
+            .review()
+            .await
+            .into_iter()
+            .find(|i| i["run_id"] == run_id.as_str() && i["action"] == "page")
+            .unwrap_or_else(|| panic!("no page draft for {run_id}"))["id"]
+            .as_i64()
+            .expect("item id");
+        (run_id, id)
+    }
+
     pub fn state(&self) -> &tg_sandbox::SandboxState {
         self.sandbox.state()
     }
