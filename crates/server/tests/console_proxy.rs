@@ -48,14 +48,19 @@ async fn get(
     }
     let resp = req.send().await.unwrap();
     let status = resp.status();
-    let set = resp
-        .headers()
+    let set = cookie_set(&resp, "tg_console");
+    (status, resp.text().await.unwrap(), set)
+}
+
+/// The `name=value` of the cookie `name` the answer sets, if it sets one.
+fn cookie_set(resp: &reqwest::Response, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    resp.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("tg_console="))
-        .map(|v| v.split(';').next().unwrap().to_owned());
-    (status, resp.text().await.unwrap(), set)
+        .find(|v| v.starts_with(&prefix))
+        .map(|v| v.split(';').next().unwrap().to_owned())
 }
 
 fn csrf_of(html: &str) -> String {
@@ -239,14 +244,7 @@ async fn the_console_says_a_shadow_approval_sends_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let flash = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("tg_flash="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .expect("a flash message");
+    let flash = cookie_set(&resp, "tg_flash").expect("a flash message");
     let (status, page, _) = get(
         &h,
         "/ui/review",
