@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tg_engine::{StepInput, StepState};
+use tg_engine::MemState;
 use tg_model::{ActionKind, AutonomyLevel, CorrelationId, RunId, Source};
 use tg_storm::{BucketState, DedupEntry};
 
@@ -161,45 +161,71 @@ fn check(
         .as_deref()
         .map(|raw| tg_classify::contract::validate(raw, &teams));
     let run_id = RunId(format!("run_policy_test_{index}"));
-    let mut state = StepState {
-        autonomy_cap: case.state.autonomy_cap,
-        ..StepState::default()
-    };
+    // The case's stored state, keyed as the store keys it; then the one
+    // decide path every caller shares (`tg_engine::decide_wave`).
+    let classification = verdict.as_ref().map(|v| v.as_ref());
+    let reads = tg_engine::reads(
+        event,
+        classification.and_then(|c| c.ok()),
+        &p.storm,
+        &policy.catalog,
+    );
+    let mut state = MemState::default();
+    if let Some(cap) = case.state.autonomy_cap {
+        state.caps.insert(tg_engine::CAP_SCOPE_ALL.to_owned(), cap);
+    }
     if let Some(tokens) = case.state.page_tokens {
-        let bucket = Some(BucketState {
+        let bucket = BucketState {
             tokens_milli: tokens.saturating_mul(1_000),
             updated_at: now,
-        });
-        state.team_bucket = bucket;
-        state.service_bucket = bucket;
-        state.global_bucket = bucket;
+        };
+        for key in [Some(&reads.service_bucket), reads.team_bucket.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            state.buckets.insert(key.clone(), bucket);
+        }
+        state
+            .buckets
+            .insert(tg_engine::GLOBAL_BUCKET.to_owned(), bucket);
     }
     if case.state.duplicate {
-        state.dedup = Some(DedupEntry {
-            fingerprint: event.fingerprint.clone(),
-            first_run_id: RunId("run_policy_test_first".into()),
-            opened_at: now - chrono::Duration::seconds(1),
-            expires_at: now + chrono::Duration::hours(1),
-            impact: event.impact.level,
-            resolved: false,
-            paged_at: None,
-            ticket_run: None,
-            origins: vec![event.origin.clone()],
-        });
+        state.dedup.insert(
+            event.fingerprint.clone(),
+            DedupEntry {
+                fingerprint: event.fingerprint.clone(),
+                first_run_id: RunId("run_policy_test_first".into()),
+                opened_at: now - chrono::Duration::seconds(1),
+                expires_at: now + chrono::Duration::hours(1),
+                impact: event.impact.level,
+                resolved: false,
+                paged_at: None,
+                ticket_run: None,
+                origins: vec![event.origin.clone()],
+            },
+        );
     }
-    let out = tg_engine::step(
-        &policy.gates,
-        &policy.catalog,
-        &p.storm,
-        &state,
-        StepInput {
-            run_id: &run_id,
-            correlation_id: &CorrelationId(format!("tg-policy-test-{index}")),
-            event,
-            classification: verdict.as_ref().map(|v| v.as_ref()),
+    let correlation_id = CorrelationId(format!("tg-policy-test-{index}"));
+    let outs = tg_engine::decide_wave(
+        &mut state,
+        tg_engine::Policy {
+            gates: &policy.gates,
+            catalog: &policy.catalog,
+            settings: &p.storm,
         },
+        &[tg_engine::WaveRun {
+            reads: &reads,
+            run_id: &run_id,
+            correlation_id: &correlation_id,
+            event,
+            classification,
+        }],
         now,
     );
+    let out = outs
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the wave decided nothing"))?;
     let mut diffs = Vec::new();
     for (action, want) in &case.expect {
         let kind = ActionKind::ALL

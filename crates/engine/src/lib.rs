@@ -1,10 +1,13 @@
 //! The pipeline's decision step, written in exactly one place.
 //!
-//! The runtime does prefetch -> [`step`] -> apply: it loads the state a decision
-//! needs ([`StepState`]), calls [`step`] with the event, the validated
-//! classification (or its rejection) and `now`, then persists the returned
-//! [`Effect`]s together with the [`Decision`] in one transaction. The same step
-//! serves every store and the simulator.
+//! A step declares what it reads ([`reads`]); the runtime loads those keys of
+//! a whole wave into a [`MemState`] and calls [`decide_wave`], which for each
+//! run loads its [`StepState`], calls [`step`] with the event, the validated
+//! classification (or its rejection) and `now`, and applies the returned
+//! [`Effect`]s to the `MemState` (the one place an effect's meaning is
+//! written); the store then persists what the wave touched, with the
+//! [`Decision`]s, in one transaction. The same function serves every store,
+//! `policy test` and the engine's tests.
 //!
 //! This crate must never do I/O, read the clock, or execute an action: it only
 //! says what should happen and why.
@@ -1434,7 +1437,12 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 mod approve;
 mod rules;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use approve::{Approval, Approved, approve};
+pub use state::{
+    CAP_SCOPE_ALL, GROUP_RETENTION, MemState, Policy, Reads, Touched, WaveRun, cap_scope_service,
+    cap_scope_team, decide_wave, reads,
+};

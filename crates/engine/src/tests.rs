@@ -10,7 +10,7 @@ use tg_model::{
 };
 use tg_policy::Gates;
 use tg_policy::catalog::{Catalog, ServiceEntry, TeamEntry};
-use tg_storm::{BreakerState, BucketConfig, BucketState, DedupEntry, Sighting, Signal, Transition};
+use tg_storm::{BucketConfig, BucketState, DedupEntry, Signal, Transition};
 
 use super::*;
 
@@ -627,94 +627,45 @@ fn the_same_inputs_give_the_same_output() {
 
 const TEAMS: [&str; 2] = ["payments", "dba"];
 
-/// The in-memory state a store would keep, updated only through effects.
+/// The engine's [`MemState`] (the state every store keeps, changed only
+/// through effects), and the breaker transitions seen, for the invariants.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Sim {
-    dedup: HashMap<Fingerprint, DedupEntry>,
-    buckets: HashMap<String, BucketState>,
-    signals: HashMap<String, Vec<Signal>>,
-    mims: HashMap<String, (RunId, DateTime<Utc>)>,
-    sightings: HashMap<String, Vec<Sighting>>,
-    breakers: HashMap<String, BreakerState>,
+    mem: MemState,
     transitions: Vec<Transition>,
-    groups: HashMap<String, GroupEntry>,
+}
+
+impl std::ops::Deref for Sim {
+    type Target = MemState;
+    fn deref(&self) -> &MemState {
+        &self.mem
+    }
+}
+
+impl std::ops::DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut MemState {
+        &mut self.mem
+    }
 }
 
 impl Sim {
+    /// The state a step for `ev` reads, its paging charged to `team`.
     fn state_for(&self, ev: &NormalizedEvent, team: &str) -> StepState {
-        StepState {
-            autonomy_cap: None,
-            dedup: self.dedup.get(&ev.fingerprint).cloned(),
-            team_bucket: self.buckets.get(&team_bucket_key(team)).copied(),
-            global_bucket: self.buckets.get(GLOBAL_BUCKET).copied(),
-            signals: self
-                .signals
-                .get(&signal_key(ev))
-                .cloned()
-                .unwrap_or_default(),
-            open_mim: self.mims.get(&ev.service).cloned(),
-            service_bucket: self.buckets.get(&service_bucket_key(&ev.service)).copied(),
-            breaker: self.breakers.get(ev.environment.as_str()).cloned(),
-            sightings: self
-                .sightings
-                .get(ev.environment.as_str())
-                .cloned()
-                .unwrap_or_default(),
-            umbrella_mim: self.mims.get(&umbrella_service(ev.environment)).cloned(),
-            group: group_key(&GroupSettings::default(), ev)
-                .and_then(|k| self.groups.get(&k).cloned()),
-        }
+        let catalog = Catalog::default();
+        let mut reads = reads(ev, None, &StormSettings::default(), &catalog);
+        reads.team_bucket = Some(team_bucket_key(team));
+        self.mem.load(&reads)
     }
 
     fn apply(&mut self, effects: &[Effect]) {
         for e in effects {
-            match e {
-                Effect::OpenDedup(d) => {
-                    self.dedup.insert(d.fingerprint.clone(), d.clone());
-                }
-                Effect::CloseDedup(fp) => {
-                    if let Some(d) = self.dedup.get_mut(fp) {
-                        d.resolved = true;
-                    }
-                }
-                Effect::PutBucket { key, state } => {
-                    self.buckets.insert(key.clone(), *state);
-                }
-                Effect::RecordSignal { key, signal } => {
-                    // Last sighting per sender, as the store keeps it.
-                    let v = self.signals.entry(key.clone()).or_default();
-                    v.retain(|s| s.sender != signal.sender);
-                    v.push(signal.clone());
-                }
-                Effect::OpenMim {
-                    service,
-                    run_id,
-                    expires_at,
-                } => {
-                    self.mims
-                        .insert(service.clone(), (run_id.clone(), *expires_at));
-                }
-                Effect::RecordSighting {
-                    environment,
-                    sighting,
-                    prune_before,
-                } => {
-                    let v = self.sightings.entry(environment.clone()).or_default();
-                    v.retain(|s| s.service != sighting.service && s.seen_at >= *prune_before);
-                    v.push(sighting.clone());
-                }
-                Effect::PutBreaker { environment, state } => {
-                    self.breakers.insert(environment.clone(), state.clone());
-                }
-                Effect::BreakerTransition { transition, .. } => {
-                    self.transitions.push(transition.clone());
-                }
-                Effect::HoldPage(_) => {}
-                Effect::PutGroup(g) => {
-                    self.groups.insert(g.key.clone(), g.clone());
-                }
+            if let Effect::BreakerTransition { transition, .. } = e {
+                self.transitions.push(transition.clone());
             }
         }
+        self.mem.apply(effects);
+        // Only the store reads what changed; the tests compare states.
+        self.mem.take_touched();
     }
 }
 

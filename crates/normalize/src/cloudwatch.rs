@@ -209,7 +209,11 @@ pub(crate) fn draft(
             .map(|(_, v)| v.clone())
     };
     let resource = SERVICE_DIMENSIONS.iter().find_map(|n| dimension(n));
-    let convention = name_convention(&alarm.name);
+    // The convention splits the name as redacted: split first, a secret in
+    // the name would be cut in two at a '/' (a 40-character AWS secret key
+    // may hold one) and neither half would match its redaction rule.
+    let redacted_name = ctx.redactor.redact(&alarm.name);
+    let convention = name_convention(&redacted_name);
     d.alert_name = convention
         .map(|(_, a)| a.to_owned())
         .unwrap_or_else(|| alarm.name.clone());

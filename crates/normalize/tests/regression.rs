@@ -283,3 +283,33 @@ fn a_word_glued_after_a_quoted_secret_value_is_redacted_with_it() {
     // What is not glued stays: a separator ends the value.
     assert_eq!(r.redact("token='ab' next"), "token=[REDACTED:secret] next");
 }
+
+/// The property test `generated_secrets_anywhere_never_reach_events_or_errors`
+/// (session of 2026-12-07) found a temporary AWS key and its secret in an
+/// alarm name reaching the service field: the `<service>/<alert>` naming
+/// convention split the name at the '/' inside the 40-character secret
+/// before redaction, and neither half matched the secret's rule. The name is
+/// now split as redacted.
+#[test]
+fn an_aws_secret_with_a_slash_in_an_alarm_name_is_not_split_before_redaction() {
+    let secret = "ASIA0A0000A00AAA0A00 aaA+00AaaA+0+0+00Aa+0A/+aa+/a++0+Aa0+0aA";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/eventbridge/alarm/input.json"
+    );
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    body["detail"]["alarmName"] = json!(format!("{secret} orders-db-connections"));
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let events =
+        common::normalize_fn("eventbridge")(&bytes, &common::ctx(), common::now()).unwrap();
+    let out = serde_json::to_string(&events).unwrap();
+    for needle in [
+        "0A0000A00AAA0A00",
+        "aaA+00AaaA+0+0+00Aa+",
+        "+aa+/a++0+Aa0+0aA",
+    ] {
+        assert!(!out.contains(needle), "{needle} leaked: {out}");
+    }
+    assert_redaction_stable(&events[0], "alarm name");
+}

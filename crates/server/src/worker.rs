@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
-use tg_engine::{Precheck, StepInput, StepOutput};
+use tg_engine::Precheck;
 use tg_model::{
     ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Classification,
     ClassifierInfo, EventMeta, Rejection, RunTimestamps, Sha256Hex, sha256_hex,
 };
-use tg_store::{DecideItem, PrefetchKeys, StoredRun};
+use tg_store::StoredRun;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
@@ -170,23 +170,30 @@ pub struct ClassificationRecord {
 
 /// [`classify_run`] inside a span naming the run, so that what the classifier
 /// logs carries `run_id` and `correlation_id` (`--log-format json`: `span`).
-async fn prepare(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
+async fn prepare(
+    state: &AppState,
+    run: StoredRun,
+    dedup: Option<tg_storm::DedupEntry>,
+) -> anyhow::Result<Prepared> {
     use tracing::Instrument as _;
     let span = tracing::info_span!(
         "run",
         run_id = %run.run_id,
         correlation_id = %run.correlation_id
     );
-    classify_run(state, run).instrument(span).await
+    classify_run(state, run, dedup).instrument(span).await
 }
 
-async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepared> {
+async fn classify_run(
+    state: &AppState,
+    run: StoredRun,
+    dedup: Option<tg_storm::DedupEntry>,
+) -> anyhow::Result<Prepared> {
     let p = &state.pipeline;
     let event = &run.event;
     let now = state.clock.now();
 
     // A duplicate or a resolution needs no model call.
-    let dedup = state.store.dedup_entry(&event.fingerprint).await?;
     let pre = tg_engine::precheck(
         &tg_engine::StepState {
             dedup,
@@ -225,21 +232,6 @@ async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepar
         Precheck::Resolved => skipped(p, "resolved alert".into()),
     };
 
-    let keys = PrefetchKeys {
-        fingerprint: event.fingerprint.clone(),
-        service: event.service.clone(),
-        signal_key: tg_engine::signal_key(event),
-        group_key: tg_engine::group_key(&p.storm.group, event),
-        owner_team: p
-            .policy()
-            .catalog
-            .owner_team(&event.service)
-            .map(str::to_owned),
-        team: record
-            .classification
-            .as_ref()
-            .map(|c| tg_engine::routing_team(&p.policy().catalog, &event.service, c).to_owned()),
-    };
     let record_json = serde_json::to_value(&record)?;
     tracing::debug!(
         classifier = %record.info.classifier,
@@ -250,7 +242,6 @@ async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepar
     Ok(Prepared {
         run,
         record,
-        keys,
         record_json,
     })
 }
@@ -259,7 +250,6 @@ async fn classify_run(state: &AppState, run: StoredRun) -> anyhow::Result<Prepar
 struct Prepared {
     run: StoredRun,
     record: ClassificationRecord,
-    keys: PrefetchKeys,
     record_json: serde_json::Value,
 }
 
@@ -314,16 +304,22 @@ async fn process_batch(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result
 async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let n = runs.len();
+    // The pre-check's windows, one read for the wave (its fingerprints are distinct).
+    let fingerprints: Vec<&tg_model::Fingerprint> =
+        runs.iter().map(|r| &r.event.fingerprint).collect();
+    let mut windows = state.store.dedup_entries(&fingerprints).await?;
     let mut prepared: Vec<Option<Prepared>> = (0..n).map(|_| None).collect();
     if n == 1 {
         for (slot, run) in prepared.iter_mut().zip(runs) {
-            *slot = Some(prepare(state, run).await?);
+            let dedup = windows.remove(&run.event.fingerprint);
+            *slot = Some(prepare(state, run, dedup).await?);
         }
     } else {
         let mut set = tokio::task::JoinSet::new();
         for (i, run) in runs.into_iter().enumerate() {
             let st = state.clone();
-            set.spawn(async move { (i, prepare(&st, run).await) });
+            let dedup = windows.remove(&run.event.fingerprint);
+            set.spawn(async move { (i, prepare(&st, run, dedup).await) });
         }
         while let Some(joined) = set.join_next().await {
             let (i, p) = joined?;
@@ -338,55 +334,86 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
     // One policy for the whole wave, even if a reload lands meanwhile.
     let policy = p.policy();
     let policy = &*policy;
-    let now = state.clock.now();
-    let items: Vec<DecideItem<'_>> = prepared
+    let reads: Vec<tg_engine::Reads> = prepared
         .iter()
         .map(|x| {
+            tg_engine::reads(
+                &x.run.event,
+                x.record.classification.as_ref(),
+                &p.storm,
+                &policy.catalog,
+            )
+        })
+        .collect();
+    // Milliseconds, as the store keeps time: a run later in the wave sees
+    // exactly what a run in the next wave would read back.
+    let now = {
+        use chrono::DurationRound as _;
+        let now = state.clock.now();
+        now.duration_trunc(chrono::Duration::milliseconds(1))
+            .unwrap_or(now)
+    };
+    let keyed: Vec<(&tg_model::RunId, &tg_engine::Reads)> = prepared
+        .iter()
+        .zip(&reads)
+        .map(|(x, r)| (&x.run.run_id, r))
+        .collect();
+    // begin -> for each run { load; step; apply } -> commit: the wave.
+    let mut wave = state.store.begin_wave(&keyed, now).await?;
+    let (decidable, wave_runs): (Vec<&Prepared>, Vec<tg_engine::WaveRun<'_>>) = prepared
+        .iter()
+        .zip(&reads)
+        .filter(|(x, _)| wave.claimable(&x.run.run_id))
+        .map(|(x, r)| {
             let classification = match (&x.record.classification, &x.record.rejection) {
                 (Some(c), _) => Some(Ok(c)),
                 (None, Some(r)) => Some(Err(r)),
                 (None, None) => None,
             };
-            DecideItem {
+            let run = tg_engine::WaveRun {
+                reads: r,
                 run_id: &x.run.run_id,
-                keys: &x.keys,
-                classification: &x.record_json,
-                step: Box::new(move |st: &tg_engine::StepState| {
-                    tg_engine::step(
-                        &policy.gates,
-                        &policy.catalog,
-                        &p.storm,
-                        st,
-                        StepInput {
-                            run_id: &x.run.run_id,
-                            correlation_id: &x.run.correlation_id,
-                            event: &x.run.event,
-                            classification,
-                        },
-                        now,
-                    )
-                }),
-                seal: Box::new(move |out: &StepOutput| {
-                    Some(build_audit(
-                        &x.run,
-                        &x.record,
-                        out.decision.clone(),
-                        not_executed(),
-                        now,
-                        now,
-                        now,
-                    ))
-                }),
-            }
+                correlation_id: &x.run.correlation_id,
+                event: &x.run.event,
+                classification,
+            };
+            (x, run)
         })
-        .collect();
-    let results = state.store.decide_batch(items, now).await?;
+        .unzip();
+    let outs = tg_engine::decide_wave(
+        wave.state(),
+        tg_engine::Policy {
+            gates: &policy.gates,
+            catalog: &policy.catalog,
+            settings: &p.storm,
+        },
+        &wave_runs,
+        now,
+    );
+    let mut decided = Vec::with_capacity(outs.len());
+    for (x, out) in decidable.into_iter().zip(outs) {
+        let sealed = wave.apply(&x.run.run_id, &x.record_json, &out, |out| {
+            build_audit(
+                &x.run,
+                &x.record,
+                out.decision.clone(),
+                not_executed(),
+                now,
+                now,
+                now,
+            )
+        })?;
+        decided.push((x, out, sealed));
+    }
+    wave.commit().await?;
     let decided_at = state.clock.now();
-    for (x, result) in prepared.iter().zip(results) {
-        let Some((out, sealed)) = result else {
-            tracing::info!(run_id = %x.run.run_id, "run already decided by another worker");
-            continue;
-        };
+    if decided.len() < prepared.len() {
+        tracing::info!(
+            runs = prepared.len() - decided.len(),
+            "runs already decided by another worker"
+        );
+    }
+    for (x, out, sealed) in decided {
         for a in &out.decision.actions {
             m::decided(a.action, a.outcome);
         }

@@ -33,7 +33,7 @@ use tg_model::{
     Decision, Environment, Fingerprint, Impact, ImpactLevel, NormalizedEvent, Outcome,
     PlannedAction, RunId, Source,
 };
-use tg_store::{NewRun, PrefetchKeys, Store};
+use tg_store::{NewRun, Store};
 use tower::ServiceExt as _;
 use triage_gate_server as tg_server;
 
@@ -195,14 +195,14 @@ async fn populate(store: &Store, now: chrono::DateTime<chrono::Utc>) {
                 Vec::new(),
             ),
         };
-        let keys = PrefetchKeys {
-            owner_team: Some("payments".into()),
-            fingerprint: run.event.fingerprint.clone(),
-            service: service.clone(),
-            signal_key: format!("{service}@production"),
-            team: Some("payments".into()),
-            group_key: None,
-        };
+        let keys = tg_engine::Reads::of(
+            &service,
+            tg_model::Environment::Production,
+            &run.event.fingerprint,
+            Some("payments"),
+            None,
+            &tg_policy::Catalog::default(),
+        );
         store
             .decide(
                 &run.run_id,

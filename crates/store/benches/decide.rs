@@ -20,7 +20,7 @@ use tg_model::{
 };
 use tg_policy::Gates;
 use tg_policy::catalog::{Catalog, ServiceEntry, TeamEntry};
-use triage_gate_store::{NewRun, PrefetchKeys, Store};
+use triage_gate_store::{NewRun, Store};
 
 const SERVICES: u64 = 40;
 const ORIGINS: [&str; 3] = ["prometheus", "cloudwatch", "apm"];
@@ -149,14 +149,14 @@ fn bench(c: &mut Criterion) {
             },
             |(n, run)| {
                 let (ev, now) = event(n);
-                let keys = PrefetchKeys {
-                    fingerprint: ev.fingerprint.clone(),
-                    service: ev.service.clone(),
-                    signal_key: tg_engine::signal_key(&ev),
-                    group_key: None,
-                    owner_team: None,
-                    team: Some("payments".into()),
-                };
+                let keys = tg_engine::Reads::of(
+                    &ev.service,
+                    tg_model::Environment::Production,
+                    &ev.fingerprint,
+                    Some("payments"),
+                    None,
+                    &tg_policy::Catalog::default(),
+                );
                 let out = rt
                     .block_on(
                         store.decide(&run.run_id, &keys, &classification, now, |st| {

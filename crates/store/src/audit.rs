@@ -32,7 +32,7 @@ impl RowMeta {
         }
     }
 
-    fn of_step(r: &StepRecord, service: Option<&str>) -> RowMeta {
+    pub(crate) fn of_step(r: &StepRecord, service: Option<&str>) -> RowMeta {
         RowMeta {
             at: Some(r.at),
             subject_run: r.run_id.as_ref().map(ToString::to_string),

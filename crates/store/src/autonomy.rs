@@ -23,7 +23,7 @@ pub struct AutonomyCap {
     pub set_at: DateTime<Utc>,
 }
 
-fn parse_level(s: &str) -> Option<AutonomyLevel> {
+pub(crate) fn parse_level(s: &str) -> Option<AutonomyLevel> {
     AutonomyLevel::ALL.into_iter().find(|l| l.as_str() == s)
 }
 

@@ -21,16 +21,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
-use tg_engine::{Effect, GLOBAL_BUCKET, StepOutput, StepState, team_bucket_key};
+use tg_engine::{StepOutput, StepState};
 use tg_model::{
     ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Outcome, RunId, Sha256Hex,
 };
-use tg_storm::{BucketState, DedupEntry, Signal};
+use tg_storm::{BucketState, DedupEntry};
 
 use crate::audit::{RowMeta, chain_next, insert_row};
 use crate::{
-    NewRun, PrefetchKeys, ReviewItem, RunStatus, StoreError, StoredAction, StoredRun, from_ms,
-    outcome_str, parse_kind, to_ms,
+    NewRun, ReviewItem, RunStatus, StoreError, StoredAction, StoredRun, from_ms, parse_kind, to_ms,
 };
 
 /// A transaction on either backend.
@@ -186,6 +185,13 @@ pub(crate) fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
         Backend::Sqlite
     }
 }
+
+/// The claim on SQLite (see [`Store::claim_batch`]).
+pub(crate) const CLAIM_SQLITE: &str = "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq IN \
+     (SELECT seq FROM (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $4) \
+      UNION ALL SELECT seq FROM (SELECT seq FROM runs WHERE status = 'classifying' \
+      AND lease_until <= $3 ORDER BY seq LIMIT $4) ORDER BY seq LIMIT $4) \
+     RETURNING *";
 
 impl Store {
     /// Opens (creating if needed) a SQLite database file and runs migrations.
@@ -482,18 +488,19 @@ impl Store {
         lease: chrono::Duration,
         limit: i64,
     ) -> Result<Vec<StoredRun>, StoreError> {
+        // Two index searches (`runs_status`: status, seq), never one `OR`:
+        // with an `OR` SQLite gathers every pending run and sorts them, and
+        // each claim cost O(backlog) on the writer (8 ms at 48,000 pending
+        // runs, against 0.07 ms; bench/README.md, session of 2026-12-07).
         let sql = match self.backend {
-            Backend::Sqlite => {
-                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq IN \
-                 (SELECT seq FROM runs WHERE status = 'pending' \
-                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT $4) \
-                 RETURNING *"
-            }
+            Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => {
-                "UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq IN \
-                 (SELECT seq FROM runs WHERE status = 'pending' \
-                  OR (status = 'classifying' AND lease_until <= $3) ORDER BY seq LIMIT $4 \
-                  FOR UPDATE SKIP LOCKED) \
+                "WITH p AS (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $4 \
+                   FOR UPDATE SKIP LOCKED), \
+                 e AS (SELECT seq FROM runs WHERE status = 'classifying' AND lease_until <= $3 \
+                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 UPDATE runs SET status = 'classifying', claimed_by = $1, lease_until = $2 WHERE seq IN \
+                 (SELECT seq FROM (SELECT seq FROM p UNION ALL SELECT seq FROM e) u ORDER BY seq LIMIT $4) \
                  RETURNING *"
             }
         };
@@ -541,6 +548,33 @@ impl Store {
         row.map(|r| dedup_from_row(fingerprint, &r)).transpose()
     }
 
+    /// [`Store::dedup_entry`] of several fingerprints in one read (at most
+    /// [`crate::WAVE_RUNS_MAX`]): a wave's pre-check.
+    pub async fn dedup_entries(
+        &self,
+        fingerprints: &[&tg_model::Fingerprint],
+    ) -> Result<std::collections::BTreeMap<tg_model::Fingerprint, DedupEntry>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for chunk in fingerprints.chunks(crate::WAVE_RUNS_MAX) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT fingerprint, first_run_id, opened_at, expires_at, impact, resolved, paged_at, \
+                 ticket_run, origins FROM dedup WHERE fingerprint IN ({})",
+                params.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for fp in chunk {
+                q = q.bind(fp.as_str());
+            }
+            for r in q.fetch_all(&self.read).await? {
+                let fp = tg_model::Fingerprint(r.try_get("fingerprint")?);
+                let entry = dedup_from_row(&fp, &r)?;
+                out.insert(fp, entry);
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs whose decision is committed but which are not yet audited, oldest first.
     pub async fn decided_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let ids: Vec<String> =
@@ -569,281 +603,37 @@ impl Store {
         Ok(ids.into_iter().map(RunId).collect())
     }
 
-    /// Prefetch, step and apply as one serial transaction on the single writer.
-    ///
-    /// `step` gets the state and returns the output to persist; the run moves
-    /// from `classifying` to `decided` with its classification and decision.
+    /// Decides one run in its own wave: `step` gets the state the run's
+    /// `reads` name and returns the output to persist; the run moves from
+    /// `classifying` to `decided` with its classification and decision
+    /// (tests and tools; the worker decides whole waves, `crate::wave`).
     pub async fn decide(
         &self,
         run_id: &RunId,
-        keys: &PrefetchKeys,
+        reads: &tg_engine::Reads,
         classification: &serde_json::Value,
         now: DateTime<Utc>,
         step: impl FnOnce(&StepState) -> StepOutput,
     ) -> Result<StepOutput, StoreError> {
-        let (out, _) = self
-            .decide_and_seal(run_id, keys, classification, now, step, |_| None)
-            .await?;
+        let mut wave = self.begin_wave(&[(run_id, reads)], now).await?;
+        if !wave.claimable(run_id) {
+            return Err(match self.get_run(run_id).await? {
+                None => StoreError::NotFound(run_id.to_string()),
+                Some(r) => StoreError::WrongState {
+                    run_id: run_id.to_string(),
+                    status: r.status.as_str().to_owned(),
+                    expected: "classifying",
+                },
+            });
+        }
+        let state = wave.state().load(reads);
+        let out = step(&state);
+        wave.state().apply(&out.effects);
+        // Nothing is sealed here: the run is audited when it completes.
+        wave.apply_unsealed(run_id, classification, &out)?;
+        wave.commit().await?;
         Ok(out)
     }
-
-    /// Like [`Store::decide`]; and when the decision leaves nothing for the
-    /// outbox (no executed action), the run's audit record from `seal` is
-    /// sealed onto the chain and the run completed in the same transaction:
-    /// one commit per run instead of two. Returns the sealed record, if any.
-    pub async fn decide_and_seal(
-        &self,
-        run_id: &RunId,
-        keys: &PrefetchKeys,
-        classification: &serde_json::Value,
-        now: DateTime<Utc>,
-        step: impl FnOnce(&StepState) -> StepOutput,
-        seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
-    ) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = decide_in(
-            &mut tx,
-            &mut None,
-            run_id,
-            keys,
-            classification,
-            now,
-            step,
-            seal,
-        )
-        .await?;
-        tx.commit().await?;
-        crate::storm::committed(&done.0.effects);
-        Ok(done)
-    }
-
-    /// Decides several runs in one transaction (one commit for all), each as
-    /// [`Store::decide_and_seal`] would, in the given order: each sees the
-    /// storm state the ones before it left. A run no longer claimable (another
-    /// worker decided it after its lease expired) is `None` and changes
-    /// nothing; any other error rolls the whole batch back.
-    pub async fn decide_batch(
-        &self,
-        items: Vec<DecideItem<'_>>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Option<(StepOutput, Option<AuditRecord>)>>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut out = Vec::with_capacity(items.len());
-        // The chain's head as this transaction last wrote it.
-        let mut chain = None;
-        for item in items {
-            let done = decide_in(
-                &mut tx,
-                &mut chain,
-                item.run_id,
-                item.keys,
-                item.classification,
-                now,
-                item.step,
-                item.seal,
-            )
-            .await;
-            match done {
-                Ok(d) => out.push(Some(d)),
-                Err(StoreError::WrongState { .. }) => out.push(None),
-                Err(e) => return Err(e),
-            }
-        }
-        tx.commit().await?;
-        for (o, _) in out.iter().flatten() {
-            crate::storm::committed(&o.effects);
-        }
-        Ok(out)
-    }
-}
-
-/// The engine's step for one run of a batch.
-pub type StepFn<'a> = Box<dyn FnOnce(&StepState) -> StepOutput + Send + 'a>;
-/// The run's audit record, when its decision leaves nothing for the outbox.
-pub type SealFn<'a> = Box<dyn FnOnce(&StepOutput) -> Option<AuditRecord> + Send + 'a>;
-
-/// The state a decision (or an approval) reads for `keys`, as stored now.
-pub(crate) async fn load_step_state(
-    tx: &mut Tx,
-    keys: &PrefetchKeys,
-    environment: &str,
-) -> Result<StepState, StoreError> {
-    let mut state = StepState {
-        autonomy_cap: crate::autonomy::cap_for(tx, &keys.service, keys.owner_team.as_deref())
-            .await?,
-        ..StepState::default()
-    };
-    if let Some(r) = sqlx::query(
-        "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
-    )
-    .bind(keys.fingerprint.as_str())
-    .fetch_optional(&mut **tx)
-    .await?
-    {
-        state.dedup = Some(dedup_from_row(&keys.fingerprint, &r)?);
-    }
-    let team_key = keys.team.as_deref().map(team_bucket_key);
-    let service_key = tg_engine::service_bucket_key(&keys.service);
-    for (key, bucket) in load_buckets(
-        tx,
-        [
-            Some(GLOBAL_BUCKET),
-            team_key.as_deref(),
-            Some(service_key.as_str()),
-        ],
-    )
-    .await?
-    {
-        if key == GLOBAL_BUCKET {
-            state.global_bucket = Some(bucket);
-        } else if Some(key.as_str()) == team_key.as_deref() {
-            state.team_bucket = Some(bucket);
-        } else if key == service_key {
-            state.service_bucket = Some(bucket);
-        }
-    }
-    for r in sqlx::query("SELECT sender, origin, seen_at FROM signals WHERE key = $1")
-        .bind(&keys.signal_key)
-        .fetch_all(&mut **tx)
-        .await?
-    {
-        state.signals.push(Signal {
-            sender: r.try_get("sender")?,
-            origin: r.try_get("origin")?,
-            seen_at: from_ms(r.try_get("seen_at")?),
-        });
-    }
-    let umbrella = format!("storm:{environment}");
-    for r in sqlx::query("SELECT service, run_id, expires_at FROM mim WHERE service IN ($1, $2)")
-        .bind(&keys.service)
-        .bind(&umbrella)
-        .fetch_all(&mut **tx)
-        .await?
-    {
-        let service: String = r.try_get("service")?;
-        let window = Some((
-            RunId(r.try_get("run_id")?),
-            from_ms(r.try_get("expires_at")?),
-        ));
-        if service == keys.service {
-            state.open_mim = window.clone();
-        }
-        if service == umbrella {
-            state.umbrella_mim = window;
-        }
-    }
-
-    crate::storm::prefetch(tx, environment, &mut state).await?;
-    if let Some(key) = &keys.group_key {
-        state.group = crate::storm::load_group(tx, key).await?;
-    }
-    Ok(state)
-}
-
-/// One run of [`Store::decide_batch`].
-pub struct DecideItem<'a> {
-    pub run_id: &'a RunId,
-    pub keys: &'a PrefetchKeys,
-    pub classification: &'a serde_json::Value,
-    pub step: StepFn<'a>,
-    pub seal: SealFn<'a>,
-}
-
-/// Prefetch, step, apply (and seal, when nothing is left for the outbox) one
-/// run inside `tx`. A run not `classifying`/`pending` is `WrongState`, found
-/// before anything is written.
-#[allow(clippy::too_many_arguments)]
-async fn decide_in(
-    tx: &mut Tx,
-    chain: &mut Option<(i64, Sha256Hex)>,
-    run_id: &RunId,
-    keys: &PrefetchKeys,
-    classification: &serde_json::Value,
-    now: DateTime<Utc>,
-    step: impl FnOnce(&StepState) -> StepOutput,
-    seal: impl FnOnce(&StepOutput) -> Option<AuditRecord>,
-) -> Result<(StepOutput, Option<AuditRecord>), StoreError> {
-    // Fewer statements, fewer hand-offs to the connection (the hot path's
-    // cost, bench/README.md): one read of the run, one of the three paging
-    // buckets, one of the two MIM windows.
-    let run = sqlx::query("SELECT status, environment FROM runs WHERE run_id = $1")
-        .bind(run_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(run) = run else {
-        return Err(StoreError::NotFound(run_id.to_string()));
-    };
-    let status: String = run.try_get("status")?;
-    if status != "classifying" && status != "pending" {
-        return Err(StoreError::WrongState {
-            run_id: run_id.to_string(),
-            status,
-            expected: "classifying",
-        });
-    }
-    let environment: Option<String> = run.try_get("environment")?;
-    let environment = environment.unwrap_or_else(|| "unknown".to_owned());
-
-    let state = load_step_state(tx, keys, &environment).await?;
-    let out = step(&state);
-
-    for effect in &out.effects {
-        if matches!(effect, Effect::BreakerTransition { .. }) {
-            // Appends a step record to the chain: the cached head is stale.
-            *chain = None;
-        }
-        if !crate::storm::apply(tx, effect).await? {
-            apply_effect(tx, effect).await?;
-        }
-    }
-    let pending = out.planned.iter().any(|p| p.outcome == Outcome::Execute);
-    insert_actions(tx, run_id, &out.planned, now).await?;
-    let run_review = (out.planned.is_empty()
-        && out
-            .decision
-            .actions
-            .iter()
-            .any(|a| a.outcome == Outcome::Review))
-    .then_some("open");
-    let record = if pending { None } else { seal(&out) };
-    let sealed = match record {
-        Some(mut record) => {
-            // INVARIANT: only a run with no action for the outbox is
-            // sealed here: its record's action results are final.
-            let (seq, prev) = match chain.take() {
-                // The head this transaction wrote last (it holds the writer).
-                Some((last, hash)) => (last + 1, hash),
-                None => chain_next(tx).await?,
-            };
-            seal_run_record(tx, &mut record, seq, prev).await?;
-            *chain = Some((seq, record.hash.clone()));
-            Some((seq, record))
-        }
-        None => None,
-    };
-    // Decided, and completed too when sealed: one statement either way.
-    sqlx::query(
-        "UPDATE runs SET status = $1, classification_json = $2, classified_at = $3, \
-         decision_json = $4, decided_at = $3, review_state = $5, completed_at = $6, \
-         audit_seq = $7, audit_hash = $8 WHERE run_id = $9",
-    )
-    .bind(if sealed.is_some() {
-        "completed"
-    } else {
-        "decided"
-    })
-    .bind(json(classification)?)
-    .bind(to_ms(now))
-    .bind(json(&out.decision)?)
-    .bind(run_review)
-    .bind(sealed.as_ref().map(|_| to_ms(now)))
-    .bind(sealed.as_ref().map(|(seq, _)| *seq))
-    .bind(sealed.as_ref().map(|(_, r)| r.hash.as_str().to_owned()))
-    .bind(run_id.as_str())
-    .execute(&mut **tx)
-    .await?;
-    let sealed = sealed.map(|(_, record)| record);
-    Ok((out, sealed))
 }
 
 /// Seals a run's audit record as chain entry `seq` after `prev` and inserts
@@ -877,57 +667,6 @@ pub(crate) fn values_list(rows: usize, cols: usize) -> String {
         })
         .collect();
     tuples.join(", ")
-}
-
-/// Columns of one `actions` row as [`insert_actions`] writes it.
-const ACTION_COLUMNS: usize = 11;
-/// Most planned actions one decision may insert (ticket, page, MIM, notes
-/// and resolutions stay far below; a bound for the generated statement).
-const PLANNED_ACTIONS_MAX: usize = 32;
-
-/// The decision's planned actions in one multi-row insert: `pending` (the
-/// outbox delivers them in `id`, i.e. decision, order) or `not_executed`.
-async fn insert_actions(
-    tx: &mut Tx,
-    run_id: &RunId,
-    planned: &[tg_engine::Planned],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if planned.is_empty() {
-        return Ok(());
-    }
-    if planned.len() > PLANNED_ACTIONS_MAX {
-        return Err(StoreError::Config(format!(
-            "a decision planned {} actions (at most {PLANNED_ACTIONS_MAX})",
-            planned.len()
-        )));
-    }
-    let sql = format!(
-        "INSERT INTO actions (run_id, kind, outcome, status, idempotency_key, planned_json, \
-         review_state, created_at, updated_at, target, next_attempt_at) VALUES {}",
-        values_list(planned.len(), ACTION_COLUMNS)
-    );
-    let mut q = sqlx::query(&sql);
-    for p in planned {
-        let status = match p.outcome {
-            Outcome::Execute => ActionStatus::Pending,
-            _ => ActionStatus::NotExecuted,
-        };
-        q = q
-            .bind(run_id.as_str())
-            .bind(p.action.kind.as_str())
-            .bind(outcome_str(p.outcome))
-            .bind(action_status_str(status))
-            .bind(p.action.idempotency_key.clone())
-            .bind(json(&p.action)?)
-            .bind((p.outcome == Outcome::Review).then_some("open"))
-            .bind(to_ms(now))
-            .bind(to_ms(now))
-            .bind(crate::outbox::target_of(p.action.kind))
-            .bind((status == ActionStatus::Pending).then(|| to_ms(now)));
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
 }
 
 impl Store {
@@ -1163,7 +902,7 @@ impl Store {
     }
 }
 
-fn dedup_from_row(
+pub(crate) fn dedup_from_row(
     fingerprint: &tg_model::Fingerprint,
     r: &sqlx::any::AnyRow,
 ) -> Result<DedupEntry, StoreError> {
@@ -1184,23 +923,6 @@ fn dedup_from_row(
     })
 }
 
-/// The stored buckets among `keys` (absent keys skipped), in one statement.
-async fn load_buckets(
-    tx: &mut crate::db::Tx,
-    keys: [Option<&str>; 3],
-) -> Result<Vec<(String, BucketState)>, StoreError> {
-    let [a, b, c] = keys;
-    let rows =
-        sqlx::query("SELECT key, tokens_milli, updated_at FROM buckets WHERE key IN ($1, $2, $3)")
-            // An absent key binds the empty string, which no bucket has.
-            .bind(a.unwrap_or_default())
-            .bind(b.unwrap_or_default())
-            .bind(c.unwrap_or_default())
-            .fetch_all(&mut **tx)
-            .await?;
-    rows.iter().map(keyed_bucket).collect()
-}
-
 /// A `buckets` row selected as `key, tokens_milli, updated_at`.
 pub(crate) fn keyed_bucket(r: &sqlx::any::AnyRow) -> Result<(String, BucketState), StoreError> {
     Ok((
@@ -1212,90 +934,7 @@ pub(crate) fn keyed_bucket(r: &sqlx::any::AnyRow) -> Result<(String, BucketState
     ))
 }
 
-pub(crate) async fn apply_effect(
-    tx: &mut crate::db::Tx,
-    effect: &Effect,
-) -> Result<(), StoreError> {
-    match effect {
-        Effect::OpenDedup(d) => {
-            sqlx::query(
-                "INSERT INTO dedup (fingerprint, first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (fingerprint) DO UPDATE SET first_run_id = excluded.first_run_id, \
-                 opened_at = excluded.opened_at, expires_at = excluded.expires_at, \
-                 impact = excluded.impact, resolved = excluded.resolved, paged_at = excluded.paged_at, \
-                 ticket_run = excluded.ticket_run, origins = excluded.origins",
-            )
-            .bind(d.fingerprint.as_str())
-            .bind(d.first_run_id.as_str())
-            .bind(to_ms(d.opened_at))
-            .bind(to_ms(d.expires_at))
-            .bind(impact_str(d.impact))
-            .bind(i64::from(d.resolved))
-            .bind(d.paged_at.map(to_ms))
-            .bind(d.ticket_run.as_ref().map(|r| r.as_str().to_owned()))
-            .bind(json(&d.origins)?)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Effect::CloseDedup(fp) => {
-            sqlx::query("UPDATE dedup SET resolved = 1 WHERE fingerprint = $1")
-                .bind(fp.as_str())
-                .execute(&mut **tx)
-                .await?;
-        }
-        Effect::PutBucket { key, state } => {
-            sqlx::query(
-                "INSERT INTO buckets (key, tokens_milli, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key) DO UPDATE SET tokens_milli = excluded.tokens_milli, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(key)
-            .bind(state.tokens_milli)
-            .bind(to_ms(state.updated_at))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Effect::RecordSignal { key, signal } => {
-            sqlx::query(
-                "INSERT INTO signals (key, sender, origin, seen_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (key, sender) DO UPDATE SET \
-                 origin = CASE WHEN signals.seen_at > excluded.seen_at THEN signals.origin ELSE excluded.origin END, \
-                 seen_at = CASE WHEN signals.seen_at > excluded.seen_at THEN signals.seen_at ELSE excluded.seen_at END",
-            )
-            .bind(key)
-            .bind(&signal.sender)
-            .bind(&signal.origin)
-            .bind(to_ms(signal.seen_at))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Effect::OpenMim {
-            service,
-            run_id,
-            expires_at,
-        } => {
-            sqlx::query(
-                "INSERT INTO mim (service, run_id, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (service) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at",
-            )
-            .bind(service)
-            .bind(run_id.as_str())
-            .bind(to_ms(*expires_at))
-            .execute(&mut **tx)
-            .await?;
-        }
-        // Storm-table effects are applied by `crate::storm::apply`.
-        Effect::RecordSighting { .. }
-        | Effect::PutBreaker { .. }
-        | Effect::BreakerTransition { .. }
-        | Effect::HoldPage(_)
-        | Effect::PutGroup(_) => {}
-    }
-    Ok(())
-}
-
-fn impact_str(level: tg_model::ImpactLevel) -> &'static str {
+pub(crate) fn impact_str(level: tg_model::ImpactLevel) -> &'static str {
     use tg_model::ImpactLevel as L;
     match level {
         L::Unknown => "unknown",
@@ -1307,7 +946,7 @@ fn impact_str(level: tg_model::ImpactLevel) -> &'static str {
     }
 }
 
-fn action_status_str(s: ActionStatus) -> &'static str {
+pub(crate) fn action_status_str(s: ActionStatus) -> &'static str {
     match s {
         ActionStatus::NotExecuted => "not_executed",
         ActionStatus::Pending => "pending",

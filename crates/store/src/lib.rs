@@ -22,6 +22,7 @@ mod review;
 mod storm;
 pub mod testing;
 mod tx;
+mod wave;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ pub use autonomy::{AutonomyCap, CAP_REASON_CHARS_MAX, CAPS_MAX, HOLD_SCAN_MAX};
 pub use console::{
     CHART_BUCKET_MS, CHART_BUCKETS_MAX, ConsoleCounts, FEED_ROWS_MAX, FeedRun, MinuteCounts,
 };
-pub use db::{Backend, DecideItem, LIST_ROWS_MAX, Store, StoreOptions};
+pub use db::{Backend, LIST_ROWS_MAX, Store, StoreOptions};
 pub use evidence::{KindEvidence, ServiceEvidence};
 pub use external::{EXTERNAL_CANDIDATES_MAX, ExternalIncident, ExternalRecorded};
 pub use group::{GROUP_QUEUE_MAX, GROUP_RUNS_MAX};
@@ -45,6 +46,7 @@ pub use review::{
     DraftEdits, EXPIRE_BATCH_MAX, REVIEW_REASON_CHARS_MAX, ReviewError, Reviewed, Verdict,
 };
 pub use storm::{HELD_RUNS_MAX, HeldRow, TRANSITIONS_LIST_MAX, TransitionRow};
+pub use wave::{PLANNED_ACTIONS_MAX, ROWS_PER_STATEMENT_MAX, WAVE_RUNS_MAX, Wave};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -184,21 +186,6 @@ pub struct ReviewItem {
 pub struct ReplayKey {
     pub key: String,
     pub until: i64,
-}
-
-/// The keys whose storm state a decision reads.
-#[derive(Debug, Clone)]
-pub struct PrefetchKeys {
-    pub fingerprint: tg_model::Fingerprint,
-    pub service: String,
-    /// Key of the service's independent signals (`tg_engine::signal_key`).
-    pub signal_key: String,
-    /// The team whose paging bucket to load (known once the classification is).
-    pub team: Option<String>,
-    /// The event's group (`tg_engine::group_key`), when grouping is on.
-    pub group_key: Option<String>,
-    /// The service's owning team in the catalog (for a team's autonomy cap).
-    pub owner_team: Option<String>,
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

@@ -7,7 +7,7 @@ use sqlx::Row;
 use tg_engine::StormSettings;
 use tg_model::{ActionOp, Condition, ReviewStep, StepKind, StepRecord};
 
-use crate::db::{action_from_row, apply_effect};
+use crate::db::action_from_row;
 use crate::{Store, StoreError, StoredAction, to_ms};
 
 /// Longest reviewer reason kept.
@@ -111,6 +111,9 @@ impl Store {
     ) -> Result<Reviewed, ReviewError> {
         let reason = reason.map(|r| r.chars().take(REVIEW_REASON_CHARS_MAX).collect::<String>());
         let mut tx = self.begin_write().await?;
+        // Breaker transitions an approval caused (none today: approvals
+        // spend budgets and open windows, they do not move the breaker).
+        let mut transitions = Vec::new();
         let row = sqlx::query("SELECT * FROM actions WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -183,17 +186,16 @@ impl Store {
                 let group = decision
                     .and_then(|d| serde_json::from_str::<tg_model::Decision>(&d).ok())
                     .and_then(|d| d.group);
-                let keys = crate::PrefetchKeys {
-                    fingerprint: planned.fingerprint.clone(),
-                    service: planned.service.clone(),
-                    signal_key: tg_engine::signal_key_for(&planned.service, planned.environment),
-                    team: Some(planned.team.clone()),
-                    group_key: group.clone(),
-                    owner_team: catalog.owner_team(&planned.service).map(str::to_owned),
-                };
-                let state =
-                    crate::db::load_step_state(&mut tx, &keys, planned.environment.as_str())
-                        .await?;
+                let reads = tg_engine::Reads::of(
+                    &planned.service,
+                    planned.environment,
+                    &planned.fingerprint,
+                    Some(&planned.team),
+                    group.clone(),
+                    catalog,
+                );
+                let mut mem = crate::wave::load(&mut tx, &[&reads]).await?;
+                let state = mem.load(&reads);
                 let approved = tg_engine::approve(
                     catalog,
                     settings,
@@ -215,11 +217,8 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    for effect in &approved.effects {
-                        if !crate::storm::apply(&mut tx, effect).await? {
-                            apply_effect(&mut tx, effect).await?;
-                        }
-                    }
+                    transitions =
+                        crate::wave::persist(&mut tx, &mut mem, &approved.effects).await?;
                     sqlx::query(
                         "UPDATE actions SET review_state = 'approved', outcome = 'execute', \
                          status = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $2 WHERE id = $3",
@@ -268,6 +267,7 @@ impl Store {
             .await?;
         let action = action_from_row(&after)?;
         tx.commit().await?;
+        crate::wave::transitions_committed(&transitions);
         if verdict_text == "refused" {
             return Err(ReviewError::Refused { conditions });
         }

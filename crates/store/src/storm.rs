@@ -2,56 +2,34 @@
 //! sightings, breaker transitions, held-back pages and summary bookkeeping;
 //! groups (migration 0007).
 //!
-//! The decide transaction reads them in [`prefetch`] and writes them through
-//! [`apply`]; everything else here is a read for `GET /v1/storm` or the
-//! held-back summary task.
+//! The decide transaction (`crate::wave`) reads and writes them through the
+//! engine's `MemState`; everything else here is a read for `GET /v1/storm`
+//! or the held-back summary task.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
-use tg_engine::{Effect, StepState};
-use tg_model::{BreakerStep, StepKind, StepRecord};
-use tg_storm::{BreakerState, BucketState, GroupEntry, Sighting};
+use tg_engine::Effect;
+use tg_storm::{BreakerState, BucketState, Sighting};
 
-use crate::db::{corrupt, json};
+use crate::db::corrupt;
 use crate::{Store, StoreError, from_ms, to_ms};
 
 /// Run IDs kept per held-back line (the summary lists at most this many).
 pub const HELD_RUNS_MAX: i64 = 100;
-/// A group not touched for this long is forgotten (bounded table); a
-/// resolution arriving later resolves nothing remotely.
-pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
 /// Transitions returned by one read at most.
 pub const TRANSITIONS_LIST_MAX: i64 = 1_000;
 
 use crate::db::Tx;
 
-/// Loads the storm state of one decision: the environment's breaker and
-/// sightings (its umbrella MIM and the service's bucket come with the
-/// decision's other windows and buckets, `db::decide_in`).
-pub(crate) async fn prefetch(
+/// The environment's most recent sightings (at most `SIGHTINGS_MAX`).
+pub(crate) async fn load_sightings(
     tx: &mut Tx,
     environment: &str,
-    state: &mut StepState,
-) -> Result<(), StoreError> {
-    if let Some(s) = sqlx::query_scalar::<_, String>(
-        "SELECT state_json FROM storm_breaker WHERE environment = $1",
-    )
-    .bind(environment)
-    .fetch_optional(&mut **tx)
-    .await?
-    {
-        state.breaker = Some(serde_json::from_str(&s).map_err(corrupt("storm breaker"))?);
-    }
-    state.sightings = load_sightings(tx, environment).await?;
-    Ok(())
-}
-
-/// The environment's most recent sightings (at most `SIGHTINGS_MAX`).
-async fn load_sightings(tx: &mut Tx, environment: &str) -> Result<Vec<Sighting>, StoreError> {
+) -> Result<Vec<Sighting>, StoreError> {
     let rows = sqlx::query(
         "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
-         ORDER BY seen_at DESC LIMIT $2",
+         ORDER BY seen_at DESC, service LIMIT $2",
     )
     .bind(environment)
     .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
@@ -67,187 +45,72 @@ async fn load_sightings(tx: &mut Tx, environment: &str) -> Result<Vec<Sighting>,
         .collect()
 }
 
-/// The stored group of `key`, if any.
-pub(crate) async fn load_group(tx: &mut Tx, key: &str) -> Result<Option<GroupEntry>, StoreError> {
-    let row: Option<String> =
-        sqlx::query_scalar("SELECT state_json FROM storm_groups WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    row.map(|s| serde_json::from_str(&s).map_err(corrupt("storm group")))
-        .transpose()
+/// Counts a held-back page on its summary line (team, service, environment,
+/// reason), keeping at most [`HELD_RUNS_MAX`] of its run IDs.
+pub(crate) async fn hold_page(tx: &mut Tx, h: &tg_engine::HeldPage) -> Result<(), StoreError> {
+    // `run_ids` is a JSON array of at most HELD_RUNS_MAX run ids.
+    let sql = match crate::db::backend_of(tx) {
+        crate::Backend::Sqlite => {
+            "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, json_array($8)) \
+             ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
+             lim = excluded.lim, count = storm_held.count + 1, \
+             last_at = CASE WHEN storm_held.last_at > excluded.last_at THEN storm_held.last_at ELSE excluded.last_at END, \
+             run_ids = CASE WHEN json_array_length(storm_held.run_ids) < $9 \
+               THEN json_insert(storm_held.run_ids, '$[#]', $10) ELSE storm_held.run_ids END"
+        }
+        crate::Backend::Postgres => {
+            "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, jsonb_build_array($8::text)::text) \
+             ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
+             lim = excluded.lim, count = storm_held.count + 1, \
+             last_at = CASE WHEN storm_held.last_at > excluded.last_at THEN storm_held.last_at ELSE excluded.last_at END, \
+             run_ids = CASE WHEN jsonb_array_length(storm_held.run_ids::jsonb) < $9 \
+               THEN (storm_held.run_ids::jsonb || jsonb_build_array($10::text))::text ELSE storm_held.run_ids END"
+        }
+    };
+    sqlx::query(sql)
+        .bind(&h.team)
+        .bind(&h.service)
+        .bind(&h.environment)
+        .bind(h.reason.as_str())
+        .bind(&h.limit)
+        .bind(to_ms(h.at))
+        .bind(to_ms(h.at))
+        .bind(h.run_id.as_str())
+        .bind(HELD_RUNS_MAX)
+        .bind(h.run_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
-/// Applies a storm effect; returns false for effects this module does not own.
-pub(crate) async fn apply(tx: &mut Tx, effect: &Effect) -> Result<bool, StoreError> {
-    match effect {
-        Effect::RecordSighting {
-            environment,
-            sighting,
-            prune_before,
-        } => {
-            sqlx::query(
-                "INSERT INTO storm_sightings (environment, service, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (environment, service) DO UPDATE SET seen_at = CASE WHEN storm_sightings.seen_at > excluded.seen_at \
-                 THEN storm_sightings.seen_at ELSE excluded.seen_at END",
-            )
-            .bind(environment)
-            .bind(&sighting.service)
-            .bind(to_ms(sighting.seen_at))
-            .execute(&mut **tx)
-            .await?;
-            // Bounded table: sightings outside the breaker window no longer count.
-            sqlx::query("DELETE FROM storm_sightings WHERE environment = $1 AND seen_at < $2")
-                .bind(environment)
-                .bind(to_ms(*prune_before))
-                .execute(&mut **tx)
-                .await?;
-        }
-        Effect::PutGroup(g) => {
-            sqlx::query(
-                "INSERT INTO storm_groups (key, state_json, expires_at, resolved) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (key) DO UPDATE SET state_json = excluded.state_json, \
-                 expires_at = excluded.expires_at, resolved = excluded.resolved",
-            )
-            .bind(&g.key)
-            .bind(json(g)?)
-            .bind(to_ms(g.expires_at))
-            .bind(i64::from(g.resolved))
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("DELETE FROM storm_groups WHERE expires_at < $1")
-                .bind(to_ms(g.expires_at - GROUP_RETENTION))
-                .execute(&mut **tx)
-                .await?;
-        }
-        Effect::PutBreaker { environment, state } => {
-            sqlx::query(
-                "INSERT INTO storm_breaker (environment, open, state_json, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (environment) DO UPDATE SET open = excluded.open, \
-                 state_json = excluded.state_json, updated_at = excluded.updated_at",
-            )
-            .bind(environment)
-            .bind(i64::from(state.open))
-            .bind(json(state)?)
-            .bind(to_ms(state.observed_at.max(state.since)))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Effect::BreakerTransition {
-            environment,
-            run_id,
-            transition: t,
-        } => {
-            sqlx::query(
-                "INSERT INTO storm_transitions (environment, to_state, at, services, threshold, storm_id, run_id, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(environment)
-            .bind(t.to.as_str())
-            .bind(to_ms(t.at))
-            .bind(i64::from(t.services))
-            .bind(i64::from(t.threshold))
-            .bind(&t.storm_id)
-            .bind(run_id.as_str())
-            .bind(&t.reason)
-            .execute(&mut **tx)
-            .await?;
-            // Every transition is also a record on the audit chain, sealed in the
-            // same transaction as the decision (or tick) that caused it.
-            crate::audit::append_step(
-                tx,
-                StepRecord {
-                    breaker: Some(BreakerStep {
-                        environment: environment.clone(),
-                        to: t.to.as_str().to_owned(),
-                        services: t.services,
-                        threshold: t.threshold,
-                        storm_id: t.storm_id.clone(),
-                        reason: t.reason.clone(),
-                    }),
-                    ..StepRecord::new(
-                        StepKind::BreakerTransition,
-                        format!("breaker:{environment}:{}:{}", t.storm_id, t.to.as_str()),
-                        t.at,
-                        run_id.to_string(),
-                    )
-                },
-                None,
-            )
-            .await?;
-        }
-        Effect::HoldPage(h) => {
-            // `run_ids` is a JSON array of at most HELD_RUNS_MAX run ids.
-            let sql = match crate::db::backend_of(tx) {
-                crate::Backend::Sqlite => {
-                    "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, json_array($8)) \
-                     ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
-                     lim = excluded.lim, count = storm_held.count + 1, \
-                     last_at = CASE WHEN storm_held.last_at > excluded.last_at THEN storm_held.last_at ELSE excluded.last_at END, \
-                     run_ids = CASE WHEN json_array_length(storm_held.run_ids) < $9 \
-                       THEN json_insert(storm_held.run_ids, '$[#]', $10) ELSE storm_held.run_ids END"
-                }
-                crate::Backend::Postgres => {
-                    "INSERT INTO storm_held (team, service, environment, reason, lim, count, first_at, last_at, run_ids) \
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, jsonb_build_array($8::text)::text) \
-                     ON CONFLICT (team, service, environment, reason) DO UPDATE SET \
-                     lim = excluded.lim, count = storm_held.count + 1, \
-                     last_at = CASE WHEN storm_held.last_at > excluded.last_at THEN storm_held.last_at ELSE excluded.last_at END, \
-                     run_ids = CASE WHEN jsonb_array_length(storm_held.run_ids::jsonb) < $9 \
-                       THEN (storm_held.run_ids::jsonb || jsonb_build_array($10::text))::text ELSE storm_held.run_ids END"
-                }
-            };
-            sqlx::query(sql)
-                .bind(&h.team)
-                .bind(&h.service)
-                .bind(&h.environment)
-                .bind(h.reason.as_str())
-                .bind(&h.limit)
-                .bind(to_ms(h.at))
-                .bind(to_ms(h.at))
-                .bind(h.run_id.as_str())
-                .bind(HELD_RUNS_MAX)
-                .bind(h.run_id.as_str())
-                .execute(&mut **tx)
-                .await?;
-        }
-        _ => return Ok(false),
-    }
-    Ok(true)
-}
-
-/// After the decide transaction committed: every breaker transition becomes a
-/// metric and a structured log line (the table row committed with the decision).
-pub(crate) fn committed(effects: &[Effect]) {
-    for e in effects {
-        if let Effect::BreakerTransition {
-            environment,
-            run_id,
-            transition: t,
-        } = e
-        {
-            let env = tg_model::Environment::from_label(environment).as_str();
-            metrics::counter!("triage_gate_storm_breaker_transitions_total", "to" => t.to.as_str(), "environment" => env)
-                .increment(1);
-            let open = if t.to == tg_storm::BreakerPosition::Open {
-                1.0
-            } else {
-                0.0
-            };
-            metrics::gauge!("triage_gate_storm_breaker_open", "environment" => env).set(open);
-            tracing::warn!(
-                environment = %environment,
-                to = t.to.as_str(),
-                services = t.services,
-                threshold = t.threshold,
-                storm_id = %t.storm_id,
-                run_id = %run_id,
-                reason = %t.reason,
-                "storm breaker transition"
-            );
-        }
-    }
+/// After the transaction that recorded it committed: a breaker transition
+/// becomes a metric and a structured log line.
+pub(crate) fn transition_committed(
+    environment: &str,
+    run_id: &tg_model::RunId,
+    t: &tg_storm::Transition,
+) {
+    let env = tg_model::Environment::from_label(environment).as_str();
+    metrics::counter!("triage_gate_storm_breaker_transitions_total", "to" => t.to.as_str(), "environment" => env)
+        .increment(1);
+    let open = if t.to == tg_storm::BreakerPosition::Open {
+        1.0
+    } else {
+        0.0
+    };
+    metrics::gauge!("triage_gate_storm_breaker_open", "environment" => env).set(open);
+    tracing::warn!(
+        environment = %environment,
+        to = t.to.as_str(),
+        services = t.services,
+        threshold = t.threshold,
+        storm_id = %t.storm_id,
+        run_id = %run_id,
+        reason = %t.reason,
+        "storm breaker transition"
+    );
 }
 
 /// One recorded breaker transition.
@@ -293,6 +156,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         let mut all = Vec::new();
+        let mut transitions = Vec::new();
         for r in rows {
             let environment: String = r.try_get("environment")?;
             let json_state: String = r.try_get("state_json")?;
@@ -300,13 +164,13 @@ impl Store {
                 serde_json::from_str(&json_state).map_err(corrupt("storm breaker"))?;
             let sightings = load_sightings(&mut tx, &environment).await?;
             let effects = check(&environment, &stored, &sightings);
-            for e in &effects {
-                apply(&mut tx, e).await?;
-            }
+            let mut state = tg_engine::MemState::default();
+            state.breakers.insert(environment.clone(), stored);
+            transitions.extend(crate::wave::persist(&mut tx, &mut state, &effects).await?);
             all.extend(effects);
         }
         tx.commit().await?;
-        committed(&all);
+        crate::wave::transitions_committed(&transitions);
         Ok(all)
     }
 
@@ -331,7 +195,7 @@ impl Store {
     pub async fn storm_sightings(&self, environment: &str) -> Result<Vec<Sighting>, StoreError> {
         let rows = sqlx::query(
             "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
-             ORDER BY seen_at DESC LIMIT $2",
+             ORDER BY seen_at DESC, service LIMIT $2",
         )
         .bind(environment)
         .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))

@@ -20,7 +20,7 @@ use tg_model::{
     ActionDecision, ActionKind, ActionOp, AlertStatus, AutonomyLevel, Decision, Environment,
     Fingerprint, Impact, ImpactLevel, NormalizedEvent, Outcome, PlannedAction, RunId, Source,
 };
-use triage_gate_store::{NewRun, PrefetchKeys, RunStatus, Store};
+use triage_gate_store::{NewRun, RunStatus, Store};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap()
@@ -102,14 +102,14 @@ async fn run(store: &Store, id: &str, summary: &str, at: DateTime<Utc>, did: Did
         .await
         .unwrap()
         .unwrap();
-    let keys = PrefetchKeys {
-        owner_team: None,
-        fingerprint: Fingerprint(format!("fp-{id}")),
-        service: "checkout".into(),
-        signal_key: "checkout@production".into(),
-        team: Some("payments".into()),
-        group_key: None,
-    };
+    let keys = tg_engine::Reads::of(
+        "checkout",
+        tg_model::Environment::Production,
+        &Fingerprint(format!("fp-{id}")),
+        Some("payments"),
+        None,
+        &tg_policy::Catalog::default(),
+    );
     let (actions, planned) = match did {
         Did::Ticket => (
             vec![action(ActionKind::Ticket, Outcome::Execute)],

@@ -19,9 +19,7 @@ use tg_model::{
     ActionKind, ActionResult, ActionStatus, AlertStatus, AutonomyLevel, Decision, Environment,
     Fingerprint, Impact, ImpactLevel, NormalizedEvent, Outcome, PlannedAction, RunId, Source,
 };
-use triage_gate_store::{
-    AttemptOutcome, Claimed, DeliveryEnd, NewRun, OutboxTarget, PrefetchKeys, Store,
-};
+use triage_gate_store::{AttemptOutcome, Claimed, DeliveryEnd, NewRun, OutboxTarget, Store};
 
 const OWNER: &str = "outbox-test";
 const LEASE_MS: u64 = 600_000;
@@ -101,14 +99,14 @@ async fn decided_ticket(store: &Store, run: &str, now: DateTime<Utc>) {
         .unwrap()
         .unwrap();
     assert_eq!(claimed.run_id, run_id);
-    let keys = PrefetchKeys {
-        owner_team: None,
-        fingerprint: Fingerprint(format!("fp-{run}")),
-        service: "checkout".into(),
-        signal_key: "checkout@production".into(),
-        team: Some("payments".into()),
-        group_key: None,
-    };
+    let keys = tg_engine::Reads::of(
+        "checkout",
+        tg_model::Environment::Production,
+        &Fingerprint(format!("fp-{run}")),
+        Some("payments"),
+        None,
+        &tg_policy::Catalog::default(),
+    );
     store
         .decide(&run_id, &keys, &json!({"test": true}), now, |_| {
             StepOutput {
@@ -399,14 +397,14 @@ async fn an_update_waits_for_the_create_it_acts_on() {
     let mut update = ticket("b");
     update.op = tg_model::ActionOp::Update;
     update.parent_key = Some("tg:a:ticket".into());
-    let keys = PrefetchKeys {
-        owner_team: None,
-        fingerprint: Fingerprint("fp-a".into()),
-        service: "checkout".into(),
-        signal_key: "checkout@production".into(),
-        team: Some("payments".into()),
-        group_key: None,
-    };
+    let keys = tg_engine::Reads::of(
+        "checkout",
+        tg_model::Environment::Production,
+        &Fingerprint("fp-a".into()),
+        Some("payments"),
+        None,
+        &tg_policy::Catalog::default(),
+    );
     store
         .decide(&run_id, &keys, &json!({"test": true}), t0(), |_| {
             StepOutput {

@@ -19,7 +19,7 @@ use tg_model::{
     Fingerprint, Impact, ImpactLevel, NormalizedEvent, RunId, Sha256Hex, Source,
 };
 use tg_storm::DedupEntry;
-use triage_gate_store::{NewRun, PrefetchKeys, RunStatus, Store, StoreError};
+use triage_gate_store::{NewRun, RunStatus, Store, StoreError};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap()
@@ -59,15 +59,15 @@ fn new_run(id: &str, fp: &str) -> NewRun {
     }
 }
 
-fn keys(fp: &str) -> PrefetchKeys {
-    PrefetchKeys {
-        owner_team: None,
-        fingerprint: Fingerprint(fp.into()),
-        service: "checkout".into(),
-        signal_key: "checkout@production".into(),
-        group_key: None,
-        team: Some("payments".into()),
-    }
+fn keys(fp: &str) -> tg_engine::Reads {
+    tg_engine::Reads::of(
+        "checkout",
+        tg_model::Environment::Production,
+        &Fingerprint(fp.into()),
+        Some("payments"),
+        None,
+        &tg_policy::Catalog::default(),
+    )
 }
 
 fn decision() -> Decision {
