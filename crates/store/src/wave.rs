@@ -220,25 +220,22 @@ impl Wave {
                 .iter()
                 .any(|a| a.outcome == Outcome::Review);
         let sealed = match seal {
+            // INVARIANT: only a run with no action for the outbox is sealed
+            // here: its record's action results are final.
             Some(seal) if !pending => {
-                // INVARIANT: only a run with no action for the outbox is sealed
-                // here: its record's action results are final.
                 let mut record = seal(out);
-                let seq = self.chain.0;
-                record.seal(
-                    u64::try_from(seq).unwrap_or(0),
-                    std::mem::replace(&mut self.chain.1, Sha256Hex::zero()),
-                );
-                self.chain = (seq + 1, record.hash.clone());
-                self.rows.push(ChainRow {
+                let (seq, prev) = self.next_link();
+                record.seal(u64::try_from(seq).unwrap_or(0), prev);
+                let meta = RowMeta::of_run(&record);
+                self.push_row(
                     seq,
-                    id: record.run_id.to_string(),
-                    hash: record.hash.clone(),
-                    json: json(&record)?,
-                    kind: "run",
-                    meta: RowMeta::of_run(&record),
-                });
-                Some(record)
+                    record.run_id.to_string(),
+                    &record.hash,
+                    json(&record)?,
+                    "run",
+                    meta,
+                );
+                Some((seq, record))
             }
             _ => None,
         };
@@ -254,27 +251,54 @@ impl Wave {
             review_state: review.then_some("open"),
             sealed: sealed
                 .as_ref()
-                .map(|r| (self.chain.0 - 1, r.hash.as_str().to_owned())),
+                .map(|(seq, r)| (*seq, r.hash.as_str().to_owned())),
         });
-        Ok(sealed)
+        Ok(sealed.map(|(_, r)| r))
     }
 
     fn seal_step(&mut self, mut record: StepRecord) -> Result<(), StoreError> {
-        let seq = self.chain.0;
-        record.seal(
-            u64::try_from(seq).unwrap_or(0),
-            std::mem::replace(&mut self.chain.1, Sha256Hex::zero()),
+        let (seq, prev) = self.next_link();
+        record.seal(u64::try_from(seq).unwrap_or(0), prev);
+        let meta = RowMeta::of_step(&record, None);
+        self.push_row(
+            seq,
+            record.record_id.clone(),
+            &record.hash,
+            json(&record)?,
+            "step",
+            meta,
         );
-        self.chain = (seq + 1, record.hash.clone());
+        Ok(())
+    }
+
+    /// The next chain position and the hash it links to.
+    fn next_link(&mut self) -> (i64, Sha256Hex) {
+        (
+            self.chain.0,
+            std::mem::replace(&mut self.chain.1, Sha256Hex::zero()),
+        )
+    }
+
+    /// A record sealed at `seq` with `hash`: the chain's new head, and a row
+    /// to insert at commit.
+    fn push_row(
+        &mut self,
+        seq: i64,
+        id: String,
+        hash: &Sha256Hex,
+        json: String,
+        kind: &'static str,
+        meta: RowMeta,
+    ) {
+        self.chain = (seq + 1, hash.clone());
         self.rows.push(ChainRow {
             seq,
-            id: record.record_id.clone(),
-            hash: record.hash.clone(),
-            json: json(&record)?,
-            kind: "step",
-            meta: RowMeta::of_step(&record, None),
+            id,
+            hash: hash.clone(),
+            json,
+            kind,
+            meta,
         });
-        Ok(())
     }
 
     /// Writes what the wave changed and commits: the state's touched keys, the
