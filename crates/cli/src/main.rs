@@ -29,6 +29,7 @@ mod brain;
 mod check;
 mod demo;
 mod policy_test;
+mod replay;
 mod simulate;
 
 use std::net::SocketAddr;
@@ -181,9 +182,15 @@ enum PolicyCommand {
     Test { file: PathBuf },
     /// The decisions a configuration change moves on a scenario's events
     /// (the scenario run twice on a simulated clock: as shipped, and with
-    /// CHANGE merged into its configuration).
+    /// CHANGE merged into its configuration), or with `--events gate.yaml`
+    /// on the decisions the gate of gate.yaml really made (its store
+    /// replayed under both configurations, no model asked).
     Diff {
-        scenario: PathBuf,
+        #[arg(required_unless_present = "events", conflicts_with = "events")]
+        scenario: Option<PathBuf>,
+        /// A gate's configuration: replay the decided runs of its store.
+        #[arg(long, value_name = "CONFIG")]
+        events: Option<PathBuf>,
         /// YAML merged into the scenario's configuration, e.g.
         /// `catalog: { defaults: { thresholds: { page: 0.9 } } }`.
         #[arg(long = "with")]
@@ -468,11 +475,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command:
                 PolicyCommand::Diff {
                     scenario,
+                    events,
                     with,
                     seed,
                     scale,
                 },
-        } => simulate::diff(&scenario, &with, seed, scale).await,
+        } => match (scenario, events) {
+            (_, Some(config)) => replay::diff_events(&config, &with).await,
+            (Some(scenario), None) => simulate::diff(&scenario, &with, seed, scale).await,
+            (None, None) => Err(anyhow::anyhow!(
+                "policy diff needs SCENARIO or --events CONFIG"
+            )),
+        },
         Command::Report {
             command:
                 ReportCommand::Autonomy {
