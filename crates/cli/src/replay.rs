@@ -6,8 +6,8 @@
 //! `gate.yaml` and once with CHANGE merged into it, each over its own
 //! in-memory storm state (starting empty). Lists every decision that moves
 //! and the conditions that moved it; reports events per second. Reads the
-//! store only (nothing is written; a SQLite store is opened as the server
-//! opens it).
+//! store only: nothing is written but the pending schema migrations that
+//! opening a store runs, as the server's start would.
 
 use std::collections::BTreeMap;
 use std::path::Path;
