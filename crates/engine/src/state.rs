@@ -155,12 +155,6 @@ pub struct Touched {
 /// resolution arriving later resolves nothing remotely.
 pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-impl Touched {
-    pub fn is_empty(&self) -> bool {
-        *self == Touched::default()
-    }
-}
-
 impl MemState {
     /// The state one step reads: the keys `reads` names.
     pub fn load(&self, reads: &Reads) -> StepState {

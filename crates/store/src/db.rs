@@ -539,13 +539,10 @@ impl Store {
         &self,
         fingerprint: &tg_model::Fingerprint,
     ) -> Result<Option<DedupEntry>, StoreError> {
-        let row = sqlx::query(
-            "SELECT first_run_id, opened_at, expires_at, impact, resolved, paged_at, ticket_run, origins FROM dedup WHERE fingerprint = $1",
-        )
-        .bind(fingerprint.as_str())
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(|r| dedup_from_row(fingerprint, &r)).transpose()
+        Ok(self
+            .dedup_entries(&[fingerprint])
+            .await?
+            .remove(fingerprint))
     }
 
     /// [`Store::dedup_entry`] of several fingerprints in one read (at most
