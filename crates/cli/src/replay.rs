@@ -15,8 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use tg_engine::{MemState, WaveRun};
+use tg_model::ClassificationRecord;
 use tg_model::{Decision, Outcome};
-use tg_server::worker::ClassificationRecord;
 
 /// Moved decisions listed one per line at most (the tally counts them all).
 pub const MOVED_LISTED_MAX: usize = 1_000;

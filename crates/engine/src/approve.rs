@@ -26,7 +26,8 @@ use tg_policy::catalog::Catalog;
 use tg_policy::ids;
 use tg_storm::GroupPage;
 
-use crate::{Effect, StepState, StormSettings, rules, umbrella_service, work_note_plan};
+use crate::group::work_note_plan;
+use crate::{Effect, StepState, StormSettings, budgets, group, storm, umbrella_service, window};
 
 /// The draft a human approved, with what only the store knows about it.
 #[derive(Debug, Clone, Copy)]
@@ -108,11 +109,11 @@ pub fn approve(
         .dedup
         .clone()
         .filter(|d| d.fingerprint == p.fingerprint);
-    let mut group = rules::open_group(state.group.as_ref(), approval.group, now).cloned();
+    let mut group = group::open_group(state.group.as_ref(), approval.group, now).cloned();
     match p.kind {
         ActionKind::Ticket => {
             let other = |r: &&RunId| **r != p.run_id;
-            let open = rules::open_ticket(settings, state, now);
+            let open = window::open_ticket(settings, state, now);
             // The group's ticket, when another run carries it.
             let carried = group
                 .as_mut()
@@ -121,13 +122,13 @@ pub fn approve(
             if p.op == ActionOp::Create
                 && let Some(first) = open.as_ref().filter(other)
             {
-                conditions.push(rules::ticket_open_condition(first));
+                conditions.push(window::ticket_open_condition(first));
             } else if matches!(p.op, ActionOp::Create | ActionOp::Update)
                 && let Some((g, carrier)) = carried
             {
                 // One ticket per group: an approved ticket becomes a work
                 // note on the group's (a drafted note already is one).
-                let (fits, c) = rules::group_note_condition(
+                let (fits, c) = group::group_note_condition(
                     &g.key,
                     &carrier,
                     g.notes,
@@ -153,15 +154,15 @@ pub fn approve(
             }
         }
         ActionKind::Page => {
-            if let Some(at) = rules::open_page(state.dedup.as_ref(), now, window) {
-                conditions.push(rules::page_open_condition(at, window));
+            if let Some(at) = window::open_page(state.dedup.as_ref(), now, window) {
+                conditions.push(window::page_open_condition(at, window));
             }
-            if let Some(at) = rules::flapped_page(state.dedup.as_ref(), now, window) {
-                conditions.push(rules::page_flap_condition(at, window));
+            if let Some(at) = window::flapped_page(state.dedup.as_ref(), now, window) {
+                conditions.push(window::page_flap_condition(at, window));
             }
-            if let Some(page) = rules::group_page(state.group.as_ref(), approval.group, now, window)
+            if let Some(page) = group::group_page(state.group.as_ref(), approval.group, now, window)
             {
-                conditions.push(rules::page_group_condition(
+                conditions.push(group::page_group_condition(
                     page,
                     approval.group.unwrap_or_default(),
                     window,
@@ -177,7 +178,7 @@ pub fn approve(
                 ),
                 threshold: "closed".into(),
             });
-            let budgets = rules::page_budgets(settings, state, &p.service, &p.team, now);
+            let budgets = budgets::page_budgets(settings, state, &p.service, &p.team, now);
             for b in &budgets {
                 conditions.push(Condition {
                     id: format!("{}:{}", ids::REVIEW_RATE, b.key),
@@ -187,7 +188,7 @@ pub fn approve(
                     threshold: ">= 1 token".into(),
                 });
             }
-            if let Some(taken) = rules::take_page_tokens(&budgets, now) {
+            if let Some(taken) = budgets::take_page_tokens(&budgets, now) {
                 effects.extend(
                     taken
                         .into_iter()
@@ -207,14 +208,14 @@ pub fn approve(
             }
         }
         ActionKind::Mim => {
-            if let Some(run) = rules::open_mim(state.open_mim.as_ref(), now) {
-                conditions.push(rules::mim_open_condition(&p.service, run));
+            if let Some(run) = storm::open_mim(state.open_mim.as_ref(), now) {
+                conditions.push(storm::mim_open_condition(&p.service, run));
             }
             if breaker.is_some()
-                && let Some(run) = rules::open_mim(state.umbrella_mim.as_ref(), now)
+                && let Some(run) = storm::open_mim(state.umbrella_mim.as_ref(), now)
             {
                 let umbrella = umbrella_service(p.environment);
-                let mut c = rules::mim_open_condition(&umbrella, run);
+                let mut c = storm::mim_open_condition(&umbrella, run);
                 c.id = ids::STORM_UMBRELLA.into();
                 c.description =
                     "in storm mode the environment's umbrella major incident carries every service"

@@ -1,230 +1,393 @@
-//! The storm-control rules a decision and an approval both apply, each written
-//! once: [`crate::step`] applies them to the model's request, [`crate::approve`]
-//! to a human's approval of a draft. Pure, like the rest of the crate.
+//! The storm rules: after the gates and the autonomy cap have judged an
+//! action, these decide whether storm control lets it through, in this
+//! order, each named. A rule adds the condition that explains it (value and
+//! threshold) and may lower the outcome (execute -> review or suppressed),
+//! hold a page back, or turn a ticket into a work note; none ever raises an
+//! outcome. The table is the one place their order is written.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use tg_model::{Condition, RunId};
+use tg_model::{ActionKind, ActionOp, Condition, Outcome, RunId};
 use tg_policy::ids;
-use tg_storm::{BucketConfig, BucketState, DedupEntry, GroupEntry, GroupPage};
+use tg_storm::{BreakerState, DedupEntry, GroupEntry, GroupPage, Observation, Signal};
 
-use crate::{GLOBAL_BUCKET, StepState, StormSettings, service_bucket_key, team_bucket_key};
+use crate::budgets::Tightest;
+use crate::{HoldReason, StormSettings, group, window};
 
-/// The run whose ticket is still open for the fingerprint of `state.dedup`:
-/// inside the window, and not resolved remotely (with `actions.resolve.ticket`
-/// a group whose last alert resolved had its ticket resolved at the target).
-pub(crate) fn open_ticket(
-    settings: &StormSettings,
-    state: &StepState,
-    now: DateTime<Utc>,
-) -> Option<RunId> {
-    let ticket_resolved = |d: &DedupEntry| {
-        settings.resolve.ticket
-            && d.resolved
-            && state
-                .group
-                .as_ref()
-                .is_some_and(|g| g.resolved && g.ticket_run == d.ticket_run)
+/// What every rule may read: the step's facts, fixed before the first action.
+pub(crate) struct Ctx<'a> {
+    pub settings: &'a StormSettings,
+    pub dedup_window: chrono::Duration,
+    pub tightest: &'a Tightest,
+    /// The fingerprint was paged before it resolved, at this time.
+    pub flap_hold: Option<DateTime<Utc>>,
+    /// The fingerprint's page, sent at this time, is still open.
+    pub page_open: Option<DateTime<Utc>>,
+    /// The page that covers the open group.
+    pub group_page: Option<&'a GroupPage>,
+    /// The run whose ticket the open group has.
+    pub group_ticket: Option<&'a RunId>,
+    /// The run whose ticket is open for the fingerprint.
+    pub open_ticket: Option<&'a RunId>,
+    /// The breaker as a condition (passed while closed).
+    pub storm_condition: Condition,
+    /// The breaker after this event, before any action changed it.
+    pub storm: &'a BreakerState,
+    pub obs: &'a Observation,
+    /// The environment's umbrella service (`storm:<environment>`).
+    pub umbrella: &'a str,
+    /// The run that carries the storm's umbrella ticket, before this step.
+    pub umbrella_before: Option<RunId>,
+    /// The independent signals, sender to origin.
+    pub signals: &'a BTreeMap<String, String>,
+}
+
+/// What the step is building and a rule may change.
+pub(crate) struct Draft {
+    pub window: DedupEntry,
+    pub group: Option<GroupEntry>,
+    pub breaker: BreakerState,
+}
+
+/// One action's decision in the making.
+#[derive(Debug, Clone)]
+pub(crate) struct Working {
+    pub action: ActionKind,
+    /// Decided for the storm's umbrella incident rather than the event's service.
+    pub for_umbrella: bool,
+    /// The model asked for it, or its "no" went to review: a draft is made.
+    pub wanted: bool,
+    /// The gates' reason.
+    pub gate_reason: String,
+    pub outcome: Outcome,
+    pub op: ActionOp,
+    pub conditions: Vec<Condition>,
+    /// Set when a storm rule overrides the gates' outcome: the reason given.
+    pub reason: Option<String>,
+    /// A page held back, and the limit that held it.
+    pub held: Option<(HoldReason, String)>,
+}
+
+/// One named storm rule.
+pub(crate) struct StormRule {
+    pub name: &'static str,
+    /// The action it judges; `None`: every action.
+    pub action: Option<ActionKind>,
+    pub apply: fn(&Ctx<'_>, &mut Draft, &mut Working),
+}
+
+/// The storm rules, in the order they apply.
+pub(crate) const STORM_RULES: [StormRule; 10] = [
+    StormRule {
+        name: "page.rate",
+        action: Some(ActionKind::Page),
+        apply: page_rate,
+    },
+    StormRule {
+        name: "page.flap",
+        action: Some(ActionKind::Page),
+        apply: page_flap,
+    },
+    StormRule {
+        name: "page.open",
+        action: Some(ActionKind::Page),
+        apply: page_open,
+    },
+    StormRule {
+        name: "page.group",
+        action: Some(ActionKind::Page),
+        apply: page_group,
+    },
+    StormRule {
+        name: "storm.breaker",
+        action: Some(ActionKind::Page),
+        apply: page_breaker,
+    },
+    StormRule {
+        name: "mim.signals",
+        action: Some(ActionKind::Mim),
+        apply: mim_signals,
+    },
+    StormRule {
+        name: "storm.umbrella",
+        action: None,
+        apply: storm_umbrella,
+    },
+    StormRule {
+        name: "ticket.umbrella",
+        action: Some(ActionKind::Ticket),
+        apply: ticket_umbrella,
+    },
+    StormRule {
+        name: "ticket.open",
+        action: Some(ActionKind::Ticket),
+        apply: ticket_open,
+    },
+    StormRule {
+        name: "ticket.group",
+        action: Some(ActionKind::Ticket),
+        apply: ticket_group,
+    },
+];
+
+/// The storm rules' names, in the order they apply (docs/policy.md lists them).
+pub fn storm_rule_names() -> impl Iterator<Item = &'static str> {
+    STORM_RULES.iter().map(|r| r.name)
+}
+
+/// Applies every rule that judges `w.action`, in order.
+pub(crate) fn apply(ctx: &Ctx<'_>, draft: &mut Draft, w: &mut Working) {
+    for rule in &STORM_RULES {
+        if rule.action.is_none_or(|a| a == w.action) {
+            (rule.apply)(ctx, draft, w);
+        }
+    }
+}
+
+/// Names the bucket behind the page budget, so a refusal says which limit
+/// held; a page the budget sent to review is held back.
+fn page_rate(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    let Tightest { key, cfg, .. } = ctx.tightest;
+    for c in w.conditions.iter_mut().filter(|c| c.id == ids::PAGE_RATE) {
+        c.actual = format!("{} ({key})", c.actual);
+        c.threshold = format!(
+            "{} ({key}: burst {}, {}/h)",
+            c.threshold, cfg.burst, cfg.per_hour
+        );
+        if !c.passed && w.outcome == Outcome::Review {
+            w.held = Some((HoldReason::Rate, key.clone()));
+            w.reason = Some(format!(
+                "{}; limit {key} (burst {}, {}/h) is spent",
+                w.gate_reason, cfg.burst, cfg.per_hour
+            ));
+        }
+    }
+}
+
+/// A re-fire after a resolution does not page again inside the last page's window.
+fn page_flap(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    let Some(paged_at) = ctx.flap_hold else {
+        return;
     };
-    state
-        .dedup
-        .as_ref()
-        .filter(|d| now >= d.opened_at && now < d.expires_at && !ticket_resolved(d))
-        .and_then(|d| d.ticket_run.clone())
+    w.conditions
+        .push(window::page_flap_condition(paged_at, ctx.dedup_window));
+    if w.outcome == Outcome::Execute {
+        w.outcome = Outcome::Review;
+        w.reason = Some(format!(
+            "the alert flapped: it was paged within {}s before it resolved",
+            ctx.dedup_window.num_seconds()
+        ));
+    }
 }
 
-/// When the page still open for the fingerprint was sent: the window suppresses
-/// and a page was executed within it.
-pub(crate) fn open_page(
-    dedup: Option<&DedupEntry>,
-    now: DateTime<Utc>,
-    window: chrono::Duration,
-) -> Option<DateTime<Utc>> {
-    dedup
-        .filter(|d| d.suppresses(now) && d.paged_within(now, window))
-        .and_then(|d| d.paged_at)
-}
-
-/// When the fingerprint was paged before its alert resolved, if that is within
-/// `window` (flap damping: a re-fire does not page again).
-pub(crate) fn flapped_page(
-    dedup: Option<&DedupEntry>,
-    now: DateTime<Utc>,
-    window: chrono::Duration,
-) -> Option<DateTime<Utc>> {
-    dedup
-        .filter(|d| d.resolved && d.paged_within(now, window))
-        .and_then(|d| d.paged_at)
-}
-
-/// The page that covers the open group `key`, if one was sent within `window`.
-pub(crate) fn group_page<'a>(
-    group: Option<&'a GroupEntry>,
-    key: Option<&str>,
-    now: DateTime<Utc>,
-    window: chrono::Duration,
-) -> Option<&'a GroupPage> {
-    open_group(group, key, now)
-        .and_then(|g| g.page.as_ref())
-        .filter(|p| now >= p.at && now - p.at < window)
-}
-
-/// The stored group, when it is `key` and still open at `now`.
-pub(crate) fn open_group<'a>(
-    group: Option<&'a GroupEntry>,
-    key: Option<&str>,
-    now: DateTime<Utc>,
-) -> Option<&'a GroupEntry> {
-    group.filter(|g| g.is_open(now) && key.is_some_and(|k| k == g.key))
-}
-
-/// The open major incident of `mim` at `now`: the run that opened it.
-pub(crate) fn open_mim(mim: Option<&(RunId, DateTime<Utc>)>, now: DateTime<Utc>) -> Option<&RunId> {
-    mim.filter(|(_, until)| *until > now).map(|(run, _)| run)
-}
-
-pub(crate) fn page_flap_condition(paged_at: DateTime<Utc>, window: chrono::Duration) -> Condition {
-    Condition {
-        id: ids::PAGE_FLAP.into(),
-        description: "no page for this fingerprint within the suppression window".into(),
-        passed: false,
-        actual: format!(
-            "paged at {} before the alert resolved",
+/// A confirmation or an escalation inside an open window does not page again.
+fn page_open(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    let Some(paged_at) = ctx.page_open else {
+        return;
+    };
+    w.conditions
+        .push(window::page_open_condition(paged_at, ctx.dedup_window));
+    if w.outcome == Outcome::Execute {
+        w.outcome = Outcome::Suppressed;
+        w.held = None;
+        w.reason = Some(format!(
+            "the page sent at {} is still open for this fingerprint",
             paged_at.to_rfc3339()
-        ),
-        threshold: format!("none within {}s", window.num_seconds()),
+        ));
     }
 }
 
-pub(crate) fn page_open_condition(paged_at: DateTime<Utc>, window: chrono::Duration) -> Condition {
-    Condition {
-        id: ids::PAGE_OPEN.into(),
-        description: "no page for this fingerprint is open in the suppression window".into(),
-        passed: false,
-        actual: format!("paged at {}", paged_at.to_rfc3339()),
-        threshold: format!("none within {}s", window.num_seconds()),
-    }
-}
-
-pub(crate) fn page_group_condition(
-    page: &GroupPage,
-    key: &str,
-    window: chrono::Duration,
-) -> Condition {
-    Condition {
-        id: ids::PAGE_GROUP.into(),
-        description: "no page for this alert's group is open in the suppression window".into(),
-        passed: false,
-        actual: format!(
-            "run {} paged {key} at {}",
-            page.run_id,
-            page.at.to_rfc3339()
-        ),
-        threshold: format!("none within {}s", window.num_seconds()),
-    }
-}
-
-pub(crate) fn ticket_open_condition(first: &RunId) -> Condition {
-    Condition {
-        id: ids::TICKET_OPEN.into(),
-        description: "no ticket is open for this fingerprint".into(),
-        passed: false,
-        actual: format!("ticket of run {first} is open"),
-        threshold: "none open".into(),
-    }
-}
-
-/// One ticket per group: whether a related alert may add a work note to the
-/// group's ticket (carried by run `carrier`), and the condition that says so.
-/// `notes` counts the notes already added, this one excluded.
-pub(crate) fn group_note_condition(
-    key: &str,
-    carrier: &RunId,
-    notes: u32,
-    max: u32,
-) -> (bool, Condition) {
-    let fits = notes < max;
-    let condition = if fits {
-        Condition {
-            id: ids::TICKET_GROUP.into(),
-            description: "one ticket per group: a related alert adds a work note".into(),
-            passed: true,
-            actual: format!("ticket of run {carrier} is open for {key}"),
-            threshold: format!("work note {} of at most {max}", notes.saturating_add(1)),
-        }
-    } else {
-        Condition {
-            id: ids::TICKET_GROUP.into(),
-            description: "one ticket per group: a related alert adds a work note".into(),
-            passed: false,
-            actual: format!("{notes} work notes on the ticket of run {carrier}"),
-            threshold: format!("at most {max} per group (storm.group.notes_max)"),
-        }
+/// One page per group: a related alert's evidence goes to the group's ticket.
+fn page_group(ctx: &Ctx<'_>, draft: &mut Draft, w: &mut Working) {
+    let (None, Some(p)) = (ctx.page_open, ctx.group_page) else {
+        return;
     };
-    (fits, condition)
-}
-
-pub(crate) fn mim_open_condition(service: &str, run: &RunId) -> Condition {
-    Condition {
-        id: ids::MIM_NOT_OPEN.into(),
-        description: "no major incident is already open for this service".into(),
-        passed: false,
-        actual: format!("the major incident of run {run} is open for {service}"),
-        threshold: "none open".into(),
+    let key = draft
+        .group
+        .as_ref()
+        .map(|g| g.key.as_str())
+        .unwrap_or_default();
+    w.conditions
+        .push(group::page_group_condition(p, key, ctx.dedup_window));
+    if w.outcome == Outcome::Execute {
+        w.outcome = Outcome::Suppressed;
+        w.held = None;
+        w.reason = Some(format!(
+            "the page of run {} covers group {key}; this alert's evidence goes to the group's ticket",
+            p.run_id
+        ));
     }
 }
 
-/// One paging budget a page draws from.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Budget {
-    pub key: String,
-    pub cfg: BucketConfig,
-    /// The stored state, or full when the bucket was never used.
-    pub state: BucketState,
+/// INVARIANT: while the breaker is open no individual page is sent or drafted.
+fn page_breaker(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    w.conditions.push(ctx.storm_condition.clone());
+    if ctx.storm.open && w.wanted && matches!(w.outcome, Outcome::Execute | Outcome::Review) {
+        w.outcome = Outcome::Suppressed;
+        let storm = ctx.storm.storm_id.clone().unwrap_or_default();
+        w.held = Some((HoldReason::Breaker, storm.clone()));
+        w.reason = Some(format!(
+            "storm mode ({storm}): individual pages are held; the umbrella incident carries the storm"
+        ));
+    }
 }
 
-/// The three budgets a page for `service` routed to `team` draws from, in
-/// order: the service's, the team's, the global one.
-pub(crate) fn page_budgets(
-    settings: &StormSettings,
-    state: &StepState,
-    service: &str,
-    team: &str,
-    now: DateTime<Utc>,
-) -> [Budget; 3] {
-    let service_cfg = settings.service_bucket_for(service);
-    let full = |cfg| BucketState::full(cfg, now);
-    [
-        Budget {
-            key: service_bucket_key(service),
-            cfg: service_cfg,
-            state: state.service_bucket.unwrap_or_else(|| full(service_cfg)),
-        },
-        Budget {
-            key: team_bucket_key(team),
-            cfg: settings.team_bucket,
-            state: state
-                .team_bucket
-                .unwrap_or_else(|| full(settings.team_bucket)),
-        },
-        Budget {
-            key: GLOBAL_BUCKET.to_owned(),
-            cfg: settings.global_bucket,
-            state: state
-                .global_bucket
-                .unwrap_or_else(|| full(settings.global_bucket)),
-        },
-    ]
+/// Names the confirming senders (and the origins they claimed) next to the
+/// count, so a reader sees which signals agreed, and says when the gate
+/// could not vouch for their independence.
+fn mim_signals(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    let (listed, unverified): (Vec<String>, bool) = if w.for_umbrella {
+        (
+            ctx.storm.origins.iter().cloned().collect(),
+            ctx.storm.origins.iter().any(|s| !Signal::verified(s)),
+        )
+    } else {
+        (
+            ctx.signals
+                .iter()
+                .map(|(sender, origin)| format!("{sender} ({origin})"))
+                .collect(),
+            ctx.signals.keys().any(|s| !Signal::verified(s)),
+        )
+    };
+    for c in w.conditions.iter_mut().filter(|c| c.id == ids::MIM_SIGNALS) {
+        c.actual = format!("{} ({})", c.actual, listed.join(", "));
+        if unverified {
+            c.actual.push_str(
+                "; senders not verified (identity.inbound.mode none): independence is not vouched for",
+            );
+        }
+    }
 }
 
-/// Takes one token from each budget: all three, or none (`None` when any is spent).
-/// INVARIANT: an executed page spends one token of its service's, its team's
-/// and the global budget.
-pub(crate) fn take_page_tokens(
-    budgets: &[Budget; 3],
-    now: DateTime<Utc>,
-) -> Option<Vec<(String, BucketState)>> {
-    budgets
-        .iter()
-        .map(|b| b.state.take(b.cfg, now).map(|s| (b.key.clone(), s)))
-        .collect()
+/// Says that the action was decided for the environment's umbrella incident.
+fn storm_umbrella(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    if !w.for_umbrella {
+        return;
+    }
+    w.conditions.push(Condition {
+        id: ids::STORM_UMBRELLA.into(),
+        description: "in storm mode this action is decided for the environment's umbrella incident"
+            .into(),
+        passed: true,
+        actual: format!(
+            "{} ({}: {} services alerting)",
+            ctx.umbrella,
+            ctx.storm.storm_id.as_deref().unwrap_or_default(),
+            ctx.obs.services
+        ),
+        threshold: format!("breaker open above {} services", ctx.obs.open_threshold),
+    });
+}
+
+/// In storm mode the umbrella ticket carries every service: no ticket of its own.
+fn ticket_umbrella(ctx: &Ctx<'_>, draft: &mut Draft, w: &mut Working) {
+    let Some(carrier) = &ctx.umbrella_before else {
+        return;
+    };
+    if w.for_umbrella || !ctx.storm.open || w.outcome != Outcome::Execute {
+        return;
+    }
+    let mut c = ctx.storm_condition.clone();
+    c.actual = format!(
+        "{}; the umbrella ticket of run {carrier} carries it",
+        c.actual
+    );
+    w.conditions.push(c);
+    w.outcome = Outcome::Suppressed;
+    draft.window.ticket_run = Some(carrier.clone());
+    w.reason = Some(format!(
+        "storm mode: the umbrella ticket of run {carrier} carries this service"
+    ));
+}
+
+/// One open ticket per fingerprint.
+fn ticket_open(ctx: &Ctx<'_>, _: &mut Draft, w: &mut Working) {
+    let Some(first) = ctx.open_ticket else {
+        return;
+    };
+    if w.for_umbrella || w.outcome != Outcome::Execute {
+        return;
+    }
+    w.conditions.push(window::ticket_open_condition(first));
+    w.outcome = Outcome::Suppressed;
+    w.reason = Some(format!(
+        "the ticket of run {first} is still open for this fingerprint"
+    ));
+}
+
+/// One ticket per group: a related alert adds a work note to the group's
+/// ticket, up to `storm.group.notes_max`.
+fn ticket_group(ctx: &Ctx<'_>, draft: &mut Draft, w: &mut Working) {
+    if w.for_umbrella
+        || ctx.open_ticket.is_some()
+        || !matches!(w.outcome, Outcome::Execute | Outcome::Review)
+    {
+        return;
+    }
+    let (Some(carrier), Some(g)) = (ctx.group_ticket, draft.group.as_mut()) else {
+        return;
+    };
+    let max = ctx.settings.group.notes_max;
+    draft.window.ticket_run = Some(carrier.clone());
+    let (fits, condition) = group::group_note_condition(&g.key, carrier, g.notes, max);
+    w.conditions.push(condition);
+    if fits {
+        if w.outcome == Outcome::Execute {
+            g.notes = g.notes.saturating_add(1);
+        }
+        w.op = ActionOp::Update;
+        w.reason = Some(format!(
+            "grouped: this alert's evidence goes to the ticket of run {carrier} as a work note ({})",
+            g.key
+        ));
+    } else {
+        w.outcome = Outcome::Suppressed;
+        w.reason = Some(format!(
+            "the ticket of run {carrier} already has {max} work notes for {}",
+            g.key
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{STORM_RULES, storm_rule_names};
+
+    #[test]
+    fn docs_policy_lists_the_storm_rules_in_their_order() {
+        let doc = include_str!("../../../docs/policy.md");
+        let table: Vec<&str> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("## Storm rules"))
+            .skip_while(|l| !l.starts_with("|---:"))
+            .skip(1)
+            .map_while(|l| l.strip_prefix("| ").and_then(|l| l.split(" | ").nth(1)))
+            .filter_map(|cell| cell.strip_prefix('`').and_then(|c| c.strip_suffix('`')))
+            .collect();
+        assert_eq!(table, storm_rule_names().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_storm_rules_are_named_once_in_their_order() {
+        let names: Vec<&str> = STORM_RULES.iter().map(|r| r.name).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "a rule name is used twice: {names:?}"
+        );
+        // The breaker comes after every other page rule: a page it holds is
+        // held whatever the rules before it decided.
+        assert_eq!(
+            names.iter().position(|n| *n == "storm.breaker"),
+            names
+                .iter()
+                .rposition(|n| n.starts_with("page."))
+                .map(|i| i + 1)
+        );
+    }
 }

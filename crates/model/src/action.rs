@@ -158,3 +158,25 @@ pub struct ActionResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+impl ActionResult {
+    /// The result of an action that was not executed (a draft, a skip, shadow mode).
+    pub fn not_executed(action: ActionKind) -> Self {
+        ActionResult {
+            action,
+            status: ActionStatus::NotExecuted,
+            target: None,
+            external_ids: BTreeMap::new(),
+            attempts: 0,
+            error: None,
+        }
+    }
+
+    /// One not-executed result per action kind, in [`ActionKind::ALL`]'s order.
+    pub fn none_executed() -> Vec<Self> {
+        ActionKind::ALL
+            .into_iter()
+            .map(Self::not_executed)
+            .collect()
+    }
+}

@@ -5,9 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::action::ActionResult;
-use crate::classification::{Classification, ClassifierInfo, Rejection};
+use crate::classification::{Classification, ClassificationRecord, ClassifierInfo, Rejection};
 use crate::decision::Decision;
-use crate::event::{AlertStatus, Environment, Source};
+use crate::event::{AlertStatus, Environment, NormalizedEvent, Source};
 use crate::hash::{Sha256Hex, canonical_json, sha256_hex};
 use crate::ids::{CorrelationId, Fingerprint, RunId};
 
@@ -109,7 +109,66 @@ fn chain_hash<T: Serialize + std::fmt::Debug>(record: &T) -> Sha256Hex {
     sha256_hex(&canonical_json(&value))
 }
 
+/// The run an audit record is about: what was accepted, and by whom.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRef<'a> {
+    pub run_id: &'a RunId,
+    pub correlation_id: &'a CorrelationId,
+    pub event: &'a NormalizedEvent,
+    pub submitted_by: Option<&'a str>,
+}
+
 impl AuditRecord {
+    /// A run's one audit record, unsealed (`seq` 0, zero hashes): what was
+    /// accepted, what the classifier answered, what the gates decided and
+    /// what the actions did. Pure: the same inputs give the same record, so
+    /// the worker, the outbox and a replay build it alike.
+    pub fn unsealed(
+        run: RunRef<'_>,
+        record: &ClassificationRecord,
+        decision: Decision,
+        actions: Vec<ActionResult>,
+        timestamps: RunTimestamps,
+    ) -> AuditRecord {
+        let event = run.event;
+        AuditRecord {
+            schema_version: AUDIT_SCHEMA_VERSION,
+            seq: 0,
+            run_id: run.run_id.clone(),
+            correlation_id: run.correlation_id.clone(),
+            event: EventMeta {
+                source: event.source,
+                origin: event.origin.clone(),
+                status: event.status,
+                environment: event.environment,
+                service: event.service.clone(),
+                alert_name: event.alert_name.clone(),
+                fingerprint: event.fingerprint.clone(),
+                occurred_at: event.occurred_at,
+                submitted_by: run.submitted_by.map(str::to_owned),
+                correlation_ids: event.correlation_ids.clone(),
+            },
+            classifier: record.info.clone(),
+            model_output: record.raw_output.clone(),
+            model_output_sha256: record.output_sha256.clone(),
+            classification: record.classification.clone(),
+            rejection: record.rejection.clone(),
+            // A skipped run (duplicate, resolved) asked no model: nothing to record.
+            model_latency_ms: record.skipped.is_none().then_some(record.latency_ms),
+            prompt_sha256: record.prompt_sha256.clone(),
+            model_usage: record
+                .usage
+                .clone()
+                .and_then(|u| serde_json::from_value::<ModelUsage>(u).ok()),
+            policy_version: decision.policy_version.clone(),
+            decision,
+            actions,
+            timestamps,
+            prev_hash: Sha256Hex::zero(),
+            hash: Sha256Hex::zero(),
+        }
+    }
+
     /// The hash this record should carry: over everything but `hash` itself.
     pub fn compute_hash(&self) -> Sha256Hex {
         chain_hash(self)
@@ -468,5 +527,133 @@ impl Chained for StepRecord {
 impl Chained for ChainRecord {
     fn chain_seq(&self) -> u64 {
         self.seq()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::event::{Impact, ImpactLevel};
+    use crate::{ActionKind, AutonomyLevel};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn event() -> NormalizedEvent {
+        NormalizedEvent {
+            source: Source::Alertmanager,
+            origin: "prometheus".into(),
+            status: AlertStatus::Firing,
+            environment: Environment::Production,
+            service: "checkout".into(),
+            component: None,
+            alert_name: "ErrorRate".into(),
+            summary: "checkout errors".into(),
+            error_signature: "errors".into(),
+            fingerprint: Fingerprint("fp-1".into()),
+            correlation_ids: BTreeMap::from([("trace".to_owned(), "t-1".to_owned())]),
+            impact: Impact {
+                level: ImpactLevel::High,
+                evidence: Vec::new(),
+            },
+            log_pointers: Vec::new(),
+            labels: BTreeMap::new(),
+            occurred_at: at(0),
+            received_at: at(1),
+            sender: None,
+        }
+    }
+
+    fn record(skipped: Option<&str>) -> ClassificationRecord {
+        ClassificationRecord {
+            info: ClassifierInfo {
+                classifier: "rules".into(),
+                model: None,
+            },
+            skipped: skipped.map(str::to_owned),
+            raw_output: Some("{}".into()),
+            output_sha256: None,
+            classification: None,
+            rejection: None,
+            latency_ms: 7,
+            prompt_sha256: None,
+            usage: Some(serde_json::json!({"input_tokens": 10, "output_tokens": 3})),
+        }
+    }
+
+    fn decision() -> Decision {
+        Decision {
+            policy_version: "v-1".into(),
+            autonomy: AutonomyLevel::Shadow,
+            actions: Vec::new(),
+            duplicate_of: None,
+            resolves: None,
+            group: None,
+            errors: Vec::new(),
+        }
+    }
+
+    fn build(record: &ClassificationRecord) -> AuditRecord {
+        let (run_id, correlation_id, event) = (
+            RunId("run-1".into()),
+            CorrelationId("corr-1".into()),
+            event(),
+        );
+        let run = RunRef {
+            run_id: &run_id,
+            correlation_id: &correlation_id,
+            event: &event,
+            submitted_by: Some("jwt:alertmanager"),
+        };
+        let times = RunTimestamps {
+            received_at: at(1),
+            classified_at: at(2),
+            decided_at: at(3),
+            completed_at: at(4),
+        };
+        AuditRecord::unsealed(
+            run,
+            record,
+            decision(),
+            ActionResult::none_executed(),
+            times,
+        )
+    }
+
+    #[test]
+    fn an_unsealed_record_carries_the_run_the_answer_and_the_decision() {
+        let r = build(&record(None));
+        assert_eq!(r.seq, 0);
+        assert_eq!(r.hash, Sha256Hex::zero());
+        assert_eq!(r.run_id.0, "run-1");
+        assert_eq!(r.event.submitted_by.as_deref(), Some("jwt:alertmanager"));
+        assert_eq!(
+            r.event.correlation_ids.get("trace").map(String::as_str),
+            Some("t-1")
+        );
+        assert_eq!(r.policy_version, "v-1");
+        assert_eq!(r.model_latency_ms, Some(7));
+        assert_eq!(r.model_usage.map(|u| u.input_tokens), Some(10));
+        let kinds: Vec<ActionKind> = r.actions.iter().map(|a| a.action).collect();
+        assert_eq!(kinds, ActionKind::ALL.to_vec());
+        assert!(
+            r.actions
+                .iter()
+                .all(|a| a.status == crate::ActionStatus::NotExecuted)
+        );
+        // Pure: the same inputs, the same record (and so the same hash once sealed).
+        assert_eq!(build(&record(None)).compute_hash(), r.compute_hash());
+    }
+
+    #[test]
+    fn a_run_that_asked_no_model_records_no_model_latency() {
+        assert_eq!(build(&record(Some("duplicate"))).model_latency_ms, None);
     }
 }

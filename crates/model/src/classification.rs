@@ -170,3 +170,27 @@ pub struct Rejection {
     /// Human-readable detail (bounded; never contains secrets).
     pub detail: String,
 }
+
+/// What the classifier stage produced for one run, as stored on the run and
+/// copied into its audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationRecord {
+    pub info: ClassifierInfo,
+    /// Why no model was asked (a duplicate, a resolution), if none was.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    #[serde(default)]
+    pub raw_output: Option<String>,
+    #[serde(default)]
+    pub output_sha256: Option<crate::Sha256Hex>,
+    #[serde(default)]
+    pub classification: Option<Classification>,
+    #[serde(default)]
+    pub rejection: Option<Rejection>,
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub prompt_sha256: Option<crate::Sha256Hex>,
+    #[serde(default)]
+    pub usage: Option<serde_json::Value>,
+}

@@ -22,10 +22,12 @@ pub mod secret;
 pub use action::{ActionKind, ActionOp, ActionResult, ActionStatus, PlannedAction};
 pub use audit::{
     AttemptStep, AuditRecord, AutonomyStep, BreakerStep, ChainRecord, Chained, CheckpointStep,
-    ConfigStep, EventMeta, ExternalStep, ReplayStep, ReviewStep, RunTimestamps, StepKind,
+    ConfigStep, EventMeta, ExternalStep, ReplayStep, ReviewStep, RunRef, RunTimestamps, StepKind,
     StepRecord, checkpoint_message,
 };
-pub use classification::{Classification, ClassifierInfo, Rejection, Severity};
+pub use classification::{
+    Classification, ClassificationRecord, ClassifierInfo, Rejection, Severity,
+};
 pub use decision::{ActionDecision, Condition, Decision, Outcome};
 pub use event::{
     AlertStatus, Environment, Impact, ImpactLevel, LogPointer, NormalizedEvent, Source,

@@ -5,14 +5,13 @@
 //! Every stage is restartable: a crash anywhere leaves the run `pending`
 //! (re-claimed), or `decided` (its actions stay in the outbox, then audited once).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
 use tg_engine::Precheck;
 use tg_model::{
-    ActionKind, ActionResult, ActionStatus, AuditRecord, ChainRecord, Classification,
-    ClassifierInfo, EventMeta, Rejection, RunTimestamps, Sha256Hex, sha256_hex,
+    ActionKind, ActionResult, AuditRecord, ChainRecord, ClassificationRecord, RunTimestamps,
+    sha256_hex,
 };
 use tg_store::StoredRun;
 use tokio_util::sync::CancellationToken;
@@ -144,28 +143,6 @@ pub async fn sweeper(state: AppState, token: CancellationToken) {
             Err(e) => tracing::warn!(error = %e, "cannot look for decided runs; will retry"),
         }
     }
-}
-
-/// What the classifier stage produced, as stored on the run and in the audit record.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ClassificationRecord {
-    pub info: ClassifierInfo,
-    #[serde(default)]
-    pub skipped: Option<String>,
-    #[serde(default)]
-    pub raw_output: Option<String>,
-    #[serde(default)]
-    pub output_sha256: Option<Sha256Hex>,
-    #[serde(default)]
-    pub classification: Option<Classification>,
-    #[serde(default)]
-    pub rejection: Option<Rejection>,
-    #[serde(default)]
-    pub latency_ms: u64,
-    #[serde(default)]
-    pub prompt_sha256: Option<Sha256Hex>,
-    #[serde(default)]
-    pub usage: Option<serde_json::Value>,
 }
 
 /// [`classify_run`] inside a span naming the run, so that what the classifier
@@ -393,14 +370,18 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
     let mut decided = Vec::with_capacity(outs.len());
     for (x, out) in decidable.into_iter().zip(outs) {
         let sealed = wave.apply(&x.run.run_id, &x.record_json, &out, |out| {
+            let at = RunTimestamps {
+                received_at: x.run.received_at,
+                classified_at: now,
+                decided_at: now,
+                completed_at: now,
+            };
             build_audit(
                 &x.run,
                 &x.record,
                 out.decision.clone(),
-                not_executed(),
-                now,
-                now,
-                now,
+                ActionResult::none_executed(),
+                at,
             )
         })?;
         decided.push((x, out, sealed));
@@ -483,30 +464,19 @@ pub(crate) async fn complete(state: &AppState, run_id: &tg_model::RunId) -> anyh
         .into_iter()
         .map(|kind| {
             let s = stored.iter().find(|a| a.kind == kind);
-            match s.and_then(|a| a.result.clone()) {
-                Some(r) => r,
-                None => ActionResult {
-                    action: kind,
-                    status: ActionStatus::NotExecuted,
-                    target: None,
-                    external_ids: BTreeMap::new(),
-                    attempts: 0,
-                    error: None,
-                },
-            }
+            s.and_then(|a| a.result.clone())
+                .unwrap_or_else(|| ActionResult::not_executed(kind))
         })
         .collect();
     let now = state.clock.now();
     let decided_at = run.decided_at.unwrap_or(now);
-    let audit = build_audit(
-        &run,
-        &record,
-        decision,
-        actions,
-        run.classified_at.unwrap_or(decided_at),
+    let at = RunTimestamps {
+        received_at: run.received_at,
+        classified_at: run.classified_at.unwrap_or(decided_at),
         decided_at,
-        now,
-    );
+        completed_at: now,
+    };
+    let audit = build_audit(&run, &record, decision, actions, at);
     let sealed = state.store.complete(audit, now).await?;
     audited(state, &sealed);
     Ok(())
@@ -523,72 +493,21 @@ fn audited(state: &AppState, sealed: &AuditRecord) {
     state.audited.notify_one();
 }
 
-/// Action results of a run whose actions were not executed (drafts, skips).
-fn not_executed() -> Vec<ActionResult> {
-    ActionKind::ALL
-        .into_iter()
-        .map(|kind| ActionResult {
-            action: kind,
-            status: ActionStatus::NotExecuted,
-            target: None,
-            external_ids: BTreeMap::new(),
-            attempts: 0,
-            error: None,
-        })
-        .collect()
-}
-
-/// The run's one audit record (unsealed).
+/// The run's one audit record (unsealed): [`AuditRecord::unsealed`].
 fn build_audit(
     run: &StoredRun,
     record: &ClassificationRecord,
     decision: tg_model::Decision,
     actions: Vec<ActionResult>,
-    classified_at: chrono::DateTime<chrono::Utc>,
-    decided_at: chrono::DateTime<chrono::Utc>,
-    now: chrono::DateTime<chrono::Utc>,
+    timestamps: RunTimestamps,
 ) -> AuditRecord {
-    AuditRecord {
-        schema_version: tg_model::audit::AUDIT_SCHEMA_VERSION,
-        seq: 0,
-        run_id: run.run_id.clone(),
-        correlation_id: run.correlation_id.clone(),
-        event: EventMeta {
-            source: run.event.source,
-            origin: run.event.origin.clone(),
-            status: run.event.status,
-            environment: run.event.environment,
-            service: run.event.service.clone(),
-            alert_name: run.event.alert_name.clone(),
-            fingerprint: run.event.fingerprint.clone(),
-            occurred_at: run.event.occurred_at,
-            submitted_by: run.submitted_by.clone(),
-            correlation_ids: run.event.correlation_ids.clone(),
-        },
-        classifier: record.info.clone(),
-        model_output: record.raw_output.clone(),
-        model_output_sha256: record.output_sha256.clone(),
-        classification: record.classification.clone(),
-        rejection: record.rejection.clone(),
-        // A skipped run (duplicate, resolved) asked no model: nothing to record.
-        model_latency_ms: record.skipped.is_none().then_some(record.latency_ms),
-        prompt_sha256: record.prompt_sha256.clone(),
-        model_usage: record
-            .usage
-            .clone()
-            .and_then(|u| serde_json::from_value::<tg_model::audit::ModelUsage>(u).ok()),
-        policy_version: decision.policy_version.clone(),
-        decision,
-        actions,
-        timestamps: RunTimestamps {
-            received_at: run.received_at,
-            classified_at,
-            decided_at,
-            completed_at: now,
-        },
-        prev_hash: Sha256Hex::zero(),
-        hash: Sha256Hex::zero(),
-    }
+    let at = tg_model::RunRef {
+        run_id: &run.run_id,
+        correlation_id: &run.correlation_id,
+        event: &run.event,
+        submitted_by: run.submitted_by.as_deref(),
+    };
+    AuditRecord::unsealed(at, record, decision, actions, timestamps)
 }
 
 /// Appends audit records to the JSON Lines file in chain order, from the store.

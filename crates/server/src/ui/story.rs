@@ -18,7 +18,7 @@ use super::layout::{self, Nav};
 use super::session::{User, take_flash};
 use super::{ID_CHARS_MAX, STORY_ATTEMPTS_MAX, STORY_RECORDS_MAX, UiError};
 use crate::AppState;
-use crate::worker::ClassificationRecord;
+use tg_model::ClassificationRecord;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct FindQuery {
