@@ -305,15 +305,10 @@ fn resolution_plan(
 ) -> PlannedAction {
     let e = input.event;
     let details = format!(
-        "Resolved by the source: {summary}\n\nservice: {service}\nenvironment: {env}\nalert: {alert}\n\
-         source: {source} ({origin})\ngroup: {group} (no alert firing)\nopened by run: {parent_run}\n\
-         resolved by run: {run}\ncorrelation: {corr}\n",
+        "Resolved by the source: {summary}\n\n{about}group: {group} (no alert firing)\n\
+         opened by run: {parent_run}\nresolved by run: {run}\ncorrelation: {corr}\n",
         summary = e.summary,
-        service = e.service,
-        env = e.environment.as_str(),
-        alert = e.alert_name,
-        source = e.source.as_str(),
-        origin = e.origin,
+        about = crate::plan::about(e),
         run = input.run_id,
         corr = input.correlation_id,
     );

@@ -1,7 +1,7 @@
 //! What a target adapter is handed: the action's text, bounded here, once.
 
 use tg_model::action::{DETAILS_BYTES_MAX, TITLE_BYTES_MAX};
-use tg_model::{ActionKind, ActionOp, Classification, PlannedAction};
+use tg_model::{ActionKind, ActionOp, Classification, NormalizedEvent, PlannedAction};
 
 use crate::{StepInput, idempotency_key};
 
@@ -26,15 +26,10 @@ pub(crate) fn plan(
         TITLE_BYTES_MAX,
     );
     let mut details = format!(
-        "{summary}\n\nservice: {service}\nenvironment: {env}\nalert: {alert}\nsource: {source} ({origin})\n\
-         classification: {class} (confidence {conf:.2})\nimpact: {impact:?} {evidence}\nfingerprint: {fp}\n\
-         run: {run}\ncorrelation: {corr}\n",
+        "{summary}\n\n{about}classification: {class} (confidence {conf:.2})\n\
+         impact: {impact:?} {evidence}\nfingerprint: {fp}\nrun: {run}\ncorrelation: {corr}\n",
         summary = e.summary,
-        service = e.service,
-        env = e.environment.as_str(),
-        alert = e.alert_name,
-        source = e.source.as_str(),
-        origin = e.origin,
+        about = about(e),
         class = c.classification,
         conf = c.confidence,
         impact = e.impact.level,
@@ -76,6 +71,19 @@ pub(crate) fn plan(
         details: truncate(&details, DETAILS_BYTES_MAX),
         links: e.log_pointers.clone(),
     }
+}
+
+/// The lines that say which alert an action is about: service, environment,
+/// alert and source.
+pub(crate) fn about(e: &NormalizedEvent) -> String {
+    format!(
+        "service: {}\nenvironment: {}\nalert: {}\nsource: {} ({})\n",
+        e.service,
+        e.environment.as_str(),
+        e.alert_name,
+        e.source.as_str(),
+        e.origin
+    )
 }
 
 /// Cuts `s` to at most `max` bytes on a char boundary.

@@ -2076,3 +2076,40 @@ fn an_approved_work_note_draft_is_added_to_the_groups_ticket() {
     assert_eq!(approved.action, note, "a drafted note is sent as drafted");
     assert!(approval_condition(&approved, "ticket.group").passed);
 }
+
+#[test]
+fn an_action_says_which_alert_it_is_about_and_a_resolution_which_run_opened_it() {
+    let f = fixture();
+    let outs = check(
+        &f,
+        &[
+            at(0, "run_a", "fp-a", AlertStatus::Firing),
+            at(1, "run_ra", "fp-a", AlertStatus::Resolved),
+        ],
+        &["page=execute", "page=execute/resolve"],
+    );
+    let opened = &outs[0]
+        .planned
+        .iter()
+        .find(|p| p.action.kind == ActionKind::Page)
+        .unwrap()
+        .action;
+    assert!(
+        opened.details.starts_with(
+            "checkout errors\n\nservice: checkout\nenvironment: production\nalert: ErrorRate\n\
+             source: generic (prometheus)\nclassification: high (confidence 0.90)\n"
+        ),
+        "{}",
+        opened.details
+    );
+    let resolved = &outs[1].planned[0].action;
+    assert!(
+        resolved.details.starts_with(
+            "Resolved by the source: checkout errors\n\nservice: checkout\nenvironment: production\n\
+             alert: ErrorRate\nsource: generic (prometheus)\ngroup: environment=production,service=checkout (no alert firing)\n\
+             opened by run: run_a\nresolved by run: run_ra\n"
+        ),
+        "{}",
+        resolved.details
+    );
+}
