@@ -458,113 +458,104 @@ fn an_empty_team_bucket_sends_the_page_to_review() {
     assert_eq!(drafted.outcome, Outcome::Review);
 }
 
+/// An `orders-db` alert from `origin`, `secs` after [`t0`], answered
+/// MIM-worthy for its owner, `dba`.
+fn db_at(secs: i64, run: &str, origin: &str, fp: &str) -> At {
+    At {
+        at: Duration::seconds(secs),
+        run: run.to_owned(),
+        event: event("orders-db", origin, fp, AlertStatus::Firing),
+        answer: Some(mim_worthy("dba")),
+    }
+}
+
 #[test]
 fn mim_needs_two_independent_origins() {
     let f = fixture();
-    let ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
-    let c = mim_worthy("dba");
-    let now = t0();
-
-    // One origin (the event's own, plus an earlier sighting from the same origin).
-    let state = StepState {
-        signals: vec![Signal {
-            sender: "unverified:cloudwatch".into(),
-            origin: "cloudwatch".into(),
-            seen_at: now - Duration::minutes(1),
-        }],
-        ..Default::default()
-    };
-    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
-    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
-    assert!(!condition(&out, ActionKind::Mim, "mim.signals").passed);
+    let outs = check(
+        &f,
+        &[
+            // One origin, twice: one signal.
+            db_at(0, "run_1", "cloudwatch", "fp-1"),
+            db_at(60, "run_2", "cloudwatch", "fp-2"),
+            // A second origin inside the signal window confirms it.
+            db_at(180, "run_3", "datadog", "fp-3"),
+        ],
+        &["mim=review", "mim=review", "mim=execute"],
+    );
+    assert!(!condition(&outs[1], ActionKind::Mim, "mim.signals").passed);
     assert!(
-        !out.effects
+        !outs[1]
+            .effects
             .iter()
             .any(|e| matches!(e, Effect::OpenMim { .. }))
     );
-
-    // A second origin inside the signal window confirms it.
-    let state = StepState {
-        signals: vec![Signal {
-            sender: "unverified:datadog".into(),
-            origin: "datadog".into(),
-            seen_at: now - Duration::minutes(3),
-        }],
-        ..Default::default()
-    };
-    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
-    assert_eq!(
-        out.decision.outcome(ActionKind::Mim),
-        Some(Outcome::Execute)
-    );
-    let signals = condition(&out, ActionKind::Mim, "mim.signals");
+    let signals = condition(&outs[2], ActionKind::Mim, "mim.signals");
     assert!(signals.passed);
     assert!(
         signals.actual.contains("cloudwatch") && signals.actual.contains("datadog"),
         "names both origins: {}",
         signals.actual
     );
-    assert!(out.effects.contains(&Effect::OpenMim {
+    let now = t0() + Duration::seconds(180);
+    assert!(outs[2].effects.contains(&Effect::OpenMim {
         service: "orders-db".into(),
-        run_id: RunId("run_test".into()),
+        run_id: RunId("run_3".into()),
         expires_at: now + f.settings.mim_window,
     }));
-    assert!(out.effects.contains(&Effect::RecordSignal {
+    assert!(outs[2].effects.contains(&Effect::RecordSignal {
         key: "orders-db@production".into(),
         signal: Signal {
-            sender: "unverified:cloudwatch".into(),
-            origin: "cloudwatch".into(),
+            sender: "unverified:datadog".into(),
+            origin: "datadog".into(),
             seen_at: now,
         },
     }));
 
     // A sighting older than the signal window does not count.
-    let state = StepState {
-        signals: vec![Signal {
-            sender: "unverified:datadog".into(),
-            origin: "datadog".into(),
-            seen_at: now - f.settings.signal_window - Duration::seconds(1),
-        }],
-        ..Default::default()
-    };
-    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
-    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
+    let late = f.settings.signal_window.num_seconds() + 1;
+    check(
+        &f,
+        &[
+            db_at(0, "run_1", "datadog", "fp-1"),
+            db_at(late, "run_2", "cloudwatch", "fp-2"),
+        ],
+        &["mim=review", "mim=review"],
+    );
 }
 
 #[test]
 fn an_open_mim_sends_another_to_review() {
     let f = fixture();
-    let ev = event("orders-db", "cloudwatch", "fp-db", AlertStatus::Firing);
-    let c = mim_worthy("dba");
-    let now = t0();
-    let state = StepState {
-        signals: vec![Signal {
-            sender: "unverified:datadog".into(),
-            origin: "datadog".into(),
-            seen_at: now - Duration::minutes(1),
-        }],
-        open_mim: Some((RunId("run_mim".into()), now + Duration::minutes(30))),
-        ..Default::default()
-    };
-    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
-    assert_eq!(out.decision.outcome(ActionKind::Mim), Some(Outcome::Review));
-    assert!(!condition(&out, ActionKind::Mim, "mim.not_open").passed);
+    let lapsed = f.settings.mim_window.num_seconds() + 120;
+    let outs = check(
+        &f,
+        &[
+            db_at(0, "run_1", "cloudwatch", "fp-1"),
+            db_at(60, "run_mim", "datadog", "fp-2"),
+            // Confirmed again, but the MIM of run_mim is open.
+            db_at(120, "run_3", "cloudwatch", "fp-3"),
+            // Once it lapses, two fresh signals open another.
+            db_at(lapsed, "run_4", "cloudwatch", "fp-4"),
+            db_at(lapsed + 60, "run_5", "datadog", "fp-5"),
+        ],
+        &[
+            "mim=review",
+            "mim=execute",
+            "mim=review",
+            "mim=review",
+            "mim=execute",
+        ],
+    );
+    let not_open = condition(&outs[2], ActionKind::Mim, "mim.not_open");
+    assert!(!not_open.passed);
     assert!(
-        !out.effects
+        !outs[2]
+            .effects
             .iter()
             .any(|e| matches!(e, Effect::OpenMim { .. }))
     );
-
-    // A lapsed MIM no longer blocks.
-    let state = StepState {
-        open_mim: Some((RunId("run_mim".into()), now - Duration::seconds(1))),
-        ..state
-    };
-    let out = run(&f, &state, &ev, Some(Ok(&c)), now);
-    assert_eq!(
-        out.decision.outcome(ActionKind::Mim),
-        Some(Outcome::Execute)
-    );
+    assert!(condition(&outs[3], ActionKind::Mim, "mim.not_open").passed);
 }
 
 #[test]
