@@ -236,90 +236,60 @@ fn escalation_inside_the_window_is_not_a_duplicate_and_reopens_it() {
 #[test]
 fn refire_after_resolution_does_not_page_again_within_the_window() {
     let f = fixture();
-    let ev = firing("checkout");
-    let c = page_worthy("payments");
-    let first = run(&f, &StepState::default(), &ev, Some(Ok(&c)), t0());
-    assert_eq!(
-        first.decision.get(ActionKind::Page).unwrap().outcome,
-        Outcome::Execute
+    let window = f.settings.dedup_window.num_minutes();
+    let outs = check(
+        &f,
+        &[
+            at(0, "run_a", "fp-1", AlertStatus::Firing),
+            at(1, "run_r", "fp-1", AlertStatus::Resolved),
+            // A re-fire inside the window: no second page (flap damping),
+            // and the window's ticket is kept, not a second one.
+            at(2, "run_b", "fp-1", AlertStatus::Firing),
+            // Once the window run_b re-opened has lapsed (and with it the
+            // last page's), it pages again.
+            at(2 + window, "run_c", "fp-1", AlertStatus::Firing),
+        ],
+        &[
+            "ticket=execute page=execute",
+            "ticket=skip page=execute/resolve",
+            "ticket=suppressed page=review",
+            "page=execute",
+        ],
     );
-    let mut window = first
-        .effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::OpenDedup(d) => Some(d.clone()),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(window.paged_at, Some(t0()));
-    window.resolved = true;
-    let state = StepState {
-        dedup: Some(window.clone()),
-        ..Default::default()
-    };
-    let now = t0() + Duration::minutes(2);
-    assert_eq!(precheck(&state, &ev, now), Precheck::Classify);
-    let again = run(&f, &state, &ev, Some(Ok(&c)), now);
-    let page = again.decision.get(ActionKind::Page).unwrap();
-    assert_eq!(page.outcome, Outcome::Review, "{page:?}");
-    assert!(
-        page.conditions
-            .iter()
-            .any(|c| c.id == "page.flap" && !c.passed)
-    );
-    let ticket = again.decision.get(ActionKind::Ticket).unwrap();
-    assert_eq!(
-        ticket.outcome,
-        Outcome::Suppressed,
-        "a re-fire inside the window keeps the window's ticket: {ticket:?}"
-    );
-    assert!(
-        ticket
-            .conditions
-            .iter()
-            .any(|c| c.id == "ticket.open" && !c.passed)
-    );
-    // After the window of the last page, it pages again.
-    let later = t0() + f.settings.dedup_window;
-    let out = run(&f, &state, &ev, Some(Ok(&c)), later);
-    assert_eq!(
-        out.decision.get(ActionKind::Page).unwrap().outcome,
-        Outcome::Execute
-    );
+    assert!(!condition(&outs[2], ActionKind::Page, "page.flap").passed);
+    assert!(!condition(&outs[2], ActionKind::Ticket, "ticket.open").passed);
 }
 
 #[test]
 fn duplicate_inside_the_window_is_suppressed_and_names_the_first_run() {
     let f = fixture();
-    let ev = firing("checkout");
-    let first = RunId("run_first".into());
-    let state = StepState {
-        dedup: Some(
-            DedupEntry::open(
-                ev.fingerprint.clone(),
-                first.clone(),
-                t0(),
-                f.settings.dedup_window,
-            )
-            .with_impact(ev.impact.level),
-        ),
-        ..Default::default()
-    };
-    let now = t0() + Duration::minutes(5);
+    let mut mem = MemState::default();
+    check_in(
+        &f,
+        &mut mem,
+        &[at(0, "run_first", "fp-1", AlertStatus::Firing)],
+        &["ticket=execute page=execute"],
+    );
+    // The runtime's precheck on that state: no model call for the repeat.
+    let mut repeat = at(5, "run_dup", "fp-1", AlertStatus::Firing);
+    let now = t0() + repeat.at;
+    let ev = repeat.event.clone();
+    let state = mem.load(&reads(&ev, None, &f.settings, &f.catalog));
     assert_eq!(
         precheck(&state, &ev, now),
         Precheck::Duplicate {
-            first_run_id: first.clone()
+            first_run_id: RunId("run_first".into())
         }
     );
-    let out = run(&f, &state, &ev, None, now);
-    assert_eq!(out.decision.duplicate_of, Some(first));
-    assert!(
-        out.decision
-            .actions
-            .iter()
-            .all(|a| a.outcome == Outcome::Suppressed)
-    );
+    repeat.answer = None;
+    let out = check_in(
+        &f,
+        &mut mem,
+        &[repeat],
+        &["ticket=suppressed page=suppressed mim=suppressed"],
+    )
+    .remove(0);
+    assert_eq!(out.decision.duplicate_of, Some(RunId("run_first".into())));
     assert!(out.planned.is_empty());
     assert!(
         !out.effects
@@ -328,6 +298,7 @@ fn duplicate_inside_the_window_is_suppressed_and_names_the_first_run() {
         "a duplicate neither reopens the window nor spends budget: {:?}",
         out.effects
     );
+
     assert!(!condition(&out, ActionKind::Page, "dedup.window").passed);
 
     // Once the window lapses the same fingerprint is classified again.
