@@ -274,7 +274,6 @@ pub fn step(
         now,
     );
 
-    let storm_before = breaker.clone();
     let ctx = rules::Ctx {
         settings,
         dedup_window,
@@ -285,7 +284,7 @@ pub fn step(
         group_ticket: grouping.ticket.as_ref(),
         open_ticket: opened.open_ticket.as_ref(),
         storm_condition: storm::breaker_condition(settings, &breaker, &obs),
-        storm: &storm_before,
+        storm: &obs.state,
         obs: &obs,
         umbrella: &umbrella,
         umbrella_before: breaker.umbrella_run.clone(),
