@@ -220,71 +220,10 @@ pub(crate) async fn accept_body(
     replay: Option<Replay>,
 ) -> Result<Response, Problem> {
     let label = src.as_str();
-    let normalize =
-        tg_normalize::normalizer(src).ok_or_else(|| Problem::not_found("source adapter"))?;
     let now = state.clock.now();
-    let mut events = normalize(body, &state.pipeline.normalize, now)
-        .map_err(|e| normalize_problem(label, &e))?;
+    let events = normalize_body(state, src, body, who.sender.as_ref(), now).map_err(|p| *p)?;
     let submitted_by = who.label;
-    if let Some(sender) = &who.sender {
-        // A bound sender claims only its own origins (identity.inbound.origins).
-        if let Some(bound) = state.pipeline.origin_bindings.get(sender)
-            && let Some(e) = events.iter().find(|e| !bound.contains(&e.origin))
-        {
-            m::rejected(label, "origin");
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "origin-not-bound",
-                "Origin not bound to the sender",
-                format!(
-                    "sender {sender} may claim only the origins {bound:?} (identity.inbound.origins); \
-                     an event claims {:?}",
-                    truncate(&e.origin, 64)
-                ),
-            )
-            .field("origin"));
-        }
-    }
-    for e in &mut events {
-        e.sender.clone_from(&who.sender);
-    }
-    if events.is_empty() {
-        m::rejected(label, "empty");
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-event",
-            "Malformed event",
-            "the payload holds no alerts",
-        ));
-    }
-
-    // INVARIANT: no 202 while the store cannot commit or the disk is below
-    // its floor; the refusal is logged once per change of state, not here.
-    if let Some(cause) = state.store.health().refusal() {
-        m::rejected(label, "store");
-        return Err(store_unavailable(cause));
-    }
-    // Shed load before accepting rather than accept and fall behind without bound.
-    let backlog = state
-        .store
-        .backlog_estimate()
-        .await
-        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
-    m::backlog(backlog);
-    if backlog.saturating_add(events.len() as i64) > state.limits.backlog_max {
-        m::rejected(label, "backlog");
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backlog-full",
-            "Backlog full",
-            format!(
-                "{backlog} runs are waiting, the limit is backlog_max = {}",
-                state.limits.backlog_max
-            ),
-        )
-        .limit("backlog_max")
-        .retry_after(RETRY_AFTER_SECS));
-    }
+    admit(state, label, events.len()).await?;
 
     let caller_correlation = headers
         .get(CORRELATION_HEADER)
@@ -294,20 +233,7 @@ pub(crate) async fn accept_body(
         // redactor would change (an access key, a JWT) is not used.
         .filter(|s| state.pipeline.normalize.redactor.redact_line(s) == *s)
         .map(CorrelationId::from);
-    let runs: Vec<NewRun> = events
-        .into_iter()
-        .map(|event| {
-            let uuid = uuid::Uuid::now_v7();
-            NewRun {
-                run_id: RunId(format!("run_{uuid}")),
-                correlation_id: caller_correlation
-                    .clone()
-                    .unwrap_or_else(|| CorrelationId(format!("tg-{uuid}"))),
-                event,
-                submitted_by: submitted_by.clone(),
-            }
-        })
-        .collect();
+    let runs = new_runs(events, caller_correlation.as_ref(), submitted_by.as_ref());
     let accepted = state
         .store
         .accept_once(&runs, replay.as_ref().map(|r| &r.key), now)
@@ -343,7 +269,7 @@ pub(crate) async fn accept_body(
     }
     m::accepted(label, runs.len() as u64);
     // INVARIANT: committed above, so the 202 below never promises a lost event.
-    state.work.notify_waiters();
+    state.work.notify_one();
     let body = Accepted {
         runs: runs
             .into_iter()
@@ -354,6 +280,141 @@ pub(crate) async fn accept_body(
             .collect(),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Normalizes one body as `src`: its events, each carrying the verified
+/// sender, or the problem that refuses the body whole (400/403/413).
+fn normalize_body(
+    state: &AppState,
+    src: Source,
+    body: &[u8],
+    sender: Option<&String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<tg_model::NormalizedEvent>, Box<Problem>> {
+    let label = src.as_str();
+    let normalize = tg_normalize::normalizer(src)
+        .ok_or_else(|| Box::new(Problem::not_found("source adapter")))?;
+    let mut events = normalize(body, &state.pipeline.normalize, now)
+        .map_err(|e| Box::new(normalize_problem(label, &e)))?;
+    if let Some(sender) = sender {
+        // A bound sender claims only its own origins (identity.inbound.origins).
+        if let Some(bound) = state.pipeline.origin_bindings.get(sender)
+            && let Some(e) = events.iter().find(|e| !bound.contains(&e.origin))
+        {
+            m::rejected(label, "origin");
+            return Err(Box::new(Problem::new(
+                StatusCode::FORBIDDEN,
+                "origin-not-bound",
+                "Origin not bound to the sender",
+                format!(
+                    "sender {sender} may claim only the origins {bound:?} (identity.inbound.origins); \
+                     an event claims {:?}",
+                    truncate(&e.origin, 64)
+                ),
+            )
+            .field("origin")));
+        }
+    }
+    for e in &mut events {
+        e.sender = sender.cloned();
+    }
+    if events.is_empty() {
+        m::rejected(label, "empty");
+        return Err(Box::new(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-event",
+            "Malformed event",
+            "the payload holds no alerts",
+        )));
+    }
+    Ok(events)
+}
+
+/// Whether `n` more runs may be accepted now: refused (503) while the store
+/// cannot commit, the disk is below its floor, or the backlog is full.
+async fn admit(state: &AppState, label: &'static str, n: usize) -> Result<(), Problem> {
+    // INVARIANT: no 202 while the store cannot commit or the disk is below
+    // its floor; the refusal is logged once per change of state, not here.
+    if let Some(cause) = state.store.health().refusal() {
+        m::rejected(label, "store");
+        return Err(store_unavailable(cause));
+    }
+    // Shed load before accepting rather than accept and fall behind without bound.
+    let backlog = state
+        .store
+        .backlog_estimate()
+        .await
+        .map_err(|e| Problem::internal("the store cannot be read", &e))?;
+    m::backlog(backlog);
+    if backlog.saturating_add(i64::try_from(n).unwrap_or(i64::MAX)) > state.limits.backlog_max {
+        m::rejected(label, "backlog");
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog-full",
+            "Backlog full",
+            format!(
+                "{backlog} runs are waiting, the limit is backlog_max = {}",
+                state.limits.backlog_max
+            ),
+        )
+        .limit("backlog_max")
+        .retry_after(RETRY_AFTER_SECS));
+    }
+    Ok(())
+}
+
+/// A new run for each event, with a fresh run ID and the caller's
+/// correlation ID or a fresh one.
+fn new_runs(
+    events: Vec<tg_model::NormalizedEvent>,
+    correlation: Option<&CorrelationId>,
+    submitted_by: Option<&String>,
+) -> Vec<NewRun> {
+    events
+        .into_iter()
+        .map(|event| {
+            let uuid = uuid::Uuid::now_v7();
+            NewRun {
+                run_id: RunId(format!("run_{uuid}")),
+                correlation_id: correlation
+                    .cloned()
+                    .unwrap_or_else(|| CorrelationId(format!("tg-{uuid}"))),
+                event,
+                submitted_by: submitted_by.cloned(),
+            }
+        })
+        .collect()
+}
+
+/// Accepts several bodies, in order, in one commit, as one anonymous caller
+/// (no HTTP, no replay key): how the simulator hands the intake one time
+/// step's events (`crates/sim`), so that their order is the order given and
+/// a step costs one commit. Refuses all of them if any is refused. Returns
+/// the number of runs accepted.
+pub async fn accept_in_order(
+    state: &AppState,
+    bodies: &[(Source, &[u8])],
+) -> Result<usize, Problem> {
+    let now = state.clock.now();
+    let mut events = Vec::new();
+    let mut counts = Vec::with_capacity(bodies.len());
+    for (src, body) in bodies {
+        m::received(src.as_str());
+        let these = normalize_body(state, *src, body, None, now).map_err(|p| *p)?;
+        counts.push((src.as_str(), these.len() as u64));
+        events.extend(these);
+    }
+    admit(state, "batch", events.len()).await?;
+    let runs = new_runs(events, None, None);
+    if let Err(e) = state.store.accept(&runs, now).await {
+        state.store.observe_error(&e);
+        return Err(Problem::internal("the store cannot accept events", &e));
+    }
+    for (label, n) in counts {
+        m::accepted(label, n);
+    }
+    state.work.notify_one();
+    Ok(runs.len())
 }
 
 /// 503 for an event the store cannot take now: nothing of it was stored.

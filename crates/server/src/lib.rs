@@ -35,7 +35,8 @@ use tokio::sync::Notify;
 
 pub use build::{Pipeline, build_pipeline, build_pipeline_with_clock};
 pub use clock::{Clock, GuardClockAdapter, ManualClock, SystemClock};
-pub use http::app;
+pub use http::{accept_in_order, app};
+pub use problem::Problem;
 
 /// Everything the HTTP handlers and workers share.
 #[derive(Clone)]
@@ -47,6 +48,9 @@ pub struct AppState {
     pub work: Arc<Notify>,
     /// Wakes the audit-file writer when runs complete.
     pub audited: Arc<Notify>,
+    /// Wakes every task waiting for runs to complete (`notify_waiters` on
+    /// each run audited): the simulator's drain waits on it, not on a poll.
+    pub completed: Arc<Notify>,
     /// Wakes the outbox when actions are committed or an operator retries one.
     pub outbox: Arc<Notify>,
     pub audit_file: Option<std::path::PathBuf>,
@@ -154,6 +158,7 @@ pub async fn start(
         clock,
         work: Arc::new(Notify::new()),
         audited: Arc::new(Notify::new()),
+        completed: Arc::new(Notify::new()),
         outbox: Arc::new(Notify::new()),
         audit_file: Some(data_dir.join("audit.jsonl")),
         instance: instance_id().into(),

@@ -28,6 +28,11 @@ pub const SINK_READ_MAX: usize = 1_000;
 /// (wall time: it is about whether a process is alive). A replica that dies
 /// hands its sinks to another after this.
 pub const SINK_LEASE_MS: i64 = 15_000;
+/// A held lease is renewed once less than this is left of it: a batch
+/// starts with at least this long before another replica may take over, and
+/// a busy sink renews about once per `SINK_LEASE_MS - SINK_LEASE_RENEW_MS`
+/// instead of writing to the store before every batch.
+pub const SINK_LEASE_RENEW_MS: i64 = 10_000;
 /// How long a shutdown waits for each sink's last batch.
 pub const SINK_FLUSH_GRACE_MS: u64 = 5_000;
 
@@ -105,16 +110,17 @@ pub async fn run(state: AppState, sink: Arc<dyn Sink>, token: CancellationToken)
         }
     };
     let mut backoff = SINK_BACKOFF_MIN_MS;
+    let mut lease = None;
     loop {
         if token.is_cancelled() {
             let _ = tokio::time::timeout(
                 Duration::from_millis(SINK_FLUSH_GRACE_MS),
-                ship_once(&state, sink.as_ref(), &name, &mut cursor),
+                ship_once(&state, sink.as_ref(), &name, &mut cursor, &mut lease),
             )
             .await;
             return;
         }
-        let wait = match ship_once(&state, sink.as_ref(), &name, &mut cursor).await {
+        let wait = match ship_once(&state, sink.as_ref(), &name, &mut cursor, &mut lease).await {
             Shipped::Some => {
                 backoff = SINK_BACKOFF_MIN_MS;
                 continue;
@@ -150,30 +156,64 @@ enum Shipped {
     Refused,
 }
 
-async fn ship_once(state: &AppState, sink: &dyn Sink, name: &str, cursor: &mut u64) -> Shipped {
+/// Ships the next batch after `cursor`, if any. `lease` is when this
+/// replica's right to ship the sink ends, as last taken: it is taken (or
+/// renewed) only when there is something to ship and less than
+/// [`SINK_LEASE_RENEW_MS`] of it is left, so an idle sink writes nothing.
+async fn ship_once(
+    state: &AppState,
+    sink: &dyn Sink,
+    name: &str,
+    cursor: &mut u64,
+    lease: &mut Option<chrono::DateTime<chrono::Utc>>,
+) -> Shipped {
+    let read = |cursor: u64| async move {
+        let batch = next_batch(state, sink, cursor).await;
+        if let Err(e) = &batch {
+            tracing::error!(sink = %name, error = %e, "cannot read audit records to ship");
+        }
+        batch
+    };
+    let Ok(mut batch) = read(*cursor).await else {
+        return Shipped::Failed(None);
+    };
+    if batch.is_empty() {
+        report_lag(state, name, *cursor).await;
+        return Shipped::Nothing;
+    }
     // Replicas share the cursor; one ships a sink at a time: the lease holder,
     // from the stored cursor (another replica may have moved it).
     let wall = chrono::Utc::now();
-    let until = wall + chrono::Duration::milliseconds(SINK_LEASE_MS);
-    match state
-        .store
-        .hold_sink(name, &state.instance, wall, until)
-        .await
-    {
-        Ok(Some(stored)) => *cursor = (*cursor).max(stored),
-        Ok(None) => return Shipped::Nothing,
-        Err(e) => {
-            tracing::error!(sink = %name, error = %e, "cannot take the sink's lease");
-            return Shipped::Failed(None);
+    let fresh = lease
+        .is_some_and(|until| until - wall > chrono::Duration::milliseconds(SINK_LEASE_RENEW_MS));
+    if !fresh {
+        let until = wall + chrono::Duration::milliseconds(SINK_LEASE_MS);
+        match state
+            .store
+            .hold_sink(name, &state.instance, wall, until)
+            .await
+        {
+            Ok(Some(stored)) => {
+                *lease = Some(until);
+                if stored > *cursor {
+                    *cursor = stored;
+                    let Ok(again) = read(*cursor).await else {
+                        return Shipped::Failed(None);
+                    };
+                    batch = again;
+                }
+            }
+            Ok(None) => {
+                *lease = None;
+                return Shipped::Nothing;
+            }
+            Err(e) => {
+                *lease = None;
+                tracing::error!(sink = %name, error = %e, "cannot take the sink's lease");
+                return Shipped::Failed(None);
+            }
         }
     }
-    let batch = match next_batch(state, sink, *cursor).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(sink = %name, error = %e, "cannot read audit records to ship");
-            return Shipped::Failed(None);
-        }
-    };
     let Some(last) = batch.last().map(|r| r.seq) else {
         report_lag(state, name, *cursor).await;
         return Shipped::Nothing;

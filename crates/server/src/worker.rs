@@ -62,6 +62,11 @@ pub async fn run(id: usize, state: AppState, token: CancellationToken) {
             .await;
         match claimed.map(|runs| (!runs.is_empty()).then_some(runs)) {
             Ok(Some(runs)) => {
+                // A full batch may have left more: another worker takes it
+                // (an accept wakes one worker, not all of them).
+                if i64::try_from(runs.len()).unwrap_or(i64::MAX) >= DECIDE_BATCH_MAX {
+                    state.work.notify_one();
+                }
                 let ids: Vec<tg_model::RunId> = runs.iter().map(|r| r.run_id.clone()).collect();
                 if let Err(e) = process_batch(&state, runs).await {
                     if let Some(e) = e.downcast_ref::<tg_store::StoreError>() {
@@ -179,8 +184,9 @@ async fn classify_run(
         event,
         now,
     );
-    let record = match pre {
-        Precheck::Classify => {
+    let record = match no_model(p, &pre) {
+        Some(record) => record,
+        None => {
             let teams = p.teams_for(&event.service);
             let out = p.classifier.classify(event, &teams).await;
             m::classified(&out.info.classifier, out.result.is_ok());
@@ -205,8 +211,6 @@ async fn classify_run(
                 ),
             }
         }
-        Precheck::Duplicate { first_run_id } => skipped(p, format!("duplicate of {first_run_id}")),
-        Precheck::Resolved => skipped(p, "resolved alert".into()),
     };
 
     let record_json = serde_json::to_value(&record)?;
@@ -258,68 +262,103 @@ async fn release_all(state: &AppState, ids: &[tg_model::RunId], token: &Cancella
     }
 }
 
-/// Processes claimed runs in acceptance order, in waves: a wave is the
-/// longest run of distinct fingerprints, so that a repeat is prechecked only
-/// after the run before it is decided (a duplicate never reaches the model).
-async fn process_batch(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<()> {
-    let mut rest = runs.into_iter().peekable();
-    while rest.peek().is_some() {
-        let mut seen = std::collections::HashSet::new();
-        let mut wave = Vec::new();
-        while let Some(run) = rest.next_if(|r| !seen.contains(&r.event.fingerprint)) {
-            seen.insert(run.event.fingerprint.clone());
-            wave.push(run);
+/// A claimed run in its batch: ready to be decided (classified, or found to
+/// need no model), or a repeat of an earlier run of the batch, whose
+/// pre-check waits for that run's decision.
+enum Item {
+    Ready(Box<Prepared>),
+    Repeat(Box<StoredRun>),
+}
+
+impl Item {
+    fn run(&self) -> &StoredRun {
+        match self {
+            Item::Ready(p) => &p.run,
+            Item::Repeat(r) => r,
         }
-        process_wave(state, wave).await?;
+    }
+}
+
+/// Processes claimed runs in acceptance order, in waves (one transaction
+/// each). Before a wave, every run that is the first of its fingerprint in
+/// what is left is classified (concurrently: model calls overlap); a repeat
+/// is pre-checked inside the wave, on the state the runs before it left, so
+/// a duplicate is decided in the same transaction and never reaches the
+/// model. A wave ends at the first repeat that needs the model (it leads the
+/// next wave) or at the end of the batch.
+async fn process_batch(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<()> {
+    let mut items: Vec<Item> = runs
+        .into_iter()
+        .map(|r| Item::Repeat(Box::new(r)))
+        .collect();
+    while !items.is_empty() {
+        prepare_leads(state, &mut items).await?;
+        let decided = process_wave(state, &items).await?;
+        items.drain(..decided.max(1).min(items.len()));
     }
     Ok(())
 }
 
-/// Classifies a wave's runs (concurrently: model calls overlap), then decides
-/// them in one transaction in acceptance order; a run that leaves nothing for
-/// the outbox is audited in that same transaction.
-async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let n = runs.len();
-    // The pre-check's windows, one read for the wave (its fingerprints are distinct).
-    let fingerprints: Vec<&tg_model::Fingerprint> =
-        runs.iter().map(|r| &r.event.fingerprint).collect();
-    let mut windows = state.store.dedup_entries(&fingerprints).await?;
-    let mut prepared: Vec<Option<Prepared>> = (0..n).map(|_| None).collect();
-    if n == 1 {
-        for (slot, run) in prepared.iter_mut().zip(runs) {
-            let dedup = windows.remove(&run.event.fingerprint);
-            *slot = Some(prepare(state, run, dedup).await?);
-        }
-    } else {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, run) in runs.into_iter().enumerate() {
-            let st = state.clone();
-            let dedup = windows.remove(&run.event.fingerprint);
-            set.spawn(async move { (i, prepare(&st, run, dedup).await) });
-        }
-        while let Some(joined) = set.join_next().await {
-            let (i, p) = joined?;
-            if let Some(slot) = prepared.get_mut(i) {
-                *slot = Some(p?);
-            }
+/// Classifies every run that no earlier run of `items` shares a fingerprint
+/// with (its dedup window read from the store: nothing before it in the
+/// batch can change it). The first item is always one, so a wave decides at
+/// least one run.
+async fn prepare_leads(state: &AppState, items: &mut [Item]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut leads = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let first = seen.insert(item.run().event.fingerprint.clone());
+        if first && matches!(item, Item::Repeat(_)) {
+            leads.push(i);
         }
     }
-    let prepared: Vec<Prepared> = prepared.into_iter().flatten().collect();
+    if leads.is_empty() {
+        return Ok(());
+    }
+    let fingerprints: Vec<&tg_model::Fingerprint> = leads
+        .iter()
+        .filter_map(|&i| items.get(i))
+        .map(|x| &x.run().event.fingerprint)
+        .collect();
+    let mut windows = state.store.dedup_entries(&fingerprints).await?;
+    let mut set = tokio::task::JoinSet::new();
+    for &i in &leads {
+        let Some(Item::Repeat(run)) = items.get(i) else {
+            continue;
+        };
+        let (st, run) = (state.clone(), StoredRun::clone(run));
+        let dedup = windows.remove(&run.event.fingerprint);
+        set.spawn(async move { (i, prepare(&st, run, dedup).await) });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (i, p) = joined?;
+        if let Some(slot) = items.get_mut(i) {
+            *slot = Item::Ready(Box::new(p?));
+        }
+    }
+    Ok(())
+}
 
+/// Decides a prefix of `items` in one transaction in acceptance order (a run
+/// that leaves nothing for the outbox is audited in that same transaction)
+/// and returns its length: up to the first repeat whose pre-check on the
+/// wave's state says it needs the model.
+async fn process_wave(state: &AppState, items: &[Item]) -> anyhow::Result<usize> {
+    let started = std::time::Instant::now();
     let p = &state.pipeline;
     // One policy for the whole wave, even if a reload lands meanwhile.
     let policy = p.policy();
     let policy = &*policy;
-    let reads: Vec<tg_engine::Reads> = prepared
+    // A repeat reads what a run without a model answer reads: if its
+    // pre-check says it needs one, it is not decided in this wave.
+    let reads: Vec<tg_engine::Reads> = items
         .iter()
         .map(|x| {
-            tg_engine::reads(
-                &x.run.event,
-                x.record.classification.as_ref(),
-                &p.storm,
-                &policy.catalog,
-            )
+            let classification = match x {
+                Item::Ready(x) => x.record.classification.as_ref(),
+                Item::Repeat(_) => None,
+            };
+            tg_engine::reads(&x.run().event, classification, &p.storm, &policy.catalog)
         })
         .collect();
     // Milliseconds, as the store keeps time: a run later in the wave sees
@@ -330,45 +369,68 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
         now.duration_trunc(chrono::Duration::milliseconds(1))
             .unwrap_or(now)
     };
-    let keyed: Vec<(&tg_model::RunId, &tg_engine::Reads)> = prepared
+    let keyed: Vec<(&tg_model::RunId, &tg_engine::Reads)> = items
         .iter()
         .zip(&reads)
-        .map(|(x, r)| (&x.run.run_id, r))
+        .map(|(x, r)| (&x.run().run_id, r))
         .collect();
     // begin -> for each run { load; step; apply } -> commit: the wave.
     let mut wave = state.store.begin_wave(&keyed, now).await?;
-    let (decidable, wave_runs): (Vec<&Prepared>, Vec<tg_engine::WaveRun<'_>>) = prepared
-        .iter()
-        .zip(&reads)
-        .filter(|(x, _)| wave.claimable(&x.run.run_id))
-        .map(|(x, r)| {
-            let classification = match (&x.record.classification, &x.record.rejection) {
-                (Some(c), _) => Some(Ok(c)),
-                (None, Some(r)) => Some(Err(r)),
-                (None, None) => None,
-            };
-            let run = tg_engine::WaveRun {
-                reads: r,
-                run_id: &x.run.run_id,
-                correlation_id: &x.run.correlation_id,
-                event: &x.run.event,
-                classification,
-            };
-            (x, run)
-        })
-        .unzip();
-    let outs = tg_engine::decide_wave(
-        wave.state(),
-        tg_engine::Policy {
-            gates: &policy.gates,
-            catalog: &policy.catalog,
-            settings: &p.storm,
-        },
-        &wave_runs,
-        now,
-    );
-    let mut decided = Vec::with_capacity(outs.len());
-    for (x, out) in decidable.into_iter().zip(outs) {
+    let policy = tg_engine::Policy {
+        gates: &policy.gates,
+        catalog: &policy.catalog,
+        settings: &p.storm,
+    };
+    let mut taken = 0;
+    let mut elsewhere = 0;
+    let mut repeats: Vec<Prepared> = Vec::new();
+    let mut decided = Vec::new();
+    for (item, r) in items.iter().zip(&reads) {
+        if !wave.claimable(&item.run().run_id) {
+            // Decided by another worker (its lease had expired).
+            taken += 1;
+            elsewhere += 1;
+            continue;
+        }
+        let x: &Prepared = match item {
+            Item::Ready(x) => x,
+            Item::Repeat(run) => {
+                let dedup = wave.state().dedup.get(&run.event.fingerprint).cloned();
+                let pre = tg_engine::precheck(
+                    &tg_engine::StepState {
+                        dedup,
+                        ..Default::default()
+                    },
+                    &run.event,
+                    now,
+                );
+                let Some(record) = no_model(p, &pre) else {
+                    break;
+                };
+                let record_json = serde_json::to_value(&record)?;
+                repeats.push(Prepared {
+                    run: StoredRun::clone(run),
+                    record,
+                    record_json,
+                });
+                repeats.last().ok_or_else(|| anyhow::anyhow!("repeat"))?
+            }
+        };
+        let classification = match (&x.record.classification, &x.record.rejection) {
+            (Some(c), _) => Some(Ok(c)),
+            (None, Some(r)) => Some(Err(r)),
+            (None, None) => None,
+        };
+        let run = tg_engine::WaveRun {
+            reads: r,
+            run_id: &x.run.run_id,
+            correlation_id: &x.run.correlation_id,
+            event: &x.run.event,
+            classification,
+        };
+        let out = tg_engine::decide_wave(wave.state(), policy, &[run], now)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("a wave of one run decided nothing"))?;
         let sealed = wave.apply(&x.run.run_id, &x.record_json, &out, |out| {
             let at = RunTimestamps {
                 received_at: x.run.received_at,
@@ -384,17 +446,21 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
                 at,
             )
         })?;
-        decided.push((x, out, sealed));
+        decided.push((
+            x.run.run_id.clone(),
+            x.run.received_at,
+            x.record.latency_ms,
+            out,
+            sealed,
+        ));
+        taken += 1;
     }
     wave.commit().await?;
     let decided_at = state.clock.now();
-    if decided.len() < prepared.len() {
-        tracing::info!(
-            runs = prepared.len() - decided.len(),
-            "runs already decided by another worker"
-        );
+    if elsewhere > 0 {
+        tracing::info!(runs = elsewhere, "runs already decided by another worker");
     }
-    for (x, out, sealed) in decided {
+    for (run_id, received_at, latency_ms, out, sealed) in decided {
         for a in &out.decision.actions {
             m::decided(a.action, a.outcome);
         }
@@ -403,15 +469,27 @@ async fn process_wave(state: &AppState, runs: Vec<StoredRun>) -> anyhow::Result<
         // queueing included (the issue 11 lag target).
         m::decision_lag(
             decided_at
-                - x.run.received_at
-                - chrono::Duration::milliseconds(i64::try_from(x.record.latency_ms).unwrap_or(0)),
+                - received_at
+                - chrono::Duration::milliseconds(i64::try_from(latency_ms).unwrap_or(0)),
         );
         match sealed {
             Some(record) => audited(state, &record),
-            None => complete_or_hand_over(state, &x.run.run_id).await?,
+            None => complete_or_hand_over(state, &run_id).await?,
         }
     }
-    Ok(())
+    Ok(taken)
+}
+
+/// The record of a run the pre-check found needs no model call (a
+/// duplicate inside its window, a resolution); `None` when it needs one.
+fn no_model(p: &crate::Pipeline, pre: &Precheck) -> Option<ClassificationRecord> {
+    match pre {
+        Precheck::Classify => None,
+        Precheck::Duplicate { first_run_id } => {
+            Some(skipped(p, format!("duplicate of {first_run_id}")))
+        }
+        Precheck::Resolved => Some(skipped(p, "resolved alert".into())),
+    }
 }
 
 fn skipped(p: &crate::Pipeline, why: String) -> ClassificationRecord {
@@ -491,6 +569,7 @@ fn audited(state: &AppState, sealed: &AuditRecord) {
         "run audited"
     );
     state.audited.notify_one();
+    state.completed.notify_waiters();
 }
 
 /// The run's one audit record (unsealed): [`AuditRecord::unsealed`].

@@ -263,6 +263,7 @@ async fn every_page_renders_within_budget_with_10k_runs() {
         clock,
         work: Arc::new(tokio::sync::Notify::new()),
         audited: Arc::new(tokio::sync::Notify::new()),
+        completed: Arc::new(tokio::sync::Notify::new()),
         outbox: Arc::new(tokio::sync::Notify::new()),
         audit_file: None,
         limits: tg_server::Limits {

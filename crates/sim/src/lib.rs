@@ -4,8 +4,10 @@
 //! with offsets in seconds, optional repeats and seeded jitter) plus the gate
 //! configuration to use. [`run`] starts the sandbox emulators and the real gate
 //! (`tg_server::start`, real SQLite in a temporary directory, a
-//! `ManualClock`), posts every event over HTTP in time order, advancing the
-//! clock to each event's offset and waiting for the backlog to drain before
+//! `ManualClock`), hands each time step's events to the gate's intake in time
+//! order as one commit ([`tg_server::accept_in_order`]: what
+//! `POST /v1/events/{source}` does after the HTTP layer), advancing the clock
+//! to each step's offset and waiting for the step's runs to be audited before
 //! advancing again. Time never sleeps, so a 30-minute storm runs in seconds.
 //!
 //! After the run, [`Report::violations`] lists every broken storm invariant
@@ -30,7 +32,8 @@ pub const EVENTS_MAX: usize = 200_000;
 pub const STREAMS_MAX: usize = 64;
 /// How long the simulator waits for one time step's runs to complete.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
-/// Poll interval while waiting for the backlog to drain (wall time).
+/// Longest wait between two checks while a step drains (wall time); a run's
+/// completion wakes the check sooner.
 const DRAIN_POLL: Duration = Duration::from_millis(2);
 /// Per-request timeout of the simulator's HTTP client.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -708,10 +711,6 @@ async fn run_inner(
         std::fs::create_dir_all(&dir)?;
         others.push(start_gate(&config, &sandbox, &dir, clock.clone()).await?);
     }
-    let other_bases: Vec<String> = others
-        .iter()
-        .map(|g| format!("http://{}", g.addr))
-        .collect();
     let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
     let mut store = gate.state.store.clone();
 
@@ -760,43 +759,50 @@ async fn run_inner(
             // What the breaker timer would have done before this moment.
             tg_server::storm::tick_breakers(&gate.state).await?;
         }
-        while let Some(e) = events.get(i).filter(|e| e.at_secs == at) {
-            // Round-robin over the replicas, like a load balancer.
-            let to = match i % opts.replicas {
-                0 => &base,
-                r => other_bases.get(r - 1).unwrap_or(&base),
-            };
-            let resp = http
-                .post(format!("{to}/v1/events/{}", e.source))
-                .json(&e.body)
-                .send()
-                .await?;
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            if status.as_u16() != 202 {
-                bail!(
-                    "event {i} (stream {}) at +{at}s was refused: {status} {body}",
-                    e.stream
-                );
+        // The time step's events, in timeline order, handed to the intake as
+        // one batch per replica (round-robin, like a load balancer): one
+        // commit each, then the step is drained. `serial` hands them one at a
+        // time and drains after each.
+        let rest = events.get(i..).unwrap_or_default();
+        let step_len = rest.iter().take_while(|e| e.at_secs == at).count().max(1);
+        let step = rest.get(..step_len).unwrap_or_default();
+        // (index of its first event, its events)
+        let chunks: Vec<(usize, &[TimedEvent])> = if opts.serial {
+            step.chunks(1)
+                .enumerate()
+                .map(|(k, c)| (i + k, c))
+                .collect()
+        } else {
+            vec![(i, step)]
+        };
+        for (first, chunk) in chunks {
+            let gates: Vec<&tg_server::AppState> = std::iter::once(&gate.state)
+                .chain(others.iter().map(|g| &g.state))
+                .collect();
+            for (r, to) in gates.iter().enumerate() {
+                let mut bodies = Vec::new();
+                for (k, e) in chunk.iter().enumerate() {
+                    if (first + k) % opts.replicas == r {
+                        bodies.push((source_of(&e.source)?, serde_json::to_vec(&e.body)?));
+                    }
+                }
+                if bodies.is_empty() {
+                    continue;
+                }
+                let batch: Vec<(tg_model::Source, &[u8])> =
+                    bodies.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+                accepted += tg_server::accept_in_order(to, &batch).await.map_err(|p| {
+                    anyhow!(
+                        "events {first}.. at +{at}s were refused: {} {}: {}",
+                        p.status,
+                        p.title,
+                        p.detail
+                    )
+                })?;
             }
-            accepted += body
-                .get("runs")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            i += 1;
-            if opts.serial {
-                let outboxes: Vec<&tokio::sync::Notify> = std::iter::once(&gate)
-                    .chain(others.iter())
-                    .map(|g| g.state.outbox.as_ref())
-                    .collect();
-                drain(&store, &clock, &outboxes).await?;
-            }
+            drain(&store, &clock, &gates).await?;
         }
-        let outboxes: Vec<&tokio::sync::Notify> = std::iter::once(&gate)
-            .chain(others.iter())
-            .map(|g| g.state.outbox.as_ref())
-            .collect();
-        drain(&store, &clock, &outboxes).await?;
+        i += step_len;
     }
     // After the last alert, quiet time: an open breaker closes once its
     // window has emptied and the cool-down has passed, with no event needed.
@@ -1162,37 +1168,27 @@ async fn postmortem_query(
     }))
 }
 
-/// Waits until every accepted run is completed (audited). When processing is
-/// done and only outbox retries are waiting (nothing in flight), simulated time
-/// moves to the next due attempt, as a discrete-event simulator does.
+/// Waits until every accepted run is completed (audited): woken by the
+/// gates' completions, checked at least every [`DRAIN_POLL`]. When processing
+/// is done and only outbox retries are waiting (nothing in flight), simulated
+/// time moves to the next due attempt, as a discrete-event simulator does.
 async fn drain(
     store: &tg_store::Store,
     clock: &tg_server::ManualClock,
-    outboxes: &[&tokio::sync::Notify],
+    gates: &[&tg_server::AppState],
 ) -> anyhow::Result<()> {
     use tg_server::Clock as _;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let completed = gates.first().map(|g| g.completed.clone());
     loop {
-        let counts = store.count_by_status().await?;
-        let open: i64 = counts
-            .iter()
-            .filter(|(s, _)| *s != tg_store::RunStatus::Completed)
-            .map(|(_, n)| *n)
-            .sum();
-        if open == 0 {
+        // Created before the check, so a completion in between wakes it
+        // (`Notify::notify_waiters` reaches every `Notified` already created).
+        let woken = completed.as_deref().map(tokio::sync::Notify::notified);
+        let open = store.open_runs().await?;
+        if open.total() == 0 {
             return Ok(());
         }
-        let processing: i64 = counts
-            .iter()
-            .filter(|(s, _)| {
-                matches!(
-                    s,
-                    tg_store::RunStatus::Pending | tg_store::RunStatus::Classifying
-                )
-            })
-            .map(|(_, n)| *n)
-            .sum();
-        if processing == 0 {
+        if open.processing() == 0 {
             let now = clock.now();
             let ob = store.outbox_counts(now).await?;
             if ob.in_flight == 0
@@ -1201,16 +1197,32 @@ async fn drain(
                 if due > now {
                     clock.advance(due - now);
                 }
-                for outbox in outboxes {
-                    outbox.notify_one();
+                for g in gates {
+                    g.outbox.notify_one();
                 }
             }
         }
         if Instant::now() > deadline {
-            bail!("{open} runs still open after {DRAIN_TIMEOUT:?}");
+            bail!("{} runs still open after {DRAIN_TIMEOUT:?}", open.total());
         }
-        tokio::time::sleep(DRAIN_POLL).await;
+        match woken {
+            Some(woken) => tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(DRAIN_POLL) => {}
+            },
+            None => tokio::time::sleep(DRAIN_POLL).await,
+        }
     }
+}
+
+/// The tg_model source a scenario stream names (`source:`), as
+/// `POST /v1/events/{source}` spells it.
+fn source_of(name: &str) -> anyhow::Result<tg_model::Source> {
+    tg_model::Source::ALL
+        .into_iter()
+        .filter(|s| *s != tg_model::Source::CloudwatchSns)
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| anyhow!("unknown source {name:?}"))
 }
 
 fn minute_of(t: DateTime<Utc>, start: DateTime<Utc>) -> u64 {

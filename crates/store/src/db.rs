@@ -29,7 +29,8 @@ use tg_storm::{BucketState, DedupEntry};
 
 use crate::audit::{RowMeta, chain_next, insert_row};
 use crate::{
-    NewRun, ReviewItem, RunStatus, StoreError, StoredAction, StoredRun, from_ms, parse_kind, to_ms,
+    NewRun, OpenRuns, ReviewItem, RunStatus, StoreError, StoredAction, StoredRun, from_ms,
+    parse_kind, to_ms,
 };
 
 /// A transaction on either backend.
@@ -203,14 +204,18 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
         );
+        // A local file's connection cannot go stale: no ping before each
+        // use (one hand-off to the connection's thread per transaction saved).
         let write = AnyPoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .after_connect(pragmas_hook(pragmas.clone()))
             .connect_with(AnyConnectOptions::from_str(&url)?.disable_statement_logging())
             .await?;
         SQLITE_MIGRATOR.run(&write).await?;
         let read = AnyPoolOptions::new()
             .max_connections(READ_CONNECTIONS_MAX)
+            .test_before_acquire(false)
             .after_connect(pragmas_hook(format!(
                 "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
             )))
@@ -838,6 +843,29 @@ impl Store {
             let s: String = r.try_get("status")?;
             if let Some(st) = RunStatus::parse(&s) {
                 out.push((st, r.try_get("n")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs not yet completed, by stage: reads those runs' entries of the
+    /// `runs_status` index only, not the whole table (the simulator asks
+    /// after every time step).
+    pub async fn open_runs(&self) -> Result<OpenRuns, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM runs \
+             WHERE status IN ('pending', 'classifying', 'decided') GROUP BY status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = OpenRuns::default();
+        for r in rows {
+            let n: i64 = r.try_get("n")?;
+            match RunStatus::parse(&r.try_get::<String, _>("status")?) {
+                Some(RunStatus::Pending) => out.pending = n,
+                Some(RunStatus::Classifying) => out.classifying = n,
+                Some(RunStatus::Decided) => out.decided = n,
+                _ => {}
             }
         }
         Ok(out)

@@ -113,6 +113,26 @@ impl RunStatus {
     }
 }
 
+/// Runs not yet completed, by stage ([`Store::open_runs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenRuns {
+    pub pending: i64,
+    pub classifying: i64,
+    pub decided: i64,
+}
+
+impl OpenRuns {
+    /// Every run not yet completed.
+    pub fn total(self) -> i64 {
+        self.pending + self.classifying + self.decided
+    }
+
+    /// Runs not yet decided (waiting for or held by a worker).
+    pub fn processing(self) -> i64 {
+        self.pending + self.classifying
+    }
+}
+
 /// A run to accept.
 #[derive(Debug, Clone)]
 pub struct NewRun {

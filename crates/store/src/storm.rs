@@ -23,17 +23,20 @@ pub const TRANSITIONS_LIST_MAX: i64 = 1_000;
 use crate::db::Tx;
 
 /// The environment's most recent sightings (at most `SIGHTINGS_MAX`).
-pub(crate) async fn load_sightings(
-    tx: &mut Tx,
+pub(crate) async fn load_sightings<'e, E>(
+    on: E,
     environment: &str,
-) -> Result<Vec<Sighting>, StoreError> {
+) -> Result<Vec<Sighting>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let rows = sqlx::query(
         "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
          ORDER BY seen_at DESC, service LIMIT $2",
     )
     .bind(environment)
     .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
-    .fetch_all(&mut **tx)
+    .fetch_all(on)
     .await?;
     rows.iter()
         .map(|r| {
@@ -151,10 +154,27 @@ impl Store {
         &self,
         check: impl Fn(&str, &BreakerState, &[Sighting]) -> Vec<Effect>,
     ) -> Result<Vec<Effect>, StoreError> {
+        // Most ticks change nothing: they are decided on a read first and
+        // take the write lock only when a breaker is due to move.
+        let open = "SELECT environment, state_json FROM storm_breaker WHERE open = 1";
+        let mut due = false;
+        for r in sqlx::query(open).fetch_all(&self.read).await? {
+            let environment: String = r.try_get("environment")?;
+            let json_state: String = r.try_get("state_json")?;
+            let stored: BreakerState =
+                serde_json::from_str(&json_state).map_err(corrupt("storm breaker"))?;
+            let sightings = load_sightings(&self.read, &environment).await?;
+            if !check(&environment, &stored, &sightings).is_empty() {
+                due = true;
+                break;
+            }
+        }
+        if !due {
+            return Ok(Vec::new());
+        }
+        // Checked again under the lock: a wave may have moved it meanwhile.
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query("SELECT environment, state_json FROM storm_breaker WHERE open = 1")
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(open).fetch_all(&mut *tx).await?;
         let mut all = Vec::new();
         let mut transitions = Vec::new();
         for r in rows {
@@ -162,7 +182,7 @@ impl Store {
             let json_state: String = r.try_get("state_json")?;
             let stored: BreakerState =
                 serde_json::from_str(&json_state).map_err(corrupt("storm breaker"))?;
-            let sightings = load_sightings(&mut tx, &environment).await?;
+            let sightings = load_sightings(&mut *tx, &environment).await?;
             let effects = check(&environment, &stored, &sightings);
             let mut state = tg_engine::MemState::default();
             state.breakers.insert(environment.clone(), stored);
@@ -193,22 +213,7 @@ impl Store {
 
     /// The stored sightings of an environment, newest first (bounded).
     pub async fn storm_sightings(&self, environment: &str) -> Result<Vec<Sighting>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT service, seen_at FROM storm_sightings WHERE environment = $1 \
-             ORDER BY seen_at DESC, service LIMIT $2",
-        )
-        .bind(environment)
-        .bind(i64::try_from(tg_storm::breaker::SIGHTINGS_MAX).unwrap_or(i64::MAX))
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Sighting {
-                    service: r.try_get("service")?,
-                    seen_at: from_ms(r.try_get("seen_at")?),
-                })
-            })
-            .collect()
+        load_sightings(&self.read, environment).await
     }
 
     /// Breaker transitions in order (at most `limit`, newest last).

@@ -508,7 +508,7 @@ async fn load_keys(tx: &mut Tx, keys: Option<&Keys<'_>>) -> Result<MemState, Sto
         }
     };
     for env in environments {
-        let seen = crate::storm::load_sightings(tx, &env).await?;
+        let seen = crate::storm::load_sightings(&mut **tx, &env).await?;
         if !seen.is_empty() {
             let m = state.sightings.entry(env).or_default();
             for s in seen {
