@@ -41,6 +41,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tg_config::{Config, EnvAndFiles};
 
+/// The allocator: glibc's malloc was about a quarter of the gate's samples
+/// under a storm (bench/README.md, "Profile after the change"); mimalloc's
+/// per-thread heaps suit a process whose tasks hop between threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "triage-gate",
